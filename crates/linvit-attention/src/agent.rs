@@ -1,0 +1,273 @@
+//! Agent attention (Han et al., "Agent Attention: On the Integration of Softmax and Linear
+//! Attention", ECCV 2024), following `agent_transformer/models/agent_{deit,pvt,swin,cswin}.py`
+//! of LeapLabTHU/Agent-Attention.
+//!
+//! Two softmax attentions through `m` agent tokens pooled from the queries: the agents gather
+//! from all keys, then every query reads from the agents, so the cost is `O(N m)`. The flavour
+//! follows the [`Projection`] and the prefix: fused `qkv` with a CLS prefix is Agent-DeiT (with
+//! `ac_bias`/`ca_bias`), fused without prefix is Agent-Swin, `q`+`kv` with `sr` is Agent-PVT,
+//! external `q, k, v` in stripes with LePE is Agent-CSwin.
+//!
+//! All resizing (7x7 bias grids to the token grid, agent pooling, v upsampling after spatial
+//! reduction) uses PyTorch's semantics: bilinear with `align_corners=False`, no antialiasing,
+//! adaptive-pool bins `[floor(i*in/out), ceil((i+1)*in/out))`. Deviation: called on a grid other
+//! than the one it was built for, the module resizes its `ah/aw/ha/wa` biases with 1-D linear
+//! interpolation instead of failing.
+
+use burn::module::{Module, Param};
+use burn::nn::conv::Conv2d;
+use burn::nn::{LayerNorm, Linear};
+use burn::tensor::activation::softmax;
+use burn::tensor::{Device, Tensor};
+use serde::{Deserialize, Serialize};
+
+use crate::ops::{
+    adaptive_pool_matrix, bilinear_matrix, image_to_tokens, linear_matrix, merge_heads,
+    resample_axis, split_heads, tokens_to_image, tokens_to_windows, windows_to_tokens,
+};
+use crate::proj::{self, ProjectionRefs, Qkv};
+use crate::{MixerShape, Projection, TokenLayout};
+
+/// Side of the learned bias grids `an_bias`/`na_bias`, resized to the token grid at run time.
+const BIAS_GRID: usize = 7;
+
+/// Hyper-parameters of agent attention.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AgentConfig {
+    /// Number of agent tokens; a perfect square (pooled to `sqrt x sqrt`). Default: 49.
+    pub agent_num: usize,
+    /// Kernel of the depthwise conv on v over all channels. Default: 3.
+    pub dwc_kernel: usize,
+}
+
+impl Default for AgentConfig {
+    fn default() -> Self {
+        Self {
+            agent_num: 49,
+            dwc_kernel: 3,
+        }
+    }
+}
+
+/// Agent attention; fields carry the upstream state-dict names.
+#[derive(Module, Debug)]
+pub struct AgentAttention {
+    pub qkv: Option<Linear>,
+    pub q: Option<Linear>,
+    pub kv: Option<Linear>,
+    pub sr: Option<Conv2d>,
+    pub norm: Option<LayerNorm>,
+    pub proj: Option<Linear>,
+    /// Depthwise conv over all channels of v (absent in CSwin).
+    pub dwc: Option<Conv2d>,
+    /// LePE depthwise 3x3 per window (CSwin only).
+    pub get_v: Option<Conv2d>,
+    /// `[h, m, 7, 7]`: agent -> key bias grid.
+    pub an_bias: Param<Tensor<4>>,
+    /// `[h, m, 7, 7]`: query -> agent bias grid.
+    pub na_bias: Param<Tensor<4>>,
+    /// `[1, h, m, kh, 1]` and `[1, h, m, 1, kw]`: agent -> key row/column biases.
+    pub ah_bias: Param<Tensor<5>>,
+    pub aw_bias: Param<Tensor<5>>,
+    /// `[1, h, qh, 1, m]` and `[1, h, 1, qw, m]`: query row/column -> agent biases.
+    pub ha_bias: Param<Tensor<5>>,
+    pub wa_bias: Param<Tensor<5>>,
+    /// `[1, h, m, 1]`: agent -> CLS key bias (with a prefix token only).
+    pub ac_bias: Option<Param<Tensor<4>>>,
+    /// `[1, h, 1, m]`: CLS query -> agent bias (with a prefix token only).
+    pub ca_bias: Option<Param<Tensor<4>>>,
+    #[module(skip)]
+    pub num_heads: usize,
+    #[module(skip)]
+    pub agent_num: usize,
+    #[module(skip)]
+    pub projection: Projection,
+}
+
+impl AgentConfig {
+    pub fn init(&self, shape: &MixerShape, device: &Device) -> AgentAttention {
+        let p = proj::init(shape, device);
+        let (h, m) = (shape.num_heads, self.agent_num);
+        let external = matches!(shape.projection, Projection::External { .. });
+        // Biases live on the attention window (a stripe in CSwin) and the key grid inside it.
+        let [qh, qw] = shape.projection.window(shape.grid);
+        let [kh, kw] = shape.projection.key_grid([qh, qw]);
+        let zeros = |dims: [usize; 5]| Param::from_tensor(Tensor::zeros(dims, device));
+        let grid = |device: &Device| {
+            Param::from_tensor(Tensor::zeros([h, m, BIAS_GRID, BIAS_GRID], device))
+        };
+        let prefix = shape.prefix > 0;
+        AgentAttention {
+            qkv: p.qkv,
+            q: p.q,
+            kv: p.kv,
+            sr: p.sr,
+            norm: p.norm,
+            proj: p.proj,
+            dwc: (!external).then(|| proj::depthwise(shape.dim, self.dwc_kernel, device)),
+            get_v: external.then(|| proj::depthwise(shape.dim, 3, device)),
+            an_bias: grid(device),
+            na_bias: grid(device),
+            ah_bias: zeros([1, h, m, kh, 1]),
+            aw_bias: zeros([1, h, m, 1, kw]),
+            ha_bias: zeros([1, h, qh, 1, m]),
+            wa_bias: zeros([1, h, 1, qw, m]),
+            ac_bias: prefix.then(|| Param::from_tensor(Tensor::zeros([1, h, m, 1], device))),
+            ca_bias: prefix.then(|| Param::from_tensor(Tensor::zeros([1, h, 1, m], device))),
+            num_heads: h,
+            agent_num: m,
+            projection: shape.projection,
+        }
+    }
+}
+
+/// Resizes axis `dim` of a bias to `len` with 1-D linear interpolation when it differs.
+fn fit_axis<const D: usize>(bias: Tensor<D>, dim: usize, len: usize) -> Tensor<D> {
+    let have = bias.dims()[dim];
+    if have == len {
+        return bias;
+    }
+    let m = linear_matrix(have, len, &bias.device());
+    resample_axis(bias, m, dim)
+}
+
+impl AgentAttention {
+    fn refs(&self) -> ProjectionRefs<'_> {
+        ProjectionRefs {
+            qkv: &self.qkv,
+            q: &self.q,
+            kv: &self.kv,
+            sr: &self.sr,
+            norm: &self.norm,
+            projection: self.projection,
+        }
+    }
+
+    /// # Shapes
+    /// - x: `[B, prefix + H*W, C]` -> `[B, prefix + H*W, C]`
+    pub fn forward(&self, x: Tensor<3>, layout: TokenLayout) -> Tensor<3> {
+        let qkv = self.refs().project(x, layout);
+        let out = self.attend(qkv, layout);
+        match &self.proj {
+            Some(proj) => proj.forward(out),
+            None => out,
+        }
+    }
+
+    /// The CSwin flavour: `q, k, v` each `[B, H*W, C]`; attention per window (the whole map
+    /// or stripes), LePE added per window, no `proj`.
+    pub fn forward_qkv(
+        &self,
+        q: Tensor<3>,
+        k: Tensor<3>,
+        v: Tensor<3>,
+        layout: TokenLayout,
+    ) -> Tensor<3> {
+        let grid = layout.hw();
+        let window = self.projection.window(grid);
+        let [q, k, v] = [q, k, v].map(|t| tokens_to_windows(t, grid, window));
+        let lepe = self
+            .get_v
+            .as_ref()
+            .map(|get_v| image_to_tokens(get_v.forward(tokens_to_image(v.clone(), window))));
+        let qkv = Qkv {
+            q,
+            k,
+            v,
+            key_grid: window,
+        };
+        let mut out = self.attend(qkv, TokenLayout::grid(window[0], window[1]));
+        if let Some(lepe) = lepe {
+            out = out + lepe;
+        }
+        windows_to_tokens(out, grid, window)
+    }
+
+    /// `[1, h, m, prefix + n]`: the agents' bias over the keys.
+    fn agent_to_key_bias(&self, key_grid: [usize; 2], prefix: usize) -> Tensor<4> {
+        let an = self.an_bias.val();
+        let [h, m, gh, gw] = an.dims();
+        let n = key_grid[0] * key_grid[1];
+        let resize = bilinear_matrix([gh, gw], key_grid, &an.device()); // [n, 49]
+        let grid = an
+            .reshape([h * m, gh * gw])
+            .matmul(resize.transpose())
+            .reshape([1, h, m, n]);
+        let rows = fit_axis(self.ah_bias.val(), 3, key_grid[0]);
+        let cols = fit_axis(self.aw_bias.val(), 4, key_grid[1]);
+        let bias = grid + (rows + cols).reshape([1, h, m, n]);
+        match (&self.ac_bias, prefix) {
+            (Some(ac), p) if p > 0 => Tensor::cat(vec![ac.val(), bias], 3),
+            _ => bias,
+        }
+    }
+
+    /// `[1, h, prefix + N, m]`: the queries' bias over the agents.
+    fn query_to_agent_bias(&self, grid: [usize; 2], prefix: usize) -> Tensor<4> {
+        let na = self.na_bias.val();
+        let [h, m, gh, gw] = na.dims();
+        let n = grid[0] * grid[1];
+        let resize = bilinear_matrix([gh, gw], grid, &na.device()); // [N, 49]
+        let spatial = resize
+            .unsqueeze::<3>()
+            .matmul(na.reshape([h, m, gh * gw]).swap_dims(1, 2)) // [h, N, m]
+            .unsqueeze::<4>();
+        let rows = fit_axis(self.ha_bias.val(), 2, grid[0]);
+        let cols = fit_axis(self.wa_bias.val(), 3, grid[1]);
+        let bias = spatial + (rows + cols).reshape([1, h, n, m]);
+        match (&self.ca_bias, prefix) {
+            (Some(ca), p) if p > 0 => Tensor::cat(vec![ca.val(), bias], 2),
+            _ => bias,
+        }
+    }
+
+    fn attend(&self, qkv: Qkv, layout: TokenLayout) -> Tensor<3> {
+        let Qkv { q, k, v, key_grid } = qkv;
+        let heads = self.num_heads;
+        let [b, n_q, c] = q.dims();
+        let prefix = layout.prefix;
+        let grid = layout.hw();
+        let p = (self.agent_num as f64).sqrt().round() as usize;
+        let scale = ((c / heads) as f64).powf(-0.5);
+
+        let grid_q = q.clone().narrow(1, prefix, n_q - prefix);
+        let pool = adaptive_pool_matrix(grid, [p, p], &q.device()); // [m, N]
+        let agents = pool.unsqueeze::<3>().matmul(grid_q); // [b, m, c]
+
+        let q = split_heads(q, heads);
+        let k = split_heads(k, heads);
+        let v_heads = split_heads(v.clone(), heads);
+        let agents = split_heads(agents, heads); // [b, h, m, d]
+
+        let gather = softmax(
+            agents.clone().mul_scalar(scale).matmul(k.swap_dims(2, 3)) + self.agent_to_key_bias(key_grid, prefix),
+            3,
+        );
+        let agent_v = gather.matmul(v_heads); // [b, h, m, d]
+        let broadcast = softmax(
+            q.mul_scalar(scale).matmul(agents.swap_dims(2, 3))
+                + self.query_to_agent_bias(grid, prefix),
+            3,
+        );
+        let out = merge_heads(broadcast.matmul(agent_v)); // [b, N, c]
+
+        let Some(dwc) = &self.dwc else {
+            return out;
+        };
+        let [_, n_k, _] = v.dims();
+        let grid_keys = key_grid[0] * key_grid[1];
+        let mut grid_v = v.narrow(1, n_k - grid_keys, grid_keys);
+        if key_grid != grid {
+            let up = bilinear_matrix(key_grid, grid, &grid_v.device());
+            grid_v = resample_axis(grid_v, up, 1);
+        }
+        let local = image_to_tokens(dwc.forward(tokens_to_image(grid_v, grid)));
+        if prefix == 0 {
+            out + local
+        } else {
+            let zeros = Tensor::zeros([b, prefix, c], &out.device());
+            out + Tensor::cat(vec![zeros, local], 1)
+        }
+    }
+}

@@ -1,0 +1,257 @@
+//! FLatten focused linear attention (Han et al., "FLatten Transformer: Vision Transformer using
+//! Focused Linear Attention", ICCV 2023), following `models/flatten_{pvt,pvt_v2,swin,cswin}.py`
+//! of LeapLabTHU/FLatten-Transformer.
+//!
+//! One module covers every upstream flavour; the [`Projection`] picks it: fused `qkv` (Swin,
+//! and DeiT-style backbones, where a CLS prefix attends like any token), `q` + `kv` with
+//! spatial reduction (PVT, PVTv2 incl. `linear`), or external `q, k, v` with LePE (CSwin).
+//!
+//! Deviation: upstream fixes the number of key tokens at construction. Called on another grid,
+//! this module resizes `positional_encoding` bilinearly over the key grid instead of failing.
+
+use burn::module::{Module, Param};
+use burn::nn::conv::Conv2d;
+use burn::nn::{LayerNorm, Linear};
+use burn::tensor::activation::{relu, softplus};
+use burn::tensor::{Device, Tensor};
+use serde::{Deserialize, Serialize};
+
+use crate::ops::{
+    bilinear_matrix, linear_matrix, merge_heads, resample_axis, split_heads, tokens_to_image,
+};
+use crate::proj::{self, ProjectionRefs, Qkv};
+use crate::{MixerShape, Projection, TokenLayout};
+
+/// Hyper-parameters of focused linear attention.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FocusedConfig {
+    /// Power p of the focusing function. Default: 3.
+    pub focusing_factor: u32,
+    /// Kernel of the depthwise conv on v (0 turns it off). Default: 5.
+    pub kernel_size: usize,
+}
+
+impl Default for FocusedConfig {
+    fn default() -> Self {
+        Self {
+            focusing_factor: 3,
+            kernel_size: 5,
+        }
+    }
+}
+
+/// Focused linear attention; fields carry the upstream state-dict names.
+#[derive(Module, Debug)]
+pub struct FocusedLinearAttention {
+    pub qkv: Option<Linear>,
+    pub q: Option<Linear>,
+    pub kv: Option<Linear>,
+    pub sr: Option<Conv2d>,
+    pub norm: Option<LayerNorm>,
+    pub proj: Option<Linear>,
+    /// Depthwise conv over the head dim, one kernel shared by all heads.
+    pub dwc: Option<Conv2d>,
+    /// LePE depthwise 3x3 over all channels (CSwin only).
+    pub get_v: Option<Conv2d>,
+    /// `[1, 1, C]`; the kernel divides by `softplus(scale)`.
+    pub scale: Param<Tensor<3>>,
+    /// `[1, n, C]` added to the keys, n = key tokens of the grid the module was built for.
+    pub positional_encoding: Param<Tensor<3>>,
+    #[module(skip)]
+    pub num_heads: usize,
+    #[module(skip)]
+    pub focusing_factor: u32,
+    #[module(skip)]
+    pub projection: Projection,
+    /// Key grid `positional_encoding` was built for.
+    #[module(skip)]
+    pub key_grid: [usize; 2],
+}
+
+impl FocusedConfig {
+    pub fn init(&self, shape: &MixerShape, device: &Device) -> FocusedLinearAttention {
+        let p = proj::init(shape, device);
+        let key_grid = shape.projection.key_grid(shape.grid);
+        let head_dim = shape.head_dim();
+        let external = matches!(shape.projection, Projection::External { .. });
+        FocusedLinearAttention {
+            qkv: p.qkv,
+            q: p.q,
+            kv: p.kv,
+            sr: p.sr,
+            norm: p.norm,
+            proj: p.proj,
+            dwc: (self.kernel_size > 0).then(|| proj::depthwise(head_dim, self.kernel_size, device)),
+            get_v: external.then(|| proj::depthwise(shape.dim, 3, device)),
+            scale: Param::from_tensor(Tensor::zeros([1, 1, shape.dim], device)),
+            positional_encoding: Param::from_tensor(Tensor::zeros(
+                [1, key_grid[0] * key_grid[1], shape.dim],
+                device,
+            )),
+            num_heads: shape.num_heads,
+            focusing_factor: self.focusing_factor,
+            projection: shape.projection,
+            key_grid,
+        }
+    }
+}
+
+/// FLatten's kernel: `relu(x) + 1e-6`, divided by `softplus(scale)`, then the focusing function
+/// `x^p / ||x^p|| * ||x||` with norms over the full channel dim (all heads together).
+pub fn focus(x: Tensor<3>, scale: Tensor<3>, p: u32) -> Tensor<3> {
+    let x = relu(x).add_scalar(1e-6) / softplus(scale, 1.0);
+    let norm = x.clone().square().sum_dim(2).sqrt();
+    let xp = x.powi_scalar(p as i32);
+    let xp_norm = xp.clone().square().sum_dim(2).sqrt();
+    xp / xp_norm * norm
+}
+
+/// Normalised linear attention per head, in the order that keeps memory linear in tokens:
+/// `z = 1 / (q . mean(k) + 1e-6)`, `kv = (k^T / sqrt(n)) (v / sqrt(n))`, `out = (q kv) z`.
+/// Scaling k and v by `n^-1/2` before the product keeps `kv` finite in half precision.
+///
+/// # Shapes
+/// - q `[B, h, N, d]`, k and v `[B, h, n, d]` -> `[B, h, N, d]`
+pub fn linear_attend(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>) -> Tensor<4> {
+    let n = k.dims()[2] as f64;
+    let k_mean = k.clone().mean_dim(2); // [b, h, 1, d]
+    let z = q.clone().matmul(k_mean.swap_dims(2, 3)).add_scalar(1e-6).recip(); // [b, h, N, 1]
+    let s = n.powf(-0.5);
+    let kv = k.swap_dims(2, 3).mul_scalar(s).matmul(v.mul_scalar(s)); // [b, h, d, d]
+    q.matmul(kv) * z
+}
+
+/// The depthwise conv over the head dim shared by all heads, on `v [B, h, N, d]` laid out as
+/// `[B*h, d, H, W]`; returns merged-head tokens `[B, N, h*d]`.
+pub fn head_shared_dwc(dwc: &Conv2d, v: Tensor<4>, [h, w]: [usize; 2]) -> Tensor<3> {
+    let [b, heads, n, d] = v.dims();
+    let image = v.reshape([b * heads, h, w, d]).permute([0, 3, 1, 2]);
+    dwc.forward(image)
+        .reshape([b, heads * d, n])
+        .swap_dims(1, 2)
+}
+
+impl FocusedLinearAttention {
+    fn refs(&self) -> ProjectionRefs<'_> {
+        ProjectionRefs {
+            qkv: &self.qkv,
+            q: &self.q,
+            kv: &self.kv,
+            sr: &self.sr,
+            norm: &self.norm,
+            projection: self.projection,
+        }
+    }
+
+    /// # Shapes
+    /// - x: `[B, prefix + H*W, C]` -> `[B, prefix + H*W, C]`
+    pub fn forward(&self, x: Tensor<3>, layout: TokenLayout) -> Tensor<3> {
+        let qkv = self.refs().project(x, layout);
+        let out = self.attend(qkv, layout);
+        match &self.proj {
+            Some(proj) => proj.forward(out),
+            None => out,
+        }
+    }
+
+    /// The CSwin flavour: `q, k, v` each `[B, H*W, C]` (the block projects), no `proj`.
+    pub fn forward_qkv(
+        &self,
+        q: Tensor<3>,
+        k: Tensor<3>,
+        v: Tensor<3>,
+        layout: TokenLayout,
+    ) -> Tensor<3> {
+        let v_image = self
+            .get_v
+            .as_ref()
+            .map(|get_v| get_v.forward(tokens_to_image(v.clone(), layout.hw())));
+        let out = self.attend(
+            Qkv {
+                q,
+                k,
+                v,
+                key_grid: layout.hw(),
+            },
+            layout,
+        );
+        match v_image {
+            Some(lepe) => out + crate::ops::image_to_tokens(lepe),
+            None => out,
+        }
+    }
+
+    /// The key positional encoding for a key grid, resized when the grid differs from the one
+    /// the module was built for.
+    fn positional_encoding(&self, key_grid: [usize; 2]) -> Tensor<3> {
+        let pe = self.positional_encoding.val();
+        if key_grid == self.key_grid {
+            return pe;
+        }
+        let m = bilinear_matrix(self.key_grid, key_grid, &pe.device());
+        resample_axis(pe, m, 1)
+    }
+
+    fn attend(&self, qkv: Qkv, layout: TokenLayout) -> Tensor<3> {
+        let Qkv { q, k, v, key_grid } = qkv;
+        let [_, n_keys, _] = k.dims();
+        let pe = if n_keys == key_grid[0] * key_grid[1] {
+            self.positional_encoding(key_grid)
+        } else {
+            // A prefix token (CLS) among the keys gets no position, as in ViT-style backbones.
+            let pe = self.positional_encoding(key_grid);
+            let [_, _, c] = pe.dims();
+            Tensor::cat(
+                vec![Tensor::zeros([1, n_keys - pe.dims()[1], c], &pe.device()), pe],
+                1,
+            )
+        };
+        let k = k + pe;
+        let scale = self.scale.val();
+        let q = focus(q, scale.clone(), self.focusing_factor);
+        let k = focus(k, scale, self.focusing_factor);
+        let heads = self.num_heads;
+        let v = split_heads(v, heads);
+        let out = merge_heads(linear_attend(
+            split_heads(q, heads),
+            split_heads(k, heads),
+            v.clone(),
+        ));
+        match &self.dwc {
+            Some(dwc) => add_head_shared_dwc(dwc, out, v, key_grid, layout),
+            None => out,
+        }
+    }
+}
+
+/// The head-shared depthwise conv applied to values and added to the grid tokens of `out`.
+/// Values are taken on the query grid: prefix tokens dropped and, after spatial reduction,
+/// upsampled along the flattened token axis with 1-D linear interpolation, as upstream does
+/// (not a 2-D resize).
+///
+/// # Shapes
+/// - out `[B, prefix + N, C]`, v `[B, h, prefix + n, d]` -> `[B, prefix + N, C]`
+pub fn add_head_shared_dwc(
+    dwc: &Conv2d,
+    out: Tensor<3>,
+    v: Tensor<4>,
+    key_grid: [usize; 2],
+    layout: TokenLayout,
+) -> Tensor<3> {
+    let [_, _, n, _] = v.dims();
+    let grid_keys = key_grid[0] * key_grid[1];
+    let mut v = v.narrow(2, n - grid_keys, grid_keys);
+    let n_out = layout.grid_tokens();
+    if grid_keys != n_out {
+        let m = linear_matrix(grid_keys, n_out, &v.device());
+        v = resample_axis(v, m, 2);
+    }
+    let local = head_shared_dwc(dwc, v, layout.hw());
+    if layout.prefix == 0 {
+        return out + local;
+    }
+    let [b, _, c] = out.dims();
+    let prefix = Tensor::zeros([b, layout.prefix, c], &out.device());
+    out + Tensor::cat(vec![prefix, local], 1)
+}

@@ -1,0 +1,143 @@
+//! Loading the authors' PyTorch weights (safetensors or `.pth`) into our modules through
+//! burn-store, with an explicit name map and a report of every key that does not fit.
+//!
+//! Our field names equal the upstream keys, so the map for the attention modules is empty; the
+//! backbones add their own renames. PyTorch layouts are converted by burn-store's
+//! `PyTorchToBurnAdapter` (Linear weights transposed, LayerNorm `weight/bias` -> `gamma/beta`).
+
+use std::path::{Path, PathBuf};
+
+use burn::module::Module;
+use burn::store::{
+    ApplyError, ApplyResult, ModuleSnapshot, PyTorchToBurnAdapter, PytorchStore, SafetensorsStore,
+};
+
+/// Buffers upstream keeps in its state dicts that we rebuild from the config instead.
+pub const DERIVED_BUFFERS: [&str; 3] = ["relative_position_index", "attn_mask", "num_batches_tracked"];
+
+/// A rename from upstream keys to our parameter paths: a regex and its replacement.
+pub type Rename = (&'static str, &'static str);
+
+/// Why an upstream checkpoint did not load.
+#[derive(Debug, thiserror::Error)]
+pub enum ImportError {
+    #[error("{path}: cannot read checkpoint: {reason}")]
+    Read { path: PathBuf, reason: String },
+    #[error("{path}: {}", describe(.missing, .unused, .mismatched))]
+    Mismatch {
+        path: PathBuf,
+        /// Parameters of the module the checkpoint lacks (our paths).
+        missing: Vec<String>,
+        /// Checkpoint keys no parameter takes (upstream names).
+        unused: Vec<String>,
+        /// Keys present on both sides with another shape or dtype.
+        mismatched: Vec<String>,
+    },
+}
+
+fn describe(missing: &[String], unused: &[String], mismatched: &[String]) -> String {
+    let mut parts = Vec::new();
+    if !missing.is_empty() {
+        parts.push(format!("missing keys: {}", missing.join(", ")));
+    }
+    if !unused.is_empty() {
+        parts.push(format!("unexpected keys: {}", unused.join(", ")));
+    }
+    if !mismatched.is_empty() {
+        parts.push(mismatched.join("; "));
+    }
+    parts.join("; ")
+}
+
+/// Loads an upstream checkpoint into `module`, failing on any missing, unused or mis-shaped key.
+/// `.pth` files are read as PyTorch pickles (`{"model": state_dict}` or a bare state dict);
+/// anything else as safetensors.
+pub fn load_upstream<M: Module + ModuleSnapshot>(
+    module: &mut M,
+    path: &Path,
+    renames: &[Rename],
+) -> Result<ApplyResult, ImportError> {
+    let read_err = |reason: String| ImportError::Read {
+        path: path.to_path_buf(),
+        reason,
+    };
+    if !path.is_file() {
+        return Err(read_err("no such file".into()));
+    }
+    for (pattern, _) in renames {
+        // burn-store panics on a bad pattern; ours are constants, but fail cleanly all the same.
+        regex_check(pattern).map_err(read_err)?;
+    }
+    let is_pth = matches!(
+        path.extension().and_then(|e| e.to_str()),
+        Some("pth" | "pt" | "bin")
+    );
+    let result = if is_pth {
+        // The authors save `{"model": state_dict}`; timm and others save the bare state dict.
+        let with_key = load_pth(module, path, renames, Some("model")).map_err(read_err)?;
+        if with_key.applied.is_empty() {
+            load_pth(module, path, renames, None).map_err(read_err)?
+        } else {
+            with_key
+        }
+    } else {
+        let mut store = SafetensorsStore::from_file(path)
+            .with_from_adapter(PyTorchToBurnAdapter)
+            .allow_partial(true)
+            .validate(false)
+            .skip_enum_variants(true)
+            .map_indices_contiguous(false);
+        for (from, to) in renames {
+            store = store.with_key_remapping(from, to);
+        }
+        module.load_from(&mut store).map_err(|e| read_err(e.to_string()))?
+    };
+    check(result, path)
+}
+
+fn check(result: ApplyResult, path: &Path) -> Result<ApplyResult, ImportError> {
+    let missing: Vec<String> = result.missing.iter().map(|(p, _)| p.clone()).collect();
+    let unused: Vec<String> = result
+        .unused
+        .iter()
+        .filter(|k| !DERIVED_BUFFERS.iter().any(|b| k.ends_with(b)))
+        .cloned()
+        .collect();
+    let mismatched: Vec<String> = result.errors.iter().map(ApplyError::to_string).collect();
+    if missing.is_empty() && unused.is_empty() && mismatched.is_empty() {
+        Ok(result)
+    } else {
+        Err(ImportError::Mismatch {
+            path: path.to_path_buf(),
+            missing,
+            unused,
+            mismatched,
+        })
+    }
+}
+
+fn regex_check(pattern: &str) -> Result<(), String> {
+    regex::Regex::new(pattern)
+        .map(|_| ())
+        .map_err(|e| format!("bad key pattern {pattern:?}: {e}"))
+}
+
+fn load_pth<M: Module + ModuleSnapshot>(
+    module: &mut M,
+    path: &Path,
+    renames: &[Rename],
+    top_level_key: Option<&str>,
+) -> Result<ApplyResult, String> {
+    let mut store = PytorchStore::from_file(path)
+        .allow_partial(true)
+        .validate(false)
+        .skip_enum_variants(true)
+        .map_indices_contiguous(false);
+    if let Some(key) = top_level_key {
+        store = store.with_top_level_key(key);
+    }
+    for (from, to) in renames {
+        store = store.with_key_remapping(from, to);
+    }
+    module.load_from(&mut store).map_err(|e| e.to_string())
+}

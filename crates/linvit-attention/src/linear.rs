@@ -1,0 +1,107 @@
+//! Plain linear attention with a ReLU kernel: `phi(x) = relu(x) + 1e-6`, normalised as FLatten
+//! normalises it. The "vanilla linear attention" row of FLatten's ablation; add a depthwise conv
+//! on v with `kernel_size > 0` to get its "+ DWC" row without the focusing function.
+
+use burn::module::Module;
+use burn::nn::conv::Conv2d;
+use burn::nn::{LayerNorm, Linear};
+use burn::tensor::activation::relu;
+use burn::tensor::{Device, Tensor};
+use serde::{Deserialize, Serialize};
+
+use crate::focused::{add_head_shared_dwc, linear_attend};
+use crate::ops::{merge_heads, split_heads};
+use crate::proj::{self, ProjectionRefs, Qkv};
+use crate::{MixerShape, Projection, TokenLayout};
+
+/// Hyper-parameters of plain linear attention.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LinearConfig {
+    /// Kernel of a depthwise conv on v shared by the heads, 0 for none. Default: 0.
+    pub kernel_size: usize,
+}
+
+/// Plain linear attention.
+#[derive(Module, Debug)]
+pub struct LinearAttention {
+    pub qkv: Option<Linear>,
+    pub q: Option<Linear>,
+    pub kv: Option<Linear>,
+    pub sr: Option<Conv2d>,
+    pub norm: Option<LayerNorm>,
+    pub proj: Option<Linear>,
+    pub dwc: Option<Conv2d>,
+    #[module(skip)]
+    pub num_heads: usize,
+    #[module(skip)]
+    pub projection: Projection,
+}
+
+impl LinearConfig {
+    pub fn init(&self, shape: &MixerShape, device: &Device) -> LinearAttention {
+        let p = proj::init(shape, device);
+        LinearAttention {
+            qkv: p.qkv,
+            q: p.q,
+            kv: p.kv,
+            sr: p.sr,
+            norm: p.norm,
+            proj: p.proj,
+            dwc: (self.kernel_size > 0)
+                .then(|| proj::depthwise(shape.head_dim(), self.kernel_size, device)),
+            num_heads: shape.num_heads,
+            projection: shape.projection,
+        }
+    }
+}
+
+impl LinearAttention {
+    /// # Shapes
+    /// - x: `[B, prefix + H*W, C]` -> `[B, prefix + H*W, C]`
+    pub fn forward(&self, x: Tensor<3>, layout: TokenLayout) -> Tensor<3> {
+        let refs = ProjectionRefs {
+            qkv: &self.qkv,
+            q: &self.q,
+            kv: &self.kv,
+            sr: &self.sr,
+            norm: &self.norm,
+            projection: self.projection,
+        };
+        let Qkv { q, k, v, key_grid } = refs.project(x, layout);
+        let out = self.attend(q, k, v, key_grid, layout);
+        match &self.proj {
+            Some(proj) => proj.forward(out),
+            None => out,
+        }
+    }
+
+    /// `q, k, v` each `[B, H*W, C]` projected by the caller (CSwin); global, no `proj`.
+    pub fn forward_qkv(
+        &self,
+        q: Tensor<3>,
+        k: Tensor<3>,
+        v: Tensor<3>,
+        layout: TokenLayout,
+    ) -> Tensor<3> {
+        self.attend(q, k, v, layout.hw(), layout)
+    }
+
+    fn attend(
+        &self,
+        q: Tensor<3>,
+        k: Tensor<3>,
+        v: Tensor<3>,
+        key_grid: [usize; 2],
+        layout: TokenLayout,
+    ) -> Tensor<3> {
+        let heads = self.num_heads;
+        let phi = |x: Tensor<3>| split_heads(relu(x).add_scalar(1e-6), heads);
+        let v = split_heads(v, heads);
+        let out = merge_heads(linear_attend(phi(q), phi(k), v.clone()));
+        match &self.dwc {
+            Some(dwc) => add_head_shared_dwc(dwc, out, v, key_grid, layout),
+            None => out,
+        }
+    }
+}

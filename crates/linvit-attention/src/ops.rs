@@ -1,0 +1,196 @@
+//! Small tensor helpers shared by the attention families: head split/merge, token <-> image
+//! layouts, and resampling written as matrices.
+//!
+//! Why matrices for resampling: the agent biases and FLatten's `sr_ratio > 1` branch need
+//! PyTorch's exact `F.interpolate(..., align_corners=False)` and `AdaptiveAvgPool2d` semantics,
+//! forward and backward, on every backend. A resampling of a fixed size is a linear map, so we
+//! build its weights once on the host (mirroring PyTorch's index arithmetic) and apply them with
+//! `matmul`, which every backend differentiates the same way.
+
+use burn::tensor::{Device, Tensor, TensorData};
+
+/// `[B, N, h*d]` -> `[B, h, N, d]` (channel `c` goes to head `c / d`, as upstream).
+pub fn split_heads(x: Tensor<3>, heads: usize) -> Tensor<4> {
+    let [b, n, c] = x.dims();
+    x.reshape([b, n, heads, c / heads]).swap_dims(1, 2)
+}
+
+/// `[B, h, N, d]` -> `[B, N, h*d]`, head-major channels.
+pub fn merge_heads(x: Tensor<4>) -> Tensor<3> {
+    let [b, h, n, d] = x.dims();
+    x.swap_dims(1, 2).reshape([b, n, h * d])
+}
+
+/// Row-major tokens `[B, H*W, C]` -> image `[B, C, H, W]`.
+pub fn tokens_to_image(x: Tensor<3>, [h, w]: [usize; 2]) -> Tensor<4> {
+    let [b, _, c] = x.dims();
+    x.swap_dims(1, 2).reshape([b, c, h, w])
+}
+
+/// Image `[B, C, H, W]` -> row-major tokens `[B, H*W, C]`.
+pub fn image_to_tokens(x: Tensor<4>) -> Tensor<3> {
+    let [b, c, h, w] = x.dims();
+    x.reshape([b, c, h * w]).swap_dims(1, 2)
+}
+
+/// Cuts row-major tokens `[B, H*W, C]` into windows `[B*nWh*nWw, wh*ww, C]`, windows row-major
+/// over the window grid and tokens row-major inside (CSwin's `img2windows`).
+pub fn tokens_to_windows(x: Tensor<3>, [h, w]: [usize; 2], [wh, ww]: [usize; 2]) -> Tensor<3> {
+    let [b, _, c] = x.dims();
+    if [wh, ww] == [h, w] {
+        return x;
+    }
+    x.reshape([b, h / wh, wh, w / ww, ww * c])
+        .swap_dims(2, 3)
+        .reshape([b * (h / wh) * (w / ww), wh * ww, c])
+}
+
+/// Inverse of [`tokens_to_windows`].
+pub fn windows_to_tokens(x: Tensor<3>, [h, w]: [usize; 2], [wh, ww]: [usize; 2]) -> Tensor<3> {
+    let [bw, _, c] = x.dims();
+    if [wh, ww] == [h, w] {
+        return x;
+    }
+    let b = bw / ((h / wh) * (w / ww));
+    x.reshape([b, h / wh, w / ww, wh, ww * c])
+        .swap_dims(2, 3)
+        .reshape([b, h * w, c])
+}
+
+/// Weights `[out, in]` (row-major) of PyTorch's 1-D linear interpolation with
+/// `align_corners=False` and no antialiasing, computed in f32 as PyTorch does for f32 tensors.
+pub fn linear_resize_weights(input: usize, output: usize) -> Vec<f32> {
+    let mut m = vec![0.0f32; output * input];
+    let scale = input as f32 / output as f32;
+    for dst in 0..output {
+        let src = (scale * (dst as f32 + 0.5) - 0.5).max(0.0);
+        let i0 = (src as usize).min(input - 1);
+        let i1 = if i0 + 1 < input { i0 + 1 } else { i0 };
+        let l1 = src - i0 as f32;
+        m[dst * input + i0] += 1.0 - l1;
+        m[dst * input + i1] += l1;
+    }
+    m
+}
+
+/// Weights `[out, in]` of `AdaptiveAvgPool1d`: bin `i` averages `[floor(i*in/out), ceil((i+1)*in/out))`.
+pub fn adaptive_pool_weights(input: usize, output: usize) -> Vec<f32> {
+    let mut m = vec![0.0f32; output * input];
+    for i in 0..output {
+        let start = i * input / output;
+        let end = ((i + 1) * input).div_ceil(output);
+        for j in start..end {
+            m[i * input + j] = 1.0 / (end - start) as f32;
+        }
+    }
+    m
+}
+
+/// Kronecker product of two row-major matrices `a [m1, n1]`, `b [m2, n2]` -> `[m1*m2, n1*n2]`:
+/// the separable 2-D map over row-major grids.
+fn kron(a: &[f32], [m1, n1]: [usize; 2], b: &[f32], [m2, n2]: [usize; 2]) -> Vec<f32> {
+    let mut out = vec![0.0f32; m1 * m2 * n1 * n2];
+    let cols = n1 * n2;
+    for i1 in 0..m1 {
+        for j1 in 0..n1 {
+            let a = a[i1 * n1 + j1];
+            if a == 0.0 {
+                continue;
+            }
+            for i2 in 0..m2 {
+                for j2 in 0..n2 {
+                    out[(i1 * m2 + i2) * cols + j1 * n2 + j2] = a * b[i2 * n2 + j2];
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Bilinear resize (`align_corners=False`) of a row-major `from` grid to a `to` grid, as a
+/// `[to_h*to_w, from_h*from_w]` matrix to multiply token-major data with.
+pub fn bilinear_matrix(from: [usize; 2], to: [usize; 2], device: &Device) -> Tensor<2> {
+    let rows = linear_resize_weights(from[0], to[0]);
+    let cols = linear_resize_weights(from[1], to[1]);
+    let m = kron(&rows, [to[0], from[0]], &cols, [to[1], from[1]]);
+    Tensor::from_data(TensorData::new(m, [to[0] * to[1], from[0] * from[1]]), device)
+}
+
+/// `AdaptiveAvgPool2d(to)` of a row-major `from` grid as a `[to_h*to_w, from_h*from_w]` matrix.
+pub fn adaptive_pool_matrix(from: [usize; 2], to: [usize; 2], device: &Device) -> Tensor<2> {
+    let rows = adaptive_pool_weights(from[0], to[0]);
+    let cols = adaptive_pool_weights(from[1], to[1]);
+    let m = kron(&rows, [to[0], from[0]], &cols, [to[1], from[1]]);
+    Tensor::from_data(TensorData::new(m, [to[0] * to[1], from[0] * from[1]]), device)
+}
+
+/// 1-D linear resize (`align_corners=False`) of `from` samples to `to`, as a `[to, from]` matrix.
+pub fn linear_matrix(from: usize, to: usize, device: &Device) -> Tensor<2> {
+    Tensor::from_data(
+        TensorData::new(linear_resize_weights(from, to), [to, from]),
+        device,
+    )
+}
+
+/// Applies a `[n_out, n_in]` resampling matrix along axis `dim` of length `n_in`.
+pub fn resample_axis<const D: usize>(x: Tensor<D>, matrix: Tensor<2>, dim: usize) -> Tensor<D> {
+    let moved = x.swap_dims(dim, D - 2);
+    let dims = moved.dims();
+    let [n_out, _] = matrix.dims();
+    let mut out_dims = dims;
+    out_dims[D - 2] = n_out;
+    let lead: usize = dims[..D - 2].iter().product();
+    let flat: Tensor<3> = moved.reshape([lead, dims[D - 2], dims[D - 1]]);
+    let out = matrix.unsqueeze::<3>().matmul(flat);
+    out.reshape(out_dims).swap_dims(dim, D - 2)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn linear_resize_matches_pytorch_upsampling_by_two() {
+        // torch.nn.functional.interpolate(torch.arange(3.).view(1,1,3), size=6, mode='linear')
+        // -> [0.0, 0.25, 0.75, 1.25, 1.75, 2.0]
+        let w = linear_resize_weights(3, 6);
+        let x = [0.0f32, 1.0, 2.0];
+        let y: Vec<f32> = (0..6).map(|i| (0..3).map(|j| w[i * 3 + j] * x[j]).sum()).collect();
+        let want = [0.0, 0.25, 0.75, 1.25, 1.75, 2.0];
+        for (a, b) in y.iter().zip(want) {
+            assert!((a - b).abs() < 1e-6, "{y:?}");
+        }
+    }
+
+    #[test]
+    fn linear_resize_to_the_same_size_is_the_identity() {
+        let w = linear_resize_weights(5, 5);
+        for i in 0..5 {
+            for j in 0..5 {
+                assert_eq!(w[i * 5 + j], if i == j { 1.0 } else { 0.0 });
+            }
+        }
+    }
+
+    #[test]
+    fn shrinking_does_not_antialias() {
+        // interpolate(arange(7.), size=3, mode='linear') = [0.6667, 3.0, 5.3333]
+        let w = linear_resize_weights(7, 3);
+        let y: Vec<f32> = (0..3)
+            .map(|i| (0..7).map(|j| w[i * 7 + j] * j as f32).sum())
+            .collect();
+        for (a, b) in y.iter().zip([2.0 / 3.0, 3.0, 16.0 / 3.0]) {
+            assert!((a - b).abs() < 1e-5, "{y:?}");
+        }
+    }
+
+    #[test]
+    fn adaptive_pool_bins_overlap_when_uneven() {
+        // AdaptiveAvgPool1d(3) over 7 inputs: bins [0,3), [2,5), [4,7)
+        let w = adaptive_pool_weights(7, 3);
+        let row = |i: usize| &w[i * 7..(i + 1) * 7];
+        assert_eq!(row(0), &[1. / 3., 1. / 3., 1. / 3., 0., 0., 0., 0.]);
+        assert_eq!(row(1), &[0., 0., 1. / 3., 1. / 3., 1. / 3., 0., 0.]);
+        assert_eq!(row(2), &[0., 0., 0., 0., 1. / 3., 1. / 3., 1. / 3.]);
+    }
+}

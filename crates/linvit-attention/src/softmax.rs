@@ -1,0 +1,164 @@
+//! Softmax attention, the baseline every linear family is measured against, in each backbone's
+//! flavour: ViT/DeiT (fused `qkv`, CLS attends like any token), Swin window attention (relative
+//! position bias, shifted-window mask), PVT spatial-reduction attention (`sr_ratio`, PVTv2's
+//! pooled `linear` option), and CSwin stripe attention with LePE. Follows timm's `Attention`,
+//! Microsoft's Swin `WindowAttention`, PVT's `Attention` and CSwin's `LePEAttention`.
+
+use burn::module::{Module, Param};
+use burn::nn::conv::Conv2d;
+use burn::nn::{LayerNorm, Linear};
+use burn::tensor::activation::softmax;
+use burn::tensor::{Device, Int, Tensor, TensorData};
+
+use crate::ops::{
+    image_to_tokens, merge_heads, split_heads, tokens_to_image, tokens_to_windows,
+    windows_to_tokens,
+};
+use crate::proj::{self, ProjectionRefs, Qkv};
+use crate::{MixerShape, Projection, TokenLayout};
+
+/// Softmax attention; fields carry the upstream state-dict names.
+#[derive(Module, Debug)]
+pub struct SoftmaxAttention {
+    pub qkv: Option<Linear>,
+    pub q: Option<Linear>,
+    pub kv: Option<Linear>,
+    pub sr: Option<Conv2d>,
+    pub norm: Option<LayerNorm>,
+    pub proj: Option<Linear>,
+    /// LePE depthwise 3x3 per window (CSwin only).
+    pub get_v: Option<Conv2d>,
+    /// `[(2 wh - 1) (2 ww - 1), h]`, Swin only; indexed by the relative offset of two tokens.
+    pub relative_position_bias_table: Option<Param<Tensor<2>>>,
+    #[module(skip)]
+    pub num_heads: usize,
+    #[module(skip)]
+    pub projection: Projection,
+    /// Window the relative position table was built for.
+    #[module(skip)]
+    pub window: [usize; 2],
+}
+
+impl SoftmaxAttention {
+    pub fn new(shape: &MixerShape, device: &Device) -> Self {
+        let p = proj::init(shape, device);
+        let external = matches!(shape.projection, Projection::External { .. });
+        let [wh, ww] = shape.grid;
+        SoftmaxAttention {
+            qkv: p.qkv,
+            q: p.q,
+            kv: p.kv,
+            sr: p.sr,
+            norm: p.norm,
+            proj: p.proj,
+            get_v: external.then(|| proj::depthwise(shape.dim, 3, device)),
+            relative_position_bias_table: shape.relative_position_bias.then(|| {
+                Param::from_tensor(Tensor::zeros(
+                    [(2 * wh - 1) * (2 * ww - 1), shape.num_heads],
+                    device,
+                ))
+            }),
+            num_heads: shape.num_heads,
+            projection: shape.projection,
+            window: shape.grid,
+        }
+    }
+
+    fn refs(&self) -> ProjectionRefs<'_> {
+        ProjectionRefs {
+            qkv: &self.qkv,
+            q: &self.q,
+            kv: &self.kv,
+            sr: &self.sr,
+            norm: &self.norm,
+            projection: self.projection,
+        }
+    }
+
+    /// # Shapes
+    /// - x: `[B, prefix + H*W, C]` -> same; with Swin, B counts windows and H x W is the window
+    /// - mask: `[nW, N, N]` added to the scores of window `b % nW` (0 or -100 upstream)
+    pub fn forward(&self, x: Tensor<3>, layout: TokenLayout, mask: Option<Tensor<3>>) -> Tensor<3> {
+        let Qkv { q, k, v, .. } = self.refs().project(x, layout);
+        let out = self.attend(q, k, v, layout, mask);
+        match &self.proj {
+            Some(proj) => proj.forward(out),
+            None => out,
+        }
+    }
+
+    /// The CSwin flavour: `q, k, v` each `[B, H*W, C]`, attention per window with LePE.
+    pub fn forward_qkv(
+        &self,
+        q: Tensor<3>,
+        k: Tensor<3>,
+        v: Tensor<3>,
+        layout: TokenLayout,
+    ) -> Tensor<3> {
+        let grid = layout.hw();
+        let window = self.projection.window(grid);
+        let [q, k, v] = [q, k, v].map(|t| tokens_to_windows(t, grid, window));
+        let lepe = self
+            .get_v
+            .as_ref()
+            .map(|get_v| image_to_tokens(get_v.forward(tokens_to_image(v.clone(), window))));
+        let mut out = self.attend(q, k, v, TokenLayout::grid(window[0], window[1]), None);
+        if let Some(lepe) = lepe {
+            out = out + lepe;
+        }
+        windows_to_tokens(out, grid, window)
+    }
+
+    /// `[1, h, N, N]` relative position bias of Swin for a `wh x ww` window.
+    fn relative_position_bias(&self, table: Tensor<2>) -> Tensor<4> {
+        let [wh, ww] = self.window;
+        let n = wh * ww;
+        let mut index = Vec::with_capacity(n * n);
+        for i in 0..n {
+            let (y1, x1) = (i / ww, i % ww);
+            for j in 0..n {
+                let (y2, x2) = (j / ww, j % ww);
+                index.push(((y1 + wh - 1 - y2) * (2 * ww - 1) + (x1 + ww - 1 - x2)) as i64);
+            }
+        }
+        let index = Tensor::<1, Int>::from_data(TensorData::new(index, [n * n]), &table.device());
+        let heads = table.dims()[1];
+        table
+            .select(0, index)
+            .reshape([n, n, heads])
+            .permute([2, 0, 1])
+            .unsqueeze::<4>()
+    }
+
+    fn attend(
+        &self,
+        q: Tensor<3>,
+        k: Tensor<3>,
+        v: Tensor<3>,
+        layout: TokenLayout,
+        mask: Option<Tensor<3>>,
+    ) -> Tensor<3> {
+        let heads = self.num_heads;
+        let [_, _, c] = q.dims();
+        let scale = ((c / heads) as f64).powf(-0.5);
+        let q = split_heads(q, heads).mul_scalar(scale);
+        let mut scores = q.matmul(split_heads(k, heads).swap_dims(2, 3)); // [b, h, N, n]
+        if let Some(table) = &self.relative_position_bias_table {
+            assert_eq!(
+                layout.hw(),
+                self.window,
+                "Swin window attention was built for a {:?} window",
+                self.window
+            );
+            scores = scores + self.relative_position_bias(table.val());
+        }
+        if let Some(mask) = mask {
+            let [bw, h, n, m] = scores.dims();
+            let [nw, _, _] = mask.dims();
+            scores = (scores.reshape([bw / nw, nw, h, n, m])
+                + mask.reshape([1, nw, 1, n, m]))
+            .reshape([bw, h, n, m]);
+        }
+        merge_heads(softmax(scores, 3).matmul(split_heads(v, heads)))
+    }
+}

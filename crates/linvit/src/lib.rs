@@ -1,0 +1,6 @@
+//! The `linvit` program's library half: what the commands do, kept out of `main.rs` so the
+//! tests run exactly the code the command line runs.
+
+pub mod device;
+pub mod reference;
+pub mod verify;

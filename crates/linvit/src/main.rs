@@ -1,0 +1,119 @@
+//! `linvit`: vision transformers with linear attention, on Burn.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use linvit::device::{parse_device, DEVICE_NAMES};
+use linvit::reference::discover;
+use linvit::verify::{verify_case, CaseReport, Status};
+
+#[derive(Parser)]
+#[command(name = "linvit", version, about = "Vision transformers with linear attention, on Burn")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Check our modules against tensors produced by the authors' PyTorch code.
+    ///
+    /// Each PATH is a case folder (holding case.json, weights.safetensors, io.safetensors) or a
+    /// folder of case folders. Exits non-zero if any case fails or cannot be run.
+    ///
+    /// Example: linvit verify ../shared/reference --device flex
+    Verify {
+        /// Case folders, or folders of case folders.
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+        /// Backend to run on.
+        #[arg(long, default_value = "flex", help = format!("Backend to run on: {DEVICE_NAMES}"))]
+        device: String,
+        /// Print one JSON object per case instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Verify {
+            paths,
+            device,
+            json,
+        } => verify(&paths, &device, json),
+    }
+}
+
+fn verify(paths: &[PathBuf], device: &str, json: bool) -> ExitCode {
+    let device = match parse_device(device) {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let mut cases = Vec::new();
+    for path in paths {
+        match discover(path) {
+            Ok(found) => cases.extend(found),
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::from(2);
+            }
+        }
+    }
+    if !json {
+        println!(
+            "{:<34} {:>10} {:>10}  {:<6} {}",
+            "case", "output", "gradient", "result", "detail"
+        );
+    }
+    let mut failed = 0;
+    for dir in &cases {
+        let report = verify_case(dir, &device);
+        if !report.passed() {
+            failed += 1;
+        }
+        if json {
+            println!(
+                "{}",
+                serde_json::to_string(&report).expect("reports serialise")
+            );
+        } else {
+            print_row(&report);
+        }
+    }
+    if !json {
+        println!(
+            "{} of {} cases passed",
+            cases.len() - failed,
+            cases.len()
+        );
+    }
+    if failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+fn print_row(r: &CaseReport) {
+    let ratio = |x: Option<f64>| x.map(|v| format!("{v:.4}")).unwrap_or_else(|| "-".into());
+    let (result, detail) = match &r.status {
+        Status::Pass => ("PASS", format!("worst gradient {}", r.worst_grad.as_deref().unwrap_or("-"))),
+        Status::Fail(why) => ("FAIL", why.clone()),
+        Status::Unsupported(why) => ("UNSUP", why.clone()),
+        Status::Error(why) => ("ERROR", why.clone()),
+    };
+    println!(
+        "{:<34} {:>10} {:>10}  {:<6} {}",
+        r.case,
+        ratio(r.output_ratio),
+        ratio(r.grad_ratio),
+        result,
+        detail
+    );
+}

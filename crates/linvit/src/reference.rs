@@ -1,0 +1,316 @@
+//! Reference cases produced by the authors' PyTorch code (see `shared/reference/README.md`):
+//! finding them, reading them, and the comparison rule they state.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use serde_json::Value;
+
+/// A problem with a case folder: which file, and what is wrong with it.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{path}: {reason}")]
+pub struct CaseError {
+    pub path: PathBuf,
+    pub reason: String,
+}
+
+impl CaseError {
+    pub fn new(path: &Path, reason: impl Into<String>) -> Self {
+        Self {
+            path: path.to_path_buf(),
+            reason: reason.into(),
+        }
+    }
+}
+
+/// `{abs, rel}`: pass iff `|a - b| <= abs + rel |b|` element-wise.
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+pub struct Tolerance {
+    pub abs: f64,
+    pub rel: f64,
+}
+
+/// Gradient rule: per tensor `abs = max(abs_floor, abs_factor * max|b|)`, then as [`Tolerance`].
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+pub struct GradTolerance {
+    pub abs_factor: f64,
+    pub abs_floor: f64,
+    pub rel: f64,
+}
+
+impl GradTolerance {
+    pub fn for_tensor(&self, expected: &[f32]) -> Tolerance {
+        let max = expected.iter().fold(0.0f64, |m, &x| m.max((x as f64).abs()));
+        Tolerance {
+            abs: self.abs_floor.max(self.abs_factor * max),
+            rel: self.rel,
+        }
+    }
+}
+
+/// Where the module under test came from.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct Upstream {
+    #[serde(default)]
+    pub file: Option<String>,
+    #[serde(default)]
+    pub class: Option<String>,
+    #[serde(default)]
+    pub package: Option<String>,
+}
+
+/// `case.json`, the fields linvit uses.
+#[derive(Debug, Clone, Deserialize)]
+pub struct CaseSpec {
+    pub case: String,
+    pub kind: String,
+    #[serde(default)]
+    pub family: String,
+    #[serde(default)]
+    pub upstream: Option<Upstream>,
+    #[serde(default)]
+    pub args: Value,
+    #[serde(default)]
+    pub forward: Value,
+    pub input_shape: Vec<usize>,
+    pub output_shape: Vec<usize>,
+    pub tolerance: Tolerance,
+    pub grad_tolerance: GradTolerance,
+}
+
+impl CaseSpec {
+    /// The upstream source file name without folders (`flatten_pvt.py`), or the class for timm.
+    pub fn upstream_file(&self) -> String {
+        let up = self.upstream.as_ref();
+        up.and_then(|u| u.file.as_deref())
+            .map(|f| f.rsplit('/').next().unwrap_or(f).to_string())
+            .or_else(|| up.and_then(|u| u.class.clone()))
+            .unwrap_or_default()
+    }
+
+    /// An integer argument, or an error naming it.
+    pub fn arg_usize(&self, key: &str) -> Result<usize, String> {
+        self.args
+            .get(key)
+            .and_then(Value::as_u64)
+            .map(|v| v as usize)
+            .ok_or_else(|| format!("args.{key} is missing or not a non-negative integer"))
+    }
+
+    pub fn arg_usize_or(&self, key: &str, default: usize) -> Result<usize, String> {
+        match self.args.get(key) {
+            None => Ok(default),
+            Some(_) => self.arg_usize(key),
+        }
+    }
+
+    pub fn arg_bool_or(&self, key: &str, default: bool) -> Result<bool, String> {
+        match self.args.get(key) {
+            None => Ok(default),
+            Some(v) => v
+                .as_bool()
+                .ok_or_else(|| format!("args.{key} is not a boolean")),
+        }
+    }
+
+    pub fn arg_i64(&self, key: &str) -> Result<i64, String> {
+        self.args
+            .get(key)
+            .and_then(Value::as_i64)
+            .ok_or_else(|| format!("args.{key} is missing or not an integer"))
+    }
+}
+
+/// A float32 tensor read from a safetensors file.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HostTensor {
+    pub shape: Vec<usize>,
+    pub data: Vec<f32>,
+}
+
+/// Reads every float32 tensor of a safetensors file (integer buffers are skipped).
+pub fn read_safetensors(path: &Path) -> Result<BTreeMap<String, HostTensor>, CaseError> {
+    let bytes = std::fs::read(path).map_err(|e| CaseError::new(path, e.to_string()))?;
+    let file = safetensors::SafeTensors::deserialize(&bytes)
+        .map_err(|e| CaseError::new(path, format!("not a valid safetensors file ({e})")))?;
+    let mut out = BTreeMap::new();
+    for (name, view) in file.tensors() {
+        if view.dtype() != safetensors::Dtype::F32 {
+            continue;
+        }
+        let data = view
+            .data()
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect();
+        out.insert(
+            name,
+            HostTensor {
+                shape: view.shape().to_vec(),
+                data,
+            },
+        );
+    }
+    Ok(out)
+}
+
+/// One case folder, read.
+#[derive(Debug, Clone)]
+pub struct Case {
+    pub dir: PathBuf,
+    pub spec: CaseSpec,
+    /// `input`, `output`, `output_grad_seed`, `input_grad`, `grad.<param>`.
+    pub io: BTreeMap<String, HostTensor>,
+}
+
+impl Case {
+    pub fn weights_path(&self) -> PathBuf {
+        self.dir.join("weights.safetensors")
+    }
+
+    /// A tensor of `io.safetensors`, or an error naming it.
+    pub fn io_tensor(&self, name: &str) -> Result<&HostTensor, CaseError> {
+        self.io.get(name).ok_or_else(|| {
+            CaseError::new(&self.dir.join("io.safetensors"), format!("has no tensor {name:?}"))
+        })
+    }
+
+    /// The expected parameter gradients, by upstream name.
+    pub fn param_grads(&self) -> impl Iterator<Item = (&str, &HostTensor)> {
+        self.io
+            .iter()
+            .filter_map(|(k, v)| k.strip_prefix("grad.").map(|name| (name, v)))
+    }
+}
+
+/// Reads `case.json` and `io.safetensors` of a case folder, checking the shapes they declare.
+pub fn load_case(dir: &Path) -> Result<Case, CaseError> {
+    let json_path = dir.join("case.json");
+    let text = std::fs::read_to_string(&json_path)
+        .map_err(|e| CaseError::new(&json_path, e.to_string()))?;
+    let spec: CaseSpec = serde_json::from_str(&text)
+        .map_err(|e| CaseError::new(&json_path, format!("not a valid case description ({e})")))?;
+    let io_path = dir.join("io.safetensors");
+    let io = read_safetensors(&io_path)?;
+    let case = Case {
+        dir: dir.to_path_buf(),
+        spec,
+        io,
+    };
+    for (name, shape) in [
+        ("input", &case.spec.input_shape),
+        ("output", &case.spec.output_shape),
+        ("output_grad_seed", &case.spec.output_shape),
+    ] {
+        let t = case.io_tensor(name)?;
+        if &t.shape != shape {
+            return Err(CaseError::new(
+                &io_path,
+                format!("{name} has shape {:?}, case.json says {shape:?}", t.shape),
+            ));
+        }
+    }
+    Ok(case)
+}
+
+/// Case folders under `path`: the folder itself when it holds `case.json`, else its
+/// sub-folders that do (searched two levels deep, so `shared/` finds `reference/*` and
+/// `reference-lm/*`), sorted by name.
+pub fn discover(path: &Path) -> Result<Vec<PathBuf>, CaseError> {
+    if path.join("case.json").is_file() {
+        return Ok(vec![path.to_path_buf()]);
+    }
+    if !path.is_dir() {
+        return Err(CaseError::new(path, "no such case folder"));
+    }
+    let mut found = Vec::new();
+    collect_cases(path, 2, &mut found)?;
+    found.sort();
+    if found.is_empty() {
+        return Err(CaseError::new(path, "holds no case folders (no case.json found)"));
+    }
+    Ok(found)
+}
+
+fn collect_cases(dir: &Path, depth: usize, found: &mut Vec<PathBuf>) -> Result<(), CaseError> {
+    let entries = std::fs::read_dir(dir).map_err(|e| CaseError::new(dir, e.to_string()))?;
+    for entry in entries.flatten() {
+        let p = entry.path();
+        if !p.is_dir() {
+            continue;
+        }
+        if p.join("case.json").is_file() {
+            found.push(p);
+        } else if depth > 1 {
+            collect_cases(&p, depth - 1, found)?;
+        }
+    }
+    Ok(())
+}
+
+/// The folder holding `reference/` and `reference-lm/`: `LINVIT_REFERENCE_DIR`, else the
+/// `shared/` folder beside the repository. `None` when neither exists.
+pub fn reference_root() -> Option<PathBuf> {
+    if let Ok(dir) = std::env::var("LINVIT_REFERENCE_DIR") {
+        let dir = PathBuf::from(dir);
+        return dir.is_dir().then_some(dir);
+    }
+    let beside_repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared");
+    beside_repo
+        .join("reference")
+        .is_dir()
+        .then(|| beside_repo.canonicalize().unwrap_or(beside_repo))
+}
+
+/// Worst `|a - b| / (abs + rel |b|)` over all elements; pass iff it is `<= 1`. A NaN, an
+/// infinity or a length mismatch counts as infinitely bad.
+pub fn worst_ratio(actual: &[f32], expected: &[f32], tol: Tolerance) -> f64 {
+    if actual.len() != expected.len() {
+        return f64::INFINITY;
+    }
+    actual
+        .iter()
+        .zip(expected)
+        .map(|(&a, &b)| {
+            let (a, b) = (a as f64, b as f64);
+            let r = (a - b).abs() / (tol.abs + tol.rel * b.abs());
+            if r.is_nan() {
+                f64::INFINITY
+            } else {
+                r
+            }
+        })
+        .fold(0.0, f64::max)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn worst_ratio_applies_the_case_rule() {
+        let tol = Tolerance { abs: 0.1, rel: 0.5 };
+        // |1.3 - 1.0| / (0.1 + 0.5 * 1.0) = 0.5
+        assert!((worst_ratio(&[1.3, 2.0], &[1.0, 2.0], tol) - 0.5).abs() < 1e-6);
+        assert_eq!(worst_ratio(&[f32::NAN], &[1.0], tol), f64::INFINITY);
+        assert_eq!(worst_ratio(&[1.0], &[1.0, 2.0], tol), f64::INFINITY);
+    }
+
+    #[test]
+    fn grad_tolerance_scales_with_the_largest_reference_value() {
+        let g = GradTolerance {
+            abs_factor: 1e-3,
+            abs_floor: 1e-6,
+            rel: 1e-3,
+        };
+        assert_eq!(g.for_tensor(&[-4.0, 2.0]).abs, 4e-3);
+        assert_eq!(g.for_tensor(&[0.0]).abs, 1e-6);
+    }
+
+    #[test]
+    fn a_missing_folder_is_an_error_naming_it() {
+        let err = discover(Path::new("/nonexistent/case")).unwrap_err();
+        assert!(err.to_string().contains("/nonexistent/case"), "{err}");
+    }
+}

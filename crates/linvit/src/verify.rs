@@ -1,0 +1,388 @@
+//! `linvit verify`: proof, on the user's machine and backend, that our modules compute what the
+//! authors' code computes. For each case: build the module from `case.json`, load the upstream
+//! weights, run forward in eval mode, back-propagate `sum(output * output_grad_seed)`, and
+//! compare output, input gradient and every parameter gradient under the case's tolerances.
+
+use std::path::Path;
+use std::time::Instant;
+
+use burn::module::{Module, ModuleVisitor, Param};
+use burn::tensor::{Device, Gradients, Tensor, TensorData};
+use linvit_attention::import::load_upstream;
+use linvit_attention::{
+    AgentConfig, Attention, AttentionConfig, FocusedConfig, MixerShape, Projection, TokenLayout,
+};
+use serde::Serialize;
+
+use crate::reference::{load_case, worst_ratio, Case, CaseError, HostTensor};
+
+/// How a case ended.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "status", content = "reason", rename_all = "snake_case")]
+pub enum Status {
+    Pass,
+    /// Numbers out of tolerance; the reason names the worst tensor.
+    Fail(String),
+    /// A kind of case this build does not implement yet.
+    Unsupported(String),
+    /// The case could not be run (bad files, weights that do not fit).
+    Error(String),
+}
+
+/// One row of the report.
+#[derive(Debug, Clone, Serialize)]
+pub struct CaseReport {
+    pub case: String,
+    pub kind: String,
+    pub family: String,
+    /// Worst output ratio (`<= 1` passes).
+    pub output_ratio: Option<f64>,
+    /// Worst ratio over the input gradient and all parameter gradients.
+    pub grad_ratio: Option<f64>,
+    /// The tensor that gave `grad_ratio`.
+    pub worst_grad: Option<String>,
+    pub seconds: f64,
+    #[serde(flatten)]
+    pub status: Status,
+}
+
+impl CaseReport {
+    pub fn passed(&self) -> bool {
+        self.status == Status::Pass
+    }
+}
+
+/// A module built from a case, and how to feed it.
+struct Subject {
+    module: Attention,
+    layout: TokenLayout,
+    /// The CSwin modules take the stacked `qkv` `[3, B, L, C]`.
+    stacked_qkv: bool,
+}
+
+/// Verifies one case folder on `device` (without autodiff; gradients are turned on here).
+pub fn verify_case(dir: &Path, device: &Device) -> CaseReport {
+    let start = Instant::now();
+    let name = dir
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let mut report = CaseReport {
+        case: name,
+        kind: String::new(),
+        family: String::new(),
+        output_ratio: None,
+        grad_ratio: None,
+        worst_grad: None,
+        seconds: 0.0,
+        status: Status::Pass,
+    };
+    match load_case(dir) {
+        Err(e) => report.status = Status::Error(e.to_string()),
+        Ok(case) => {
+            report.case = case.spec.case.clone();
+            report.kind = case.spec.kind.clone();
+            report.family = case.spec.family.clone();
+            report.status = match run(&case, device, &mut report) {
+                Ok(status) => status,
+                Err(status) => status,
+            };
+        }
+    }
+    report.seconds = start.elapsed().as_secs_f64();
+    report
+}
+
+fn run(case: &Case, device: &Device, report: &mut CaseReport) -> Result<Status, Status> {
+    let subject = build(case)?;
+    let device = device.clone().autodiff();
+    let mut module = subject.module;
+    // Parameters are created on the plain device and moved, so loading never records a graph.
+    module = module.to_device(&device);
+    load_upstream(&mut module, &case.weights_path(), &[])
+        .map_err(|e| Status::Error(e.to_string()))?;
+
+    let subject = Subject { module, ..subject };
+    let input = Input::new(
+        case.io_tensor("input").map_err(error)?,
+        subject.stacked_qkv,
+        &device,
+    );
+    let output = input.forward(&subject);
+    let expected = case.io_tensor("output").map_err(error)?;
+    let out_host = to_host(output.clone());
+    if out_host.shape != expected.shape {
+        return Err(Status::Error(format!(
+            "output has shape {:?}, the case expects {:?}",
+            out_host.shape, expected.shape
+        )));
+    }
+    let out_ratio = worst_ratio(&out_host.data, &expected.data, case.spec.tolerance);
+    report.output_ratio = Some(out_ratio);
+
+    let seed = to_tensor(case.io_tensor("output_grad_seed").map_err(error)?, &device);
+    let grads = (output * seed).sum().backward();
+    let mut worst = (0.0f64, String::from("input_grad"));
+    let mut check = |name: &str, actual: Option<HostTensor>, expected: &HostTensor| {
+        let ratio = match actual {
+            Some(a) if a.shape == expected.shape => {
+                let tol = case.spec.grad_tolerance.for_tensor(&expected.data);
+                worst_ratio(&a.data, &expected.data, tol)
+            }
+            // No gradient reached it: fine only where upstream's is all zeros too.
+            None if expected.data.iter().all(|&g| g == 0.0) => 0.0,
+            _ => f64::INFINITY,
+        };
+        if ratio > worst.0 || !ratio.is_finite() {
+            worst = (ratio, name.to_string());
+        }
+    };
+    let input_grad = input.grad(&grads);
+    check("input_grad", input_grad, case.io_tensor("input_grad").map_err(error)?);
+    let ours = parameter_grads(&subject.module, &grads);
+    for (name, expected) in case.param_grads() {
+        check(&format!("grad.{name}"), ours.get(name).cloned(), expected);
+    }
+    report.grad_ratio = Some(worst.0);
+    report.worst_grad = Some(worst.1.clone());
+    Ok(if out_ratio > 1.0 || !out_ratio.is_finite() {
+        Status::Fail(format!("output off by {out_ratio:.3}x the tolerance"))
+    } else if worst.0 > 1.0 || !worst.0.is_finite() {
+        Status::Fail(format!("{} off by {:.3}x the tolerance", worst.1, worst.0))
+    } else {
+        Status::Pass
+    })
+}
+
+fn error(e: CaseError) -> Status {
+    Status::Error(e.to_string())
+}
+
+/// The input of a case with gradients on: tokens `[B, N, C]` or CSwin's stacked `[3, B, L, C]`.
+enum Input {
+    Tokens(Tensor<3>),
+    Stacked(Tensor<4>),
+}
+
+impl Input {
+    fn new(t: &HostTensor, stacked: bool, device: &Device) -> Self {
+        if stacked {
+            Input::Stacked(to_tensor::<4>(t, device).require_grad())
+        } else {
+            Input::Tokens(to_tensor::<3>(t, device).require_grad())
+        }
+    }
+
+    fn forward(&self, subject: &Subject) -> Tensor<3> {
+        match self {
+            Input::Tokens(x) => subject.module.forward(x.clone(), subject.layout),
+            Input::Stacked(x) => {
+                let part = |i| x.clone().narrow(0, i, 1).squeeze_dim::<3>(0);
+                subject
+                    .module
+                    .forward_qkv(part(0), part(1), part(2), subject.layout)
+            }
+        }
+    }
+
+    fn grad(&self, grads: &Gradients) -> Option<HostTensor> {
+        match self {
+            Input::Tokens(x) => x.grad(grads).map(to_host),
+            Input::Stacked(x) => x.grad(grads).map(to_host),
+        }
+    }
+}
+
+fn to_tensor<const D: usize>(t: &HostTensor, device: &Device) -> Tensor<D> {
+    Tensor::from_data(TensorData::new(t.data.clone(), t.shape.clone()), device)
+}
+
+fn to_host<const D: usize>(t: Tensor<D>) -> HostTensor {
+    let shape = t.dims().to_vec();
+    let data = t
+        .into_data()
+        .convert::<f32>()
+        .into_vec::<f32>()
+        .expect("float tensor");
+    HostTensor { shape, data }
+}
+
+/// Builds the module a case describes, from its upstream file and constructor arguments.
+fn build(case: &Case) -> Result<Subject, Status> {
+    let spec = &case.spec;
+    if spec.kind != "attention" {
+        return Err(Status::Unsupported(format!(
+            "{} cases ({}) are not supported yet",
+            spec.kind,
+            spec.upstream_file()
+        )));
+    }
+    let file = spec.upstream_file();
+    let bad = |e: String| Status::Error(format!("case.json: {e}"));
+    let dim = spec.arg_usize("dim").map_err(bad)?;
+    let heads = spec.arg_usize("num_heads").map_err(bad)?;
+    let qkv_bias = spec.arg_bool_or("qkv_bias", false).map_err(bad)?;
+    let flatten = || -> Result<AttentionConfig, String> {
+        Ok(AttentionConfig::Focused(FocusedConfig {
+            focusing_factor: spec.arg_usize_or("focusing_factor", 3)? as u32,
+            kernel_size: spec.arg_usize_or("kernel_size", 5)?,
+        }))
+    };
+    let agent = || -> Result<AttentionConfig, String> {
+        Ok(AttentionConfig::Agent(AgentConfig {
+            agent_num: spec.arg_usize("agent_num")?,
+            dwc_kernel: 3,
+        }))
+    };
+    let window = |key: &str| -> Result<[usize; 2], String> {
+        match spec.args.get(key) {
+            Some(serde_json::Value::Array(v)) if v.len() == 2 => Ok([
+                v[0].as_u64().unwrap_or(0) as usize,
+                v[1].as_u64().unwrap_or(0) as usize,
+            ]),
+            Some(v) if v.is_u64() => {
+                let w = v.as_u64().unwrap_or(0) as usize;
+                Ok([w, w])
+            }
+            _ => Err(format!("args.{key} is missing or not a size")),
+        }
+    };
+    let pvt_grid = || -> Result<[usize; 2], String> {
+        let h = spec.forward.get("H").and_then(|v| v.as_u64());
+        let w = spec.forward.get("W").and_then(|v| v.as_u64());
+        match (h, w) {
+            (Some(h), Some(w)) => Ok([h as usize, w as usize]),
+            _ => Err("forward.H / forward.W are missing".into()),
+        }
+    };
+    let reduced = || -> Result<Projection, String> {
+        Ok(Projection::Reduced {
+            sr_ratio: spec.arg_usize_or("sr_ratio", 1)?,
+            pooled: spec.arg_bool_or("linear", false)?,
+        })
+    };
+    let cswin = || -> Result<(Projection, [usize; 2]), String> {
+        let res = spec.arg_usize("resolution")?;
+        let stripe = spec.arg_i64("idx")?;
+        let split = spec.arg_usize("split_size")?;
+        Ok((
+            Projection::External {
+                stripe: stripe.clamp(-1, 1) as i8,
+                split,
+            },
+            [res, res],
+        ))
+    };
+    let (attention, grid, projection, prefix) = match file.as_str() {
+        "flatten_pvt.py" | "flatten_pvt_v2.py" => {
+            (flatten(), pvt_grid(), reduced(), 0)
+        }
+        "flatten_swin.py" => (flatten(), window("window_size"), Ok(Projection::Fused), 0),
+        "flatten_cswin.py" => {
+            let (p, g) = cswin().map_err(bad)?;
+            (flatten(), Ok(g), Ok(p), 0)
+        }
+        "agent_deit.py" => (agent(), window("window"), Ok(Projection::Fused), 1),
+        "agent_pvt.py" => (agent(), pvt_grid(), reduced(), 0),
+        "agent_swin.py" => (agent(), window("window_size"), Ok(Projection::Fused), 0),
+        "agent_cswin.py" => {
+            let (p, g) = cswin().map_err(bad)?;
+            (agent(), Ok(g), Ok(p), 0)
+        }
+        other => {
+            return Err(Status::Unsupported(format!(
+                "attention module from {other:?} is not supported yet"
+            )))
+        }
+    };
+    let attention = attention.map_err(bad)?;
+    let grid = grid.map_err(bad)?;
+    let projection = projection.map_err(bad)?;
+    let shape = MixerShape::new(dim, heads, grid)
+        .with_qkv_bias(qkv_bias)
+        .with_prefix(prefix)
+        .with_projection(projection);
+    shape
+        .validate(&attention)
+        .map_err(|e| bad(e.to_string()))?;
+    let layout = TokenLayout::grid(grid[0], grid[1]).with_prefix(prefix);
+    let stacked_qkv = matches!(projection, Projection::External { .. });
+    Ok(Subject {
+        module: attention.init(&shape, &Device::flex()),
+        layout,
+        stacked_qkv,
+    })
+}
+
+/// Gradients of every float parameter, by upstream name and in PyTorch layout: Linear weights
+/// transposed back to `[out, in]`, LayerNorm `gamma/beta` named `weight/bias`.
+pub fn parameter_grads<M: Module>(
+    module: &M,
+    grads: &Gradients,
+) -> std::collections::BTreeMap<String, HostTensor> {
+    let mut visitor = GradVisitor {
+        grads,
+        path: Vec::new(),
+        containers: Vec::new(),
+        out: Default::default(),
+    };
+    module.visit(&mut visitor);
+    visitor.out
+}
+
+struct GradVisitor<'a> {
+    grads: &'a Gradients,
+    path: Vec<String>,
+    containers: Vec<String>,
+    out: std::collections::BTreeMap<String, HostTensor>,
+}
+
+impl ModuleVisitor for GradVisitor<'_> {
+    fn enter_module(&mut self, name: &str, container_type: &str) {
+        self.path.push(name.to_string());
+        self.containers.push(container_type.to_string());
+    }
+
+    fn exit_module(&mut self, _name: &str, _container_type: &str) {
+        self.path.pop();
+        self.containers.pop();
+    }
+
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+        let Some(grad) = param.val().grad(self.grads) else {
+            return;
+        };
+        let owner = self.containers.last().map(String::as_str).unwrap_or("");
+        let mut names: Vec<String> = self
+            .path
+            .iter()
+            .zip(&self.containers)
+            .filter(|(_, c)| !c.starts_with("Enum:"))
+            .map(|(p, _)| p.clone())
+            .collect();
+        let mut host = to_host(grad);
+        if let Some(last) = names.last_mut() {
+            match (owner, last.as_str()) {
+                ("Struct:Linear", "weight") if host.shape.len() == 2 => host = transpose(host),
+                ("Struct:LayerNorm", "gamma") => *last = "weight".into(),
+                ("Struct:LayerNorm", "beta") => *last = "bias".into(),
+                _ => {}
+            }
+        }
+        self.out.insert(names.join("."), host);
+    }
+}
+
+fn transpose(t: HostTensor) -> HostTensor {
+    let [r, c] = [t.shape[0], t.shape[1]];
+    let mut data = vec![0.0; r * c];
+    for i in 0..r {
+        for j in 0..c {
+            data[j * r + i] = t.data[i * c + j];
+        }
+    }
+    HostTensor {
+        shape: vec![c, r],
+        data,
+    }
+}

@@ -1,0 +1,89 @@
+//! The `linvit` binary as a user runs it: clear one-line errors and exit codes for bad input.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+fn linvit(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_linvit"))
+        .args(args)
+        .output()
+        .expect("the binary runs");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("linvit-cli-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+#[test]
+fn verify_of_a_missing_folder_names_it_and_exits_non_zero() {
+    let (code, _, err) = linvit(&["verify", "/no/such/case"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("/no/such/case") && err.contains("no such case folder"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+}
+
+#[test]
+fn verify_with_an_unknown_device_lists_the_valid_ones() {
+    let dir = scratch("device");
+    let (code, _, err) = linvit(&["verify", dir.to_str().unwrap(), "--device", "tpu"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("unknown device \"tpu\"") && err.contains("flex"), "{err}");
+}
+
+#[test]
+fn verify_reports_a_corrupt_case_as_an_error_row_and_fails() {
+    let dir = scratch("corrupt");
+    let case = dir.join("broken_case");
+    std::fs::create_dir_all(&case).unwrap();
+    std::fs::write(case.join("case.json"), "{ not json").unwrap();
+    let (code, out, err) = linvit(&["verify", dir.to_str().unwrap()]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(out.contains("ERROR") && out.contains("case.json"), "{out}");
+    assert!(out.contains("0 of 1 cases passed"), "{out}");
+
+    std::fs::write(
+        case.join("case.json"),
+        r#"{"case":"broken_case","kind":"attention","input_shape":[1],"output_shape":[1],
+            "tolerance":{"abs":1e-5,"rel":1e-4},
+            "grad_tolerance":{"abs_factor":1e-3,"abs_floor":1e-6,"rel":1e-3}}"#,
+    )
+    .unwrap();
+    std::fs::write(case.join("io.safetensors"), b"\x08\x00\x00\x00\x00\x00\x00\x00{}").unwrap();
+    let (code, out, _) = linvit(&["verify", "--json", case.to_str().unwrap()]);
+    assert_eq!(code, 1);
+    let row: serde_json::Value = serde_json::from_str(out.lines().next().unwrap()).unwrap();
+    assert_eq!(row["status"], "error");
+    assert!(row["reason"].as_str().unwrap().contains("io.safetensors"), "{row}");
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn verify_reports_kinds_it_does_not_support_instead_of_skipping_them() {
+    let dir = scratch("unsupported");
+    let case = dir.join("some_model");
+    std::fs::create_dir_all(&case).unwrap();
+    // A minimal valid io file: input [1] and output [1] tensors.
+    let header = r#"{"input":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},"output":{"dtype":"F32","shape":[1],"data_offsets":[4,8]},"output_grad_seed":{"dtype":"F32","shape":[1],"data_offsets":[8,12]}}"#;
+    let mut bytes = (header.len() as u64).to_le_bytes().to_vec();
+    bytes.extend_from_slice(header.as_bytes());
+    bytes.extend_from_slice(&[0u8; 12]);
+    std::fs::write(case.join("io.safetensors"), bytes).unwrap();
+    std::fs::write(
+        case.join("case.json"),
+        r#"{"case":"some_model","kind":"language_model","input_shape":[1],"output_shape":[1],
+            "tolerance":{"abs":1e-5,"rel":1e-4},
+            "grad_tolerance":{"abs_factor":1e-3,"abs_floor":1e-6,"rel":1e-3}}"#,
+    )
+    .unwrap();
+    let (code, out, _) = linvit(&["verify", case.to_str().unwrap()]);
+    assert_eq!(code, 1);
+    assert!(out.contains("UNSUP") && out.contains("language_model"), "{out}");
+    std::fs::remove_dir_all(&dir).ok();
+}

@@ -1,0 +1,112 @@
+//! The reference cases from the authors' PyTorch code, run through the same function
+//! `linvit verify` uses: every attention case must pass on flex, and on wgpu where a Vulkan
+//! driver is installed (CI installs Mesa's lavapipe). Without the cases (no
+//! `LINVIT_REFERENCE_DIR`, no `../shared`), the tests say so and check nothing else.
+
+use std::path::{Path, PathBuf};
+
+use burn::tensor::{Device, DeviceKind};
+use linvit::reference::{discover, load_case, reference_root};
+use linvit::verify::{verify_case, Status};
+
+fn attention_cases() -> Option<Vec<PathBuf>> {
+    let Some(root) = reference_root() else {
+        eprintln!(
+            "SKIPPED: conformance cases not found (set LINVIT_REFERENCE_DIR to the folder holding \
+             reference/ and reference-lm/, or place shared/ beside the repository)"
+        );
+        return None;
+    };
+    let cases: Vec<PathBuf> = discover(&root.join("reference"))
+        .expect("the reference folder holds cases")
+        .into_iter()
+        .filter(|dir| load_case(dir).map(|c| c.spec.kind == "attention").unwrap_or(true))
+        .collect();
+    assert!(
+        cases.len() >= 12,
+        "expected the 12 attention cases, found {}",
+        cases.len()
+    );
+    Some(cases)
+}
+
+fn run_all(cases: &[PathBuf], device: &Device, backend: &str) {
+    let mut failures = Vec::new();
+    for dir in cases {
+        let report = verify_case(dir, device);
+        eprintln!(
+            "{backend:>5} {:<28} output {:.4} gradient {:.4} ({}) {:?}",
+            report.case,
+            report.output_ratio.unwrap_or(f64::NAN),
+            report.grad_ratio.unwrap_or(f64::NAN),
+            report.worst_grad.as_deref().unwrap_or("-"),
+            report.status
+        );
+        if report.status != Status::Pass {
+            failures.push(format!("{}: {:?}", report.case, report.status));
+        }
+    }
+    eprintln!("{backend}: {} of {} attention cases passed", cases.len() - failures.len(), cases.len());
+    assert!(failures.is_empty(), "failing cases on {backend}:\n{}", failures.join("\n"));
+}
+
+#[test]
+fn every_attention_case_matches_the_authors_code_on_flex() {
+    if let Some(cases) = attention_cases() {
+        run_all(&cases, &Device::flex(), "flex");
+    }
+}
+
+/// Whether the machine has a Vulkan driver for wgpu to find (Mesa installs its ICD files here).
+fn vulkan_driver_present() -> bool {
+    ["/usr/share/vulkan/icd.d", "/etc/vulkan/icd.d"]
+        .iter()
+        .any(|dir| {
+            std::fs::read_dir(Path::new(dir))
+                .map(|mut entries| entries.next().is_some())
+                .unwrap_or(false)
+        })
+}
+
+#[test]
+fn every_attention_case_matches_the_authors_code_on_wgpu() {
+    if !vulkan_driver_present() {
+        eprintln!(
+            "SKIPPED: wgpu conformance, no Vulkan driver (apt-get install mesa-vulkan-drivers)"
+        );
+        return;
+    }
+    if let Some(cases) = attention_cases() {
+        run_all(&cases, &Device::wgpu(DeviceKind::DefaultDevice), "wgpu");
+    }
+}
+
+#[test]
+fn a_case_with_weights_of_the_wrong_shape_is_an_error_naming_the_key() {
+    let Some(root) = reference_root() else {
+        eprintln!("SKIPPED: conformance cases not found");
+        return;
+    };
+    // Pair one case's description and inputs with another case's weights.
+    let tmp = std::env::temp_dir().join(format!("linvit-mismatch-{}", std::process::id()));
+    std::fs::create_dir_all(&tmp).unwrap();
+    let src = root.join("reference/flatten_pvt_attn_sr1");
+    for file in ["case.json", "io.safetensors"] {
+        std::fs::copy(src.join(file), tmp.join(file)).unwrap();
+    }
+    std::fs::copy(
+        root.join("reference/flatten_pvt_attn_sr2/weights.safetensors"),
+        tmp.join("weights.safetensors"),
+    )
+    .unwrap();
+    let report = verify_case(&tmp, &Device::flex());
+    std::fs::remove_dir_all(&tmp).ok();
+    match report.status {
+        Status::Error(reason) => {
+            assert!(reason.contains("weights.safetensors"), "{reason}");
+            assert!(reason.contains("dwc.weight"), "{reason}");
+            assert!(reason.contains("sr.weight"), "{reason}");
+        }
+        other => panic!("expected an error, got {other:?}"),
+    }
+}
