@@ -241,7 +241,8 @@ impl AgentAttention {
         let agents = split_heads(agents, heads); // [b, h, m, d]
 
         let gather = softmax(
-            agents.clone().mul_scalar(scale).matmul(k.swap_dims(2, 3)) + self.agent_to_key_bias(key_grid, prefix),
+            agents.clone().mul_scalar(scale).matmul(k.swap_dims(2, 3))
+                + self.agent_to_key_bias(key_grid, prefix),
             3,
         );
         let agent_v = gather.matmul(v_heads); // [b, h, m, d]

@@ -82,7 +82,8 @@ impl FocusedConfig {
             sr: p.sr,
             norm: p.norm,
             proj: p.proj,
-            dwc: (self.kernel_size > 0).then(|| proj::depthwise(head_dim, self.kernel_size, device)),
+            dwc: (self.kernel_size > 0)
+                .then(|| proj::depthwise(head_dim, self.kernel_size, device)),
             get_v: external.then(|| proj::depthwise(shape.dim, 3, device)),
             scale: Param::from_tensor(Tensor::zeros([1, 1, shape.dim], device)),
             positional_encoding: Param::from_tensor(Tensor::zeros(
@@ -116,7 +117,11 @@ pub fn focus(x: Tensor<3>, scale: Tensor<3>, p: u32) -> Tensor<3> {
 pub fn linear_attend(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>) -> Tensor<4> {
     let n = k.dims()[2] as f64;
     let k_mean = k.clone().mean_dim(2); // [b, h, 1, d]
-    let z = q.clone().matmul(k_mean.swap_dims(2, 3)).add_scalar(1e-6).recip(); // [b, h, N, 1]
+    let z = q
+        .clone()
+        .matmul(k_mean.swap_dims(2, 3))
+        .add_scalar(1e-6)
+        .recip(); // [b, h, N, 1]
     let s = n.powf(-0.5);
     let kv = k.swap_dims(2, 3).mul_scalar(s).matmul(v.mul_scalar(s)); // [b, h, d, d]
     q.matmul(kv) * z
@@ -203,7 +208,10 @@ impl FocusedLinearAttention {
             let pe = self.positional_encoding(key_grid);
             let [_, _, c] = pe.dims();
             Tensor::cat(
-                vec![Tensor::zeros([1, n_keys - pe.dims()[1], c], &pe.device()), pe],
+                vec![
+                    Tensor::zeros([1, n_keys - pe.dims()[1], c], &pe.device()),
+                    pe,
+                ],
                 1,
             )
         };

@@ -13,7 +13,11 @@ use burn::store::{
 };
 
 /// Buffers upstream keeps in its state dicts that we rebuild from the config instead.
-pub const DERIVED_BUFFERS: [&str; 3] = ["relative_position_index", "attn_mask", "num_batches_tracked"];
+pub const DERIVED_BUFFERS: [&str; 3] = [
+    "relative_position_index",
+    "attn_mask",
+    "num_batches_tracked",
+];
 
 /// A rename from upstream keys to our parameter paths: a regex and its replacement.
 pub type Rename = (&'static str, &'static str);
@@ -88,9 +92,11 @@ pub fn load_upstream<M: Module + ModuleSnapshot>(
             .skip_enum_variants(true)
             .map_indices_contiguous(false);
         for (from, to) in renames {
-            store = store.with_key_remapping(from, to);
+            store = store.with_key_remapping(*from, *to);
         }
-        module.load_from(&mut store).map_err(|e| read_err(e.to_string()))?
+        module
+            .load_from(&mut store)
+            .map_err(|e| read_err(e.to_string()))?
     };
     check(result, path)
 }
@@ -137,7 +143,7 @@ fn load_pth<M: Module + ModuleSnapshot>(
         store = store.with_top_level_key(key);
     }
     for (from, to) in renames {
-        store = store.with_key_remapping(from, to);
+        store = store.with_key_remapping(*from, *to);
     }
     module.load_from(&mut store).map_err(|e| e.to_string())
 }

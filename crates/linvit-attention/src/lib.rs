@@ -11,10 +11,10 @@
 
 pub mod agent;
 pub mod focused;
+pub mod import;
 pub mod linear;
 pub mod ops;
 mod proj;
-pub mod import;
 pub mod softmax;
 
 use burn::module::Module;
@@ -169,7 +169,7 @@ impl MixerShape {
                 self.dim, self.num_heads
             ));
         }
-        if self.dim % self.num_heads != 0 {
+        if !self.dim.is_multiple_of(self.num_heads) {
             return bad(format!(
                 "dim {} is not divisible by num_heads {}",
                 self.dim, self.num_heads
@@ -184,7 +184,9 @@ impl MixerShape {
                 sr_ratio,
                 pooled: false,
             } if sr_ratio == 0 || h % sr_ratio != 0 || w % sr_ratio != 0 => {
-                return bad(format!("grid {h}x{w} is not divisible by sr_ratio {sr_ratio}"));
+                return bad(format!(
+                    "grid {h}x{w} is not divisible by sr_ratio {sr_ratio}"
+                ));
             }
             Projection::External { stripe, split } => {
                 let [wh, ww] = self.projection.window(self.grid);
@@ -226,7 +228,10 @@ impl MixerShape {
             }
             AttentionConfig::Linear(linear) => {
                 if linear.kernel_size % 2 == 0 && linear.kernel_size != 0 {
-                    return bad(format!("kernel_size {} must be odd or 0", linear.kernel_size));
+                    return bad(format!(
+                        "kernel_size {} must be odd or 0",
+                        linear.kernel_size
+                    ));
                 }
             }
             AttentionConfig::Softmax => {}
@@ -280,6 +285,8 @@ impl AttentionConfig {
 }
 
 /// One token mixer of any family.
+// Built once per block and never moved in a hot loop, so the size spread costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Module, Debug)]
 pub enum Attention {
     Softmax(SoftmaxAttention),

@@ -113,7 +113,10 @@ pub fn bilinear_matrix(from: [usize; 2], to: [usize; 2], device: &Device) -> Ten
     let rows = linear_resize_weights(from[0], to[0]);
     let cols = linear_resize_weights(from[1], to[1]);
     let m = kron(&rows, [to[0], from[0]], &cols, [to[1], from[1]]);
-    Tensor::from_data(TensorData::new(m, [to[0] * to[1], from[0] * from[1]]), device)
+    Tensor::from_data(
+        TensorData::new(m, [to[0] * to[1], from[0] * from[1]]),
+        device,
+    )
 }
 
 /// `AdaptiveAvgPool2d(to)` of a row-major `from` grid as a `[to_h*to_w, from_h*from_w]` matrix.
@@ -121,7 +124,10 @@ pub fn adaptive_pool_matrix(from: [usize; 2], to: [usize; 2], device: &Device) -
     let rows = adaptive_pool_weights(from[0], to[0]);
     let cols = adaptive_pool_weights(from[1], to[1]);
     let m = kron(&rows, [to[0], from[0]], &cols, [to[1], from[1]]);
-    Tensor::from_data(TensorData::new(m, [to[0] * to[1], from[0] * from[1]]), device)
+    Tensor::from_data(
+        TensorData::new(m, [to[0] * to[1], from[0] * from[1]]),
+        device,
+    )
 }
 
 /// 1-D linear resize (`align_corners=False`) of `from` samples to `to`, as a `[to, from]` matrix.
@@ -155,7 +161,9 @@ mod tests {
         // -> [0.0, 0.25, 0.75, 1.25, 1.75, 2.0]
         let w = linear_resize_weights(3, 6);
         let x = [0.0f32, 1.0, 2.0];
-        let y: Vec<f32> = (0..6).map(|i| (0..3).map(|j| w[i * 3 + j] * x[j]).sum()).collect();
+        let y: Vec<f32> = (0..6)
+            .map(|i| (0..3).map(|j| w[i * 3 + j] * x[j]).sum())
+            .collect();
         let want = [0.0, 0.25, 0.75, 1.25, 1.75, 2.0];
         for (a, b) in y.iter().zip(want) {
             assert!((a - b).abs() < 1e-6, "{y:?}");

@@ -155,9 +155,8 @@ impl SoftmaxAttention {
         if let Some(mask) = mask {
             let [bw, h, n, m] = scores.dims();
             let [nw, _, _] = mask.dims();
-            scores = (scores.reshape([bw / nw, nw, h, n, m])
-                + mask.reshape([1, nw, 1, n, m]))
-            .reshape([bw, h, n, m]);
+            scores = (scores.reshape([bw / nw, nw, h, n, m]) + mask.reshape([1, nw, 1, n, m]))
+                .reshape([bw, h, n, m]);
         }
         merge_heads(softmax(scores, 3).matmul(split_heads(v, heads)))
     }

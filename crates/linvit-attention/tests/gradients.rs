@@ -12,8 +12,8 @@ use std::sync::OnceLock;
 use burn::module::{Module, ModuleMapper, ModuleVisitor, Param};
 use burn::tensor::{Device, FloatDType, Gradients, Tensor, TensorData};
 use linvit_attention::{
-    AgentConfig, Attention, AttentionConfig, FocusedConfig, LinearConfig, MixerShape,
-    Projection, TokenLayout,
+    AgentConfig, Attention, AttentionConfig, FocusedConfig, LinearConfig, MixerShape, Projection,
+    TokenLayout,
 };
 
 /// The flex device with float64 defaults; configured once for this test binary.
@@ -32,7 +32,9 @@ fn device() -> Device {
 
 /// Deterministic values in [-1, 1) from a seed: a small LCG, enough for test directions.
 fn pseudo_random(len: usize, seed: u64) -> Vec<f64> {
-    let mut state = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    let mut state = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
     (0..len)
         .map(|_| {
             state = state
@@ -60,7 +62,11 @@ impl ModuleMapper for Randomise {
         let seed = self.seed;
         param.map(|t| {
             let dims = t.dims();
-            let fan_in = if D >= 2 { dims[1..].iter().product::<usize>().max(1) } else { 1 };
+            let fan_in = if D >= 2 {
+                dims[1..].iter().product::<usize>().max(1)
+            } else {
+                1
+            };
             tensor(dims, seed, &t.device()).mul_scalar(1.0 / (fan_in as f64).sqrt())
         })
     }
@@ -155,28 +161,32 @@ impl Case {
 }
 
 fn check(case: &Case) {
-    let device = device();
-    assert!(case.shape.validate(&case.attention).is_ok(), "{}", case.name);
+    let device = device().autodiff();
+    assert!(
+        case.shape.validate(&case.attention).is_ok(),
+        "{}",
+        case.name
+    );
     let module = case
         .attention
         .init(&case.shape, &device)
-        .map(&mut Randomise { seed: 11 });
+        .map(&mut Randomise { seed: 11 })
+        .set_require_grad(true);
     let x = tensor(case.input_dims(), 3, &device);
     let eps = 1e-6;
-    let tol = |analytic: f64, numeric: f64| (analytic - numeric).abs() <= 1e-6 + 1e-5 * numeric.abs();
+    let tol =
+        |analytic: f64, numeric: f64| (analytic - numeric).abs() <= 1e-6 + 1e-5 * numeric.abs();
 
     // Analytic gradients.
-    let ad = device.clone().autodiff();
-    let ad_module = module.clone().to_device(&ad);
-    let ad_x = x.clone().to_device(&ad).require_grad();
-    let grads = case.objective(&ad_module, ad_x.clone()).backward();
+    let ad_x = x.clone().require_grad();
+    let grads = case.objective(&module, ad_x.clone()).backward();
     let mut directional = Directional {
         grads: &grads,
         index: 0,
         path: Vec::new(),
         out: Vec::new(),
     };
-    ad_module.visit(&mut directional);
+    module.visit(&mut directional);
     let u = tensor(case.input_dims(), 99, &device);
     let input_dot = (ad_x.grad(&grads).expect("input gradient") * u.clone())
         .sum()

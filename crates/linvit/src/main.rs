@@ -9,7 +9,11 @@ use linvit::reference::discover;
 use linvit::verify::{verify_case, CaseReport, Status};
 
 #[derive(Parser)]
-#[command(name = "linvit", version, about = "Vision transformers with linear attention, on Burn")]
+#[command(
+    name = "linvit",
+    version,
+    about = "Vision transformers with linear attention, on Burn"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -67,8 +71,8 @@ fn verify(paths: &[PathBuf], device: &str, json: bool) -> ExitCode {
     }
     if !json {
         println!(
-            "{:<34} {:>10} {:>10}  {:<6} {}",
-            "case", "output", "gradient", "result", "detail"
+            "{:<34} {:>10} {:>10}  {:<6} detail",
+            "case", "output", "gradient", "result"
         );
     }
     let mut failed = 0;
@@ -87,11 +91,7 @@ fn verify(paths: &[PathBuf], device: &str, json: bool) -> ExitCode {
         }
     }
     if !json {
-        println!(
-            "{} of {} cases passed",
-            cases.len() - failed,
-            cases.len()
-        );
+        println!("{} of {} cases passed", cases.len() - failed, cases.len());
     }
     if failed == 0 {
         ExitCode::SUCCESS
@@ -103,7 +103,10 @@ fn verify(paths: &[PathBuf], device: &str, json: bool) -> ExitCode {
 fn print_row(r: &CaseReport) {
     let ratio = |x: Option<f64>| x.map(|v| format!("{v:.4}")).unwrap_or_else(|| "-".into());
     let (result, detail) = match &r.status {
-        Status::Pass => ("PASS", format!("worst gradient {}", r.worst_grad.as_deref().unwrap_or("-"))),
+        Status::Pass => (
+            "PASS",
+            format!("worst gradient {}", r.worst_grad.as_deref().unwrap_or("-")),
+        ),
         Status::Fail(why) => ("FAIL", why.clone()),
         Status::Unsupported(why) => ("UNSUP", why.clone()),
         Status::Error(why) => ("ERROR", why.clone()),

@@ -41,7 +41,9 @@ pub struct GradTolerance {
 
 impl GradTolerance {
     pub fn for_tensor(&self, expected: &[f32]) -> Tolerance {
-        let max = expected.iter().fold(0.0f64, |m, &x| m.max((x as f64).abs()));
+        let max = expected
+            .iter()
+            .fold(0.0f64, |m, &x| m.max((x as f64).abs()));
         Tolerance {
             abs: self.abs_floor.max(self.abs_factor * max),
             rel: self.rel,
@@ -60,15 +62,42 @@ pub struct Upstream {
     pub package: Option<String>,
 }
 
-/// `case.json`, the fields linvit uses.
+/// The part of `case.json` every case has, enough to decide whether linvit can run it.
 #[derive(Debug, Clone, Deserialize)]
-pub struct CaseSpec {
+pub struct CaseHeader {
     pub case: String,
     pub kind: String,
     #[serde(default)]
     pub family: String,
     #[serde(default)]
     pub upstream: Option<Upstream>,
+}
+
+impl CaseHeader {
+    /// The upstream source file name without folders (`flatten_pvt.py`), or the class for timm.
+    pub fn upstream_file(&self) -> String {
+        let up = self.upstream.as_ref();
+        up.and_then(|u| u.file.as_deref())
+            .map(|f| f.rsplit('/').next().unwrap_or(f).to_string())
+            .or_else(|| up.and_then(|u| u.class.clone()))
+            .unwrap_or_default()
+    }
+}
+
+/// Reads the header of `case.json` in a case folder.
+pub fn read_header(dir: &Path) -> Result<CaseHeader, CaseError> {
+    let json_path = dir.join("case.json");
+    let text = std::fs::read_to_string(&json_path)
+        .map_err(|e| CaseError::new(&json_path, e.to_string()))?;
+    serde_json::from_str(&text)
+        .map_err(|e| CaseError::new(&json_path, format!("not a valid case description ({e})")))
+}
+
+/// `case.json` of a case linvit runs: the fields it uses.
+#[derive(Debug, Clone, Deserialize)]
+pub struct CaseSpec {
+    #[serde(flatten)]
+    pub header: CaseHeader,
     #[serde(default)]
     pub args: Value,
     #[serde(default)]
@@ -80,15 +109,6 @@ pub struct CaseSpec {
 }
 
 impl CaseSpec {
-    /// The upstream source file name without folders (`flatten_pvt.py`), or the class for timm.
-    pub fn upstream_file(&self) -> String {
-        let up = self.upstream.as_ref();
-        up.and_then(|u| u.file.as_deref())
-            .map(|f| f.rsplit('/').next().unwrap_or(f).to_string())
-            .or_else(|| up.and_then(|u| u.class.clone()))
-            .unwrap_or_default()
-    }
-
     /// An integer argument, or an error naming it.
     pub fn arg_usize(&self, key: &str) -> Result<usize, String> {
         self.args
@@ -172,7 +192,10 @@ impl Case {
     /// A tensor of `io.safetensors`, or an error naming it.
     pub fn io_tensor(&self, name: &str) -> Result<&HostTensor, CaseError> {
         self.io.get(name).ok_or_else(|| {
-            CaseError::new(&self.dir.join("io.safetensors"), format!("has no tensor {name:?}"))
+            CaseError::new(
+                &self.dir.join("io.safetensors"),
+                format!("has no tensor {name:?}"),
+            )
         })
     }
 
@@ -228,7 +251,10 @@ pub fn discover(path: &Path) -> Result<Vec<PathBuf>, CaseError> {
     collect_cases(path, 2, &mut found)?;
     found.sort();
     if found.is_empty() {
-        return Err(CaseError::new(path, "holds no case folders (no case.json found)"));
+        return Err(CaseError::new(
+            path,
+            "holds no case folders (no case.json found)",
+        ));
     }
     Ok(found)
 }

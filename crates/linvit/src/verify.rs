@@ -14,7 +14,9 @@ use linvit_attention::{
 };
 use serde::Serialize;
 
-use crate::reference::{load_case, worst_ratio, Case, CaseError, HostTensor};
+use crate::reference::{
+    load_case, read_header, worst_ratio, Case, CaseError, CaseHeader, HostTensor,
+};
 
 /// How a case ended.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -77,28 +79,36 @@ pub fn verify_case(dir: &Path, device: &Device) -> CaseReport {
         seconds: 0.0,
         status: Status::Pass,
     };
-    match load_case(dir) {
-        Err(e) => report.status = Status::Error(e.to_string()),
-        Ok(case) => {
-            report.case = case.spec.case.clone();
-            report.kind = case.spec.kind.clone();
-            report.family = case.spec.family.clone();
-            report.status = match run(&case, device, &mut report) {
-                Ok(status) => status,
-                Err(status) => status,
-            };
+    report.status = match read_header(dir) {
+        Err(e) => Status::Error(e.to_string()),
+        Ok(header) => {
+            report.case = header.case.clone();
+            report.kind = header.kind.clone();
+            report.family = header.family.clone();
+            match supported(&header) {
+                Err(why) => Status::Unsupported(why),
+                Ok(flavour) => match load_case(dir) {
+                    Err(e) => Status::Error(e.to_string()),
+                    Ok(case) => {
+                        run(&case, flavour, device, &mut report).unwrap_or_else(|status| status)
+                    }
+                },
+            }
         }
-    }
+    };
     report.seconds = start.elapsed().as_secs_f64();
     report
 }
 
-fn run(case: &Case, device: &Device, report: &mut CaseReport) -> Result<Status, Status> {
-    let subject = build(case)?;
+fn run(
+    case: &Case,
+    flavour: Flavour,
+    device: &Device,
+    report: &mut CaseReport,
+) -> Result<Status, Status> {
     let device = device.clone().autodiff();
+    let subject = build(case, flavour, &device)?;
     let mut module = subject.module;
-    // Parameters are created on the plain device and moved, so loading never records a graph.
-    module = module.to_device(&device);
     load_upstream(&mut module, &case.weights_path(), &[])
         .map_err(|e| Status::Error(e.to_string()))?;
 
@@ -138,7 +148,11 @@ fn run(case: &Case, device: &Device, report: &mut CaseReport) -> Result<Status, 
         }
     };
     let input_grad = input.grad(&grads);
-    check("input_grad", input_grad, case.io_tensor("input_grad").map_err(error)?);
+    check(
+        "input_grad",
+        input_grad,
+        case.io_tensor("input_grad").map_err(error)?,
+    );
     let ours = parameter_grads(&subject.module, &grads);
     for (name, expected) in case.param_grads() {
         check(&format!("grad.{name}"), ours.get(name).cloned(), expected);
@@ -202,22 +216,56 @@ fn to_host<const D: usize>(t: Tensor<D>) -> HostTensor {
     let data = t
         .into_data()
         .convert::<f32>()
-        .into_vec::<f32>()
+        .try_into_vec::<f32>()
         .expect("float tensor");
     HostTensor { shape, data }
 }
 
-/// Builds the module a case describes, from its upstream file and constructor arguments.
-fn build(case: &Case) -> Result<Subject, Status> {
-    let spec = &case.spec;
-    if spec.kind != "attention" {
-        return Err(Status::Unsupported(format!(
-            "{} cases ({}) are not supported yet",
-            spec.kind,
-            spec.upstream_file()
-        )));
+/// The upstream attention modules linvit builds, by the file that defines them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Flavour {
+    FlattenPvt,
+    FlattenSwin,
+    FlattenCswin,
+    AgentDeit,
+    AgentPvt,
+    AgentSwin,
+    AgentCswin,
+}
+
+impl Flavour {
+    fn of(header: &CaseHeader) -> Option<Self> {
+        if header.kind != "attention" {
+            return None;
+        }
+        Some(match header.upstream_file().as_str() {
+            "flatten_pvt.py" | "flatten_pvt_v2.py" => Flavour::FlattenPvt,
+            "flatten_swin.py" => Flavour::FlattenSwin,
+            "flatten_cswin.py" => Flavour::FlattenCswin,
+            "agent_deit.py" => Flavour::AgentDeit,
+            "agent_pvt.py" => Flavour::AgentPvt,
+            "agent_swin.py" => Flavour::AgentSwin,
+            "agent_cswin.py" => Flavour::AgentCswin,
+            _ => return None,
+        })
     }
-    let file = spec.upstream_file();
+}
+
+/// Whether this build runs a case; the reason when it does not.
+fn supported(header: &CaseHeader) -> Result<Flavour, String> {
+    Flavour::of(header).ok_or_else(|| {
+        format!(
+            "{} cases from {} ({} family) are not supported yet",
+            header.kind,
+            header.upstream_file(),
+            header.family
+        )
+    })
+}
+
+/// Builds the module a case describes, from its upstream file and constructor arguments.
+fn build(case: &Case, flavour: Flavour, device: &Device) -> Result<Subject, Status> {
+    let spec = &case.spec;
     let bad = |e: String| Status::Error(format!("case.json: {e}"));
     let dim = spec.arg_usize("dim").map_err(bad)?;
     let heads = spec.arg_usize("num_heads").map_err(bad)?;
@@ -273,26 +321,19 @@ fn build(case: &Case) -> Result<Subject, Status> {
             [res, res],
         ))
     };
-    let (attention, grid, projection, prefix) = match file.as_str() {
-        "flatten_pvt.py" | "flatten_pvt_v2.py" => {
-            (flatten(), pvt_grid(), reduced(), 0)
-        }
-        "flatten_swin.py" => (flatten(), window("window_size"), Ok(Projection::Fused), 0),
-        "flatten_cswin.py" => {
+    let (attention, grid, projection, prefix) = match flavour {
+        Flavour::FlattenPvt => (flatten(), pvt_grid(), reduced(), 0),
+        Flavour::FlattenSwin => (flatten(), window("window_size"), Ok(Projection::Fused), 0),
+        Flavour::FlattenCswin => {
             let (p, g) = cswin().map_err(bad)?;
             (flatten(), Ok(g), Ok(p), 0)
         }
-        "agent_deit.py" => (agent(), window("window"), Ok(Projection::Fused), 1),
-        "agent_pvt.py" => (agent(), pvt_grid(), reduced(), 0),
-        "agent_swin.py" => (agent(), window("window_size"), Ok(Projection::Fused), 0),
-        "agent_cswin.py" => {
+        Flavour::AgentDeit => (agent(), window("window"), Ok(Projection::Fused), 1),
+        Flavour::AgentPvt => (agent(), pvt_grid(), reduced(), 0),
+        Flavour::AgentSwin => (agent(), window("window_size"), Ok(Projection::Fused), 0),
+        Flavour::AgentCswin => {
             let (p, g) = cswin().map_err(bad)?;
             (agent(), Ok(g), Ok(p), 0)
-        }
-        other => {
-            return Err(Status::Unsupported(format!(
-                "attention module from {other:?} is not supported yet"
-            )))
         }
     };
     let attention = attention.map_err(bad)?;
@@ -302,13 +343,11 @@ fn build(case: &Case) -> Result<Subject, Status> {
         .with_qkv_bias(qkv_bias)
         .with_prefix(prefix)
         .with_projection(projection);
-    shape
-        .validate(&attention)
-        .map_err(|e| bad(e.to_string()))?;
+    shape.validate(&attention).map_err(|e| bad(e.to_string()))?;
     let layout = TokenLayout::grid(grid[0], grid[1]).with_prefix(prefix);
     let stacked_qkv = matches!(projection, Projection::External { .. });
     Ok(Subject {
-        module: attention.init(&shape, &Device::flex()),
+        module: attention.init(&shape, device),
         layout,
         stacked_qkv,
     })

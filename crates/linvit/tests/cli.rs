@@ -25,7 +25,10 @@ fn scratch(name: &str) -> PathBuf {
 fn verify_of_a_missing_folder_names_it_and_exits_non_zero() {
     let (code, _, err) = linvit(&["verify", "/no/such/case"]);
     assert_eq!(code, 2);
-    assert!(err.contains("/no/such/case") && err.contains("no such case folder"), "{err}");
+    assert!(
+        err.contains("/no/such/case") && err.contains("no such case folder"),
+        "{err}"
+    );
     assert!(!err.contains("panicked"), "{err}");
 }
 
@@ -34,7 +37,10 @@ fn verify_with_an_unknown_device_lists_the_valid_ones() {
     let dir = scratch("device");
     let (code, _, err) = linvit(&["verify", dir.to_str().unwrap(), "--device", "tpu"]);
     assert_eq!(code, 2);
-    assert!(err.contains("unknown device \"tpu\"") && err.contains("flex"), "{err}");
+    assert!(
+        err.contains("unknown device \"tpu\"") && err.contains("flex"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -55,12 +61,19 @@ fn verify_reports_a_corrupt_case_as_an_error_row_and_fails() {
             "grad_tolerance":{"abs_factor":1e-3,"abs_floor":1e-6,"rel":1e-3}}"#,
     )
     .unwrap();
-    std::fs::write(case.join("io.safetensors"), b"\x08\x00\x00\x00\x00\x00\x00\x00{}").unwrap();
+    std::fs::write(
+        case.join("io.safetensors"),
+        b"\x08\x00\x00\x00\x00\x00\x00\x00{}",
+    )
+    .unwrap();
     let (code, out, _) = linvit(&["verify", "--json", case.to_str().unwrap()]);
     assert_eq!(code, 1);
     let row: serde_json::Value = serde_json::from_str(out.lines().next().unwrap()).unwrap();
     assert_eq!(row["status"], "error");
-    assert!(row["reason"].as_str().unwrap().contains("io.safetensors"), "{row}");
+    assert!(
+        row["reason"].as_str().unwrap().contains("io.safetensors"),
+        "{row}"
+    );
     std::fs::remove_dir_all(&dir).ok();
 }
 
@@ -84,6 +97,9 @@ fn verify_reports_kinds_it_does_not_support_instead_of_skipping_them() {
     .unwrap();
     let (code, out, _) = linvit(&["verify", case.to_str().unwrap()]);
     assert_eq!(code, 1);
-    assert!(out.contains("UNSUP") && out.contains("language_model"), "{out}");
+    assert!(
+        out.contains("UNSUP") && out.contains("language_model"),
+        "{out}"
+    );
     std::fs::remove_dir_all(&dir).ok();
 }
