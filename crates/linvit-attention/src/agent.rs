@@ -18,14 +18,14 @@ use burn::module::{Module, Param};
 use burn::nn::conv::Conv2d;
 use burn::nn::{LayerNorm, Linear};
 use burn::tensor::activation::softmax;
-use burn::tensor::{Device, Tensor};
+use burn::tensor::{Device, Distribution, Tensor};
 use serde::{Deserialize, Serialize};
 
 use crate::ops::{
     adaptive_pool_matrix, bilinear_matrix, image_to_tokens, linear_matrix, merge_heads,
-    resample_axis, split_heads, tokens_to_image, tokens_to_windows, windows_to_tokens,
+    resample_axis, split_heads, tokens_to_image,
 };
-use crate::proj::{self, ProjectionRefs, Qkv};
+use crate::proj::{self, Qkv};
 use crate::{MixerShape, Projection, TokenLayout};
 
 /// Side of the learned bias grids `an_bias`/`na_bias`, resized to the token grid at run time.
@@ -93,10 +93,6 @@ impl AgentConfig {
         // Biases live on the attention window (a stripe in CSwin) and the key grid inside it.
         let [qh, qw] = shape.projection.window(shape.grid);
         let [kh, kw] = shape.projection.key_grid([qh, qw]);
-        let zeros = |dims: [usize; 5]| Param::from_tensor(Tensor::zeros(dims, device));
-        let grid = |device: &Device| {
-            Param::from_tensor(Tensor::zeros([h, m, BIAS_GRID, BIAS_GRID], device))
-        };
         let prefix = shape.prefix > 0;
         AgentAttention {
             qkv: p.qkv,
@@ -107,19 +103,29 @@ impl AgentConfig {
             proj: p.proj,
             dwc: (!external).then(|| proj::depthwise(shape.dim, self.dwc_kernel, device)),
             get_v: external.then(|| proj::depthwise(shape.dim, 3, device)),
-            an_bias: grid(device),
-            na_bias: grid(device),
-            ah_bias: zeros([1, h, m, kh, 1]),
-            aw_bias: zeros([1, h, m, 1, kw]),
-            ha_bias: zeros([1, h, qh, 1, m]),
-            wa_bias: zeros([1, h, 1, qw, m]),
-            ac_bias: prefix.then(|| Param::from_tensor(Tensor::zeros([1, h, m, 1], device))),
-            ca_bias: prefix.then(|| Param::from_tensor(Tensor::zeros([1, h, 1, m], device))),
+            an_bias: bias_init([h, m, BIAS_GRID, BIAS_GRID], device),
+            na_bias: bias_init([h, m, BIAS_GRID, BIAS_GRID], device),
+            ah_bias: bias_init([1, h, m, kh, 1], device),
+            aw_bias: bias_init([1, h, m, 1, kw], device),
+            ha_bias: bias_init([1, h, qh, 1, m], device),
+            wa_bias: bias_init([1, h, 1, qw, m], device),
+            ac_bias: prefix.then(|| bias_init([1, h, m, 1], device)),
+            ca_bias: prefix.then(|| bias_init([1, h, 1, m], device)),
             num_heads: h,
             agent_num: m,
             projection: shape.projection,
         }
     }
+}
+
+/// Upstream draws every position bias from `trunc_normal_(std=0.02)`, cut at +-2 (not at two
+/// standard deviations), which is a plain normal in practice.
+pub(crate) fn bias_init<const D: usize>(dims: [usize; D], device: &Device) -> Param<Tensor<D>> {
+    Param::from_tensor(Tensor::random(
+        dims,
+        Distribution::Normal(0.0, 0.02),
+        device,
+    ))
 }
 
 /// Resizes axis `dim` of a bias to `len` with 1-D linear interpolation when it differs.
@@ -132,27 +138,13 @@ fn fit_axis<const D: usize>(bias: Tensor<D>, dim: usize, len: usize) -> Tensor<D
     resample_axis(bias, m, dim)
 }
 
-impl AgentAttention {
-    fn refs(&self) -> ProjectionRefs<'_> {
-        ProjectionRefs {
-            qkv: &self.qkv,
-            q: &self.q,
-            kv: &self.kv,
-            sr: &self.sr,
-            norm: &self.norm,
-            projection: self.projection,
-        }
-    }
+proj::impl_projected!(AgentAttention);
 
+impl AgentAttention {
     /// # Shapes
     /// - x: `[B, prefix + H*W, C]` -> `[B, prefix + H*W, C]`
     pub fn forward(&self, x: Tensor<3>, layout: TokenLayout) -> Tensor<3> {
-        let qkv = self.refs().project(x, layout);
-        let out = self.attend(qkv, layout);
-        match &self.proj {
-            Some(proj) => proj.forward(out),
-            None => out,
-        }
+        proj::forward(self, x, layout, |qkv, layout| self.attend(qkv, layout))
     }
 
     /// The CSwin flavour: `q, k, v` each `[B, H*W, C]`; attention per window (the whole map
@@ -164,24 +156,9 @@ impl AgentAttention {
         v: Tensor<3>,
         layout: TokenLayout,
     ) -> Tensor<3> {
-        let grid = layout.hw();
-        let window = self.projection.window(grid);
-        let [q, k, v] = [q, k, v].map(|t| tokens_to_windows(t, grid, window));
-        let lepe = self
-            .get_v
-            .as_ref()
-            .map(|get_v| image_to_tokens(get_v.forward(tokens_to_image(v.clone(), window))));
-        let qkv = Qkv {
-            q,
-            k,
-            v,
-            key_grid: window,
-        };
-        let mut out = self.attend(qkv, TokenLayout::grid(window[0], window[1]));
-        if let Some(lepe) = lepe {
-            out = out + lepe;
-        }
-        windows_to_tokens(out, grid, window)
+        proj::forward_windows(self, [q, k, v], layout, |qkv, layout| {
+            self.attend(qkv, layout)
+        })
     }
 
     /// `[1, h, m, prefix + n]`: the agents' bias over the keys.

@@ -16,10 +16,8 @@ use burn::tensor::activation::{relu, softplus};
 use burn::tensor::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
-use crate::ops::{
-    bilinear_matrix, linear_matrix, merge_heads, resample_axis, split_heads, tokens_to_image,
-};
-use crate::proj::{self, ProjectionRefs, Qkv};
+use crate::ops::{bilinear_matrix, linear_matrix, merge_heads, resample_axis, split_heads};
+use crate::proj::{self, Qkv};
 use crate::{MixerShape, Projection, TokenLayout};
 
 /// Hyper-parameters of focused linear attention.
@@ -137,30 +135,17 @@ pub fn head_shared_dwc(dwc: &Conv2d, v: Tensor<4>, [h, w]: [usize; 2]) -> Tensor
         .swap_dims(1, 2)
 }
 
-impl FocusedLinearAttention {
-    fn refs(&self) -> ProjectionRefs<'_> {
-        ProjectionRefs {
-            qkv: &self.qkv,
-            q: &self.q,
-            kv: &self.kv,
-            sr: &self.sr,
-            norm: &self.norm,
-            projection: self.projection,
-        }
-    }
+proj::impl_projected!(FocusedLinearAttention);
 
+impl FocusedLinearAttention {
     /// # Shapes
     /// - x: `[B, prefix + H*W, C]` -> `[B, prefix + H*W, C]`
     pub fn forward(&self, x: Tensor<3>, layout: TokenLayout) -> Tensor<3> {
-        let qkv = self.refs().project(x, layout);
-        let out = self.attend(qkv, layout);
-        match &self.proj {
-            Some(proj) => proj.forward(out),
-            None => out,
-        }
+        proj::forward(self, x, layout, |qkv, layout| self.attend(qkv, layout))
     }
 
-    /// The CSwin flavour: `q, k, v` each `[B, H*W, C]` (the block projects), no `proj`.
+    /// The CSwin flavour: `q, k, v` each `[B, H*W, C]` (the block projects); LePE added, no
+    /// `proj`. Upstream runs it on the whole map only, which validation enforces.
     pub fn forward_qkv(
         &self,
         q: Tensor<3>,
@@ -168,23 +153,9 @@ impl FocusedLinearAttention {
         v: Tensor<3>,
         layout: TokenLayout,
     ) -> Tensor<3> {
-        let v_image = self
-            .get_v
-            .as_ref()
-            .map(|get_v| get_v.forward(tokens_to_image(v.clone(), layout.hw())));
-        let out = self.attend(
-            Qkv {
-                q,
-                k,
-                v,
-                key_grid: layout.hw(),
-            },
-            layout,
-        );
-        match v_image {
-            Some(lepe) => out + crate::ops::image_to_tokens(lepe),
-            None => out,
-        }
+        proj::forward_windows(self, [q, k, v], layout, |qkv, layout| {
+            self.attend(qkv, layout)
+        })
     }
 
     /// The key positional encoding for a key grid, resized when the grid differs from the one

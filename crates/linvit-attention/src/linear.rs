@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::focused::{add_head_shared_dwc, linear_attend};
 use crate::ops::{merge_heads, split_heads};
-use crate::proj::{self, ProjectionRefs, Qkv};
+use crate::proj::{self, Qkv};
 use crate::{MixerShape, Projection, TokenLayout};
 
 /// Hyper-parameters of plain linear attention.
@@ -56,27 +56,18 @@ impl LinearConfig {
     }
 }
 
+// Plain linear attention has no LePE.
+proj::impl_projected!(LinearAttention, |_m| None);
+
 impl LinearAttention {
     /// # Shapes
     /// - x: `[B, prefix + H*W, C]` -> `[B, prefix + H*W, C]`
     pub fn forward(&self, x: Tensor<3>, layout: TokenLayout) -> Tensor<3> {
-        let refs = ProjectionRefs {
-            qkv: &self.qkv,
-            q: &self.q,
-            kv: &self.kv,
-            sr: &self.sr,
-            norm: &self.norm,
-            projection: self.projection,
-        };
-        let Qkv { q, k, v, key_grid } = refs.project(x, layout);
-        let out = self.attend(q, k, v, key_grid, layout);
-        match &self.proj {
-            Some(proj) => proj.forward(out),
-            None => out,
-        }
+        proj::forward(self, x, layout, |qkv, layout| self.attend(qkv, layout))
     }
 
-    /// `q, k, v` each `[B, H*W, C]` projected by the caller (CSwin); global, no `proj`.
+    /// `q, k, v` each `[B, H*W, C]` projected by the caller (CSwin), in the projection's
+    /// windows; no `proj`.
     pub fn forward_qkv(
         &self,
         q: Tensor<3>,
@@ -84,17 +75,13 @@ impl LinearAttention {
         v: Tensor<3>,
         layout: TokenLayout,
     ) -> Tensor<3> {
-        self.attend(q, k, v, layout.hw(), layout)
+        proj::forward_windows(self, [q, k, v], layout, |qkv, layout| {
+            self.attend(qkv, layout)
+        })
     }
 
-    fn attend(
-        &self,
-        q: Tensor<3>,
-        k: Tensor<3>,
-        v: Tensor<3>,
-        key_grid: [usize; 2],
-        layout: TokenLayout,
-    ) -> Tensor<3> {
+    fn attend(&self, qkv: Qkv, layout: TokenLayout) -> Tensor<3> {
+        let Qkv { q, k, v, key_grid } = qkv;
         let heads = self.num_heads;
         let phi = |x: Tensor<3>| split_heads(relu(x).add_scalar(1e-6), heads);
         let v = split_heads(v, heads);

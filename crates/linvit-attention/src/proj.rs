@@ -7,7 +7,10 @@ use burn::nn::{LayerNorm, LayerNormConfig, Linear, LinearConfig, PaddingConfig2d
 use burn::tensor::activation::gelu;
 use burn::tensor::{Device, Tensor};
 
-use crate::ops::{adaptive_pool_matrix, image_to_tokens, resample_axis, tokens_to_image};
+use crate::ops::{
+    adaptive_pool_matrix, image_to_tokens, resample_axis, tokens_to_image, tokens_to_windows,
+    windows_to_tokens,
+};
 use crate::{MixerShape, Projection, TokenLayout};
 
 /// The projection modules of one mixer, before they are moved into its fields.
@@ -28,6 +31,86 @@ pub(crate) struct ProjectionRefs<'a> {
     pub sr: &'a Option<Conv2d>,
     pub norm: &'a Option<LayerNorm>,
     pub projection: Projection,
+}
+
+/// A mixer with the shared projection fields (`qkv`, `q`, `kv`, `sr`, `norm`, `proj`, and
+/// `get_v` for LePE); `impl_projected!` implements it from those fields.
+pub(crate) trait Projected {
+    fn projection_refs(&self) -> ProjectionRefs<'_>;
+    fn output_proj(&self) -> Option<&Linear>;
+    fn lepe(&self) -> Option<&Conv2d>;
+}
+
+/// Implements [`Projected`] for a mixer struct whose fields carry the upstream names.
+macro_rules! impl_projected {
+    ($mixer:ty) => {
+        $crate::proj::impl_projected!($mixer, |m| m.get_v.as_ref());
+    };
+    ($mixer:ty, |$m:ident| $lepe:expr) => {
+        impl $crate::proj::Projected for $mixer {
+            fn projection_refs(&self) -> $crate::proj::ProjectionRefs<'_> {
+                $crate::proj::ProjectionRefs {
+                    qkv: &self.qkv,
+                    q: &self.q,
+                    kv: &self.kv,
+                    sr: &self.sr,
+                    norm: &self.norm,
+                    projection: self.projection,
+                }
+            }
+            fn output_proj(&self) -> Option<&burn::nn::Linear> {
+                self.proj.as_ref()
+            }
+            fn lepe(&self) -> Option<&burn::nn::conv::Conv2d> {
+                let $m = self;
+                $lepe
+            }
+        }
+    };
+}
+pub(crate) use impl_projected;
+
+/// Tokens in, projections, `attend`, output projection: the forward of every mixer whose
+/// projections are its own.
+pub(crate) fn forward<M: Projected>(
+    mixer: &M,
+    x: Tensor<3>,
+    layout: TokenLayout,
+    attend: impl FnOnce(Qkv, TokenLayout) -> Tensor<3>,
+) -> Tensor<3> {
+    let out = attend(mixer.projection_refs().project(x, layout), layout);
+    match mixer.output_proj() {
+        Some(proj) => proj.forward(out),
+        None => out,
+    }
+}
+
+/// The external-projection forward (CSwin): `q, k, v` `[B, H*W, C]` are cut into the
+/// projection's windows, `attend` runs per window, LePE (`get_v` on each window's values, zero
+/// padding at window borders) is added, and the windows are put back.
+pub(crate) fn forward_windows<M: Projected>(
+    mixer: &M,
+    [q, k, v]: [Tensor<3>; 3],
+    layout: TokenLayout,
+    attend: impl FnOnce(Qkv, TokenLayout) -> Tensor<3>,
+) -> Tensor<3> {
+    let grid = layout.hw();
+    let window = mixer.projection_refs().projection.window(grid);
+    let [q, k, v] = [q, k, v].map(|t| tokens_to_windows(t, grid, window));
+    let lepe = mixer
+        .lepe()
+        .map(|get_v| image_to_tokens(get_v.forward(tokens_to_image(v.clone(), window))));
+    let qkv = Qkv {
+        q,
+        k,
+        v,
+        key_grid: window,
+    };
+    let mut out = attend(qkv, TokenLayout::grid(window[0], window[1]));
+    if let Some(lepe) = lepe {
+        out = out + lepe;
+    }
+    windows_to_tokens(out, grid, window)
 }
 
 /// Queries, keys and values of one call, with the grids they live on.

@@ -10,11 +10,9 @@ use burn::nn::{LayerNorm, Linear};
 use burn::tensor::activation::softmax;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
-use crate::ops::{
-    image_to_tokens, merge_heads, split_heads, tokens_to_image, tokens_to_windows,
-    windows_to_tokens,
-};
-use crate::proj::{self, ProjectionRefs, Qkv};
+use crate::agent::bias_init;
+use crate::ops::{merge_heads, split_heads};
+use crate::proj;
 use crate::{MixerShape, Projection, TokenLayout};
 
 /// Softmax attention; fields carry the upstream state-dict names.
@@ -39,6 +37,8 @@ pub struct SoftmaxAttention {
     pub window: [usize; 2],
 }
 
+proj::impl_projected!(SoftmaxAttention);
+
 impl SoftmaxAttention {
     pub fn new(shape: &MixerShape, device: &Device) -> Self {
         let p = proj::init(shape, device);
@@ -52,26 +52,12 @@ impl SoftmaxAttention {
             norm: p.norm,
             proj: p.proj,
             get_v: external.then(|| proj::depthwise(shape.dim, 3, device)),
-            relative_position_bias_table: shape.relative_position_bias.then(|| {
-                Param::from_tensor(Tensor::zeros(
-                    [(2 * wh - 1) * (2 * ww - 1), shape.num_heads],
-                    device,
-                ))
-            }),
+            relative_position_bias_table: shape
+                .relative_position_bias
+                .then(|| bias_init([(2 * wh - 1) * (2 * ww - 1), shape.num_heads], device)),
             num_heads: shape.num_heads,
             projection: shape.projection,
             window: shape.grid,
-        }
-    }
-
-    fn refs(&self) -> ProjectionRefs<'_> {
-        ProjectionRefs {
-            qkv: &self.qkv,
-            q: &self.q,
-            kv: &self.kv,
-            sr: &self.sr,
-            norm: &self.norm,
-            projection: self.projection,
         }
     }
 
@@ -79,12 +65,9 @@ impl SoftmaxAttention {
     /// - x: `[B, prefix + H*W, C]` -> same; with Swin, B counts windows and H x W is the window
     /// - mask: `[nW, N, N]` added to the scores of window `b % nW` (0 or -100 upstream)
     pub fn forward(&self, x: Tensor<3>, layout: TokenLayout, mask: Option<Tensor<3>>) -> Tensor<3> {
-        let Qkv { q, k, v, .. } = self.refs().project(x, layout);
-        let out = self.attend(q, k, v, layout, mask);
-        match &self.proj {
-            Some(proj) => proj.forward(out),
-            None => out,
-        }
+        proj::forward(self, x, layout, |qkv, layout| {
+            self.attend(qkv.q, qkv.k, qkv.v, layout, mask)
+        })
     }
 
     /// The CSwin flavour: `q, k, v` each `[B, H*W, C]`, attention per window with LePE.
@@ -95,18 +78,9 @@ impl SoftmaxAttention {
         v: Tensor<3>,
         layout: TokenLayout,
     ) -> Tensor<3> {
-        let grid = layout.hw();
-        let window = self.projection.window(grid);
-        let [q, k, v] = [q, k, v].map(|t| tokens_to_windows(t, grid, window));
-        let lepe = self
-            .get_v
-            .as_ref()
-            .map(|get_v| image_to_tokens(get_v.forward(tokens_to_image(v.clone(), window))));
-        let mut out = self.attend(q, k, v, TokenLayout::grid(window[0], window[1]), None);
-        if let Some(lepe) = lepe {
-            out = out + lepe;
-        }
-        windows_to_tokens(out, grid, window)
+        proj::forward_windows(self, [q, k, v], layout, |qkv, layout| {
+            self.attend(qkv.q, qkv.k, qkv.v, layout, None)
+        })
     }
 
     /// `[1, h, N, N]` relative position bias of Swin for a `wh x ww` window.

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use linvit::device::{parse_device, DEVICE_NAMES};
-use linvit::reference::discover;
+use linvit::reference::{discover, reference_root};
 use linvit::verify::{verify_case, CaseReport, Status};
 
 #[derive(Parser)]
@@ -24,12 +24,12 @@ enum Command {
     /// Check our modules against tensors produced by the authors' PyTorch code.
     ///
     /// Each PATH is a case folder (holding case.json, weights.safetensors, io.safetensors) or a
-    /// folder of case folders. Exits non-zero if any case fails or cannot be run.
+    /// folder of case folders; without one, LINVIT_REFERENCE_DIR is used. Exits non-zero if any
+    /// case fails or cannot be run.
     ///
     /// Example: linvit verify ../shared/reference --device flex
     Verify {
         /// Case folders, or folders of case folders.
-        #[arg(required = true)]
         paths: Vec<PathBuf>,
         /// Backend to run on.
         #[arg(long, default_value = "flex", help = format!("Backend to run on: {DEVICE_NAMES}"))]
@@ -58,6 +58,24 @@ fn verify(paths: &[PathBuf], device: &str, json: bool) -> ExitCode {
             eprintln!("error: {e}");
             return ExitCode::from(2);
         }
+    };
+    let default_root;
+    let paths = if paths.is_empty() {
+        match reference_root() {
+            Some(root) => {
+                default_root = [root];
+                &default_root[..]
+            }
+            None => {
+                eprintln!(
+                    "error: no case folder given and LINVIT_REFERENCE_DIR names no folder; \
+                     usage: linvit verify PATH..."
+                );
+                return ExitCode::from(2);
+            }
+        }
+    } else {
+        paths
     };
     let mut cases = Vec::new();
     for path in paths {
