@@ -56,7 +56,8 @@ fn verify_reports_a_corrupt_case_as_an_error_row_and_fails() {
 
     std::fs::write(
         case.join("case.json"),
-        r#"{"case":"broken_case","kind":"attention","input_shape":[1],"output_shape":[1],
+        r#"{"case":"broken_case","kind":"attention","upstream":{"file":"models/flatten_swin.py"},
+            "input_shape":[1],"output_shape":[1],
             "tolerance":{"abs":1e-5,"rel":1e-4},
             "grad_tolerance":{"abs_factor":1e-3,"abs_floor":1e-6,"rel":1e-3}}"#,
     )
