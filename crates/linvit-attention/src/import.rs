@@ -19,8 +19,43 @@ pub const DERIVED_BUFFERS: [&str; 3] = [
     "num_batches_tracked",
 ];
 
-/// A rename from upstream keys to our parameter paths: a regex and its replacement.
-pub type Rename = (&'static str, &'static str);
+/// A rename of a key prefix: `(upstream, ours)`, e.g. `("block1.", "stages.0.blocks.")`.
+/// Rules apply in order, each to the result of the previous ones.
+pub type Rename = (String, String);
+
+/// Our parameter path for an upstream key.
+pub fn to_ours(key: &str, renames: &[Rename]) -> String {
+    let mut key = key.to_string();
+    for (upstream, ours) in renames {
+        if let Some(rest) = key.strip_prefix(upstream.as_str()) {
+            key = format!("{ours}{rest}");
+        }
+    }
+    key
+}
+
+/// The upstream key for one of our parameter paths (the inverse of [`to_ours`]).
+pub fn to_upstream(path: &str, renames: &[Rename]) -> String {
+    let mut path = path.to_string();
+    for (upstream, ours) in renames.iter().rev() {
+        if let Some(rest) = path.strip_prefix(ours.as_str()) {
+            path = format!("{upstream}{rest}");
+        }
+    }
+    path
+}
+
+fn regex_rules(renames: &[Rename]) -> Vec<(String, String)> {
+    renames
+        .iter()
+        .map(|(upstream, ours)| {
+            (
+                format!("^{}", regex::escape(upstream)),
+                ours.replace('$', "$$"),
+            )
+        })
+        .collect()
+}
 
 /// Why an upstream checkpoint did not load.
 #[derive(Debug, thiserror::Error)]
@@ -68,10 +103,12 @@ pub fn load_upstream<M: Module + ModuleSnapshot>(
     if !path.is_file() {
         return Err(read_err("no such file".into()));
     }
-    for (pattern, _) in renames {
-        // burn-store panics on a bad pattern; ours are constants, but fail cleanly all the same.
+    let renames = regex_rules(renames);
+    for (pattern, _) in &renames {
+        // burn-store panics on a bad pattern; ours are escaped, but fail cleanly all the same.
         regex_check(pattern).map_err(read_err)?;
     }
+    let renames = &renames[..];
     let is_pth = matches!(
         path.extension().and_then(|e| e.to_str()),
         Some("pth" | "pt" | "bin")
@@ -92,7 +129,7 @@ pub fn load_upstream<M: Module + ModuleSnapshot>(
             .skip_enum_variants(true)
             .map_indices_contiguous(false);
         for (from, to) in renames {
-            store = store.with_key_remapping(*from, *to);
+            store = store.with_key_remapping(from.as_str(), to.as_str());
         }
         module
             .load_from(&mut store)
@@ -131,7 +168,7 @@ fn regex_check(pattern: &str) -> Result<(), String> {
 fn load_pth<M: Module + ModuleSnapshot>(
     module: &mut M,
     path: &Path,
-    renames: &[Rename],
+    renames: &[(String, String)],
     top_level_key: Option<&str>,
 ) -> Result<ApplyResult, String> {
     let mut store = PytorchStore::from_file(path)
@@ -143,7 +180,39 @@ fn load_pth<M: Module + ModuleSnapshot>(
         store = store.with_top_level_key(key);
     }
     for (from, to) in renames {
-        store = store.with_key_remapping(*from, *to);
+        store = store.with_key_remapping(from.as_str(), to.as_str());
     }
     module.load_from(&mut store).map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renames_apply_in_order_and_invert() {
+        let renames: Vec<Rename> = vec![
+            ("layers.1.downsample.".into(), "layers.0.downsample.".into()),
+            ("layers.2.downsample.".into(), "layers.1.downsample.".into()),
+            ("head.fc.".into(), "head.".into()),
+        ];
+        for (up, ours) in [
+            (
+                "layers.2.downsample.norm.weight",
+                "layers.1.downsample.norm.weight",
+            ),
+            (
+                "layers.1.downsample.reduction.weight",
+                "layers.0.downsample.reduction.weight",
+            ),
+            ("head.fc.bias", "head.bias"),
+            (
+                "layers.0.blocks.1.attn.qkv.weight",
+                "layers.0.blocks.1.attn.qkv.weight",
+            ),
+        ] {
+            assert_eq!(to_ours(up, &renames), ours);
+            assert_eq!(to_upstream(ours, &renames), up);
+        }
+    }
 }

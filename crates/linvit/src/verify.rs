@@ -8,10 +8,13 @@ use std::time::Instant;
 
 use burn::module::{Module, ModuleVisitor, Param};
 use burn::tensor::{Device, Gradients, Tensor, TensorData};
-use linvit_attention::import::load_upstream;
+use std::collections::BTreeMap;
+
+use linvit_attention::import::{load_upstream, to_upstream, Rename};
 use linvit_attention::{
     AgentConfig, Attention, AttentionConfig, FocusedConfig, MixerShape, Projection, TokenLayout,
 };
+use linvit_models::{upstream, Model};
 use serde::Serialize;
 
 use crate::reference::{
@@ -55,11 +58,26 @@ impl CaseReport {
 }
 
 /// A module built from a case, and how to feed it.
-struct Subject {
-    module: Attention,
-    layout: TokenLayout,
-    /// The CSwin modules take the stacked `qkv` `[3, B, L, C]`.
-    stacked_qkv: bool,
+enum Subject {
+    /// Tokens `[B, N, C]` through a mixer.
+    Tokens {
+        module: Attention,
+        layout: TokenLayout,
+    },
+    /// CSwin's stacked `qkv` `[3, B, L, C]` through a mixer.
+    Stacked {
+        module: Attention,
+        layout: TokenLayout,
+    },
+    /// Images `[B, 3, H, W]` to logits, with the map from upstream keys to our paths.
+    Model { model: Model, renames: Vec<Rename> },
+}
+
+/// What one forward and backward produced, in upstream names and layouts.
+struct Outcome {
+    output: HostTensor,
+    input_grad: Option<HostTensor>,
+    param_grads: BTreeMap<String, HostTensor>,
 }
 
 /// Verifies one case folder on `device` (without autodiff; gradients are turned on here).
@@ -107,33 +125,23 @@ fn run(
     report: &mut CaseReport,
 ) -> Result<Status, Status> {
     let device = device.clone().autodiff();
-    let subject = build(case, flavour, &device)?;
-    let mut module = subject.module;
-    load_upstream(&mut module, &case.weights_path(), &[])
-        .map_err(|e| Status::Error(e.to_string()))?;
+    let mut subject = build(case, flavour, &device)?;
+    let weights = case.weights_path();
+    let loaded = match &mut subject {
+        Subject::Tokens { module, .. } | Subject::Stacked { module, .. } => {
+            load_upstream(module, &weights, &[])
+        }
+        Subject::Model { model, renames } => load_upstream(model, &weights, renames),
+    };
+    loaded.map_err(|e| Status::Error(e.to_string()))?;
 
-    let subject = Subject { module, ..subject };
-    let input = Input::new(
-        case.io_tensor("input").map_err(error)?,
-        subject.stacked_qkv,
-        &device,
-    );
-    let output = input.forward(&subject);
+    let outcome = execute(&subject, case, &device)?;
     let expected = case.io_tensor("output").map_err(error)?;
-    let out_host = to_host(output.clone());
-    if out_host.shape != expected.shape {
-        return Err(Status::Error(format!(
-            "output has shape {:?}, the case expects {:?}",
-            out_host.shape, expected.shape
-        )));
-    }
-    let out_ratio = worst_ratio(&out_host.data, &expected.data, case.spec.tolerance);
+    let out_ratio = worst_ratio(&outcome.output.data, &expected.data, case.spec.tolerance);
     report.output_ratio = Some(out_ratio);
 
-    let seed = to_tensor(case.io_tensor("output_grad_seed").map_err(error)?, &device);
-    let grads = (output * seed).sum().backward();
     let mut worst = (0.0f64, String::from("input_grad"));
-    let mut check = |name: &str, actual: Option<HostTensor>, expected: &HostTensor| {
+    let mut check = |name: &str, actual: Option<&HostTensor>, expected: &HostTensor| {
         let ratio = match actual {
             Some(a) if a.shape == expected.shape => {
                 let tol = case.spec.grad_tolerance.for_tensor(&expected.data);
@@ -147,15 +155,17 @@ fn run(
             worst = (ratio, name.to_string());
         }
     };
-    let input_grad = input.grad(&grads);
     check(
         "input_grad",
-        input_grad,
+        outcome.input_grad.as_ref(),
         case.io_tensor("input_grad").map_err(error)?,
     );
-    let ours = parameter_grads(&subject.module, &grads);
     for (name, expected) in case.param_grads() {
-        check(&format!("grad.{name}"), ours.get(name).cloned(), expected);
+        check(
+            &format!("grad.{name}"),
+            outcome.param_grads.get(name),
+            expected,
+        );
     }
     report.grad_ratio = Some(worst.0);
     report.worst_grad = Some(worst.1.clone());
@@ -168,47 +178,74 @@ fn run(
     })
 }
 
+/// Forward on the case's input with gradients on, then backward of `sum(output * seed)`.
+fn execute(subject: &Subject, case: &Case, device: &Device) -> Result<Outcome, Status> {
+    let input = case.io_tensor("input").map_err(error)?;
+    let seed = case.io_tensor("output_grad_seed").map_err(error)?;
+    match subject {
+        Subject::Tokens { module, layout } => {
+            let x = to_tensor::<3>(input, device)?.require_grad();
+            let out = module.forward(x.clone(), *layout);
+            backward(out, seed, device, module, &[], |g| x.grad(g).map(to_host))
+        }
+        Subject::Stacked { module, layout } => {
+            let x = to_tensor::<4>(input, device)?.require_grad();
+            let part = |i| x.clone().narrow(0, i, 1).squeeze_dim::<3>(0);
+            let out = module.forward_qkv(part(0), part(1), part(2), *layout);
+            backward(out, seed, device, module, &[], |g| x.grad(g).map(to_host))
+        }
+        Subject::Model { model, renames } => {
+            let x = to_tensor::<4>(input, device)?.require_grad();
+            let out = model.forward(x.clone());
+            backward(out, seed, device, model, renames, |g| {
+                x.grad(g).map(to_host)
+            })
+        }
+    }
+}
+
+fn backward<const D: usize, M: Module>(
+    out: Tensor<D>,
+    seed: &HostTensor,
+    device: &Device,
+    module: &M,
+    renames: &[Rename],
+    input_grad: impl Fn(&Gradients) -> Option<HostTensor>,
+) -> Result<Outcome, Status> {
+    let output = to_host(out.clone());
+    if output.shape != seed.shape {
+        return Err(Status::Error(format!(
+            "output has shape {:?}, the case expects {:?}",
+            output.shape, seed.shape
+        )));
+    }
+    let grads = (out * to_tensor::<D>(seed, device)?).sum().backward();
+    let param_grads = parameter_grads(module, &grads)
+        .into_iter()
+        .map(|(path, g)| (to_upstream(&path, renames), g))
+        .collect();
+    Ok(Outcome {
+        output,
+        input_grad: input_grad(&grads),
+        param_grads,
+    })
+}
+
 fn error(e: CaseError) -> Status {
     Status::Error(e.to_string())
 }
 
-/// The input of a case with gradients on: tokens `[B, N, C]` or CSwin's stacked `[3, B, L, C]`.
-enum Input {
-    Tokens(Tensor<3>),
-    Stacked(Tensor<4>),
-}
-
-impl Input {
-    fn new(t: &HostTensor, stacked: bool, device: &Device) -> Self {
-        if stacked {
-            Input::Stacked(to_tensor::<4>(t, device).require_grad())
-        } else {
-            Input::Tokens(to_tensor::<3>(t, device).require_grad())
-        }
+fn to_tensor<const D: usize>(t: &HostTensor, device: &Device) -> Result<Tensor<D>, Status> {
+    if t.shape.len() != D {
+        return Err(Status::Error(format!(
+            "a tensor has shape {:?}, expected {D} dimensions",
+            t.shape
+        )));
     }
-
-    fn forward(&self, subject: &Subject) -> Tensor<3> {
-        match self {
-            Input::Tokens(x) => subject.module.forward(x.clone(), subject.layout),
-            Input::Stacked(x) => {
-                let part = |i| x.clone().narrow(0, i, 1).squeeze_dim::<3>(0);
-                subject
-                    .module
-                    .forward_qkv(part(0), part(1), part(2), subject.layout)
-            }
-        }
-    }
-
-    fn grad(&self, grads: &Gradients) -> Option<HostTensor> {
-        match self {
-            Input::Tokens(x) => x.grad(grads).map(to_host),
-            Input::Stacked(x) => x.grad(grads).map(to_host),
-        }
-    }
-}
-
-fn to_tensor<const D: usize>(t: &HostTensor, device: &Device) -> Tensor<D> {
-    Tensor::from_data(TensorData::new(t.data.clone(), t.shape.clone()), device)
+    Ok(Tensor::from_data(
+        TensorData::new(t.data.clone(), t.shape.clone()),
+        device,
+    ))
 }
 
 fn to_host<const D: usize>(t: Tensor<D>) -> HostTensor {
@@ -224,6 +261,15 @@ fn to_host<const D: usize>(t: Tensor<D>) -> HostTensor {
 /// The upstream attention modules linvit builds, by the file that defines them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Flavour {
+    /// A whole model of a supported upstream class.
+    Model,
+    /// One attention module.
+    Mixer(Mixer),
+}
+
+/// The upstream attention modules linvit builds, by the file that defines them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Mixer {
     FlattenPvt,
     FlattenSwin,
     FlattenCswin,
@@ -235,19 +281,22 @@ enum Flavour {
 
 impl Flavour {
     fn of(header: &CaseHeader) -> Option<Self> {
+        if header.kind == "model" && upstream::supports(&header.upstream_file()) {
+            return Some(Flavour::Model);
+        }
         if header.kind != "attention" {
             return None;
         }
-        Some(match header.upstream_file().as_str() {
-            "flatten_pvt.py" | "flatten_pvt_v2.py" => Flavour::FlattenPvt,
-            "flatten_swin.py" => Flavour::FlattenSwin,
-            "flatten_cswin.py" => Flavour::FlattenCswin,
-            "agent_deit.py" => Flavour::AgentDeit,
-            "agent_pvt.py" => Flavour::AgentPvt,
-            "agent_swin.py" => Flavour::AgentSwin,
-            "agent_cswin.py" => Flavour::AgentCswin,
+        Some(Flavour::Mixer(match header.upstream_file().as_str() {
+            "flatten_pvt.py" | "flatten_pvt_v2.py" => Mixer::FlattenPvt,
+            "flatten_swin.py" => Mixer::FlattenSwin,
+            "flatten_cswin.py" => Mixer::FlattenCswin,
+            "agent_deit.py" => Mixer::AgentDeit,
+            "agent_pvt.py" => Mixer::AgentPvt,
+            "agent_swin.py" => Mixer::AgentSwin,
+            "agent_cswin.py" => Mixer::AgentCswin,
             _ => return None,
-        })
+        }))
     }
 }
 
@@ -267,6 +316,18 @@ fn supported(header: &CaseHeader) -> Result<Flavour, String> {
 fn build(case: &Case, flavour: Flavour, device: &Device) -> Result<Subject, Status> {
     let spec = &case.spec;
     let bad = |e: String| Status::Error(format!("case.json: {e}"));
+    let mixer = match flavour {
+        Flavour::Mixer(mixer) => mixer,
+        Flavour::Model => {
+            let file = spec.header.upstream_file();
+            let config = upstream::model_config(&file, &spec.args).map_err(bad)?;
+            config.validate().map_err(bad)?;
+            return Ok(Subject::Model {
+                model: config.init(device),
+                renames: config.renames(),
+            });
+        }
+    };
     let dim = spec.arg_usize("dim").map_err(bad)?;
     let heads = spec.arg_usize("num_heads").map_err(bad)?;
     let qkv_bias = spec.arg_bool_or("qkv_bias", false).map_err(bad)?;
@@ -321,17 +382,17 @@ fn build(case: &Case, flavour: Flavour, device: &Device) -> Result<Subject, Stat
             [res, res],
         ))
     };
-    let (attention, grid, projection, prefix) = match flavour {
-        Flavour::FlattenPvt => (flatten(), pvt_grid(), reduced(), 0),
-        Flavour::FlattenSwin => (flatten(), window("window_size"), Ok(Projection::Fused), 0),
-        Flavour::FlattenCswin => {
+    let (attention, grid, projection, prefix) = match mixer {
+        Mixer::FlattenPvt => (flatten(), pvt_grid(), reduced(), 0),
+        Mixer::FlattenSwin => (flatten(), window("window_size"), Ok(Projection::Fused), 0),
+        Mixer::FlattenCswin => {
             let (p, g) = cswin().map_err(bad)?;
             (flatten(), Ok(g), Ok(p), 0)
         }
-        Flavour::AgentDeit => (agent(), window("window"), Ok(Projection::Fused), 1),
-        Flavour::AgentPvt => (agent(), pvt_grid(), reduced(), 0),
-        Flavour::AgentSwin => (agent(), window("window_size"), Ok(Projection::Fused), 0),
-        Flavour::AgentCswin => {
+        Mixer::AgentDeit => (agent(), window("window"), Ok(Projection::Fused), 1),
+        Mixer::AgentPvt => (agent(), pvt_grid(), reduced(), 0),
+        Mixer::AgentSwin => (agent(), window("window_size"), Ok(Projection::Fused), 0),
+        Mixer::AgentCswin => {
             let (p, g) = cswin().map_err(bad)?;
             (agent(), Ok(g), Ok(p), 0)
         }
@@ -345,11 +406,11 @@ fn build(case: &Case, flavour: Flavour, device: &Device) -> Result<Subject, Stat
         .with_projection(projection);
     shape.validate(&attention).map_err(|e| bad(e.to_string()))?;
     let layout = TokenLayout::grid(grid[0], grid[1]).with_prefix(prefix);
-    let stacked_qkv = matches!(projection, Projection::External { .. });
-    Ok(Subject {
-        module: attention.init(&shape, device),
-        layout,
-        stacked_qkv,
+    let module = attention.init(&shape, device);
+    Ok(if matches!(projection, Projection::External { .. }) {
+        Subject::Stacked { module, layout }
+    } else {
+        Subject::Tokens { module, layout }
     })
 }
 

@@ -1,6 +1,6 @@
 //! The reference cases from the authors' PyTorch code, run through the same function
-//! `linvit verify` uses: every attention case must pass on flex, and on wgpu where a Vulkan
-//! driver is installed (CI installs Mesa's lavapipe). Without the cases (no
+//! `linvit verify` uses: every attention and model case must pass on flex, and every attention
+//! case on wgpu where a Vulkan driver is installed (CI installs Mesa's lavapipe). Without the cases (no
 //! `LINVIT_REFERENCE_DIR`, no `../shared`), the tests say so and check nothing else.
 
 use std::path::{Path, PathBuf};
@@ -9,7 +9,7 @@ use burn::tensor::{Device, DeviceKind};
 use linvit::reference::{discover, read_header, reference_root};
 use linvit::verify::{verify_case, Status};
 
-fn attention_cases() -> Option<Vec<PathBuf>> {
+fn cases_of_kind(kind: &str, at_least: usize) -> Option<Vec<PathBuf>> {
     let Some(root) = reference_root() else {
         eprintln!(
             "SKIPPED: conformance cases not found (set LINVIT_REFERENCE_DIR to the folder holding \
@@ -39,19 +39,20 @@ fn run_all(cases: &[PathBuf], device: &Device, backend: &str) {
     for dir in cases {
         let report = verify_case(dir, device);
         eprintln!(
-            "{backend:>5} {:<28} output {:.4} gradient {:.4} ({}) {:?}",
+            "{backend:>5} {:<28} output {:.4} gradient {:.4} ({}) {:?} {:.1}s",
             report.case,
             report.output_ratio.unwrap_or(f64::NAN),
             report.grad_ratio.unwrap_or(f64::NAN),
             report.worst_grad.as_deref().unwrap_or("-"),
-            report.status
+            report.status,
+            report.seconds
         );
         if report.status != Status::Pass {
             failures.push(format!("{}: {:?}", report.case, report.status));
         }
     }
     eprintln!(
-        "{backend}: {} of {} attention cases passed",
+        "{backend}: {} of {} cases passed",
         cases.len() - failures.len(),
         cases.len()
     );
@@ -64,7 +65,14 @@ fn run_all(cases: &[PathBuf], device: &Device, backend: &str) {
 
 #[test]
 fn every_attention_case_matches_the_authors_code_on_flex() {
-    if let Some(cases) = attention_cases() {
+    if let Some(cases) = cases_of_kind("attention", 12) {
+        run_all(&cases, &Device::flex(), "flex");
+    }
+}
+
+#[test]
+fn every_model_case_matches_the_authors_code_on_flex() {
+    if let Some(cases) = cases_of_kind("model", 10) {
         run_all(&cases, &Device::flex(), "flex");
     }
 }
@@ -88,7 +96,7 @@ fn every_attention_case_matches_the_authors_code_on_wgpu() {
         );
         return;
     }
-    if let Some(cases) = attention_cases() {
+    if let Some(cases) = cases_of_kind("attention", 12) {
         run_all(&cases, &Device::wgpu(DeviceKind::DefaultDevice), "wgpu");
     }
 }

@@ -1,0 +1,230 @@
+//! CSWin Transformer (Dong et al. 2022) with any mixer per stage, following FLatten's
+//! `flatten_cswin.py` and Agent Attention's `agent_cswin.py`.
+//!
+//! Conv stem (7x7 stride 4) + LayerNorm; each block projects `qkv` itself and splits the
+//! channels into two branches, vertical stripes (`H x split`) and horizontal (`split x W`), each
+//! with half the heads; in the last stage, or when the split covers the whole grid, one branch
+//! runs on the whole map. Mixers get `q, k, v` and add LePE. Stages end with a strided 3x3 conv
+//! merge + LayerNorm. All LayerNorms eps 1e-5; mean-pooled head.
+
+use burn::module::Module;
+use burn::nn::conv::Conv2d;
+use burn::nn::{LayerNorm, Linear};
+use burn::tensor::{Device, Tensor};
+use linvit_attention::ops::{image_to_tokens, tokens_to_image};
+use linvit_attention::{Attention, AttentionConfig, MixerShape, Projection, TokenLayout};
+use serde::{Deserialize, Serialize};
+
+use crate::layers::{conv, drop_path_rates, layer_norm, linear, DropPath, Mlp};
+
+/// A CSwin; names follow the upstream constructor.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CswinConfig {
+    pub img_size: usize,
+    #[serde(default = "three")]
+    pub in_chans: usize,
+    pub num_classes: usize,
+    pub embed_dim: usize,
+    pub depth: Vec<usize>,
+    pub num_heads: Vec<usize>,
+    #[serde(default = "mlp")]
+    pub mlp_ratio: f64,
+    #[serde(default = "yes")]
+    pub qkv_bias: bool,
+    #[serde(default)]
+    pub drop_path_rate: f64,
+    /// The mixer of each stage.
+    pub attention: Vec<AttentionConfig>,
+    /// Stripe width of each stage (the whole grid makes one global branch).
+    pub splits: Vec<usize>,
+}
+
+fn three() -> usize {
+    3
+}
+fn mlp() -> f64 {
+    4.0
+}
+fn yes() -> bool {
+    true
+}
+
+/// The conv stem; fields map to upstream's `nn.Sequential` entries `0` and `2`.
+#[derive(Module, Debug)]
+pub struct ConvEmbed {
+    pub conv: Conv2d,
+    pub norm: LayerNorm,
+}
+
+#[derive(Module, Debug)]
+pub struct CswinBlock {
+    pub qkv: Linear,
+    pub norm1: LayerNorm,
+    pub attns: Vec<Attention>,
+    pub proj: Linear,
+    pub norm2: LayerNorm,
+    pub mlp: Mlp,
+    pub drop_path: DropPath,
+}
+
+/// `Merge_Block`: 3x3 stride-2 conv to twice the channels, then LayerNorm.
+#[derive(Module, Debug)]
+pub struct MergeBlock {
+    pub conv: Conv2d,
+    pub norm: LayerNorm,
+}
+
+#[derive(Module, Debug)]
+pub struct CswinStage {
+    pub blocks: Vec<CswinBlock>,
+    pub merge: Option<MergeBlock>,
+}
+
+#[derive(Module, Debug)]
+pub struct Cswin {
+    pub stage1_conv_embed: ConvEmbed,
+    pub stages: Vec<CswinStage>,
+    pub norm: LayerNorm,
+    pub head: Linear,
+}
+
+impl CswinConfig {
+    pub fn validate(&self) -> Result<(), String> {
+        let n = self.depth.len();
+        for (name, len) in [
+            ("num_heads", self.num_heads.len()),
+            ("attention", self.attention.len()),
+            ("splits", self.splits.len()),
+        ] {
+            if len != n {
+                return Err(format!("{name} has {len} entries, depth has {n}"));
+            }
+        }
+        for i in 0..n {
+            let (c, heads, side) = (self.embed_dim << i, self.num_heads[i], self.stage_side(i));
+            for shape in self.branch_shapes(i, c, heads, side) {
+                shape
+                    .validate(&self.attention[i])
+                    .map_err(|e| format!("stage {}: {e}", i + 1))?;
+            }
+        }
+        Ok(())
+    }
+
+    fn stage_side(&self, i: usize) -> usize {
+        self.img_size / 4 / (1 << i)
+    }
+
+    /// One global branch, or two stripe branches on half the channels and heads.
+    fn branch_shapes(&self, i: usize, c: usize, heads: usize, side: usize) -> Vec<MixerShape> {
+        let split = self.splits[i];
+        let last = i + 1 == self.depth.len();
+        let base = |dim, heads, stripe| {
+            MixerShape::new(dim, heads, [side, side])
+                .with_qkv_bias(self.qkv_bias)
+                .with_projection(Projection::External { stripe, split })
+        };
+        if last || split >= side {
+            vec![base(c, heads, -1)]
+        } else {
+            vec![base(c / 2, heads / 2, 0), base(c / 2, heads / 2, 1)]
+        }
+    }
+
+    pub fn init(&self, device: &Device) -> Cswin {
+        let mut rates = drop_path_rates(self.drop_path_rate, self.depth.iter().sum()).into_iter();
+        let n = self.depth.len();
+        let stages = (0..n)
+            .map(|i| {
+                let (c, side) = (self.embed_dim << i, self.stage_side(i));
+                let blocks = (0..self.depth[i])
+                    .map(|_| CswinBlock {
+                        qkv: linear(c, 3 * c, self.qkv_bias, device),
+                        norm1: layer_norm(c, 1e-5, device),
+                        attns: self
+                            .branch_shapes(i, c, self.num_heads[i], side)
+                            .iter()
+                            .map(|shape| self.attention[i].init(shape, device))
+                            .collect(),
+                        proj: linear(c, c, true, device),
+                        norm2: layer_norm(c, 1e-5, device),
+                        mlp: Mlp::new(
+                            c,
+                            (c as f64 * self.mlp_ratio) as usize,
+                            false,
+                            false,
+                            device,
+                        ),
+                        drop_path: DropPath::new(rates.next().unwrap_or(0.0)),
+                    })
+                    .collect();
+                CswinStage {
+                    blocks,
+                    merge: (i + 1 < n).then(|| MergeBlock {
+                        conv: conv(c, 2 * c, 3, 2, 1, device),
+                        norm: layer_norm(2 * c, 1e-5, device),
+                    }),
+                }
+            })
+            .collect();
+        let features = self.embed_dim << (n - 1);
+        Cswin {
+            stage1_conv_embed: ConvEmbed {
+                conv: conv(self.in_chans, self.embed_dim, 7, 4, 2, device),
+                norm: layer_norm(self.embed_dim, 1e-5, device),
+            },
+            stages,
+            norm: layer_norm(features, 1e-5, device),
+            head: linear(features, self.num_classes, true, device),
+        }
+    }
+}
+
+impl CswinBlock {
+    /// # Shapes
+    /// - x: `[B, H*W, C]` -> same
+    pub fn forward(&self, x: Tensor<3>, grid: [usize; 2]) -> Tensor<3> {
+        let [_, _, c] = x.dims();
+        let qkv = self.qkv.forward(self.norm1.forward(x.clone()));
+        let layout = TokenLayout::grid(grid[0], grid[1]);
+        let width = c / self.attns.len();
+        let branches = self
+            .attns
+            .iter()
+            .enumerate()
+            .map(|(i, attn)| {
+                let part = |which: usize| qkv.clone().narrow(2, which * c + i * width, width);
+                attn.forward_qkv(part(0), part(1), part(2), layout)
+            })
+            .collect();
+        let mixed = self.proj.forward(Tensor::cat(branches, 2));
+        let x = x + self.drop_path.forward(mixed);
+        let h = self.mlp.forward(self.norm2.forward(x.clone()), grid);
+        x + self.drop_path.forward(h)
+    }
+}
+
+impl Cswin {
+    /// # Shapes
+    /// - images: `[B, 3, H, W]` -> logits `[B, num_classes]`
+    pub fn forward(&self, images: Tensor<4>) -> Tensor<2> {
+        let stem = self.stage1_conv_embed.conv.forward(images);
+        let [_, _, h, w] = stem.dims();
+        let mut grid = [h, w];
+        let mut x = self.stage1_conv_embed.norm.forward(image_to_tokens(stem));
+        for stage in &self.stages {
+            for block in &stage.blocks {
+                x = block.forward(x, grid);
+            }
+            if let Some(merge) = &stage.merge {
+                let image = merge.conv.forward(tokens_to_image(x, grid));
+                let [_, _, h, w] = image.dims();
+                grid = [h, w];
+                x = merge.norm.forward(image_to_tokens(image));
+            }
+        }
+        let x = self.norm.forward(x);
+        self.head.forward(x.mean_dim(1).squeeze_dim::<2>(1))
+    }
+}

@@ -1,0 +1,147 @@
+//! Backbones that take any linvit mixer per stage (or per block), matching the authors' models
+//! number for number: DeiT/ViT, PVT v1/v2, Swin (authors' and timm's layout) and CSwin.
+//!
+//! A [`ModelConfig`] (serde, tagged by `family`) builds a [`Model`]; [`ModelConfig::renames`]
+//! is the explicit map between the authors' state-dict keys and our parameter paths, and
+//! [`upstream`] turns the authors' constructor arguments into a config.
+
+pub mod block;
+pub mod cswin;
+pub mod layers;
+pub mod pvt;
+pub mod swin;
+pub mod upstream;
+pub mod vit;
+
+use burn::module::Module;
+use burn::tensor::{Device, Tensor};
+use linvit_attention::import::Rename;
+use serde::{Deserialize, Serialize};
+
+pub use cswin::{Cswin, CswinConfig};
+pub use pvt::{Pvt, PvtConfig};
+pub use swin::{Swin, SwinConfig, SwinNaming};
+pub use vit::{VisionTransformer, VitConfig};
+
+/// Any backbone's configuration: `{ family = "swin", ... }`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "family", rename_all = "snake_case")]
+pub enum ModelConfig {
+    Vit(VitConfig),
+    Pvt(PvtConfig),
+    Swin(SwinConfig),
+    Cswin(CswinConfig),
+}
+
+/// Any backbone.
+// Built once; the size spread between variants costs nothing.
+#[allow(clippy::large_enum_variant)]
+#[derive(Module, Debug)]
+pub enum Model {
+    Vit(VisionTransformer),
+    Pvt(Pvt),
+    Swin(Swin),
+    Cswin(Cswin),
+}
+
+impl ModelConfig {
+    /// Checks the config before any tensor is built; the error names the problem.
+    pub fn validate(&self) -> Result<(), String> {
+        match self {
+            ModelConfig::Vit(c) => {
+                if c.img_size % c.patch_size != 0 {
+                    return Err(format!(
+                        "img_size {} is not divisible by patch_size {}",
+                        c.img_size, c.patch_size
+                    ));
+                }
+                let shape = linvit_attention::MixerShape::new(c.embed_dim, c.num_heads, c.grid())
+                    .with_prefix(1);
+                for (i, attention) in c.blocks.iter().enumerate() {
+                    shape
+                        .validate(attention)
+                        .map_err(|e| format!("block {i}: {e}"))?;
+                }
+                Ok(())
+            }
+            ModelConfig::Pvt(c) => c.validate(),
+            ModelConfig::Swin(c) => c.validate(),
+            ModelConfig::Cswin(c) => c.validate(),
+        }
+    }
+
+    pub fn init(&self, device: &Device) -> Model {
+        match self {
+            ModelConfig::Vit(c) => Model::Vit(c.init(device)),
+            ModelConfig::Pvt(c) => Model::Pvt(c.init(device)),
+            ModelConfig::Swin(c) => Model::Swin(c.init(device)),
+            ModelConfig::Cswin(c) => Model::Cswin(c.init(device)),
+        }
+    }
+
+    /// Key renames from the authors' checkpoints to our parameter paths, in order.
+    pub fn renames(&self) -> Vec<Rename> {
+        let pair = |a: String, b: String| (a, b);
+        match self {
+            ModelConfig::Vit(_) => Vec::new(),
+            ModelConfig::Pvt(c) => (0..c.depths.len())
+                .flat_map(|i| {
+                    let n = i + 1;
+                    [
+                        pair(
+                            format!("patch_embed{n}."),
+                            format!("stages.{i}.patch_embed."),
+                        ),
+                        pair(format!("pos_embed{n}"), format!("stages.{i}.pos_embed")),
+                        pair(format!("block{n}."), format!("stages.{i}.blocks.")),
+                        pair(format!("norm{n}."), format!("stages.{i}.norm.")),
+                    ]
+                })
+                .collect(),
+            ModelConfig::Swin(c) => match c.naming {
+                SwinNaming::Microsoft => Vec::new(),
+                SwinNaming::Timm => (1..c.depths.len())
+                    .map(|i| {
+                        pair(
+                            format!("layers.{i}.downsample."),
+                            format!("layers.{}.downsample.", i - 1),
+                        )
+                    })
+                    .chain([pair("head.fc.".into(), "head.".into())])
+                    .collect(),
+            },
+            ModelConfig::Cswin(c) => [
+                pair(
+                    "stage1_conv_embed.0.".into(),
+                    "stage1_conv_embed.conv.".into(),
+                ),
+                pair(
+                    "stage1_conv_embed.2.".into(),
+                    "stage1_conv_embed.norm.".into(),
+                ),
+            ]
+            .into_iter()
+            .chain((0..c.depth.len()).flat_map(|i| {
+                let n = i + 1;
+                [
+                    pair(format!("stage{n}."), format!("stages.{i}.blocks.")),
+                    pair(format!("merge{n}."), format!("stages.{i}.merge.")),
+                ]
+            }))
+            .collect(),
+        }
+    }
+}
+
+impl Model {
+    /// # Shapes
+    /// - images: `[B, C, H, W]` -> logits `[B, num_classes]`
+    pub fn forward(&self, images: Tensor<4>) -> Tensor<2> {
+        match self {
+            Model::Vit(m) => m.forward(images),
+            Model::Pvt(m) => m.forward(images),
+            Model::Swin(m) => m.forward(images),
+            Model::Cswin(m) => m.forward(images),
+        }
+    }
+}

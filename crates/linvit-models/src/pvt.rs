@@ -1,0 +1,207 @@
+//! PVT v1 and v2 (Wang et al. 2021, 2022) with any mixer per stage, following FLatten's
+//! `models/flatten_pvt{,_v2}.py` and Agent Attention's `agent_pvt.py`: four stages of patch
+//! embedding + blocks, no CLS token, mean-pooled head.
+//!
+//! v1: non-overlapping patch embedding (`patch_size`, then 2) + LayerNorm(1e-5), a learned
+//! `pos_embed` per stage, block norms 1e-6. v2: overlapping embedding (7/4/3 then 3/2/1), no
+//! position embedding, a depthwise conv in the MLP, a LayerNorm(1e-6) closing every stage.
+//! FLatten's PVT v1 builds a final `norm` it never applies; `unused_norm` keeps it so the
+//! authors' checkpoints load, and it gets no gradient, as upstream.
+
+use burn::module::{Module, Param};
+use burn::nn::{LayerNorm, Linear};
+use burn::tensor::{Device, Distribution, Tensor};
+use linvit_attention::ops::tokens_to_image;
+use linvit_attention::{AttentionConfig, MixerShape, Projection, TokenLayout};
+use serde::{Deserialize, Serialize};
+
+use crate::block::{Block, BlockSpec};
+use crate::layers::{conv, drop_path_rates, layer_norm, linear, resize_positions, PatchEmbed};
+
+/// A PVT; names follow the upstream constructors.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PvtConfig {
+    /// 1 or 2.
+    pub version: u8,
+    pub img_size: usize,
+    /// v1's first-stage patch size (4); v2 always embeds with 7x7 stride 4.
+    #[serde(default = "four")]
+    pub patch_size: usize,
+    #[serde(default = "three")]
+    pub in_chans: usize,
+    pub num_classes: usize,
+    pub embed_dims: Vec<usize>,
+    pub num_heads: Vec<usize>,
+    pub mlp_ratios: Vec<f64>,
+    #[serde(default = "yes")]
+    pub qkv_bias: bool,
+    pub depths: Vec<usize>,
+    /// The mixer of each stage.
+    pub attention: Vec<AttentionConfig>,
+    /// Spatial-reduction ratio of each stage's mixer.
+    pub sr_ratios: Vec<usize>,
+    /// PVTv2-li: keys pooled to 7x7, ReLU in the MLP.
+    #[serde(default)]
+    pub linear: bool,
+    #[serde(default)]
+    pub drop_path_rate: f64,
+    /// Keep FLatten-PVT's never-applied final norm (for its checkpoints).
+    #[serde(default)]
+    pub unused_norm: bool,
+}
+
+fn three() -> usize {
+    3
+}
+fn four() -> usize {
+    4
+}
+fn yes() -> bool {
+    true
+}
+
+#[derive(Module, Debug)]
+pub struct PvtStage {
+    pub patch_embed: PatchEmbed,
+    /// v1 only: `[1, h*w, C]`.
+    pub pos_embed: Option<Param<Tensor<3>>>,
+    pub blocks: Vec<Block>,
+    /// v2 only: closes the stage.
+    pub norm: Option<LayerNorm>,
+    #[module(skip)]
+    pub grid: [usize; 2],
+}
+
+#[derive(Module, Debug)]
+pub struct Pvt {
+    pub stages: Vec<PvtStage>,
+    /// Built, never applied (FLatten-PVT v1).
+    pub norm: Option<LayerNorm>,
+    pub head: Linear,
+}
+
+impl PvtConfig {
+    pub fn validate(&self) -> Result<(), String> {
+        let n = self.depths.len();
+        for (name, len) in [
+            ("embed_dims", self.embed_dims.len()),
+            ("num_heads", self.num_heads.len()),
+            ("mlp_ratios", self.mlp_ratios.len()),
+            ("attention", self.attention.len()),
+            ("sr_ratios", self.sr_ratios.len()),
+        ] {
+            if len != n {
+                return Err(format!("{name} has {len} entries, depths has {n}"));
+            }
+        }
+        if self.version != 1 && self.version != 2 {
+            return Err(format!("version must be 1 or 2, not {}", self.version));
+        }
+        Ok(())
+    }
+
+    /// Token grid of stage `i` at `img_size`.
+    pub fn stage_grid(&self, i: usize) -> [usize; 2] {
+        let first = if self.version == 1 {
+            self.patch_size
+        } else {
+            4
+        };
+        let side = self.img_size / first / (1 << i);
+        [side, side]
+    }
+
+    pub fn init(&self, device: &Device) -> Pvt {
+        let rates = drop_path_rates(self.drop_path_rate, self.depths.iter().sum());
+        let mut rates = rates.into_iter();
+        let v2 = self.version == 2;
+        let stages = (0..self.depths.len())
+            .map(|i| {
+                let c = self.embed_dims[i];
+                let c_in = if i == 0 {
+                    self.in_chans
+                } else {
+                    self.embed_dims[i - 1]
+                };
+                let grid = self.stage_grid(i);
+                let proj = match (v2, i) {
+                    (true, 0) => conv(c_in, c, 7, 4, 3, device),
+                    (true, _) => conv(c_in, c, 3, 2, 1, device),
+                    (false, 0) => conv(c_in, c, self.patch_size, self.patch_size, 0, device),
+                    (false, _) => conv(c_in, c, 2, 2, 0, device),
+                };
+                let shape = MixerShape::new(c, self.num_heads[i], grid)
+                    .with_qkv_bias(self.qkv_bias)
+                    .with_projection(Projection::Reduced {
+                        sr_ratio: self.sr_ratios[i],
+                        pooled: self.linear,
+                    });
+                let blocks = (0..self.depths[i])
+                    .map(|_| {
+                        let spec = BlockSpec {
+                            mlp_ratio: self.mlp_ratios[i],
+                            eps: 1e-6,
+                            drop_path: rates.next().unwrap_or(0.0),
+                            mlp_dwconv: v2,
+                            mlp_relu: v2 && self.linear,
+                        };
+                        Block::new(&self.attention[i], &shape, spec, device)
+                    })
+                    .collect();
+                PvtStage {
+                    patch_embed: PatchEmbed {
+                        proj,
+                        norm: Some(layer_norm(c, 1e-5, device)),
+                    },
+                    pos_embed: (!v2).then(|| {
+                        Param::from_tensor(Tensor::random(
+                            [1, grid[0] * grid[1], c],
+                            Distribution::Normal(0.0, 0.02),
+                            device,
+                        ))
+                    }),
+                    blocks,
+                    norm: v2.then(|| layer_norm(c, 1e-6, device)),
+                    grid,
+                }
+            })
+            .collect();
+        let last = *self.embed_dims.last().unwrap_or(&0);
+        Pvt {
+            stages,
+            norm: self.unused_norm.then(|| layer_norm(last, 1e-6, device)),
+            head: linear(last, self.num_classes, true, device),
+        }
+    }
+}
+
+impl Pvt {
+    /// # Shapes
+    /// - images: `[B, 3, H, W]` -> logits `[B, num_classes]`
+    pub fn forward(&self, images: Tensor<4>) -> Tensor<2> {
+        let mut image = images;
+        let mut tokens = None;
+        let last = self.stages.len() - 1;
+        for (i, stage) in self.stages.iter().enumerate() {
+            let (mut x, grid) = stage.patch_embed.forward(image.clone());
+            if let Some(pos) = &stage.pos_embed {
+                x = x + resize_positions(pos.val(), stage.grid, grid);
+            }
+            let layout = TokenLayout::grid(grid[0], grid[1]);
+            for block in &stage.blocks {
+                x = block.forward(x, layout);
+            }
+            if let Some(norm) = &stage.norm {
+                x = norm.forward(x);
+            }
+            if i < last {
+                image = tokens_to_image(x, grid);
+            } else {
+                tokens = Some(x);
+            }
+        }
+        let x = tokens.expect("a PVT has at least one stage");
+        self.head.forward(x.mean_dim(1).squeeze_dim::<2>(1))
+    }
+}

@@ -1,0 +1,337 @@
+//! Swin Transformer (Liu et al. 2021) with any mixer per stage, in the authors' layout
+//! (Microsoft's code as forked by FLatten `flatten_swin.py` and Agent `agent_swin.py`) or
+//! timm's (`layout = "timm"`: patch merging opens the next stage, head named `head.fc`; the
+//! name map handles it, the computation is the same).
+//!
+//! Per block: pre-norm, cyclic shift by `window / 2` on odd blocks, window partition, the
+//! mixer on each window, reverse. Softmax windows add the relative position bias and, when
+//! shifted, the -100 mask; linear and agent windows are shifted but unmasked, as upstream. A
+//! window not smaller than the stage's grid shrinks to the grid and is not shifted.
+
+use burn::module::Module;
+use burn::nn::{LayerNorm, Linear};
+use burn::tensor::{Device, Tensor, TensorData};
+use linvit_attention::{Attention, AttentionConfig, MixerShape, TokenLayout};
+use serde::{Deserialize, Serialize};
+
+use crate::layers::{conv, drop_path_rates, layer_norm, linear, DropPath, Mlp, PatchEmbed};
+
+/// A Swin; names follow the upstream constructors.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SwinConfig {
+    pub img_size: usize,
+    #[serde(default = "four")]
+    pub patch_size: usize,
+    #[serde(default = "three")]
+    pub in_chans: usize,
+    pub num_classes: usize,
+    pub embed_dim: usize,
+    pub depths: Vec<usize>,
+    pub num_heads: Vec<usize>,
+    #[serde(default = "mlp")]
+    pub mlp_ratio: f64,
+    #[serde(default = "yes")]
+    pub qkv_bias: bool,
+    #[serde(default)]
+    pub drop_path_rate: f64,
+    /// The mixer of each stage.
+    pub attention: Vec<AttentionConfig>,
+    /// Window of each stage before it is clamped to the grid (a linear stage's window is
+    /// usually the whole stage).
+    pub windows: Vec<usize>,
+    /// Checkpoint naming: `microsoft` (the authors' forks) or `timm`.
+    #[serde(default)]
+    pub naming: SwinNaming,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SwinNaming {
+    #[default]
+    Microsoft,
+    Timm,
+}
+
+fn three() -> usize {
+    3
+}
+fn four() -> usize {
+    4
+}
+fn mlp() -> f64 {
+    4.0
+}
+fn yes() -> bool {
+    true
+}
+
+#[derive(Module, Debug)]
+pub struct SwinBlock {
+    pub norm1: LayerNorm,
+    pub attn: Attention,
+    pub norm2: LayerNorm,
+    pub mlp: Mlp,
+    pub drop_path: DropPath,
+    #[module(skip)]
+    pub window: usize,
+    #[module(skip)]
+    pub shift: usize,
+}
+
+/// `concat(x[0::2,0::2], x[1::2,0::2], x[0::2,1::2], x[1::2,1::2]) -> norm -> reduction`.
+#[derive(Module, Debug)]
+pub struct PatchMerging {
+    pub norm: LayerNorm,
+    pub reduction: Linear,
+}
+
+#[derive(Module, Debug)]
+pub struct SwinStage {
+    pub blocks: Vec<SwinBlock>,
+    /// Closes every stage but the last.
+    pub downsample: Option<PatchMerging>,
+}
+
+#[derive(Module, Debug)]
+pub struct Swin {
+    pub patch_embed: PatchEmbed,
+    pub layers: Vec<SwinStage>,
+    pub norm: LayerNorm,
+    pub head: Linear,
+    #[module(skip)]
+    pub naming: SwinNaming,
+}
+
+impl SwinConfig {
+    pub fn validate(&self) -> Result<(), String> {
+        let n = self.depths.len();
+        for (name, len) in [
+            ("num_heads", self.num_heads.len()),
+            ("attention", self.attention.len()),
+            ("windows", self.windows.len()),
+        ] {
+            if len != n {
+                return Err(format!("{name} has {len} entries, depths has {n}"));
+            }
+        }
+        for i in 0..n {
+            let side = self.stage_side(i);
+            let (window, _) = self.window_and_shift(i, 1);
+            if side % window != 0 {
+                return Err(format!(
+                    "stage {} grid {side}x{side} is not divisible by its window {window}",
+                    i + 1
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn stage_side(&self, i: usize) -> usize {
+        self.img_size / self.patch_size / (1 << i)
+    }
+
+    /// The window and shift of block `j` of stage `i`.
+    fn window_and_shift(&self, i: usize, j: usize) -> (usize, usize) {
+        let side = self.stage_side(i);
+        if side <= self.windows[i] {
+            (side, 0)
+        } else {
+            let w = self.windows[i];
+            (w, if j % 2 == 1 { w / 2 } else { 0 })
+        }
+    }
+
+    pub fn init(&self, device: &Device) -> Swin {
+        let mut rates = drop_path_rates(self.drop_path_rate, self.depths.iter().sum()).into_iter();
+        let last = self.depths.len() - 1;
+        let layers = (0..self.depths.len())
+            .map(|i| {
+                let c = self.embed_dim << i;
+                let softmax = self.attention[i] == AttentionConfig::Softmax;
+                let blocks = (0..self.depths[i])
+                    .map(|j| {
+                        let (window, shift) = self.window_and_shift(i, j);
+                        let shape = MixerShape::new(c, self.num_heads[i], [window, window])
+                            .with_qkv_bias(self.qkv_bias)
+                            .with_relative_position_bias(softmax);
+                        SwinBlock {
+                            norm1: layer_norm(c, 1e-5, device),
+                            attn: self.attention[i].init(&shape, device),
+                            norm2: layer_norm(c, 1e-5, device),
+                            mlp: Mlp::new(
+                                c,
+                                (c as f64 * self.mlp_ratio) as usize,
+                                false,
+                                false,
+                                device,
+                            ),
+                            drop_path: DropPath::new(rates.next().unwrap_or(0.0)),
+                            window,
+                            shift,
+                        }
+                    })
+                    .collect();
+                SwinStage {
+                    blocks,
+                    downsample: (i < last).then(|| PatchMerging {
+                        norm: layer_norm(4 * c, 1e-5, device),
+                        reduction: linear(4 * c, 2 * c, false, device),
+                    }),
+                }
+            })
+            .collect();
+        let features = self.embed_dim << last;
+        Swin {
+            patch_embed: PatchEmbed {
+                proj: conv(
+                    self.in_chans,
+                    self.embed_dim,
+                    self.patch_size,
+                    self.patch_size,
+                    0,
+                    device,
+                ),
+                norm: Some(layer_norm(self.embed_dim, 1e-5, device)),
+            },
+            layers,
+            norm: layer_norm(features, 1e-5, device),
+            head: linear(features, self.num_classes, true, device),
+            naming: self.naming,
+        }
+    }
+}
+
+/// `[B, H, W, C]` -> windows `[B * nW, w*w, C]`, windows row-major.
+fn partition(x: Tensor<4>, w: usize) -> Tensor<3> {
+    let [b, h, wd, c] = x.dims();
+    x.reshape([b, h / w, w, wd / w, w * c])
+        .swap_dims(2, 3)
+        .reshape([b * (h / w) * (wd / w), w * w, c])
+}
+
+/// Inverse of [`partition`].
+fn reverse(x: Tensor<3>, w: usize, [h, wd]: [usize; 2]) -> Tensor<4> {
+    let [bw, _, c] = x.dims();
+    let b = bw / ((h / w) * (wd / w));
+    x.reshape([b, h / w, wd / w, w, w * c])
+        .swap_dims(2, 3)
+        .reshape([b, h, wd, c])
+}
+
+/// Swin's shifted-window mask `[nW, w*w, w*w]`: 0 within a region, -100 across regions.
+fn shift_mask([h, wd]: [usize; 2], w: usize, s: usize, device: &Device) -> Tensor<3> {
+    let region = |i: usize, n: usize| {
+        if i < n - w {
+            0
+        } else if i < n - s {
+            1
+        } else {
+            2
+        }
+    };
+    let (nh, nw) = (h / w, wd / w);
+    let n = w * w;
+    let mut mask = Vec::with_capacity(nh * nw * n * n);
+    for wy in 0..nh {
+        for wx in 0..nw {
+            let labels: Vec<usize> = (0..n)
+                .map(|t| {
+                    let (y, x) = (wy * w + t / w, wx * w + t % w);
+                    region(y, h) * 3 + region(x, wd)
+                })
+                .collect();
+            for a in &labels {
+                for b in &labels {
+                    mask.push(if a == b { 0.0f32 } else { -100.0 });
+                }
+            }
+        }
+    }
+    Tensor::from_data(TensorData::new(mask, [nh * nw, n, n]), device)
+}
+
+impl SwinBlock {
+    /// # Shapes
+    /// - x: `[B, H*W, C]` -> same
+    pub fn forward(&self, x: Tensor<3>, grid: [usize; 2]) -> Tensor<3> {
+        let [b, n, c] = x.dims();
+        let (w, s) = (self.window, self.shift);
+        let mut image = self
+            .norm1
+            .forward(x.clone())
+            .reshape([b, grid[0], grid[1], c]);
+        if s > 0 {
+            image = image.roll(&[-(s as i64), -(s as i64)], &[1, 2]);
+        }
+        let mask = match (&self.attn, s) {
+            (Attention::Softmax(_), s) if s > 0 => Some(shift_mask(grid, w, s, &x.device())),
+            _ => None,
+        };
+        let windows = self
+            .attn
+            .forward_masked(partition(image, w), TokenLayout::grid(w, w), mask);
+        let mut image = reverse(windows, w, grid);
+        if s > 0 {
+            image = image.roll(&[s as i64, s as i64], &[1, 2]);
+        }
+        let x = x + self.drop_path.forward(image.reshape([b, n, c]));
+        let h = self.mlp.forward(self.norm2.forward(x.clone()), grid);
+        x + self.drop_path.forward(h)
+    }
+}
+
+impl PatchMerging {
+    /// `[B, H*W, C]` on `grid` -> `[B, H*W/4, 2C]`.
+    pub fn forward(&self, x: Tensor<3>, [h, w]: [usize; 2]) -> Tensor<3> {
+        let [b, _, c] = x.dims();
+        let x: Tensor<6> = x.reshape([b, h / 2, 2, w / 2, 2, c]);
+        let x = x.permute([0, 1, 3, 4, 2, 5]).reshape([b, h * w / 4, 4 * c]);
+        self.reduction.forward(self.norm.forward(x))
+    }
+}
+
+impl Swin {
+    /// # Shapes
+    /// - images: `[B, 3, H, W]` -> logits `[B, num_classes]`
+    pub fn forward(&self, images: Tensor<4>) -> Tensor<2> {
+        let (mut x, mut grid) = self.patch_embed.forward(images);
+        for stage in &self.layers {
+            for block in &stage.blocks {
+                x = block.forward(x, grid);
+            }
+            if let Some(merge) = &stage.downsample {
+                x = merge.forward(x, grid);
+                grid = [grid[0] / 2, grid[1] / 2];
+            }
+        }
+        let x = self.norm.forward(x);
+        self.head.forward(x.mean_dim(1).squeeze_dim::<2>(1))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_shift_mask_separates_the_wrapped_regions() {
+        // 4x4 grid, window 2, shift 1: the last window mixes 4 regions, the first none.
+        let m = shift_mask([4, 4], 2, 1, &Device::flex());
+        let v = m.into_data().to_vec::<f32>().unwrap();
+        assert!(v[..16].iter().all(|&x| x == 0.0));
+        let last = &v[3 * 16..];
+        assert_eq!(last.iter().filter(|&&x| x == 0.0).count(), 4);
+    }
+
+    #[test]
+    fn partition_and_reverse_are_inverse() {
+        let device = Device::flex();
+        let x = Tensor::<1>::arange(0..2 * 4 * 6 * 3, &device)
+            .float()
+            .reshape([2, 4, 6, 3]);
+        let back = reverse(partition(x.clone(), 2), 2, [4, 6]);
+        assert_eq!(back.into_data(), x.into_data());
+    }
+}

@@ -1,0 +1,142 @@
+//! ViT / DeiT (Dosovitskiy et al. 2021; Touvron et al. 2021) in timm's layout, with any mixer
+//! per block: softmax as timm's `VisionTransformer`, agent attention as Agent-DeiT
+//! (`agent_transformer/models/agent_deit.py`), focused linear attention DeiT-style.
+//!
+//! Tokens: CLS first, then the patch grid row-major; learned `pos_embed` over all of them.
+//! Classification reads the CLS token after the final norm. LayerNorm eps 1e-6 as timm.
+
+use burn::module::{Module, Param};
+use burn::nn::{LayerNorm, Linear};
+use burn::tensor::{Device, Distribution, Tensor};
+use linvit_attention::{AttentionConfig, MixerShape, TokenLayout};
+use serde::{Deserialize, Serialize};
+
+use crate::block::{Block, BlockSpec};
+use crate::layers::{conv, drop_path_rates, layer_norm, linear, resize_positions, PatchEmbed};
+
+/// A ViT/DeiT; field names follow timm's constructor.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VitConfig {
+    pub img_size: usize,
+    pub patch_size: usize,
+    #[serde(default = "three")]
+    pub in_chans: usize,
+    pub num_classes: usize,
+    pub embed_dim: usize,
+    pub num_heads: usize,
+    #[serde(default = "four")]
+    pub mlp_ratio: f64,
+    #[serde(default = "yes")]
+    pub qkv_bias: bool,
+    #[serde(default)]
+    pub drop_path_rate: f64,
+    /// One mixer per block; the depth is its length.
+    pub blocks: Vec<AttentionConfig>,
+}
+
+fn three() -> usize {
+    3
+}
+fn four() -> f64 {
+    4.0
+}
+fn yes() -> bool {
+    true
+}
+
+#[derive(Module, Debug)]
+pub struct VisionTransformer {
+    pub patch_embed: PatchEmbed,
+    /// `[1, 1, C]`
+    pub cls_token: Param<Tensor<3>>,
+    /// `[1, 1 + h*w, C]`
+    pub pos_embed: Param<Tensor<3>>,
+    pub blocks: Vec<Block>,
+    pub norm: LayerNorm,
+    pub head: Linear,
+    #[module(skip)]
+    pub grid: [usize; 2],
+}
+
+impl VitConfig {
+    pub fn grid(&self) -> [usize; 2] {
+        let side = self.img_size / self.patch_size;
+        [side, side]
+    }
+
+    pub fn init(&self, device: &Device) -> VisionTransformer {
+        let c = self.embed_dim;
+        let grid = self.grid();
+        let shape = MixerShape::new(c, self.num_heads, grid)
+            .with_prefix(1)
+            .with_qkv_bias(self.qkv_bias);
+        let rates = drop_path_rates(self.drop_path_rate, self.blocks.len());
+        let trunc = |dims: [usize; 3]| {
+            Param::from_tensor(Tensor::random(
+                dims,
+                Distribution::Normal(0.0, 0.02),
+                device,
+            ))
+        };
+        VisionTransformer {
+            patch_embed: PatchEmbed {
+                proj: conv(
+                    self.in_chans,
+                    c,
+                    self.patch_size,
+                    self.patch_size,
+                    0,
+                    device,
+                ),
+                norm: None,
+            },
+            cls_token: trunc([1, 1, c]),
+            pos_embed: trunc([1, 1 + grid[0] * grid[1], c]),
+            blocks: self
+                .blocks
+                .iter()
+                .zip(rates)
+                .map(|(attention, drop_path)| {
+                    let spec = BlockSpec {
+                        mlp_ratio: self.mlp_ratio,
+                        eps: 1e-6,
+                        drop_path,
+                        mlp_dwconv: false,
+                        mlp_relu: false,
+                    };
+                    Block::new(attention, &shape, spec, device)
+                })
+                .collect(),
+            norm: layer_norm(c, 1e-6, device),
+            head: linear(c, self.num_classes, true, device),
+            grid,
+        }
+    }
+}
+
+impl VisionTransformer {
+    /// # Shapes
+    /// - images: `[B, 3, H, W]` -> logits `[B, num_classes]`
+    pub fn forward(&self, images: Tensor<4>) -> Tensor<2> {
+        let (patches, grid) = self.patch_embed.forward(images);
+        let [b, _, c] = patches.dims();
+        let cls = self.cls_token.val().expand([b, 1, c]);
+        let pos = self.pos_embed.val();
+        let [_, n, _] = pos.dims();
+        let pos = Tensor::cat(
+            vec![
+                pos.clone().narrow(1, 0, 1),
+                resize_positions(pos.narrow(1, 1, n - 1), self.grid, grid),
+            ],
+            1,
+        );
+        let mut x = Tensor::cat(vec![cls, patches], 1) + pos;
+        let layout = TokenLayout::grid(grid[0], grid[1]).with_prefix(1);
+        for block in &self.blocks {
+            x = block.forward(x, layout);
+        }
+        let x = self.norm.forward(x);
+        self.head.forward(x.narrow(1, 0, 1).squeeze_dim::<2>(1))
+    }
+}
