@@ -336,3 +336,73 @@ impl Attention {
         }
     }
 }
+
+impl AttentionConfig {
+    /// Multiply-accumulates of one call on `batch = 1` with tokens laid out as `layout` (for
+    /// window attention: one window), counting projections, attention products and depthwise
+    /// convs, as FLOP counters for these papers do (norms and activations are left out).
+    pub fn macs(&self, shape: &MixerShape, layout: TokenLayout) -> u64 {
+        let c = shape.dim as u64;
+        let d = shape.head_dim() as u64;
+        let n_q = layout.tokens() as u64;
+        let grid = layout.grid_tokens() as u64;
+        let [kh, kw] = shape.projection.key_grid(layout.hw());
+        let n_k = match shape.projection {
+            Projection::Reduced { .. } => (kh * kw) as u64,
+            _ => n_q,
+        };
+        let projections = match shape.projection {
+            Projection::Fused => n_q * c * 3 * c + n_q * c * c,
+            Projection::Reduced { sr_ratio, pooled } => {
+                let reduce = if pooled || sr_ratio > 1 {
+                    n_k * c
+                        * c
+                        * if pooled {
+                            1
+                        } else {
+                            (sr_ratio * sr_ratio) as u64
+                        }
+                } else {
+                    0
+                };
+                n_q * c * c + reduce + n_k * 2 * c * c + n_q * c * c
+            }
+            Projection::External { .. } => 0,
+        };
+        let lepe = match shape.projection {
+            Projection::External { .. }
+                if *self != AttentionConfig::Linear(LinearConfig::default()) =>
+            {
+                grid * 9 * c
+            }
+            _ => 0,
+        };
+        let mixing = match self {
+            AttentionConfig::Softmax => {
+                let window = shape.projection.window(layout.hw());
+                let per_window = (window[0] * window[1]) as u64;
+                // Stripes: each query sees only its window's keys.
+                let keys = if matches!(shape.projection, Projection::External { .. }) {
+                    per_window
+                } else {
+                    n_k
+                };
+                2 * n_q * keys * c
+            }
+            AttentionConfig::Linear(l) => {
+                2 * n_q.max(n_k) * c * d + grid * (l.kernel_size * l.kernel_size) as u64 * c
+            }
+            AttentionConfig::Focused(f) => {
+                2 * n_q.max(n_k) * c * d + grid * (f.kernel_size * f.kernel_size) as u64 * c
+            }
+            AttentionConfig::Agent(a) => {
+                let m = a.agent_num as u64;
+                2 * m * n_k * c
+                    + 2 * n_q * m * c
+                    + grid * c
+                    + grid * (a.dwc_kernel * a.dwc_kernel) as u64 * c
+            }
+        };
+        projections + lepe + mixing
+    }
+}

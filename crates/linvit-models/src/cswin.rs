@@ -132,6 +132,31 @@ impl CswinConfig {
         }
     }
 
+    /// Multiply-accumulates of one image at `img_size`.
+    pub fn macs(&self) -> u64 {
+        let side0 = self.stage_side(0) as u64;
+        let mut total = side0 * side0 * 49 * (self.in_chans * self.embed_dim) as u64;
+        let n_stages = self.depth.len();
+        for i in 0..n_stages {
+            let side = self.stage_side(i);
+            let n = (side * side) as u64;
+            let c = (self.embed_dim << i) as u64;
+            let hidden = (c as f64 * self.mlp_ratio) as u64;
+            let layout = TokenLayout::grid(side, side);
+            let mixers: u64 = self
+                .branch_shapes(i, self.embed_dim << i, self.num_heads[i], side)
+                .iter()
+                .map(|shape| self.attention[i].macs(shape, layout))
+                .sum();
+            total +=
+                self.depth[i] as u64 * (n * c * 3 * c + mixers + n * c * c + 2 * n * c * hidden);
+            if i + 1 < n_stages {
+                total += n / 4 * 9 * c * 2 * c;
+            }
+        }
+        total + (self.embed_dim << (n_stages - 1)) as u64 * self.num_classes as u64
+    }
+
     pub fn init(&self, device: &Device) -> Cswin {
         let mut rates = drop_path_rates(self.drop_path_rate, self.depth.iter().sum()).into_iter();
         let n = self.depth.len();

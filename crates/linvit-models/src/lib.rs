@@ -8,6 +8,7 @@
 pub mod block;
 pub mod cswin;
 pub mod layers;
+pub mod presets;
 pub mod pvt;
 pub mod swin;
 pub mod upstream;
@@ -67,6 +68,17 @@ impl ModelConfig {
             ModelConfig::Pvt(c) => c.validate(),
             ModelConfig::Swin(c) => c.validate(),
             ModelConfig::Cswin(c) => c.validate(),
+        }
+    }
+
+    /// Multiply-accumulates (the "FLOPs" of these papers' tables) of one image at the config's
+    /// resolution.
+    pub fn macs(&self) -> u64 {
+        match self {
+            ModelConfig::Vit(c) => c.macs(),
+            ModelConfig::Pvt(c) => c.macs(),
+            ModelConfig::Swin(c) => c.macs(),
+            ModelConfig::Cswin(c) => c.macs(),
         }
     }
 

@@ -112,6 +112,39 @@ impl PvtConfig {
         [side, side]
     }
 
+    /// Multiply-accumulates of one image at `img_size`.
+    pub fn macs(&self) -> u64 {
+        let v2 = self.version == 2;
+        let mut total = 0u64;
+        for i in 0..self.depths.len() {
+            let grid = self.stage_grid(i);
+            let n = (grid[0] * grid[1]) as u64;
+            let c = self.embed_dims[i] as u64;
+            let c_in = if i == 0 {
+                self.in_chans
+            } else {
+                self.embed_dims[i - 1]
+            } as u64;
+            let k = match (v2, i) {
+                (true, 0) => 7,
+                (true, _) => 3,
+                (false, 0) => self.patch_size as u64,
+                (false, _) => 2,
+            };
+            total += n * k * k * c_in * c;
+            let hidden = (self.embed_dims[i] as f64 * self.mlp_ratios[i]) as u64;
+            let shape = MixerShape::new(self.embed_dims[i], self.num_heads[i], grid)
+                .with_projection(Projection::Reduced {
+                    sr_ratio: self.sr_ratios[i],
+                    pooled: self.linear,
+                });
+            let layout = TokenLayout::grid(grid[0], grid[1]);
+            let mlp = 2 * n * c * hidden + if v2 { n * 9 * hidden } else { 0 };
+            total += self.depths[i] as u64 * (self.attention[i].macs(&shape, layout) + mlp);
+        }
+        total + *self.embed_dims.last().unwrap_or(&0) as u64 * self.num_classes as u64
+    }
+
     pub fn init(&self, device: &Device) -> Pvt {
         let rates = drop_path_rates(self.drop_path_rate, self.depths.iter().sum());
         let mut rates = rates.into_iter();

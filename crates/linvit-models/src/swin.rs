@@ -35,11 +35,11 @@ pub struct SwinConfig {
     pub qkv_bias: bool,
     #[serde(default)]
     pub drop_path_rate: f64,
-    /// The mixer of each stage.
-    pub attention: Vec<AttentionConfig>,
-    /// Window of each stage before it is clamped to the grid (a linear stage's window is
-    /// usually the whole stage).
-    pub windows: Vec<usize>,
+    /// The mixer of each block, stage by stage (`attention[i].len() == depths[i]`).
+    pub attention: Vec<Vec<AttentionConfig>>,
+    /// The window of each block before it is clamped to the grid (a linear block's window is
+    /// usually the whole stage), stage by stage.
+    pub windows: Vec<Vec<usize>>,
     /// Checkpoint naming: `microsoft` (the authors' forks) or `timm`.
     #[serde(default)]
     pub naming: SwinNaming,
@@ -116,13 +116,27 @@ impl SwinConfig {
             }
         }
         for i in 0..n {
-            let side = self.stage_side(i);
-            let (window, _) = self.window_and_shift(i, 1);
-            if side % window != 0 {
+            if self.attention[i].len() != self.depths[i] || self.windows[i].len() != self.depths[i]
+            {
                 return Err(format!(
-                    "stage {} grid {side}x{side} is not divisible by its window {window}",
-                    i + 1
+                    "stage {}: attention and windows need one entry per block ({})",
+                    i + 1,
+                    self.depths[i]
                 ));
+            }
+            let side = self.stage_side(i);
+            for j in 0..self.depths[i] {
+                let (window, _) = self.window_and_shift(i, j);
+                if window == 0 || !side.is_multiple_of(window) {
+                    return Err(format!(
+                        "stage {} grid {side}x{side} is not divisible by its window {window}",
+                        i + 1
+                    ));
+                }
+                let c = self.embed_dim << i;
+                MixerShape::new(c, self.num_heads[i], [window, window])
+                    .validate(&self.attention[i][j])
+                    .map_err(|e| format!("stage {} block {j}: {e}", i + 1))?;
             }
         }
         Ok(())
@@ -135,12 +149,38 @@ impl SwinConfig {
     /// The window and shift of block `j` of stage `i`.
     fn window_and_shift(&self, i: usize, j: usize) -> (usize, usize) {
         let side = self.stage_side(i);
-        if side <= self.windows[i] {
+        let w = self.windows[i][j];
+        if side <= w {
             (side, 0)
         } else {
-            let w = self.windows[i];
             (w, if j % 2 == 1 { w / 2 } else { 0 })
         }
+    }
+
+    /// Multiply-accumulates of one image at `img_size`.
+    pub fn macs(&self) -> u64 {
+        let side0 = self.stage_side(0) as u64;
+        let mut total = side0
+            * side0
+            * (self.patch_size * self.patch_size * self.in_chans * self.embed_dim) as u64;
+        let last = self.depths.len() - 1;
+        for i in 0..self.depths.len() {
+            let side = self.stage_side(i);
+            let n = (side * side) as u64;
+            let c = (self.embed_dim << i) as u64;
+            let hidden = (c as f64 * self.mlp_ratio) as u64;
+            for j in 0..self.depths[i] {
+                let (w, _) = self.window_and_shift(i, j);
+                let windows = ((side / w) * (side / w)) as u64;
+                let shape = MixerShape::new(self.embed_dim << i, self.num_heads[i], [w, w]);
+                total += windows * self.attention[i][j].macs(&shape, TokenLayout::grid(w, w));
+                total += 2 * n * c * hidden;
+            }
+            if i < last {
+                total += n / 4 * 4 * c * 2 * c;
+            }
+        }
+        total + (self.embed_dim << last) as u64 * self.num_classes as u64
     }
 
     pub fn init(&self, device: &Device) -> Swin {
@@ -149,16 +189,16 @@ impl SwinConfig {
         let layers = (0..self.depths.len())
             .map(|i| {
                 let c = self.embed_dim << i;
-                let softmax = self.attention[i] == AttentionConfig::Softmax;
                 let blocks = (0..self.depths[i])
                     .map(|j| {
+                        let softmax = self.attention[i][j] == AttentionConfig::Softmax;
                         let (window, shift) = self.window_and_shift(i, j);
                         let shape = MixerShape::new(c, self.num_heads[i], [window, window])
                             .with_qkv_bias(self.qkv_bias)
                             .with_relative_position_bias(softmax);
                         SwinBlock {
                             norm1: layer_norm(c, 1e-5, device),
-                            attn: self.attention[i].init(&shape, device),
+                            attn: self.attention[i][j].init(&shape, device),
                             norm2: layer_norm(c, 1e-5, device),
                             mlp: Mlp::new(
                                 c,
@@ -319,7 +359,7 @@ mod tests {
     fn the_shift_mask_separates_the_wrapped_regions() {
         // 4x4 grid, window 2, shift 1: the last window mixes 4 regions, the first none.
         let m = shift_mask([4, 4], 2, 1, &Device::flex());
-        let v = m.into_data().to_vec::<f32>().unwrap();
+        let v = m.into_data().try_into_vec::<f32>().unwrap();
         assert!(v[..16].iter().all(|&x| x == 0.0));
         let last = &v[3 * 16..];
         assert_eq!(last.iter().filter(|&&x| x == 0.0).count(), 4);
@@ -328,9 +368,8 @@ mod tests {
     #[test]
     fn partition_and_reverse_are_inverse() {
         let device = Device::flex();
-        let x = Tensor::<1>::arange(0..2 * 4 * 6 * 3, &device)
-            .float()
-            .reshape([2, 4, 6, 3]);
+        let values: Vec<f32> = (0..2 * 4 * 6 * 3).map(|i| i as f32).collect();
+        let x = Tensor::<4>::from_data(TensorData::new(values, [2, 4, 6, 3]), &device);
         let back = reverse(partition(x.clone(), 2), 2, [4, 6]);
         assert_eq!(back.into_data(), x.into_data());
     }

@@ -62,7 +62,13 @@ impl Args<'_> {
             .and_then(Value::as_array)
             .ok_or_else(bad)?
             .iter()
-            .map(|v| v.as_u64().map(|x| x as usize).ok_or_else(bad))
+            .map(|v| {
+                // The authors' configs pass agent counts as strings ("9-16-49-49".split('-')).
+                v.as_u64()
+                    .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
+                    .map(|x| x as usize)
+                    .ok_or_else(bad)
+            })
             .collect()
     }
     fn list_f64(&self, key: &str) -> Result<Vec<f64>, String> {
@@ -93,6 +99,13 @@ impl Args<'_> {
     }
 }
 
+/// Entry `i` of a per-stage list, or an error naming the list.
+fn at(list: &[usize], i: usize, key: &str) -> Result<usize, String> {
+    list.get(i)
+        .copied()
+        .ok_or_else(|| format!("args.{key} has no entry for stage {}", i + 1))
+}
+
 fn agent(agent_num: usize) -> AttentionConfig {
     AttentionConfig::Agent(AgentConfig {
         agent_num,
@@ -109,6 +122,46 @@ fn letters(attn_type: &str, stages: usize) -> Result<Vec<char>, String> {
         ));
     }
     Ok(letters)
+}
+
+/// The mixer letter of every block in a Swin `attn_type`, where a stage letter `M` means "the
+/// first k blocks linear/agent, the rest softmax" with k written after the stage letters
+/// (`AAMB2`: stage 3's first 2 blocks agent), as the authors' Swin code reads it.
+fn block_letters(
+    attn_type: &str,
+    depths: &[usize],
+    linear: char,
+) -> Result<Vec<Vec<char>>, String> {
+    let n = depths.len();
+    let chars: Vec<char> = attn_type.chars().collect();
+    if chars.len() < n {
+        return Err(format!(
+            "attn_type {attn_type:?} has fewer letters than {n} stages"
+        ));
+    }
+    let mixed: String = chars[n..].iter().collect();
+    let first = if mixed.is_empty() {
+        None
+    } else {
+        Some(
+            mixed
+                .parse::<usize>()
+                .map_err(|_| format!("attn_type {attn_type:?}: {mixed:?} is not a block count"))?,
+        )
+    };
+    let softmax = if linear == 'A' { 'B' } else { 'S' };
+    (0..n)
+        .map(|i| match (chars[i], first) {
+            ('M', Some(k)) => Ok((0..depths[i])
+                .map(|j| if j < k { linear } else { softmax })
+                .collect()),
+            ('M', None) => Err(format!(
+                "attn_type {attn_type:?}: M needs a block count after the stages"
+            )),
+            (c, _) if "LASB".contains(c) => Ok(vec![c; depths[i]]),
+            (c, _) => Err(format!("attn_type {attn_type:?}: unknown letter {c:?}")),
+        })
+        .collect()
 }
 
 /// Our config for an upstream model class (`file` as in `case.json`'s `upstream`) and its
@@ -166,9 +219,12 @@ pub fn model_config(file: &str, args: &Value) -> Result<ModelConfig, String> {
             let mut sr_ratios = Vec::new();
             for (i, kind) in kinds.iter().enumerate() {
                 let (mixer, ratio) = match kind {
-                    'L' => (a.focused()?, la_sr[i]),
-                    'A' => (agent(agents[i]), la_sr[i]),
-                    _ => (AttentionConfig::Softmax, sr[i]),
+                    'L' => (a.focused()?, at(&la_sr, i, "la_sr_ratios")?),
+                    'A' => (
+                        agent(at(&agents, i, "agent_num")?),
+                        at(&la_sr, i, "agent_sr_ratios")?,
+                    ),
+                    _ => (AttentionConfig::Softmax, at(&sr, i, "sr_ratios")?),
                 };
                 attention.push(mixer);
                 sr_ratios.push(ratio);
@@ -195,40 +251,45 @@ pub fn model_config(file: &str, args: &Value) -> Result<ModelConfig, String> {
             let depths = a.list("depths")?;
             let window = a.usize("window_size")?;
             let is_agent = file == "agent_swin.py";
-            let kinds = letters(
-                a.str_or("attn_type", if is_agent { "AAAB" } else { "LLSS" })?,
-                depths.len(),
-            )?;
+            let (default, linear) = if is_agent {
+                ("AAAB", 'A')
+            } else {
+                ("LLSS", 'L')
+            };
+            let kinds = block_letters(a.str_or("attn_type", default)?, &depths, linear)?;
             let agents = if is_agent {
                 a.list("agent_num")?
             } else {
                 Vec::new()
             };
             let (mut attention, mut windows) = (Vec::new(), Vec::new());
-            for (i, kind) in kinds.iter().enumerate() {
-                let (mixer, w) = match kind {
-                    'L' => (a.focused()?, window),
-                    'A' => (agent(agents[i]), window),
-                    // FLatten's softmax stages use window 7 (12 above 56); Agent's max(7, w/8).
-                    _ if is_agent => (AttentionConfig::Softmax, (window / 8).max(7)),
-                    _ => (AttentionConfig::Softmax, if window <= 56 { 7 } else { 12 }),
-                };
-                attention.push(mixer);
-                windows.push(w);
+            for (i, stage) in kinds.iter().enumerate() {
+                let (mut mixers, mut sizes) = (Vec::new(), Vec::new());
+                for kind in stage {
+                    let (mixer, w) = match kind {
+                        'L' => (a.focused()?, window),
+                        'A' => (agent(at(&agents, i, "agent_num")?), window),
+                        // FLatten's softmax blocks use window 7 (12 above 56); Agent's max(7, w/8).
+                        _ if is_agent => (AttentionConfig::Softmax, (window / 8).max(7)),
+                        _ => (AttentionConfig::Softmax, if window <= 56 { 7 } else { 12 }),
+                    };
+                    mixers.push(mixer);
+                    sizes.push(w);
+                }
+                attention.push(mixers);
+                windows.push(sizes);
             }
             swin(&a, depths, attention, windows, SwinNaming::Microsoft)
         }
         f if f.ends_with("SwinTransformer") => {
             let depths = a.list("depths")?;
-            let n = depths.len();
             let window = a.usize("window_size")?;
-            swin(
-                &a,
-                depths,
-                vec![AttentionConfig::Softmax; n],
-                vec![window; n],
-                SwinNaming::Timm,
-            )
+            let attention = depths
+                .iter()
+                .map(|&d| vec![AttentionConfig::Softmax; d])
+                .collect();
+            let windows = depths.iter().map(|&d| vec![window; d]).collect();
+            swin(&a, depths, attention, windows, SwinNaming::Timm)
         }
         "flatten_cswin.py" | "agent_cswin.py" => {
             let depth = a.list("depth")?;
@@ -255,9 +316,12 @@ pub fn model_config(file: &str, args: &Value) -> Result<ModelConfig, String> {
             let (mut attention, mut splits) = (Vec::new(), Vec::new());
             for (i, kind) in kinds.iter().enumerate() {
                 let (mixer, s) = match kind {
-                    'L' => (a.focused()?, la_split[i]),
-                    'A' => (agent(agents[i]), la_split[i]),
-                    _ => (AttentionConfig::Softmax, split[i]),
+                    'L' => (a.focused()?, at(&la_split, i, "la_split_size")?),
+                    'A' => (
+                        agent(at(&agents, i, "agent_num")?),
+                        at(&la_split, i, "la_split_size")?,
+                    ),
+                    _ => (AttentionConfig::Softmax, at(&split, i, "split_size")?),
                 };
                 attention.push(mixer);
                 splits.push(s);
@@ -298,8 +362,8 @@ fn vit(a: &Args, blocks: Vec<AttentionConfig>) -> Result<ModelConfig, String> {
 fn swin(
     a: &Args,
     depths: Vec<usize>,
-    attention: Vec<AttentionConfig>,
-    windows: Vec<usize>,
+    attention: Vec<Vec<AttentionConfig>>,
+    windows: Vec<Vec<usize>>,
     naming: SwinNaming,
 ) -> Result<ModelConfig, String> {
     Ok(ModelConfig::Swin(SwinConfig {

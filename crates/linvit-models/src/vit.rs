@@ -65,6 +65,25 @@ impl VitConfig {
         [side, side]
     }
 
+    /// Multiply-accumulates of one image at `img_size`.
+    pub fn macs(&self) -> u64 {
+        let grid = self.grid();
+        let n = (grid[0] * grid[1]) as u64;
+        let c = self.embed_dim as u64;
+        let hidden = (self.embed_dim as f64 * self.mlp_ratio) as u64;
+        let shape = MixerShape::new(self.embed_dim, self.num_heads, grid)
+            .with_prefix(1)
+            .with_qkv_bias(self.qkv_bias);
+        let layout = TokenLayout::grid(grid[0], grid[1]).with_prefix(1);
+        let patch = n * (self.patch_size * self.patch_size * self.in_chans) as u64 * c;
+        let blocks: u64 = self
+            .blocks
+            .iter()
+            .map(|a| a.macs(&shape, layout) + 2 * (n + 1) * c * hidden)
+            .sum();
+        patch + blocks + c * self.num_classes as u64
+    }
+
     pub fn init(&self, device: &Device) -> VisionTransformer {
         let c = self.embed_dim;
         let grid = self.grid();
