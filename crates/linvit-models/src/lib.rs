@@ -6,6 +6,7 @@
 //! [`upstream`] turns the authors' constructor arguments into a config.
 
 pub mod block;
+pub mod checkpoint;
 pub mod cswin;
 pub mod layers;
 pub mod presets;

@@ -1,0 +1,163 @@
+//! Every backbone's `tiny_*` twin: output shape, finite logits, a gradient for every parameter
+//! that upstream trains; saving and reloading gives the same logits; a checkpoint that does not
+//! fit fails with the key named.
+
+use std::path::PathBuf;
+
+use burn::module::{Module, ModuleVisitor, Param};
+use burn::tensor::{Device, Gradients, Tensor, TensorData};
+use linvit_attention::import::load_upstream;
+use linvit_models::checkpoint::{load_model, save_model};
+use linvit_models::presets::{preset, PRESETS};
+
+fn images(b: usize, size: usize, device: &Device) -> Tensor<4> {
+    let n = b * 3 * size * size;
+    let data: Vec<f32> = (0..n)
+        .map(|i| ((i * 7919 % 1000) as f32 / 500.0) - 1.0)
+        .collect();
+    Tensor::from_data(TensorData::new(data, [b, 3, size, size]), device)
+}
+
+fn img_size(name: &str) -> usize {
+    let args: serde_json::Value = serde_json::from_str(preset(name).unwrap().args).unwrap();
+    args["img_size"].as_u64().unwrap() as usize
+}
+
+/// Names of float parameters that received no gradient.
+struct Ungraded<'a> {
+    grads: &'a Gradients,
+    path: Vec<String>,
+    missing: Vec<String>,
+    seen: usize,
+}
+
+impl ModuleVisitor for Ungraded<'_> {
+    fn enter_module(&mut self, name: &str, _: &str) {
+        self.path.push(name.into());
+    }
+    fn exit_module(&mut self, _: &str, _: &str) {
+        self.path.pop();
+    }
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+        self.seen += 1;
+        if param.val().grad(self.grads).is_none() {
+            self.missing.push(self.path.join("."));
+        }
+    }
+}
+
+#[test]
+fn every_tiny_model_trains_every_parameter_and_gives_finite_logits() {
+    let device = Device::flex().autodiff();
+    for p in PRESETS.iter().filter(|p| p.name.starts_with("tiny_")) {
+        let config = p.config();
+        let model = config.init(&device);
+        let logits = model.forward(images(2, img_size(p.name), &device));
+        assert_eq!(logits.dims(), [2, 10], "{}", p.name);
+        let values = logits.clone().into_data().try_into_vec::<f32>().unwrap();
+        assert!(
+            values.iter().all(|v| v.is_finite()),
+            "{}: {values:?}",
+            p.name
+        );
+        let grads = logits.square().sum().backward();
+        let mut visitor = Ungraded {
+            grads: &grads,
+            path: Vec::new(),
+            missing: Vec::new(),
+            seen: 0,
+        };
+        model.visit(&mut visitor);
+        // FLatten-PVT v1 builds a final norm it never applies, as upstream does.
+        let expected: Vec<String> = if p.name == "tiny_flatten_pvt" {
+            vec!["Pvt.norm.gamma".into(), "Pvt.norm.beta".into()]
+        } else {
+            Vec::new()
+        };
+        assert_eq!(visitor.missing, expected, "{}", p.name);
+        assert!(visitor.seen > 10, "{}", p.name);
+    }
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("linvit-models-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+#[test]
+fn a_saved_model_reloads_with_identical_logits() {
+    let device = Device::flex();
+    for name in ["tiny_agent_deit", "tiny_flatten_swin", "tiny_flatten_cswin"] {
+        let config = preset(name).unwrap().config();
+        let model = config.init(&device);
+        let x = images(2, img_size(name), &device);
+        let before = model.forward(x.clone()).into_data();
+        let dir = scratch(name);
+        save_model(&dir, &config, model).unwrap();
+        let (loaded_config, loaded) = load_model(&dir, &device).unwrap();
+        assert_eq!(loaded_config, config);
+        assert_eq!(loaded.forward(x).into_data(), before, "{name}");
+        std::fs::remove_dir_all(&dir).ok();
+    }
+}
+
+#[test]
+fn loading_a_missing_model_names_the_file() {
+    let dir = scratch("empty");
+    let err = load_model(&dir, &Device::flex()).unwrap_err().to_string();
+    assert!(err.contains("model.json"), "{err}");
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// Rewrites a safetensors file with one tensor dropped and one renamed.
+fn tamper(src: &std::path::Path, dst: &std::path::Path, drop: &str, rename: (&str, &str)) {
+    let bytes = std::fs::read(src).unwrap();
+    let file = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let tensors: Vec<(String, safetensors::tensor::TensorView)> = file
+        .tensors()
+        .into_iter()
+        .filter(|(k, _)| k != drop)
+        .map(|(k, v)| {
+            (
+                if k == rename.0 {
+                    rename.1.to_string()
+                } else {
+                    k
+                },
+                v,
+            )
+        })
+        .collect();
+    safetensors::tensor::serialize_to_file(tensors, None, dst).unwrap();
+}
+
+#[test]
+fn an_upstream_checkpoint_with_a_missing_or_unknown_key_fails_naming_both() {
+    let Some(root) = std::env::var_os("LINVIT_REFERENCE_DIR")
+        .map(PathBuf::from)
+        .or_else(|| Some(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared")))
+        .filter(|p| p.join("reference").is_dir())
+    else {
+        eprintln!("SKIPPED: reference cases not found for the checkpoint-mismatch test");
+        return;
+    };
+    let src = root.join("reference/timm_vit_reduced_model/weights.safetensors");
+    let dir = scratch("tampered");
+    let dst = dir.join("weights.safetensors");
+    tamper(
+        &src,
+        &dst,
+        "blocks.1.mlp.fc2.bias",
+        ("norm.weight", "norm.scale"),
+    );
+    let config = preset("tiny_vit").unwrap().config();
+    let mut model = config.init(&Device::flex());
+    let err = load_upstream(&mut model, &dst, &config.renames())
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("weights.safetensors"), "{err}");
+    assert!(err.contains("blocks.1.mlp.fc2.bias"), "{err}");
+    assert!(err.contains("norm.scale"), "{err}");
+    std::fs::remove_dir_all(&dir).ok();
+}
