@@ -209,3 +209,99 @@ fn linear_probes_on_raw_pixels_stay_near_chance() {
     assert!(ncm < 0.25, "nearest class mean {ncm}");
     assert!(lsq < 0.30, "least squares {lsq}");
 }
+
+/// Rotation-invariant edge statistics: magnitude-weighted harmonics `|sum m e^{i k theta}|`
+/// of the luminance gradient orientation (k = 1..8), edge density and mean edge strength.
+/// A square's edges peak at k = 4, a triangle's at k = 3, stripes at k = 2; disks and rings
+/// are flat.
+fn edge_harmonics(img: &linvit_data::Image) -> Vec<f64> {
+    let s = img.width;
+    let lum: Vec<f64> = img
+        .data
+        .chunks(3)
+        .map(|p| 0.299 * p[0] as f64 + 0.587 * p[1] as f64 + 0.114 * p[2] as f64)
+        .collect();
+    let mut h = [(0f64, 0f64); 8];
+    let (mut total, mut count) = (0f64, 0f64);
+    for y in 1..s - 1 {
+        for x in 1..s - 1 {
+            let gx = (lum[y * s + x + 1] - lum[y * s + x - 1]) / 2.0;
+            let gy = (lum[(y + 1) * s + x] - lum[(y - 1) * s + x]) / 2.0;
+            let m = ((gx * gx + gy * gy).sqrt() - 15.0).max(0.0);
+            if m == 0.0 {
+                continue;
+            }
+            let a = gy.atan2(gx);
+            for (k, hk) in h.iter_mut().enumerate() {
+                hk.0 += m * ((k + 1) as f64 * a).cos();
+                hk.1 += m * ((k + 1) as f64 * a).sin();
+            }
+            total += m;
+            count += 1.0;
+        }
+    }
+    let t = total.max(1e-9);
+    let mut f: Vec<f64> = h.iter().map(|(c, s)| (c * c + s * s).sqrt() / t).collect();
+    f.push(count / (s * s) as f64);
+    f.push(total / (s * s) as f64 / 50.0);
+    // Pairwise products give the linear model a little curvature.
+    let n = f.len();
+    for i in 0..n {
+        for j in i..n {
+            f.push(f[i] * f[j]);
+        }
+    }
+    f.push(1.0);
+    f
+}
+
+/// Ridge least squares on features, one-hot targets; returns val accuracy.
+fn ridge_accuracy(
+    train: &[(Vec<f64>, usize)],
+    val: &[(Vec<f64>, usize)],
+    k: usize,
+    lambda: f64,
+) -> f64 {
+    let d = train[0].0.len();
+    let mut ata = vec![0f64; d * d];
+    let mut atb = vec![0f64; d * k];
+    for (row, y) in train {
+        for i in 0..d {
+            for j in 0..d {
+                ata[i * d + j] += row[i] * row[j];
+            }
+            atb[i * k + y] += row[i];
+        }
+    }
+    for i in 0..d {
+        ata[i * d + i] += lambda;
+    }
+    let w = cholesky_solve(ata, d, atb, k);
+    val.iter()
+        .filter(|(row, y)| {
+            let score = |c: usize| (0..d).map(|i| row[i] * w[i * k + c]).sum::<f64>();
+            (0..k).max_by(|&a, &b| score(a).total_cmp(&score(b))) == Some(*y)
+        })
+        .count() as f64
+        / val.len() as f64
+}
+
+#[test]
+fn rotation_invariant_edge_features_beat_pixels_so_the_labels_are_learnable() {
+    // The linear probes above sit at chance; that alone would also hold for random labels.
+    // Hand-made shape/texture statistics must do clearly better: the class is in the image.
+    let ds = open(&synthetic(3000, 1000, 11)).unwrap();
+    let feats = |src: &dyn Source, n: usize| -> Vec<(Vec<f64>, usize)> {
+        (0..n)
+            .map(|i| {
+                let (img, l) = src.get(i).unwrap();
+                (edge_harmonics(&img), l)
+            })
+            .collect()
+    };
+    let train = feats(ds.train.as_ref(), 3000);
+    let val = feats(ds.val.as_ref(), 1000);
+    let acc = ridge_accuracy(&train, &val, 10, 1e-3);
+    println!("synthetic 32px, 10 classes: edge-harmonic features + least squares {acc:.3} (chance 0.100)");
+    assert!(acc > 0.30, "edge-harmonic probe {acc}");
+}

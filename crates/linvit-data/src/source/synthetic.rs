@@ -308,3 +308,66 @@ pub(crate) fn open(config: &DataConfig) -> Result<Dataset, DataError> {
         class_names: class_names(num_classes),
     })
 }
+
+/// Image format for [`export_image_folder`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ExportFormat {
+    Png,
+    /// JPEG at quality 90.
+    Jpeg,
+}
+
+/// Writes the procedural dataset as an ImageNet-layout folder (`root/{train,val}/<class>/N.ext`),
+/// `train` and `val` images in all, at `size` pixels: a stand-in ImageFolder for tests and the
+/// decode benchmark. Returns the number of files written.
+pub fn export_image_folder(
+    root: &std::path::Path,
+    seed: u64,
+    num_classes: usize,
+    size: usize,
+    train: usize,
+    val: usize,
+    format: ExportFormat,
+) -> Result<usize, DataError> {
+    use rayon::prelude::*;
+    let names = class_names(num_classes);
+    let ext = match format {
+        ExportFormat::Png => "png",
+        ExportFormat::Jpeg => "jpg",
+    };
+    let mut jobs = Vec::new();
+    for (split, n) in [(Split::Train, train), (Split::Val, val)] {
+        for name in &names {
+            let dir = root.join(split.name()).join(name);
+            std::fs::create_dir_all(&dir).map_err(|e| DataError::Write {
+                path: dir.clone(),
+                reason: e.to_string(),
+            })?;
+        }
+        jobs.extend((0..n).map(|i| (split, i)));
+    }
+    jobs.par_iter().try_for_each(|&(split, i)| {
+        let img = render(seed, split, i, size, num_classes);
+        let path = root
+            .join(split.name())
+            .join(&names[i % num_classes])
+            .join(format!("{i:06}.{ext}"));
+        let write = |reason: String| DataError::Write {
+            path: path.clone(),
+            reason,
+        };
+        let rgb = image::RgbImage::from_raw(size as u32, size as u32, img.data)
+            .ok_or_else(|| write("buffer size mismatch".into()))?;
+        match format {
+            ExportFormat::Png => rgb.save(&path).map_err(|e| write(e.to_string())),
+            ExportFormat::Jpeg => {
+                let file = std::fs::File::create(&path).map_err(|e| write(e.to_string()))?;
+                let mut out = std::io::BufWriter::new(file);
+                image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, 90)
+                    .encode_image(&rgb)
+                    .map_err(|e| write(e.to_string()))
+            }
+        }
+    })?;
+    Ok(jobs.len())
+}
