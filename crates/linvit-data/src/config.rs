@@ -1,5 +1,23 @@
 //! The user-facing dataset config (`[data]` in a run's TOML). Plain serde, not burn's `Config`:
 //! unknown keys are errors and omitted keys take the defaults documented on each field.
+//!
+//! ```toml
+//! [data]
+//! kind = "idx"                 # synthetic | idx | cifar10 | cifar100 | image-folder
+//! path = "/usr/share/datasets/fashion-mnist"
+//! image_size = 28
+//! channels = 3                 # repeat grayscale for an RGB model
+//! mean = [0.2860]
+//! std = [0.3530]
+//! seed = 0
+//!
+//! [data.augment]
+//! scale = [0.35, 1.0]
+//! randaugment_ops = 2
+//! mixup_alpha = 0.8
+//! cutmix_alpha = 1.0
+//! label_smoothing = 0.1
+//! ```
 
 use std::path::{Path, PathBuf};
 

@@ -10,6 +10,25 @@
 //!   (seed, epoch); [`to_tensors`] puts one on a Burn device.
 //! - [`inspect()`], [`write_sample_grid`], [`throughput`]: what the CLI's `data inspect` and
 //!   `bench data` print.
+//!
+//! ```
+//! use linvit_data::{open, to_tensors, DataConfig, Loader, LoaderOptions, Split};
+//!
+//! // `[data]` of a run file; every key is optional (this is the procedural default).
+//! let config = DataConfig { train_size: Some(64), val_size: Some(16), ..DataConfig::default() };
+//! let dataset = open(&config)?;
+//! let device = burn::tensor::Device::flex();
+//! for epoch in 0..2 {
+//!     let opts = LoaderOptions::for_split(Split::Train, 32, epoch);
+//!     for batch in Loader::new(&dataset, &config, Split::Train, &opts)? {
+//!         let batch = to_tensors(batch?, &device);
+//!         assert_eq!(batch.images.dims(), [32, 3, 32, 32]);
+//!         // Mixup/cutmix/label smoothing are on by default: train on the soft targets.
+//!         assert_eq!(batch.targets.map(|t| t.dims()), Some([32, 10]));
+//!     }
+//! }
+//! # Ok::<(), linvit_data::DataError>(())
+//! ```
 
 mod config;
 mod error;

@@ -378,3 +378,52 @@ fn split_helper_reads_the_named_split() {
     assert_eq!(ds.split(Split::Val).len(), 20);
     assert_eq!(ds.split(Split::Train).len(), 50);
 }
+
+#[test]
+fn every_truncation_and_header_corruption_of_an_idx_file_is_an_error_not_a_panic() {
+    use linvit_data::source::idx::read_idx;
+    let dir = scratch("idx-fuzz");
+    let good = idx_bytes(&[3, 4, 5], &(0..60).collect::<Vec<u8>>());
+    let path = dir.join("x");
+    for gz in [false, true] {
+        for len in 0..good.len() {
+            let bytes = if gz {
+                gzip(&good[..len])
+            } else {
+                good[..len].to_vec()
+            };
+            std::fs::write(&path, bytes).unwrap();
+            assert!(read_idx(&path, 3).is_err(), "length {len} gz {gz}");
+        }
+    }
+    // Every value of every header byte: either the exact array back or an error.
+    for pos in 0..16 {
+        for v in 0..=255u8 {
+            let mut bytes = good.clone();
+            bytes[pos] = v;
+            std::fs::write(&path, &bytes).unwrap();
+            if let Ok(a) = read_idx(&path, 3) {
+                assert_eq!(a.data.len(), a.dims.iter().product::<usize>());
+                assert_eq!(a.data.len(), 60);
+            }
+        }
+    }
+    std::fs::write(&path, &good).unwrap();
+    assert_eq!(read_idx(&path, 3).unwrap().dims, vec![3, 4, 5]);
+}
+
+#[test]
+fn every_truncation_of_a_cifar_batch_is_an_error_not_a_panic() {
+    let dir = scratch("cifar-fuzz");
+    write_cifar10(&dir, 1);
+    let path = dir.join("data_batch_3.bin");
+    let good = std::fs::read(&path).unwrap();
+    for len in (0..good.len()).step_by(97) {
+        std::fs::write(&path, &good[..len]).unwrap();
+        expect_corrupt(
+            open(&config(DataKind::Cifar10, &dir)),
+            "data_batch_3.bin",
+            "truncated",
+        );
+    }
+}
