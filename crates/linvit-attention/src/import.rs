@@ -65,7 +65,7 @@ pub enum ImportError {
     #[error("{path}: {}", describe(.missing, .unused, .mismatched))]
     Mismatch {
         path: PathBuf,
-        /// Parameters of the module the checkpoint lacks (our paths).
+        /// Parameters of the module the checkpoint lacks (as upstream would name them).
         missing: Vec<String>,
         /// Checkpoint keys no parameter takes (upstream names).
         unused: Vec<String>,
@@ -103,6 +103,7 @@ pub fn load_upstream<M: Module + ModuleSnapshot>(
     if !path.is_file() {
         return Err(read_err("no such file".into()));
     }
+    let names = renames;
     let renames = regex_rules(renames);
     for (pattern, _) in &renames {
         // burn-store panics on a bad pattern; ours are escaped, but fail cleanly all the same.
@@ -135,16 +136,18 @@ pub fn load_upstream<M: Module + ModuleSnapshot>(
             .load_from(&mut store)
             .map_err(|e| read_err(e.to_string()))?
     };
-    check(result, path)
+    check(result, path, names)
 }
 
-fn check(result: ApplyResult, path: &Path) -> Result<ApplyResult, ImportError> {
-    let missing: Vec<String> = result.missing.iter().map(|(p, _)| p.clone()).collect();
+/// Reports what did not fit, under the checkpoint's own (upstream) key names.
+fn check(result: ApplyResult, path: &Path, renames: &[Rename]) -> Result<ApplyResult, ImportError> {
+    let upstream = |ours: &String| to_upstream(ours, renames);
+    let missing: Vec<String> = result.missing.iter().map(|(p, _)| upstream(p)).collect();
     let unused: Vec<String> = result
         .unused
         .iter()
         .filter(|k| !DERIVED_BUFFERS.iter().any(|b| k.ends_with(b)))
-        .cloned()
+        .map(upstream)
         .collect();
     let mismatched: Vec<String> = result.errors.iter().map(ApplyError::to_string).collect();
     if missing.is_empty() && unused.is_empty() && mismatched.is_empty() {

@@ -1,6 +1,7 @@
 //! The `linvit` program's library half: what the commands do, kept out of `main.rs` so the
 //! tests run exactly the code the command line runs.
 
+pub mod catalog;
 pub mod device;
 pub mod reference;
 pub mod verify;

@@ -104,3 +104,29 @@ fn verify_reports_kinds_it_does_not_support_instead_of_skipping_them() {
     );
     std::fs::remove_dir_all(&dir).ok();
 }
+
+#[test]
+fn models_json_lists_every_preset_with_params_and_flops() {
+    let (code, out, err) = linvit(&["models", "--json"]);
+    assert_eq!(code, 0, "{err}");
+    let rows: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let rows = rows.as_array().unwrap();
+    assert!(rows.len() >= 40, "{} presets", rows.len());
+    let find = |name: &str| rows.iter().find(|r| r["name"] == name).unwrap().clone();
+    let pvt = find("flatten_pvt_t");
+    let params = pvt["params"].as_f64().unwrap() / 1e6;
+    assert!((params - 12.2).abs() <= 0.1, "{params}");
+    let deit = find("agent_deit_s");
+    assert!((deit["params"].as_f64().unwrap() / 1e6 - 22.7).abs() <= 0.1);
+    assert!(deit["flops"].as_f64().unwrap() > 4e9);
+}
+
+#[test]
+fn import_names_an_unknown_preset_and_suggests_the_nearest() {
+    let (code, _, err) = linvit(&["import", "flatten_swin_tt", "x.pth", "--out", "/tmp/x"]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("unknown preset \"flatten_swin_tt\"") && err.contains("flatten_swin_t"),
+        "{err}"
+    );
+}
