@@ -427,3 +427,23 @@ fn every_truncation_of_a_cifar_batch_is_an_error_not_a_panic() {
         );
     }
 }
+
+#[test]
+fn an_image_declaring_huge_dimensions_is_a_named_error_not_an_allocation() {
+    let root = scratch("folder-bomb");
+    write_image_folder(&root);
+    // A valid PNG whose IHDR (with a fixed CRC) now claims 60000 x 60000 pixels.
+    let mut png = Vec::new();
+    picture(2, 2, 0)
+        .write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
+        .unwrap();
+    // IHDR chunk: length at 8, type at 12, width at 16, height at 20, CRC at 29.
+    png[16..20].copy_from_slice(&60_000u32.to_be_bytes());
+    png[20..24].copy_from_slice(&60_000u32.to_be_bytes());
+    let mut crc = flate2::Crc::new();
+    crc.update(&png[12..29]);
+    png[29..33].copy_from_slice(&crc.sum().to_be_bytes());
+    std::fs::write(root.join("train/cat/0.png"), png).unwrap();
+    let ds = open(&config(DataKind::ImageFolder, &root)).unwrap();
+    expect_corrupt(ds.train.get(0), "cat/0.png", "cannot decode image");
+}
