@@ -1,0 +1,360 @@
+//! Resumable checkpoints in a run directory.
+//!
+//! ```text
+//! run/
+//!   config.toml                 the resolved run config, written before any work
+//!   checkpoints/
+//!     latest.json               manifest: the newest complete checkpoint
+//!     epoch-0003/               model.json + model.bpk, optimizer.safetensors, ema/, state.json,
+//!                               classes.json, config.toml
+//!   best/                       model.json + model.bpk, classes.json, config.toml, best.json
+//! ```
+//!
+//! A checkpoint is written whole into `checkpoints/.tmp-epoch-NNNN`, every file synced, then the
+//! folder is renamed to its final name and only then does the manifest (itself written to a
+//! temporary file and renamed) name it. A `kill -9` at any point leaves either the previous
+//! manifest and checkpoint untouched or the new one complete; leftover `.tmp-*` folders are
+//! removed on resume. `best/` is replaced by rename too (`best.tmp` -> `best`, the old one moved
+//! aside first and restored on resume if the swap was cut short).
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+use burn::tensor::{Device, Tensor};
+use linvit_models::checkpoint::{load_model, save_model, write_atomic};
+use linvit_models::{Model, ModelConfig};
+use safetensors::tensor::{Dtype, TensorView};
+use serde::{Deserialize, Serialize};
+
+use crate::metrics::History;
+use crate::optim::{from_host, to_host, AdamState};
+use crate::TrainError;
+
+/// Where the data loader and the random streams stand; with the seeds in the config this
+/// determines every later batch and drop-path mask.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Position {
+    /// Next epoch to run (0-based) = epochs completed.
+    pub epoch: usize,
+    /// Next batch of that epoch (checkpoints are taken at epoch ends, so 0).
+    pub batch: usize,
+    /// Optimizer steps taken (the scheduler's position).
+    pub step: u64,
+    /// Micro-batches run: the device RNG is re-seeded from (train.seed, micro_step) before each
+    /// forward, so this is the drop-path RNG state.
+    pub micro_step: u64,
+}
+
+/// Everything besides tensors that a resume needs.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct TrainState {
+    pub position: Position,
+    pub best_val_top1: Option<f64>,
+    pub best_epoch: Option<usize>,
+    pub history: History,
+    /// Seconds of training so far (excluding time lost to interruptions).
+    pub elapsed_s: f64,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Manifest {
+    checkpoint: String,
+    epoch: usize,
+    step: u64,
+}
+
+fn err(path: &Path, reason: impl ToString) -> TrainError {
+    TrainError::Checkpoint {
+        path: path.to_path_buf(),
+        reason: reason.to_string(),
+    }
+}
+
+fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<(), TrainError> {
+    let bytes = serde_json::to_vec_pretty(value).map_err(|e| err(path, e))?;
+    write_atomic(path, &bytes).map_err(|e| err(&e.path, e.reason))
+}
+
+fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T, TrainError> {
+    let text = std::fs::read_to_string(path).map_err(|e| err(path, e))?;
+    serde_json::from_str(&text).map_err(|e| err(path, e))
+}
+
+fn sync_dir(dir: &Path) {
+    // Directory fsync makes renames durable; not every filesystem allows it.
+    let _ = File::open(dir).and_then(|d| d.sync_all());
+}
+
+/// The files an evaluation or prediction needs: model, classes, run config.
+pub(crate) fn write_model_dir(
+    dir: &Path,
+    model_config: &ModelConfig,
+    model: Model,
+    classes: &[String],
+    config_toml: &str,
+) -> Result<(), TrainError> {
+    save_model(dir, model_config, model).map_err(|e| err(&e.path, e.reason))?;
+    write_json(&dir.join("classes.json"), &classes)?;
+    write_atomic(&dir.join("config.toml"), config_toml.as_bytes())
+        .map_err(|e| err(&e.path, e.reason))
+}
+
+fn save_adam(path: &Path, state: &AdamState) -> Result<(), TrainError> {
+    let mut named: BTreeMap<String, Vec<u8>> = BTreeMap::new();
+    for (prefix, map) in [
+        ("exp_avg", &state.exp_avg),
+        ("exp_avg_sq", &state.exp_avg_sq),
+    ] {
+        for (k, v) in to_host(map) {
+            named.insert(
+                format!("{prefix}/{k}"),
+                v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+            );
+        }
+    }
+    let views: Vec<(String, TensorView)> = named
+        .iter()
+        .map(|(k, b)| {
+            let view =
+                TensorView::new(Dtype::F32, vec![b.len() / 4], b).map_err(|e| err(path, e))?;
+            Ok((k.clone(), view))
+        })
+        .collect::<Result<_, TrainError>>()?;
+    let mut info = HashMap::new();
+    info.insert("step".to_string(), state.step.to_string());
+    let bytes = safetensors::serialize(views, Some(info)).map_err(|e| err(path, e))?;
+    write_atomic(path, &bytes).map_err(|e| err(&e.path, e.reason))
+}
+
+fn load_adam(path: &Path, device: &Device) -> Result<AdamState, TrainError> {
+    let bytes = std::fs::read(path).map_err(|e| err(path, e))?;
+    let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes).map_err(|e| err(path, e))?;
+    let step = meta
+        .metadata()
+        .as_ref()
+        .and_then(|m| m.get("step"))
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| err(path, "no optimizer step in the metadata"))?;
+    let st = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| err(path, e))?;
+    let mut m = BTreeMap::new();
+    let mut v = BTreeMap::new();
+    for (name, view) in st.tensors() {
+        let data: Vec<f32> = view
+            .data()
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect();
+        match name.split_once('/') {
+            Some(("exp_avg", k)) => m.insert(k.to_string(), data),
+            Some(("exp_avg_sq", k)) => v.insert(k.to_string(), data),
+            _ => return Err(err(path, format!("unexpected tensor {name}"))),
+        };
+    }
+    Ok(AdamState {
+        step,
+        exp_avg: from_host(m, device),
+        exp_avg_sq: from_host(v, device),
+    })
+}
+
+/// What a checkpoint holds, loaded.
+pub(crate) struct Loaded {
+    pub model: Model,
+    pub adam: AdamState,
+    pub ema: Option<Model>,
+    pub state: TrainState,
+}
+
+/// The tensors and state of one checkpoint, borrowed for writing.
+pub(crate) struct Snapshot<'a> {
+    pub model_config: &'a ModelConfig,
+    pub model: &'a Model,
+    pub adam: &'a AdamState,
+    pub ema: Option<&'a Model>,
+    pub state: &'a TrainState,
+    pub classes: &'a [String],
+    pub config_toml: &'a str,
+}
+
+pub(crate) fn checkpoints_dir(run_dir: &Path) -> PathBuf {
+    run_dir.join("checkpoints")
+}
+
+/// Writes a complete checkpoint for the position in `snap.state`, updates the manifest and
+/// keeps the newest `keep` checkpoints. Returns the checkpoint's folder.
+pub(crate) fn save(run_dir: &Path, snap: &Snapshot, keep: usize) -> Result<PathBuf, TrainError> {
+    let root = checkpoints_dir(run_dir);
+    std::fs::create_dir_all(&root).map_err(|e| err(&root, e))?;
+    let name = format!("epoch-{:04}", snap.state.position.epoch);
+    let tmp = root.join(format!(".tmp-{name}"));
+    let dir = root.join(&name);
+    if tmp.exists() {
+        std::fs::remove_dir_all(&tmp).map_err(|e| err(&tmp, e))?;
+    }
+    std::fs::create_dir_all(&tmp).map_err(|e| err(&tmp, e))?;
+    write_model_dir(
+        &tmp,
+        snap.model_config,
+        snap.model.clone(),
+        snap.classes,
+        snap.config_toml,
+    )?;
+    save_adam(&tmp.join("optimizer.safetensors"), snap.adam)?;
+    if let Some(ema) = snap.ema {
+        let ema_dir = tmp.join("ema");
+        save_model(&ema_dir, snap.model_config, ema.clone()).map_err(|e| err(&e.path, e.reason))?;
+        sync_dir(&ema_dir);
+    }
+    write_json(&tmp.join("state.json"), snap.state)?;
+    sync_dir(&tmp);
+    if dir.exists() {
+        std::fs::remove_dir_all(&dir).map_err(|e| err(&dir, e))?;
+    }
+    std::fs::rename(&tmp, &dir).map_err(|e| err(&dir, e))?;
+    sync_dir(&root);
+    write_json(
+        &root.join("latest.json"),
+        &Manifest {
+            checkpoint: name,
+            epoch: snap.state.position.epoch,
+            step: snap.state.position.step,
+        },
+    )?;
+    prune(&root, keep)?;
+    Ok(dir)
+}
+
+fn complete_checkpoints(root: &Path) -> Vec<(usize, PathBuf)> {
+    let mut found: Vec<(usize, PathBuf)> = std::fs::read_dir(root)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().to_string();
+            let epoch = name.strip_prefix("epoch-")?.parse().ok()?;
+            e.path()
+                .join("state.json")
+                .is_file()
+                .then(|| (epoch, e.path()))
+        })
+        .collect();
+    found.sort();
+    found
+}
+
+fn prune(root: &Path, keep: usize) -> Result<(), TrainError> {
+    let found = complete_checkpoints(root);
+    let n = found.len().saturating_sub(keep);
+    for (_, dir) in found.into_iter().take(n) {
+        std::fs::remove_dir_all(&dir).map_err(|e| err(&dir, e))?;
+    }
+    Ok(())
+}
+
+/// The newest complete checkpoint of a run: the one the manifest names, or (if the manifest is
+/// missing or names a folder that is gone) the newest complete folder. Removes leftovers of an
+/// interrupted write.
+pub(crate) fn latest(run_dir: &Path) -> Result<Option<PathBuf>, TrainError> {
+    let root = checkpoints_dir(run_dir);
+    if !root.is_dir() {
+        return Ok(None);
+    }
+    for e in std::fs::read_dir(&root)
+        .map_err(|e| err(&root, e))?
+        .flatten()
+    {
+        let name = e.file_name().to_string_lossy().to_string();
+        if name.starts_with(".tmp-") || name.ends_with(".tmp") {
+            let p = e.path();
+            let _ = if p.is_dir() {
+                std::fs::remove_dir_all(&p)
+            } else {
+                std::fs::remove_file(&p)
+            };
+        }
+    }
+    let manifest = root.join("latest.json");
+    if manifest.is_file() {
+        if let Ok(m) = read_json::<Manifest>(&manifest) {
+            let dir = root.join(&m.checkpoint);
+            if dir.join("state.json").is_file() {
+                return Ok(Some(dir));
+            }
+        }
+    }
+    Ok(complete_checkpoints(&root).pop().map(|(_, p)| p))
+}
+
+/// Loads a checkpoint folder onto `device` (an autodiff device for training).
+pub(crate) fn load(dir: &Path, device: &Device) -> Result<Loaded, TrainError> {
+    let (_, model) = load_model(dir, device).map_err(|e| err(&e.path, e.reason))?;
+    let adam = load_adam(&dir.join("optimizer.safetensors"), &device.clone().inner())?;
+    let ema_dir = dir.join("ema");
+    let ema = if ema_dir.is_dir() {
+        let inner = device.clone().inner();
+        Some(
+            load_model(&ema_dir, &inner)
+                .map_err(|e| err(&e.path, e.reason))?
+                .1,
+        )
+    } else {
+        None
+    };
+    let state: TrainState = read_json(&dir.join("state.json"))?;
+    Ok(Loaded {
+        model,
+        adam,
+        ema,
+        state,
+    })
+}
+
+/// Replaces `run/best` with this model (rename-based; see the module docs).
+pub(crate) fn save_best(
+    run_dir: &Path,
+    model_config: &ModelConfig,
+    model: Model,
+    classes: &[String],
+    config_toml: &str,
+    info: &serde_json::Value,
+) -> Result<PathBuf, TrainError> {
+    let best = run_dir.join("best");
+    let tmp = run_dir.join("best.tmp");
+    let old = run_dir.join("best.old");
+    if tmp.exists() {
+        std::fs::remove_dir_all(&tmp).map_err(|e| err(&tmp, e))?;
+    }
+    write_model_dir(&tmp, model_config, model, classes, config_toml)?;
+    write_json(&tmp.join("best.json"), info)?;
+    sync_dir(&tmp);
+    if best.exists() {
+        if old.exists() {
+            std::fs::remove_dir_all(&old).map_err(|e| err(&old, e))?;
+        }
+        std::fs::rename(&best, &old).map_err(|e| err(&old, e))?;
+    }
+    std::fs::rename(&tmp, &best).map_err(|e| err(&best, e))?;
+    sync_dir(run_dir);
+    if old.exists() {
+        std::fs::remove_dir_all(&old).map_err(|e| err(&old, e))?;
+    }
+    Ok(best)
+}
+
+/// Puts `best` back if a swap was cut short, and drops a half-written `best.tmp`.
+pub(crate) fn repair_best(run_dir: &Path) {
+    let best = run_dir.join("best");
+    let old = run_dir.join("best.old");
+    if !best.exists() && old.exists() {
+        let _ = std::fs::rename(&old, &best);
+    }
+    let _ = std::fs::remove_dir_all(run_dir.join("best.tmp"));
+    let _ = std::fs::remove_dir_all(&old);
+}
+
+/// All float parameters of a model as host vectors by path (for comparing runs bit for bit).
+pub fn weights(model: &Model) -> BTreeMap<String, Vec<f32>> {
+    let params: BTreeMap<String, Tensor<1>> = crate::optim::params_by_path(model);
+    to_host(&params)
+}

@@ -1,0 +1,60 @@
+//! linvit-train: the papers' training recipe for linvit models, as a library the `linvit`
+//! command line calls.
+//!
+//! - [`resolve`]: a [`RunConfig`] from a TOML file (or the embedded quickstart) and `--set`
+//!   overrides; unknown keys, wrong types and bad values fail here, naming the key.
+//! - [`train`] / [`resume`]: the loop (AdamW with PyTorch's defaults and the authors'
+//!   no-decay rule, warmup + cosine per iteration, soft-target cross entropy for label
+//!   smoothing / mixup / cutmix, drop path, global-norm clipping, EMA, gradient accumulation),
+//!   writing `config.toml`, metrics (CSV + JSONL), `curves.png`, atomic checkpoints and `best/`
+//!   into the run directory. A resumed run equals an uninterrupted one bit for bit on flex.
+//! - [`evaluate`] / [`predict`]: a saved checkpoint on a validation split or on image files.
+//!
+//! Why not burn-train's `Learner`: its checkpoints (`model/optim/scheduler-N.bpk`) are not
+//! written atomically, carry no data-loader position or RNG state and no EMA, its AdamW defaults
+//! (eps 1e-5, weight decay 1e-4) and per-tensor clipping differ from the PyTorch recipe, and its
+//! metrics files are not ours. The loop here is short; see `train.rs` and `optim.rs`.
+
+pub mod checkpoint;
+pub mod config;
+pub mod eval;
+pub mod metrics;
+pub mod optim;
+pub mod plot;
+pub mod train;
+
+use std::path::PathBuf;
+
+pub use config::{resolve, ConfigError, ModelSection, RunConfig, TrainConfig, QUICKSTART};
+pub use eval::{checkpoint_dir, evaluate, predict, ClassAccuracy, Evaluation, Prediction};
+pub use metrics::{EpochRow, History, StepRow};
+pub use train::{
+    resume, resume_with, soft_cross_entropy, train, Progress, TrainOptions, TrainSummary,
+};
+
+/// Why a run, an evaluation or a prediction stopped; names the key, file or step.
+#[derive(Debug, thiserror::Error)]
+pub enum TrainError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Data(#[from] linvit_data::DataError),
+    #[error("checkpoint {path}: {reason}")]
+    Checkpoint { path: PathBuf, reason: String },
+    #[error("{path}: {reason}")]
+    Io { path: PathBuf, reason: String },
+    #[error("{path} already holds a run; resume it or choose another directory")]
+    RunExists { path: PathBuf },
+    #[error("{path}: no complete checkpoint to resume or load")]
+    NoCheckpoint { path: PathBuf },
+    #[error(
+        "the loss is {loss} at step {step} (epoch {epoch}); the run stopped{}",
+        checkpoint.as_ref().map(|p| format!(", the last good checkpoint is {}", p.display())).unwrap_or_else(|| " before its first checkpoint".into())
+    )]
+    NonFinite {
+        epoch: usize,
+        step: u64,
+        loss: f64,
+        checkpoint: Option<PathBuf>,
+    },
+}

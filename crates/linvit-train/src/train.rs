@@ -1,0 +1,576 @@
+//! The training loop: [`train`] starts a run in a directory, [`resume`] continues one from its
+//! newest complete checkpoint, bit for bit on a deterministic backend (flex).
+//!
+//! Determinism: data order, augmentation and mixing depend only on `(data.seed, epoch)`
+//! (linvit-data); model init and drop path draw from the device RNG, which is seeded from
+//! `train.seed` before init and re-seeded from `(train.seed, micro_step)` before every forward,
+//! so the whole RNG state is the step counter stored in the checkpoint. Flex's RNG is
+//! process-wide, so seeding and the draws that follow hold one lock ([`RNG_LOCK`]).
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::Instant;
+
+use burn::module::Module;
+use burn::optim::GradientsParams;
+use burn::tensor::activation::log_softmax;
+use burn::tensor::{Device, Tensor, TensorData};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use linvit_data::{mixup::mix_targets, Dataset, Loader, LoaderOptions, Split};
+use linvit_models::{Model, ModelConfig};
+
+use crate::checkpoint::{self, Position, Snapshot, TrainState};
+use crate::eval::evaluate_model;
+use crate::metrics::{EpochRow, StepRow};
+use crate::optim::{
+    accumulate, clip_global_norm, collect_grads, ema_update, lr_at, scale, AdamState, AdamW,
+};
+use crate::{plot, ConfigError, RunConfig, TrainError};
+
+/// Held while the device RNG is seeded and drawn from (flex keeps one RNG per process).
+pub(crate) static RNG_LOCK: Mutex<()> = Mutex::new(());
+
+/// How progress is shown on stderr.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Progress {
+    /// A bar when stderr is a terminal, log lines otherwise.
+    #[default]
+    Auto,
+    /// An indicatif bar with ETA, throughput and the current loss.
+    Bar,
+    /// One plain line every `train.log_every` steps and one per epoch.
+    Lines,
+    /// Nothing.
+    Quiet,
+}
+
+/// Run-time options that are not part of the recipe.
+#[derive(Clone, Debug, Default)]
+pub struct TrainOptions {
+    pub progress: Progress,
+    /// Stop (cleanly, after its checkpoint) once this many epochs of the run are complete, as if
+    /// interrupted; `resume` continues. Default: run to `train.epochs`.
+    pub stop_after_epochs: Option<usize>,
+}
+
+/// What a run reached.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct TrainSummary {
+    pub run_dir: PathBuf,
+    /// Epochs complete.
+    pub epochs: usize,
+    /// Optimizer steps taken.
+    pub steps: u64,
+    pub final_val_top1: Option<f64>,
+    pub final_val_top5: Option<f64>,
+    pub best_val_top1: Option<f64>,
+    pub best_epoch: Option<usize>,
+    /// Training seconds (evaluation and checkpoints included, interruptions excluded).
+    pub seconds: f64,
+    /// Mean training throughput over the epochs run.
+    pub images_per_s: f64,
+    /// The newest complete checkpoint.
+    pub checkpoint: Option<PathBuf>,
+    /// `run_dir/best`, when a validation ran.
+    pub best: Option<PathBuf>,
+}
+
+/// Everything fixed for a run once its config and data are resolved.
+struct Setup {
+    config: RunConfig,
+    config_toml: String,
+    model_config: ModelConfig,
+    dataset: Dataset,
+}
+
+/// Fills the values `[model]` and `[data]` leave to the dataset, builds the model config.
+fn setup(config: &RunConfig) -> Result<Setup, TrainError> {
+    config.validate()?;
+    let dataset = linvit_data::open(&config.effective_data())?;
+    let mut config = config.clone();
+    let channels = config.data.channels.unwrap_or(dataset.source_channels());
+    config.data.channels = Some(channels);
+    let model_config = config.model_config(dataset.num_classes(), channels)?;
+    if config.model.preset.is_some() {
+        config.model.num_classes = Some(config.model.num_classes.unwrap_or(dataset.num_classes()));
+        config.model.img_size = Some(config.data.image_size);
+        config.model.in_chans = Some(channels);
+    }
+    let classes = match &model_config {
+        ModelConfig::Vit(c) => c.num_classes,
+        ModelConfig::Pvt(c) => c.num_classes,
+        ModelConfig::Swin(c) => c.num_classes,
+        ModelConfig::Cswin(c) => c.num_classes,
+    };
+    if classes != dataset.num_classes() {
+        return Err(ConfigError::Invalid {
+            key: "model.num_classes".into(),
+            message: format!(
+                "{classes} but the dataset has {} classes",
+                dataset.num_classes()
+            ),
+        }
+        .into());
+    }
+    let n_train = dataset.train.len();
+    if n_train < config.train.batch_size {
+        return Err(ConfigError::Invalid {
+            key: "train.batch_size".into(),
+            message: format!(
+                "{} is more than the {n_train} training images",
+                config.train.batch_size
+            ),
+        }
+        .into());
+    }
+    Ok(Setup {
+        config_toml: config.to_toml(),
+        config,
+        model_config,
+        dataset,
+    })
+}
+
+fn io(path: &Path, e: impl ToString) -> TrainError {
+    TrainError::Io {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    }
+}
+
+/// Starts a run in `run_dir` (created; it must not hold a run already): checks the config and
+/// the data, writes `config.toml`, then trains.
+pub fn train(
+    config: &RunConfig,
+    run_dir: &Path,
+    device: &Device,
+    options: &TrainOptions,
+) -> Result<TrainSummary, TrainError> {
+    let setup = setup(config)?;
+    if run_dir.join("config.toml").exists() || checkpoint::checkpoints_dir(run_dir).exists() {
+        return Err(TrainError::RunExists {
+            path: run_dir.to_path_buf(),
+        });
+    }
+    std::fs::create_dir_all(run_dir).map_err(|e| io(run_dir, e))?;
+    let path = run_dir.join("config.toml");
+    linvit_models::checkpoint::write_atomic(&path, setup.config_toml.as_bytes())
+        .map_err(|e| io(&e.path, e.reason))?;
+    let ad = device.clone().autodiff();
+    let model = {
+        let _rng = RNG_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+        ad.seed(setup.config.train.seed);
+        setup.model_config.init(&ad)
+    };
+    let ema = (setup.config.train.ema > 0.0).then(|| model.valid());
+    run(
+        setup,
+        run_dir,
+        &ad,
+        model,
+        AdamState::default(),
+        ema,
+        TrainState::default(),
+        options,
+    )
+}
+
+/// Continues the run in `run_dir` from its newest complete checkpoint with the run's own
+/// `config.toml`; the result equals an uninterrupted run's on a deterministic backend.
+pub fn resume(
+    run_dir: &Path,
+    device: &Device,
+    options: &TrainOptions,
+) -> Result<TrainSummary, TrainError> {
+    resume_with(run_dir, &[], device, options)
+}
+
+/// [`resume`] with `key=value` overrides (e.g. `train.epochs=20` to extend a finished run); the
+/// changed config is written back to `config.toml`. Changing the recipe mid-run breaks the
+/// equality with an uninterrupted run, by design.
+pub fn resume_with(
+    run_dir: &Path,
+    sets: &[String],
+    device: &Device,
+    options: &TrainOptions,
+) -> Result<TrainSummary, TrainError> {
+    let path = run_dir.join("config.toml");
+    let text = std::fs::read_to_string(&path).map_err(|e| io(&path, e))?;
+    let config = crate::config::from_toml(&text)?;
+    let config = crate::config::with_sets(&config, sets)?;
+    let setup = setup(&config)?;
+    if !sets.is_empty() {
+        linvit_models::checkpoint::write_atomic(&path, setup.config_toml.as_bytes())
+            .map_err(|e| io(&e.path, e.reason))?;
+    }
+    checkpoint::repair_best(run_dir);
+    let dir = checkpoint::latest(run_dir)?.ok_or_else(|| TrainError::NoCheckpoint {
+        path: run_dir.to_path_buf(),
+    })?;
+    let ad = device.clone().autodiff();
+    let loaded = checkpoint::load(&dir, &ad)?;
+    let ema = match (setup.config.train.ema > 0.0, loaded.ema) {
+        (true, Some(e)) => Some(e),
+        (true, None) => Some(loaded.model.valid()),
+        (false, _) => None,
+    };
+    run(
+        setup,
+        run_dir,
+        &ad,
+        loaded.model,
+        loaded.adam,
+        ema,
+        loaded.state,
+        options,
+    )
+}
+
+/// Soft-target cross entropy, `mean_i sum_k -t_ik log softmax(z_i)_k` (timm's
+/// `SoftTargetCrossEntropy`); with one-hot targets it is the usual cross entropy.
+pub fn soft_cross_entropy(logits: Tensor<2>, targets: Tensor<2>) -> Tensor<1> {
+    (log_softmax(logits, 1) * targets).sum_dim(1).neg().mean()
+}
+
+fn mix_seed(seed: u64, step: u64) -> u64 {
+    let mut x = seed ^ step.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^ (x >> 31)
+}
+
+/// Correct top-1 predictions among `logits` (`[n, k]`, host) for `labels`.
+fn top1_correct(logits: &[f32], k: usize, labels: &[i64]) -> usize {
+    logits
+        .chunks_exact(k)
+        .zip(labels)
+        .filter(|(row, &l)| {
+            let arg = row
+                .iter()
+                .enumerate()
+                .fold(0, |best, (i, &v)| if v > row[best] { i } else { best });
+            arg as i64 == l
+        })
+        .count()
+}
+
+struct Reporter {
+    mode: Progress,
+    bar: Option<ProgressBar>,
+}
+
+impl Reporter {
+    fn new(mode: Progress) -> Self {
+        let mode = match mode {
+            Progress::Auto if std::io::stderr().is_terminal() => Progress::Bar,
+            Progress::Auto => Progress::Lines,
+            m => m,
+        };
+        Reporter { mode, bar: None }
+    }
+
+    fn start_epoch(&mut self, epoch: usize, epochs: usize, batches: usize) {
+        if self.mode == Progress::Bar {
+            let bar =
+                ProgressBar::with_draw_target(Some(batches as u64), ProgressDrawTarget::stderr());
+            bar.set_style(
+                ProgressStyle::with_template(
+                    "epoch {prefix} [{bar:30}] {pos}/{len} {elapsed}<{eta} {msg}",
+                )
+                .unwrap_or_else(|_| ProgressStyle::default_bar())
+                .progress_chars("=> "),
+            );
+            bar.set_prefix(format!("{}/{epochs}", epoch + 1));
+            self.bar = Some(bar);
+        }
+    }
+
+    fn batch(&self, loss: f64, lr: f64, ips: f64) {
+        if let Some(bar) = &self.bar {
+            bar.set_message(format!("loss {loss:.4} lr {lr:.2e} {ips:.0} img/s"));
+            bar.inc(1);
+        }
+    }
+
+    fn step_line(&self, row: &StepRow, epochs: usize) {
+        if self.mode == Progress::Lines {
+            eprintln!(
+                "epoch {}/{epochs} step {} loss {:.4} lr {:.3e} {:.0} img/s",
+                row.epoch, row.step, row.loss, row.lr, row.images_per_s
+            );
+        }
+    }
+
+    fn epoch_line(&mut self, r: &EpochRow, epochs: usize) {
+        if let Some(bar) = self.bar.take() {
+            bar.finish_and_clear();
+        }
+        if self.mode == Progress::Quiet {
+            return;
+        }
+        let val = match (r.val_loss, r.val_top1, r.val_top5) {
+            (Some(l), Some(a), Some(b)) => {
+                format!(
+                    " | val loss {l:.4} top-1 {:.2}% top-5 {:.2}%",
+                    a * 100.0,
+                    b * 100.0
+                )
+            }
+            _ => String::new(),
+        };
+        eprintln!(
+            "epoch {}/{epochs} train loss {:.4} top-1 {:.2}%{val} | lr {:.3e} {:.0} img/s {:.1}s",
+            r.epoch,
+            r.train_loss,
+            r.train_top1 * 100.0,
+            r.lr,
+            r.images_per_s,
+            r.epoch_s
+        );
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn run(
+    setup: Setup,
+    run_dir: &Path,
+    ad: &Device,
+    mut model: Model,
+    mut adam: AdamState,
+    mut ema: Option<Model>,
+    mut state: TrainState,
+    options: &TrainOptions,
+) -> Result<TrainSummary, TrainError> {
+    let t = setup.config.train.clone();
+    let data = setup.config.effective_data();
+    let dataset = &setup.dataset;
+    let k = dataset.num_classes();
+    let batches = dataset.train.len() / t.batch_size;
+    let steps_per_epoch = batches.div_ceil(t.accum_steps) as u64;
+    let total_steps = steps_per_epoch * t.epochs as u64;
+    let warmup = (t.warmup_epochs * steps_per_epoch as f64).round() as u64;
+    let hp = AdamW {
+        betas: t.betas,
+        eps: t.eps,
+        weight_decay: t.weight_decay,
+    };
+    let mut reporter = Reporter::new(options.progress);
+    let mut last_checkpoint = checkpoint::latest(run_dir)?;
+    let started = Instant::now();
+    let elapsed_before = state.elapsed_s;
+    // Step rows past the checkpoint (from an interrupted epoch) are dropped by this rewrite.
+    state.history.write(run_dir)?;
+    while state.position.epoch < t.epochs {
+        if options
+            .stop_after_epochs
+            .is_some_and(|n| state.position.epoch >= n)
+        {
+            break;
+        }
+        let epoch = state.position.epoch;
+        let epoch_start = Instant::now();
+        let loader = Loader::new(
+            dataset,
+            &data,
+            Split::Train,
+            &LoaderOptions::for_split(Split::Train, t.batch_size, epoch as u64),
+        )?;
+        let n_batches = loader.num_batches();
+        reporter.start_epoch(epoch, t.epochs, n_batches);
+        let mut pending = None;
+        let mut n_pending = 0usize;
+        let (mut loss_sum, mut seen, mut correct) = (0.0f64, 0usize, 0usize);
+        let (mut win_loss, mut win_batches, mut win_images) = (0.0f64, 0usize, 0usize);
+        let mut win_start = Instant::now();
+        let mut train_time = 0.0f64;
+        let mut lr = lr_at(
+            state.position.step,
+            total_steps,
+            warmup,
+            t.lr,
+            t.warmup_lr,
+            t.min_lr,
+        );
+        let mut grad_norm = None;
+        for (i, batch) in loader.enumerate() {
+            let batch_start = Instant::now();
+            let batch = batch?;
+            let n = batch.len();
+            if n == 0 {
+                continue;
+            }
+            let labels = batch.labels.clone();
+            let targets = batch
+                .targets
+                .clone()
+                .unwrap_or_else(|| mix_targets(&labels, k, 1.0, 0.0));
+            let tb = linvit_data::to_tensors(batch, ad);
+            let targets = Tensor::<2>::from_data(TensorData::new(targets, [n, k]), ad);
+            let logits = {
+                let _rng = RNG_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+                ad.seed(mix_seed(t.seed, state.position.micro_step));
+                model.forward(tb.images)
+            };
+            state.position.micro_step += 1;
+            let loss = soft_cross_entropy(logits.clone(), targets);
+            let loss_value = loss.clone().into_scalar::<f32>() as f64;
+            if !loss_value.is_finite() {
+                return Err(TrainError::NonFinite {
+                    epoch: epoch + 1,
+                    step: state.position.step + 1,
+                    loss: loss_value,
+                    checkpoint: last_checkpoint.clone(),
+                });
+            }
+            let host: Vec<f32> = logits
+                .clone()
+                .inner()
+                .into_data()
+                .convert::<f32>()
+                .try_into_vec::<f32>()
+                .unwrap_or_default();
+            correct += top1_correct(&host, k, &labels);
+            loss_sum += loss_value * n as f64;
+            seen += n;
+            let grads = GradientsParams::from_grads(loss.backward(), &model);
+            let (grads, _) = collect_grads(&model, grads);
+            accumulate(&mut pending, grads);
+            n_pending += 1;
+            if n_pending == t.accum_steps || i + 1 == n_batches {
+                let grads = scale(pending.take().unwrap_or_default(), 1.0 / n_pending as f64);
+                let grads = if t.clip_grad > 0.0 {
+                    let (g, norm) = clip_global_norm(grads, t.clip_grad);
+                    grad_norm = Some(norm);
+                    g
+                } else {
+                    grads
+                };
+                lr = lr_at(
+                    state.position.step,
+                    total_steps,
+                    warmup,
+                    t.lr,
+                    t.warmup_lr,
+                    t.min_lr,
+                );
+                model = hp.step(model, grads, &mut adam, lr);
+                if let Some(e) = ema.take() {
+                    ema = Some(ema_update(e, &model, t.ema));
+                }
+                state.position.step += 1;
+                n_pending = 0;
+            }
+            train_time += batch_start.elapsed().as_secs_f64();
+            win_loss += loss_value;
+            win_batches += 1;
+            win_images += n;
+            let ips = seen as f64 / train_time.max(1e-9);
+            reporter.batch(loss_value, lr, ips);
+            if n_pending == 0 && state.position.step % t.log_every as u64 == 0 {
+                let row = StepRow {
+                    step: state.position.step,
+                    epoch: epoch + 1,
+                    loss: win_loss / win_batches.max(1) as f64,
+                    lr,
+                    grad_norm,
+                    images_per_s: win_images as f64 / win_start.elapsed().as_secs_f64().max(1e-9),
+                };
+                reporter.step_line(&row, t.epochs);
+                row.append(run_dir)?;
+                state.history.steps.push(row);
+                (win_loss, win_batches, win_images) = (0.0, 0, 0);
+                win_start = Instant::now();
+            }
+        }
+        let images_per_s = seen as f64 / train_time.max(1e-9);
+        let last = epoch + 1 == t.epochs;
+        let (mut val_loss, mut val_top1, mut val_top5, mut ema_top1) = (None, None, None, None);
+        if (epoch + 1) % t.eval_every == 0 || last {
+            let e = evaluate_model(&model.valid(), dataset, &data, t.batch_size, t.val_limit)?;
+            val_loss = Some(e.loss);
+            val_top1 = Some(e.top1);
+            val_top5 = Some(e.top5);
+            if let Some(em) = &ema {
+                let e = evaluate_model(em, dataset, &data, t.batch_size, t.val_limit)?;
+                ema_top1 = Some(e.top1);
+            }
+        }
+        let row = EpochRow {
+            epoch: epoch + 1,
+            step: state.position.step,
+            lr,
+            train_loss: loss_sum / seen.max(1) as f64,
+            train_top1: correct as f64 / seen.max(1) as f64,
+            val_loss,
+            val_top1,
+            val_top5,
+            ema_val_top1: ema_top1,
+            images_per_s,
+            epoch_s: epoch_start.elapsed().as_secs_f64(),
+        };
+        reporter.epoch_line(&row, t.epochs);
+        state.history.epochs.push(row);
+        state.position = Position {
+            epoch: epoch + 1,
+            batch: 0,
+            ..state.position
+        };
+        let improved = val_top1.is_some_and(|v| state.best_val_top1.is_none_or(|b| v > b));
+        if improved {
+            state.best_val_top1 = val_top1;
+            state.best_epoch = Some(epoch + 1);
+        }
+        state.elapsed_s = elapsed_before + started.elapsed().as_secs_f64();
+        let snap = Snapshot {
+            model_config: &setup.model_config,
+            model: &model,
+            adam: &adam,
+            ema: ema.as_ref(),
+            state: &state,
+            classes: &dataset.class_names,
+            config_toml: &setup.config_toml,
+        };
+        last_checkpoint = Some(checkpoint::save(run_dir, &snap, t.keep_checkpoints)?);
+        if improved {
+            let info = serde_json::json!({
+                "epoch": epoch + 1,
+                "step": state.position.step,
+                "val_top1": val_top1,
+                "val_top5": val_top5,
+            });
+            checkpoint::save_best(
+                run_dir,
+                &setup.model_config,
+                model.valid(),
+                &dataset.class_names,
+                &setup.config_toml,
+                &info,
+            )?;
+        }
+        state.history.write(run_dir)?;
+        if let Err(e) = plot::plot_curves(&state.history, &run_dir.join("curves.png")) {
+            eprintln!("warning: {e}");
+        }
+    }
+    let final_row = state.history.epochs.last();
+    let rows = &state.history.epochs;
+    let best = run_dir.join("best");
+    Ok(TrainSummary {
+        run_dir: run_dir.to_path_buf(),
+        epochs: state.position.epoch,
+        steps: state.position.step,
+        final_val_top1: final_row.and_then(|r| r.val_top1),
+        final_val_top5: final_row.and_then(|r| r.val_top5),
+        best_val_top1: state.best_val_top1,
+        best_epoch: state.best_epoch,
+        seconds: elapsed_before + started.elapsed().as_secs_f64(),
+        images_per_s: if rows.is_empty() {
+            0.0
+        } else {
+            rows.iter().map(|r| r.images_per_s).sum::<f64>() / rows.len() as f64
+        },
+        checkpoint: last_checkpoint,
+        best: best.is_dir().then_some(best),
+    })
+}

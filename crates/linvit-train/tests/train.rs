@@ -1,0 +1,260 @@
+//! End-to-end runs on the procedural dataset with tiny models: learning, exact resume, NaN
+//! handling, evaluation and prediction of a saved checkpoint.
+
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use burn::tensor::Device;
+use linvit_models::checkpoint::load_model;
+use linvit_train::checkpoint::weights;
+use linvit_train::{
+    evaluate, predict, resolve, resume, resume_with, train, Progress, RunConfig, TrainError,
+    TrainOptions,
+};
+
+fn config(sets: &[&str]) -> RunConfig {
+    let mut all: Vec<String> = [
+        "model.preset=tiny_vit",
+        "data.image_size=32",
+        "data.train_size=512",
+        "data.val_size=256",
+        "data.num_classes=4",
+        "data.augment.randaugment_ops=0",
+        "data.augment.erase_prob=0.0",
+        "data.augment.scale=[0.6, 1.0]",
+        "data.num_workers=1",
+        "train.batch_size=32",
+        "train.epochs=3",
+        "train.lr=2e-3",
+        "train.warmup_epochs=0.5",
+        "train.mixup=0.0",
+        "train.cutmix=0.0",
+        "train.label_smoothing=0.0",
+        "train.log_every=4",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    all.extend(sets.iter().map(|s| s.to_string()));
+    resolve(None, &all).expect("test config resolves")
+}
+
+fn quiet() -> TrainOptions {
+    TrainOptions {
+        progress: Progress::Quiet,
+        stop_after_epochs: None,
+    }
+}
+
+/// One short run shared by the tests that only read it.
+fn trained_run() -> &'static Path {
+    static RUN: OnceLock<tempfile::TempDir> = OnceLock::new();
+    RUN.get_or_init(|| {
+        let dir = tempfile::tempdir().unwrap();
+        let run = dir.path().join("run");
+        train(&config(&[]), &run, &Device::flex(), &quiet()).expect("the short run trains");
+        dir
+    })
+    .path()
+    .join("run")
+    .leak()
+}
+
+fn read_metrics(run: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(run.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+#[test]
+fn a_short_run_lowers_the_loss_and_raises_accuracy_far_above_chance() {
+    let run = trained_run();
+    let rows = read_metrics(run);
+    assert_eq!(rows.len(), 3);
+    let f = |r: &serde_json::Value, k: &str| r[k].as_f64().unwrap();
+    let (first, last) = (&rows[0], &rows[2]);
+    assert!(
+        f(last, "train_loss") < f(first, "train_loss") * 0.8,
+        "{rows:?}"
+    );
+    assert!(f(last, "val_top1") > f(first, "val_top1"), "{rows:?}");
+    // Four classes: chance is 0.25.
+    assert!(f(last, "val_top1") > 0.6, "{rows:?}");
+    assert!(f(last, "images_per_s") > 0.0);
+    for file in [
+        "config.toml",
+        "metrics.csv",
+        "steps.csv",
+        "steps.jsonl",
+        "curves.png",
+        "best/model.bpk",
+        "checkpoints/latest.json",
+        "checkpoints/epoch-0003/optimizer.safetensors",
+    ] {
+        assert!(run.join(file).is_file(), "{file} is missing");
+    }
+    // keep_checkpoints = 2: epoch 1 was pruned.
+    assert!(!run.join("checkpoints/epoch-0001").exists());
+    let csv = std::fs::read_to_string(run.join("metrics.csv")).unwrap();
+    assert!(csv.starts_with("epoch,step,lr,train_loss,train_top1,val_loss,val_top1,val_top5"));
+    assert_eq!(csv.lines().count(), 4);
+    // The written config is complete and reads back to the same run config.
+    let text = std::fs::read_to_string(run.join("config.toml")).unwrap();
+    let back = linvit_train::config::from_toml(&text).unwrap();
+    assert_eq!(back.model.num_classes, Some(4));
+    assert_eq!(back.data.channels, Some(3));
+}
+
+fn final_weights(run: &Path) -> std::collections::BTreeMap<String, Vec<f32>> {
+    let (_, model) = load_model(&run.join("checkpoints/epoch-0003"), &Device::flex()).unwrap();
+    weights(&model)
+}
+
+#[test]
+fn a_resumed_run_ends_with_the_same_weights_as_an_uninterrupted_one() {
+    // Everything stateful at once: drop path (device RNG), mixup/cutmix and label smoothing
+    // (data RNG), EMA, accumulation with a partial last group, clipping.
+    let sets = [
+        "train.drop_path=0.2",
+        "train.mixup=0.8",
+        "train.cutmix=1.0",
+        "train.label_smoothing=0.1",
+        "train.ema=0.9",
+        "train.accum_steps=3",
+        "train.clip_grad=0.5",
+        "data.train_size=160",
+        "data.val_size=32",
+    ];
+    let cfg = config(&sets);
+    let dir = tempfile::tempdir().unwrap();
+    let straight = dir.path().join("straight");
+    train(&cfg, &straight, &Device::flex(), &quiet()).unwrap();
+
+    let split = dir.path().join("split");
+    let stop = TrainOptions {
+        stop_after_epochs: Some(1),
+        ..quiet()
+    };
+    let s = train(&cfg, &split, &Device::flex(), &stop).unwrap();
+    assert_eq!(s.epochs, 1);
+    // What a kill -9 in the middle of writing the next checkpoint leaves behind.
+    let torn = split.join("checkpoints/.tmp-epoch-0002");
+    std::fs::create_dir_all(&torn).unwrap();
+    std::fs::write(torn.join("model.bpk"), b"half a file").unwrap();
+    std::fs::write(split.join("checkpoints/latest.json.tmp"), b"{\"check").unwrap();
+    let s = resume(&split, &Device::flex(), &quiet()).unwrap();
+    assert_eq!(s.epochs, 3);
+    assert!(!torn.exists());
+
+    let (a, b) = (final_weights(&straight), final_weights(&split));
+    assert_eq!(a.len(), b.len());
+    for (k, va) in &a {
+        assert!(
+            va.iter()
+                .zip(&b[k])
+                .all(|(x, y)| x.to_bits() == y.to_bits()),
+            "{k} differs"
+        );
+    }
+    let ema = |run: &Path| {
+        weights(
+            &load_model(&run.join("checkpoints/epoch-0003/ema"), &Device::flex())
+                .unwrap()
+                .1,
+        )
+    };
+    assert_eq!(ema(&straight), ema(&split));
+    let m = |run: &Path| std::fs::read_to_string(run.join("metrics.csv")).unwrap();
+    let cols = |s: String| -> Vec<String> {
+        // Loss and accuracy columns; timing columns differ between runs.
+        s.lines()
+            .map(|l| l.split(',').take(9).collect::<Vec<_>>().join(","))
+            .collect()
+    };
+    assert_eq!(cols(m(&straight)), cols(m(&split)));
+}
+
+#[test]
+fn a_non_finite_loss_stops_the_run_naming_the_step_and_keeps_the_last_good_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("run");
+    let cfg = config(&["train.epochs=2", "data.train_size=64", "data.val_size=32"]);
+    let stop = TrainOptions {
+        stop_after_epochs: Some(1),
+        ..quiet()
+    };
+    train(&cfg, &run, &Device::flex(), &stop).unwrap();
+    let sets = [
+        "train.lr=1e30".to_string(),
+        "train.clip_grad=0.0".to_string(),
+    ];
+    let err = resume_with(&run, &sets, &Device::flex(), &quiet()).unwrap_err();
+    let msg = err.to_string();
+    match &err {
+        TrainError::NonFinite { step, epoch, .. } => {
+            assert_eq!(*epoch, 2);
+            assert!(*step > 2, "{msg}");
+            assert!(msg.contains(&format!("step {step}")), "{msg}");
+        }
+        other => panic!("expected a non-finite loss, got {other}"),
+    }
+    assert!(msg.contains("epoch-0001"), "{msg}");
+    let manifest = std::fs::read_to_string(run.join("checkpoints/latest.json")).unwrap();
+    assert!(manifest.contains("epoch-0001"));
+    assert!(!run.join("checkpoints/epoch-0002").exists());
+    let e = evaluate(&run.join("checkpoints/epoch-0001"), None, &Device::flex()).unwrap();
+    assert!(e.loss.is_finite());
+}
+
+#[test]
+fn evaluate_reports_the_saved_models_accuracy_and_a_confusion_matrix() {
+    let run = trained_run();
+    let e = evaluate(run, None, &Device::flex()).unwrap();
+    assert_eq!(e.images, 256);
+    let rows = read_metrics(run);
+    let best = rows
+        .iter()
+        .map(|r| r["val_top1"].as_f64().unwrap())
+        .fold(0.0, f64::max);
+    assert!((e.top1 - best).abs() < 1e-9, "{} vs {best}", e.top1);
+    assert!(e.top5 >= e.top1);
+    let total: u64 = e.confusion.iter().flatten().sum();
+    assert_eq!(total, 256);
+    assert_eq!(e.per_class.len(), 4);
+    let correct: u64 = e.per_class.iter().map(|c| c.correct).sum();
+    assert!((correct as f64 / 256.0 - e.top1).abs() < 1e-9);
+    let png = run.join("confusion-test.png");
+    e.write_confusion_png(&png).unwrap();
+    assert!(image::open(&png).is_ok());
+}
+
+#[test]
+fn predict_gives_sorted_top_k_probabilities_for_image_files() {
+    use linvit_data::source::synthetic::render;
+    use linvit_data::Split;
+    let run = trained_run();
+    let dir = tempfile::tempdir().unwrap();
+    let mut files: Vec<PathBuf> = Vec::new();
+    for i in 0..6 {
+        let img = render(0, Split::Val, i, 32, 4);
+        let path = dir.path().join(format!("img{i}.png"));
+        image::RgbImage::from_raw(32, 32, img.data)
+            .unwrap()
+            .save(&path)
+            .unwrap();
+        files.push(path);
+    }
+    let preds = predict(run, &files, 3, &Device::flex()).unwrap();
+    assert_eq!(preds.len(), 6);
+    for p in &preds {
+        assert_eq!(p.top.len(), 3);
+        assert!(p.top.windows(2).all(|w| w[0].2 >= w[1].2));
+        let sum: f32 = p.top.iter().map(|t| t.2).sum();
+        assert!(sum <= 1.0 + 1e-5 && sum > 0.0);
+        assert!(p.top[0].0.len() > 0);
+    }
+    let missing = predict(run, &[dir.path().join("nope.png")], 1, &Device::flex()).unwrap_err();
+    assert!(missing.to_string().contains("nope.png"), "{missing}");
+}
