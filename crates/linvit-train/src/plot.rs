@@ -92,7 +92,7 @@ fn panel(
             let mut chart = $chart;
             let mut mesh = chart.configure_mesh();
             if text {
-                mesh.x_desc(x_label);
+                mesh.x_desc(x_label).x_labels(6).y_labels(8);
             } else {
                 mesh.disable_x_mesh()
                     .disable_y_mesh()
@@ -100,7 +100,7 @@ fn panel(
                     .y_labels(0);
             }
             mesh.draw().map_err(|e| e.to_string())?;
-            for (name, color, pts) in series {
+            for (name, color, pts) in series.iter().filter(|s| !s.2.is_empty()) {
                 let pts: Vec<(f64, f64)> =
                     pts.iter().copied().filter(|p| p.1.is_finite()).collect();
                 let s = chart

@@ -467,7 +467,7 @@ fn run(
             win_images += n;
             let ips = seen as f64 / train_time.max(1e-9);
             reporter.batch(loss_value, lr, ips);
-            if n_pending == 0 && state.position.step % t.log_every as u64 == 0 {
+            if n_pending == 0 && state.position.step.checked_rem(t.log_every as u64) == Some(0) {
                 let row = StepRow {
                     step: state.position.step,
                     epoch: epoch + 1,
@@ -486,7 +486,7 @@ fn run(
         let images_per_s = seen as f64 / train_time.max(1e-9);
         let last = epoch + 1 == t.epochs;
         let (mut val_loss, mut val_top1, mut val_top5, mut ema_top1) = (None, None, None, None);
-        if (epoch + 1) % t.eval_every == 0 || last {
+        if (epoch + 1).checked_rem(t.eval_every) == Some(0) || last {
             let e = evaluate_model(&model.valid(), dataset, &data, t.batch_size, t.val_limit)?;
             val_loss = Some(e.loss);
             val_top1 = Some(e.top1);
