@@ -4,4 +4,5 @@
 pub mod catalog;
 pub mod device;
 pub mod reference;
+pub mod run;
 pub mod verify;

@@ -130,3 +130,106 @@ fn import_names_an_unknown_preset_and_suggests_the_nearest() {
         "{err}"
     );
 }
+
+#[test]
+fn train_then_eval_and_predict_on_the_saved_checkpoint() {
+    let dir = scratch("train");
+    let run = dir.join("run");
+    let run_s = run.to_str().unwrap();
+    let (code, out, err) = linvit(&[
+        "train",
+        "--set",
+        "train.epochs=1",
+        "--set",
+        "data.train_size=256",
+        "--set",
+        "data.val_size=128",
+        "--out",
+        run_s,
+    ]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("trained 1 epochs"), "{out}");
+    for file in ["config.toml", "metrics.csv", "metrics.jsonl", "curves.png"] {
+        assert!(run.join(file).is_file(), "{file} missing");
+    }
+    // The same directory again is refused rather than overwritten.
+    let (code, _, err) = linvit(&["train", "--set", "train.epochs=1", "--out", run_s]);
+    assert_eq!(code, 1);
+    assert!(err.contains("already holds a run"), "{err}");
+
+    let png = dir.join("confusion.png");
+    let (code, out, err) = linvit(&[
+        "eval",
+        "--checkpoint",
+        run_s,
+        "--confusion",
+        png.to_str().unwrap(),
+        "--json",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let eval: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(eval["images"], 128);
+    let top1 = eval["top1"].as_f64().unwrap();
+    assert!((0.0..=1.0).contains(&top1));
+    assert!(png.is_file());
+
+    let sample = dir.join("sample.png");
+    let (code, _, err) = linvit(&[
+        "data",
+        "inspect",
+        "--set",
+        "data.train_size=64",
+        "--set",
+        "data.val_size=32",
+        "--grid",
+        sample.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let (code, out, err) = linvit(&[
+        "predict",
+        "--checkpoint",
+        run_s,
+        "--top-k",
+        "3",
+        "--json",
+        sample.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let predictions: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let top = predictions[0]["top"].as_array().unwrap();
+    assert_eq!(top.len(), 3);
+    let total: f64 = top.iter().map(|t| t[2].as_f64().unwrap()).sum();
+    assert!(total > 0.0 && total <= 1.0 + 1e-6, "{total}");
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn a_bad_config_key_fails_before_any_work_naming_the_nearest_key() {
+    let dir = scratch("badkey");
+    let run = dir.join("run");
+    let (code, _, err) = linvit(&[
+        "train",
+        "--set",
+        "train.lrr=0.1",
+        "--out",
+        run.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("train.lrr") && err.contains("train.lr"),
+        "{err}"
+    );
+    assert!(!run.exists(), "no run directory for a bad config");
+    assert!(!err.contains("panicked"), "{err}");
+    let (code, _, err) = linvit(&[
+        "data",
+        "inspect",
+        "--set",
+        "data.kind=idx",
+        "--set",
+        "data.path=/no/such/dir",
+    ]);
+    assert_eq!(code, 1);
+    assert!(err.contains("/no/such/dir"), "{err}");
+    std::fs::remove_dir_all(&dir).ok();
+}
