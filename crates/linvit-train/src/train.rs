@@ -74,6 +74,8 @@ pub struct TrainSummary {
     pub checkpoint: Option<PathBuf>,
     /// `run_dir/best`, when a validation ran.
     pub best: Option<PathBuf>,
+    /// `file: reason` of every training image skipped as corrupt (`data.skip_corrupt = true`).
+    pub skipped_files: Vec<String>,
 }
 
 /// Everything fixed for a run once its config and data are resolved.
@@ -361,6 +363,8 @@ fn run(
     let elapsed_before = state.elapsed_s;
     // Step rows past the checkpoint (from an interrupted epoch) are dropped by this rewrite.
     state.history.write(run_dir)?;
+    // Corrupt files the loader skipped (`data.skip_corrupt = true`), reported at the end.
+    let mut skipped_files: Vec<String> = Vec::new();
     while state.position.epoch < t.epochs {
         if options
             .stop_after_epochs
@@ -396,6 +400,17 @@ fn run(
         for (i, batch) in loader.enumerate() {
             let batch_start = Instant::now();
             let batch = batch?;
+            for skip in &batch.skipped {
+                let file = skip
+                    .path
+                    .as_ref()
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_else(|| format!("image {}", skip.index));
+                let line = format!("{file}: {}", skip.reason);
+                if !skipped_files.contains(&line) {
+                    skipped_files.push(line);
+                }
+            }
             let n = batch.len();
             if n == 0 {
                 continue;
@@ -572,5 +587,6 @@ fn run(
         },
         checkpoint: last_checkpoint,
         best: best.is_dir().then_some(best),
+        skipped_files,
     })
 }

@@ -193,6 +193,15 @@ fn main() -> ExitCode {
                 resume.as_deref(),
                 device,
             )?;
+            if !summary.skipped_files.is_empty() {
+                eprintln!(
+                    "skipped {} corrupt training images:",
+                    summary.skipped_files.len()
+                );
+                for line in &summary.skipped_files {
+                    eprintln!("  {line}");
+                }
+            }
             Ok(format!(
                 "trained {} epochs in {:.0} s ({:.1} img/s); final val top-1 {}; best {} (epoch {}); run in {}",
                 summary.epochs,

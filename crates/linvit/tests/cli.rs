@@ -233,3 +233,75 @@ fn a_bad_config_key_fails_before_any_work_naming_the_nearest_key() {
     assert!(err.contains("/no/such/dir"), "{err}");
     std::fs::remove_dir_all(&dir).ok();
 }
+
+#[test]
+fn an_image_folder_run_skips_corrupt_files_and_reports_them_at_the_end() {
+    use linvit_data::source::synthetic::{export_image_folder, ExportFormat};
+    let dir = scratch("folder");
+    let root = dir.join("images");
+    export_image_folder(&root, 0, 2, 32, 40, 10, ExportFormat::Png).unwrap();
+    // Truncate one training image to a few bytes of garbage.
+    let class_dir = std::fs::read_dir(root.join("train"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let victim = std::fs::read_dir(&class_dir)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    std::fs::write(&victim, b"\x89PNG not really").unwrap();
+    let run = dir.join("run");
+    let path = format!("data.path=\"{}\"", root.display());
+    let (code, out, err) = linvit(&[
+        "train",
+        "--set",
+        "data.kind=image-folder",
+        "--set",
+        &path,
+        "--set",
+        "data.skip_corrupt=true",
+        "--set",
+        "data.num_classes=2",
+        "--set",
+        "train.epochs=1",
+        "--set",
+        "train.batch_size=16",
+        "--out",
+        run.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(err.contains("skipped 1 corrupt training images"), "{err}");
+    assert!(
+        err.contains(victim.file_name().unwrap().to_str().unwrap()),
+        "{err}"
+    );
+
+    // Without skip_corrupt the same file stops the run with its name.
+    let run2 = dir.join("run2");
+    let (code, _, err) = linvit(&[
+        "train",
+        "--set",
+        "data.kind=image-folder",
+        "--set",
+        &path,
+        "--set",
+        "data.num_classes=2",
+        "--set",
+        "train.epochs=1",
+        "--set",
+        "train.batch_size=16",
+        "--out",
+        run2.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains(victim.file_name().unwrap().to_str().unwrap()),
+        "{err}"
+    );
+    assert!(!err.contains("panicked"), "{err}");
+    std::fs::remove_dir_all(&dir).ok();
+}
