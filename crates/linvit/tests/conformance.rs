@@ -22,13 +22,13 @@ fn cases_of_kind(kind: &str, at_least: usize) -> Option<Vec<PathBuf>> {
         .into_iter()
         .filter(|dir| {
             read_header(dir)
-                .map(|h| h.kind == "attention")
+                .map(|h| h.kind == kind)
                 .unwrap_or(true)
         })
         .collect();
     assert!(
-        cases.len() >= 12,
-        "expected the 12 attention cases, found {}",
+        cases.len() >= at_least,
+        "expected at least {at_least} {kind} cases, found {}",
         cases.len()
     );
     Some(cases)
