@@ -9,6 +9,7 @@ pub mod block;
 pub mod checkpoint;
 pub mod cswin;
 pub mod layers;
+pub mod mixers;
 pub mod presets;
 pub mod pvt;
 pub mod swin;

@@ -68,6 +68,12 @@ pub struct ModelSection {
     pub args: toml::Table,
     /// A full model config (`family = "pvt"`, ...) instead of a preset. Default: none.
     pub config: Option<toml::Table>,
+    /// Mixer letters per stage (per block for ViT), as in the papers: `LLSS`, `AAAB`, `SSSS`
+    /// (`L` focused, `A` agent, `P` plain linear, `S`/`B` softmax). Default: the preset's.
+    pub layout: Option<String>,
+    /// The mixer for every non-softmax place (or for the letters of its kind when `layout` is
+    /// set): `{ kind = "focused", focusing_factor = 4 }`. Default: the preset's.
+    pub attention: Option<linvit_attention::AttentionConfig>,
 }
 
 impl Default for ModelSection {
@@ -79,6 +85,8 @@ impl Default for ModelSection {
             in_chans: None,
             args: toml::Table::new(),
             config: None,
+            layout: None,
+            attention: None,
         }
     }
 }
@@ -456,6 +464,16 @@ impl RunConfig {
             }
             (None, None) => return Err(invalid("model.preset", "missing")),
         };
+        let config = config
+            .with_mixers(m.layout.as_deref(), m.attention.as_ref())
+            .map_err(|e| {
+                let key = if m.layout.is_some() {
+                    "model.layout"
+                } else {
+                    "model.attention"
+                };
+                invalid(key, e)
+            })?;
         config.validate().map_err(|e| invalid("model", e))?;
         Ok(config)
     }

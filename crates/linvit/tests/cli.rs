@@ -305,3 +305,54 @@ fn an_image_folder_run_skips_corrupt_files_and_reports_them_at_the_end() {
     assert!(!err.contains("panicked"), "{err}");
     std::fs::remove_dir_all(&dir).ok();
 }
+
+#[test]
+fn layout_and_attention_keys_switch_the_mixers_of_a_preset() {
+    let dir = scratch("mixers");
+    for (name, set) in [
+        ("softmax", "model.layout=\"SSSS\""),
+        (
+            "agent",
+            "model.attention={ kind = \"agent\", agent_num = 4 }",
+        ),
+    ] {
+        let run = dir.join(name);
+        let (code, out, err) = linvit(&[
+            "train",
+            "--set",
+            set,
+            "--set",
+            "train.epochs=1",
+            "--set",
+            "data.train_size=128",
+            "--set",
+            "data.val_size=64",
+            "--out",
+            run.to_str().unwrap(),
+        ]);
+        assert_eq!(code, 0, "{out}{err}");
+        let model = std::fs::read_to_string(run.join("best/model.json")).unwrap();
+        match name {
+            "softmax" => {
+                assert!(
+                    model.contains("\"softmax\"") && !model.contains("\"focused\""),
+                    "{model}"
+                )
+            }
+            _ => assert!(
+                model.contains("\"agent_num\": 4") && !model.contains("\"focused\""),
+                "{model}"
+            ),
+        }
+    }
+    let (code, _, err) = linvit(&[
+        "train",
+        "--set",
+        "model.layout=\"LLX\"",
+        "--out",
+        dir.join("bad").to_str().unwrap(),
+    ]);
+    assert_eq!(code, 1);
+    assert!(err.contains("model.layout"), "{err}");
+    std::fs::remove_dir_all(&dir).ok();
+}

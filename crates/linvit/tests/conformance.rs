@@ -20,11 +20,7 @@ fn cases_of_kind(kind: &str, at_least: usize) -> Option<Vec<PathBuf>> {
     let cases: Vec<PathBuf> = discover(&root.join("reference"))
         .expect("the reference folder holds cases")
         .into_iter()
-        .filter(|dir| {
-            read_header(dir)
-                .map(|h| h.kind == kind)
-                .unwrap_or(true)
-        })
+        .filter(|dir| read_header(dir).map(|h| h.kind == kind).unwrap_or(true))
         .collect();
     assert!(
         cases.len() >= at_least,

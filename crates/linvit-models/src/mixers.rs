@@ -1,0 +1,264 @@
+//! Swapping the mixers of a built config for ablations: a layout string (`LLSS`, one letter per
+//! stage, or per block for ViT) and/or one attention config for every non-softmax place.
+//!
+//! Letters: `L` focused linear, `A` agent, `P` plain linear, `S`/`B` the backbone's softmax.
+//! A letter takes its hyper-parameters from the given attention when the kinds agree, else from
+//! the mixer already there when the kinds agree, else the kind's defaults. Where the kind changes,
+//! the placement follows the authors' configs: linear and agent stages of Swin and CSwin see the
+//! whole stage and PVT linear stages use no spatial reduction; softmax stages get Swin's window 7,
+//! CSwin's stripes `[1, 2, 7, 7]` and PVT's reductions `[8, 4, 2, 1]` (each only where it divides
+//! the grid, else the whole grid / no reduction).
+
+use linvit_attention::{AgentConfig, AttentionConfig, FocusedConfig, LinearConfig};
+
+use crate::ModelConfig;
+
+fn letter_kind(letter: char) -> Result<&'static str, String> {
+    Ok(match letter {
+        'L' => "focused",
+        'A' => "agent",
+        'P' => "linear",
+        'S' | 'B' => "softmax",
+        other => {
+            return Err(format!(
+                "unknown mixer letter {other:?} (expected L, A, P, S or B)"
+            ))
+        }
+    })
+}
+
+/// The mixer for `letter`, preferring `given`, then `current`, then the kind's defaults.
+fn pick(
+    letter: char,
+    given: Option<&AttentionConfig>,
+    current: &AttentionConfig,
+) -> Result<AttentionConfig, String> {
+    let kind = letter_kind(letter)?;
+    if let Some(g) = given.filter(|g| g.kind() == kind) {
+        return Ok(g.clone());
+    }
+    if current.kind() == kind {
+        return Ok(current.clone());
+    }
+    Ok(match kind {
+        "focused" => AttentionConfig::Focused(FocusedConfig::default()),
+        "agent" => AttentionConfig::Agent(AgentConfig::default()),
+        "linear" => AttentionConfig::Linear(LinearConfig::default()),
+        _ => AttentionConfig::Softmax,
+    })
+}
+
+/// The letter a mixer stands for.
+fn letter_of(a: &AttentionConfig) -> char {
+    match a {
+        AttentionConfig::Softmax => 'S',
+        AttentionConfig::Linear(_) => 'P',
+        AttentionConfig::Focused(_) => 'L',
+        AttentionConfig::Agent(_) => 'A',
+    }
+}
+
+/// Per-stage letters from a layout, or from the current mixers with `attention`'s kind put in
+/// every non-softmax place.
+fn letters(
+    layout: Option<&str>,
+    current: &[char],
+    given: Option<&AttentionConfig>,
+) -> Result<Vec<char>, String> {
+    match layout {
+        Some(l) => {
+            let letters: Vec<char> = l.chars().collect();
+            if letters.len() != current.len() {
+                return Err(format!(
+                    "layout {l:?} has {} letters; this model has {} stages",
+                    letters.len(),
+                    current.len()
+                ));
+            }
+            for c in &letters {
+                letter_kind(*c)?;
+            }
+            Ok(letters)
+        }
+        None => Ok(current
+            .iter()
+            .map(|&c| match given {
+                Some(g) if g == &AttentionConfig::Softmax => 'S',
+                Some(g) if c != 'S' => letter_of(g),
+                _ => c,
+            })
+            .collect()),
+    }
+}
+
+fn divides(grid: usize, by: usize) -> bool {
+    by > 0 && grid % by == 0
+}
+
+impl ModelConfig {
+    /// This config with its mixers replaced as `layout` and `attention` say (see the module
+    /// docs); `None, None` returns it unchanged.
+    pub fn with_mixers(
+        mut self,
+        layout: Option<&str>,
+        attention: Option<&AttentionConfig>,
+    ) -> Result<Self, String> {
+        if layout.is_none() && attention.is_none() {
+            return Ok(self);
+        }
+        match &mut self {
+            ModelConfig::Vit(c) => {
+                let current: Vec<char> = c.blocks.iter().map(letter_of).collect();
+                // One letter for all blocks, or one per block.
+                let layout = layout.map(|l| {
+                    if l.chars().count() == 1 {
+                        l.repeat(current.len())
+                    } else {
+                        l.to_string()
+                    }
+                });
+                let letters = letters(layout.as_deref(), &current, attention)?;
+                for (block, letter) in c.blocks.iter_mut().zip(letters) {
+                    *block = pick(letter, attention, block)?;
+                }
+            }
+            ModelConfig::Pvt(c) => {
+                let current: Vec<char> = c.attention.iter().map(letter_of).collect();
+                let letters = letters(layout, &current, attention)?;
+                for (i, letter) in letters.into_iter().enumerate() {
+                    let new = pick(letter, attention, &c.attention[i])?;
+                    if letter_of(&new) != letter_of(&c.attention[i]) {
+                        let side = c.stage_grid(i)[0];
+                        let standard = [8, 4, 2, 1].get(i).copied().unwrap_or(1);
+                        c.sr_ratios[i] =
+                            if new == AttentionConfig::Softmax && divides(side, standard) {
+                                standard
+                            } else {
+                                1
+                            };
+                    }
+                    c.attention[i] = new;
+                }
+            }
+            ModelConfig::Swin(c) => {
+                let current: Vec<char> = c
+                    .attention
+                    .iter()
+                    .map(|s| s.first().map(letter_of).unwrap_or('S'))
+                    .collect();
+                let letters = letters(layout, &current, attention)?;
+                for (i, letter) in letters.into_iter().enumerate() {
+                    let side = c.img_size / c.patch_size / (1 << i);
+                    for j in 0..c.attention[i].len() {
+                        let new = pick(letter, attention, &c.attention[i][j])?;
+                        if letter_of(&new) != letter_of(&c.attention[i][j]) {
+                            c.windows[i][j] = if new == AttentionConfig::Softmax && divides(side, 7)
+                            {
+                                7
+                            } else {
+                                side
+                            };
+                        }
+                        c.attention[i][j] = new;
+                    }
+                }
+            }
+            ModelConfig::Cswin(c) => {
+                let current: Vec<char> = c.attention.iter().map(letter_of).collect();
+                let letters = letters(layout, &current, attention)?;
+                for (i, letter) in letters.into_iter().enumerate() {
+                    let new = pick(letter, attention, &c.attention[i])?;
+                    if letter_of(&new) != letter_of(&c.attention[i]) {
+                        let side = c.img_size / 4 / (1 << i);
+                        let standard = [1, 2, 7, 7].get(i).copied().unwrap_or(side);
+                        c.splits[i] = if new == AttentionConfig::Softmax && divides(side, standard)
+                        {
+                            standard
+                        } else {
+                            side
+                        };
+                    }
+                    c.attention[i] = new;
+                }
+            }
+        }
+        self.validate()?;
+        Ok(self)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::presets::preset;
+
+    #[test]
+    fn a_layout_switches_stages_and_their_placement() {
+        let base = preset("flatten_swin_t").unwrap().config();
+        let ModelConfig::Swin(all_linear) = base.clone().with_mixers(Some("LLLL"), None).unwrap()
+        else {
+            unreachable!()
+        };
+        assert!(all_linear.attention[3]
+            .iter()
+            .all(|a| a.kind() == "focused"));
+        assert_eq!(
+            all_linear.windows[2][0], 14,
+            "a linear stage sees its whole grid"
+        );
+        let ModelConfig::Swin(softmax) = base.with_mixers(Some("SSSS"), None).unwrap() else {
+            unreachable!()
+        };
+        assert_eq!(softmax.windows[0][0], 7);
+        assert!(softmax
+            .attention
+            .iter()
+            .flatten()
+            .all(|a| *a == AttentionConfig::Softmax));
+    }
+
+    #[test]
+    fn one_attention_replaces_every_linear_place_and_keeps_softmax_stages() {
+        let agent = AttentionConfig::Agent(AgentConfig {
+            agent_num: 16,
+            dwc_kernel: 3,
+        });
+        let ModelConfig::Pvt(c) = preset("tiny_flatten_pvt")
+            .unwrap()
+            .config()
+            .with_mixers(None, Some(&agent))
+            .unwrap()
+        else {
+            unreachable!()
+        };
+        assert!(c.attention.iter().all(|a| *a == agent));
+        let focused4 = AttentionConfig::Focused(FocusedConfig {
+            focusing_factor: 4,
+            kernel_size: 3,
+        });
+        let ModelConfig::Swin(s) = preset("flatten_swin_t")
+            .unwrap()
+            .config()
+            .with_mixers(None, Some(&focused4))
+            .unwrap()
+        else {
+            unreachable!()
+        };
+        assert_eq!(s.attention[0][0], focused4);
+        assert_eq!(s.attention[3][0], AttentionConfig::Softmax);
+    }
+
+    #[test]
+    fn a_layout_of_the_wrong_length_or_letter_is_an_error() {
+        let base = preset("tiny_flatten_pvt").unwrap().config();
+        assert!(base
+            .clone()
+            .with_mixers(Some("LLS"), None)
+            .unwrap_err()
+            .contains("3 letters"));
+        assert!(base
+            .with_mixers(Some("LLXS"), None)
+            .unwrap_err()
+            .contains("'X'"));
+    }
+}
