@@ -92,7 +92,7 @@ fn letters(
 }
 
 fn divides(grid: usize, by: usize) -> bool {
-    by > 0 && grid % by == 0
+    by > 0 && grid.is_multiple_of(by)
 }
 
 impl ModelConfig {
