@@ -15,22 +15,22 @@ use linvit_attention::ops::{image_to_tokens, tokens_to_image};
 use linvit_attention::{Attention, AttentionConfig, MixerShape, Projection, TokenLayout};
 use serde::{Deserialize, Serialize};
 
-use crate::layers::{conv, drop_path_rates, layer_norm, linear, DropPath, Mlp};
+use crate::layers::{check_lengths, conv, drop_path_rates, layer_norm, linear, DropPath, Mlp};
 
 /// A CSwin; names follow the upstream constructor.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CswinConfig {
     pub img_size: usize,
-    #[serde(default = "three")]
+    #[serde(default = "crate::layers::defaults::in_chans")]
     pub in_chans: usize,
     pub num_classes: usize,
     pub embed_dim: usize,
     pub depth: Vec<usize>,
     pub num_heads: Vec<usize>,
-    #[serde(default = "mlp")]
+    #[serde(default = "crate::layers::defaults::mlp_ratio")]
     pub mlp_ratio: f64,
-    #[serde(default = "yes")]
+    #[serde(default = "crate::layers::defaults::qkv_bias")]
     pub qkv_bias: bool,
     #[serde(default)]
     pub drop_path_rate: f64,
@@ -38,16 +38,6 @@ pub struct CswinConfig {
     pub attention: Vec<AttentionConfig>,
     /// Stripe width of each stage (the whole grid makes one global branch).
     pub splits: Vec<usize>,
-}
-
-fn three() -> usize {
-    3
-}
-fn mlp() -> f64 {
-    4.0
-}
-fn yes() -> bool {
-    true
 }
 
 /// The conv stem; fields map to upstream's `nn.Sequential` entries `0` and `2`.
@@ -92,15 +82,15 @@ pub struct Cswin {
 impl CswinConfig {
     pub fn validate(&self) -> Result<(), String> {
         let n = self.depth.len();
-        for (name, len) in [
-            ("num_heads", self.num_heads.len()),
-            ("attention", self.attention.len()),
-            ("splits", self.splits.len()),
-        ] {
-            if len != n {
-                return Err(format!("{name} has {len} entries, depth has {n}"));
-            }
-        }
+        check_lengths(
+            "depth",
+            n,
+            &[
+                ("num_heads", self.num_heads.len()),
+                ("attention", self.attention.len()),
+                ("splits", self.splits.len()),
+            ],
+        )?;
         for i in 0..n {
             let (c, heads, side) = (self.embed_dim << i, self.num_heads[i], self.stage_side(i));
             for shape in self.branch_shapes(i, c, heads, side) {

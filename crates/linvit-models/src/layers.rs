@@ -163,6 +163,34 @@ pub fn resize_positions(pos: Tensor<3>, from: [usize; 2], to: [usize; 2]) -> Ten
     linvit_attention::ops::resample_axis(pos, m, 1)
 }
 
+/// Serde defaults shared by the backbone configs (the upstream constructors' defaults).
+pub(crate) mod defaults {
+    pub fn in_chans() -> usize {
+        3
+    }
+    pub fn patch_size() -> usize {
+        4
+    }
+    pub fn mlp_ratio() -> f64 {
+        4.0
+    }
+    pub fn qkv_bias() -> bool {
+        true
+    }
+}
+
+/// Checks that every per-stage list has one entry per stage; the error names the list.
+pub(crate) fn check_lengths(
+    counted: &str,
+    n: usize,
+    lists: &[(&str, usize)],
+) -> Result<(), String> {
+    match lists.iter().find(|(_, len)| *len != n) {
+        Some((name, len)) => Err(format!("{name} has {len} entries, {counted} has {n}")),
+        None => Ok(()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -16,7 +16,9 @@ use linvit_attention::{AttentionConfig, MixerShape, Projection, TokenLayout};
 use serde::{Deserialize, Serialize};
 
 use crate::block::{Block, BlockSpec};
-use crate::layers::{conv, drop_path_rates, layer_norm, linear, resize_positions, PatchEmbed};
+use crate::layers::{
+    check_lengths, conv, drop_path_rates, layer_norm, linear, resize_positions, PatchEmbed,
+};
 
 /// A PVT; names follow the upstream constructors.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -26,15 +28,15 @@ pub struct PvtConfig {
     pub version: u8,
     pub img_size: usize,
     /// v1's first-stage patch size (4); v2 always embeds with 7x7 stride 4.
-    #[serde(default = "four")]
+    #[serde(default = "crate::layers::defaults::patch_size")]
     pub patch_size: usize,
-    #[serde(default = "three")]
+    #[serde(default = "crate::layers::defaults::in_chans")]
     pub in_chans: usize,
     pub num_classes: usize,
     pub embed_dims: Vec<usize>,
     pub num_heads: Vec<usize>,
     pub mlp_ratios: Vec<f64>,
-    #[serde(default = "yes")]
+    #[serde(default = "crate::layers::defaults::qkv_bias")]
     pub qkv_bias: bool,
     pub depths: Vec<usize>,
     /// The mixer of each stage.
@@ -49,16 +51,6 @@ pub struct PvtConfig {
     /// Keep FLatten-PVT's never-applied final norm (for its checkpoints).
     #[serde(default)]
     pub unused_norm: bool,
-}
-
-fn three() -> usize {
-    3
-}
-fn four() -> usize {
-    4
-}
-fn yes() -> bool {
-    true
 }
 
 #[derive(Module, Debug)]
@@ -83,20 +75,28 @@ pub struct Pvt {
 
 impl PvtConfig {
     pub fn validate(&self) -> Result<(), String> {
-        let n = self.depths.len();
-        for (name, len) in [
-            ("embed_dims", self.embed_dims.len()),
-            ("num_heads", self.num_heads.len()),
-            ("mlp_ratios", self.mlp_ratios.len()),
-            ("attention", self.attention.len()),
-            ("sr_ratios", self.sr_ratios.len()),
-        ] {
-            if len != n {
-                return Err(format!("{name} has {len} entries, depths has {n}"));
-            }
-        }
+        check_lengths(
+            "depths",
+            self.depths.len(),
+            &[
+                ("embed_dims", self.embed_dims.len()),
+                ("num_heads", self.num_heads.len()),
+                ("mlp_ratios", self.mlp_ratios.len()),
+                ("attention", self.attention.len()),
+                ("sr_ratios", self.sr_ratios.len()),
+            ],
+        )?;
         if self.version != 1 && self.version != 2 {
             return Err(format!("version must be 1 or 2, not {}", self.version));
+        }
+        for i in 0..self.depths.len() {
+            MixerShape::new(self.embed_dims[i], self.num_heads[i], self.stage_grid(i))
+                .with_projection(Projection::Reduced {
+                    sr_ratio: self.sr_ratios[i],
+                    pooled: self.linear,
+                })
+                .validate(&self.attention[i])
+                .map_err(|e| format!("stage {}: {e}", i + 1))?;
         }
         Ok(())
     }

@@ -14,24 +14,26 @@ use burn::tensor::{Device, Tensor, TensorData};
 use linvit_attention::{Attention, AttentionConfig, MixerShape, TokenLayout};
 use serde::{Deserialize, Serialize};
 
-use crate::layers::{conv, drop_path_rates, layer_norm, linear, DropPath, Mlp, PatchEmbed};
+use crate::layers::{
+    check_lengths, conv, drop_path_rates, layer_norm, linear, DropPath, Mlp, PatchEmbed,
+};
 
 /// A Swin; names follow the upstream constructors.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SwinConfig {
     pub img_size: usize,
-    #[serde(default = "four")]
+    #[serde(default = "crate::layers::defaults::patch_size")]
     pub patch_size: usize,
-    #[serde(default = "three")]
+    #[serde(default = "crate::layers::defaults::in_chans")]
     pub in_chans: usize,
     pub num_classes: usize,
     pub embed_dim: usize,
     pub depths: Vec<usize>,
     pub num_heads: Vec<usize>,
-    #[serde(default = "mlp")]
+    #[serde(default = "crate::layers::defaults::mlp_ratio")]
     pub mlp_ratio: f64,
-    #[serde(default = "yes")]
+    #[serde(default = "crate::layers::defaults::qkv_bias")]
     pub qkv_bias: bool,
     #[serde(default)]
     pub drop_path_rate: f64,
@@ -51,19 +53,6 @@ pub enum SwinNaming {
     #[default]
     Microsoft,
     Timm,
-}
-
-fn three() -> usize {
-    3
-}
-fn four() -> usize {
-    4
-}
-fn mlp() -> f64 {
-    4.0
-}
-fn yes() -> bool {
-    true
 }
 
 #[derive(Module, Debug)]
@@ -106,15 +95,15 @@ pub struct Swin {
 impl SwinConfig {
     pub fn validate(&self) -> Result<(), String> {
         let n = self.depths.len();
-        for (name, len) in [
-            ("num_heads", self.num_heads.len()),
-            ("attention", self.attention.len()),
-            ("windows", self.windows.len()),
-        ] {
-            if len != n {
-                return Err(format!("{name} has {len} entries, depths has {n}"));
-            }
-        }
+        check_lengths(
+            "depths",
+            n,
+            &[
+                ("num_heads", self.num_heads.len()),
+                ("attention", self.attention.len()),
+                ("windows", self.windows.len()),
+            ],
+        )?;
         for i in 0..n {
             if self.attention[i].len() != self.depths[i] || self.windows[i].len() != self.depths[i]
             {

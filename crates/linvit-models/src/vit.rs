@@ -20,29 +20,19 @@ use crate::layers::{conv, drop_path_rates, layer_norm, linear, resize_positions,
 pub struct VitConfig {
     pub img_size: usize,
     pub patch_size: usize,
-    #[serde(default = "three")]
+    #[serde(default = "crate::layers::defaults::in_chans")]
     pub in_chans: usize,
     pub num_classes: usize,
     pub embed_dim: usize,
     pub num_heads: usize,
-    #[serde(default = "four")]
+    #[serde(default = "crate::layers::defaults::mlp_ratio")]
     pub mlp_ratio: f64,
-    #[serde(default = "yes")]
+    #[serde(default = "crate::layers::defaults::qkv_bias")]
     pub qkv_bias: bool,
     #[serde(default)]
     pub drop_path_rate: f64,
     /// One mixer per block; the depth is its length.
     pub blocks: Vec<AttentionConfig>,
-}
-
-fn three() -> usize {
-    3
-}
-fn four() -> f64 {
-    4.0
-}
-fn yes() -> bool {
-    true
 }
 
 #[derive(Module, Debug)]
