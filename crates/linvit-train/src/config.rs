@@ -182,7 +182,16 @@ pub struct RunConfig {
 /// Reads `file` (or the embedded quickstart when `None`), applies `sets` (`key=value`, the value
 /// parsed as TOML, a bare word taken as a string) and checks every value.
 pub fn resolve(file: Option<&Path>, sets: &[String]) -> Result<RunConfig, ConfigError> {
-    let mut doc = match file {
+    let mut doc = read_table(file)?;
+    for arg in sets {
+        apply_set(&mut doc, arg)?;
+    }
+    from_table(doc)
+}
+
+/// The TOML table of `file`, or of the embedded quickstart.
+fn read_table(file: Option<&Path>) -> Result<toml::Table, ConfigError> {
+    Ok(match file {
         Some(path) => {
             let text = std::fs::read_to_string(path).map_err(|e| ConfigError::File {
                 path: path.to_path_buf(),
@@ -197,11 +206,7 @@ pub fn resolve(file: Option<&Path>, sets: &[String]) -> Result<RunConfig, Config
             path: "configs/quickstart.toml (embedded)".into(),
             message,
         })?,
-    };
-    for arg in sets {
-        apply_set(&mut doc, arg)?;
-    }
-    from_table(doc)
+    })
 }
 
 /// Parses a TOML text into a config (no file, no overrides); the same checks as [`resolve`].
@@ -270,6 +275,24 @@ fn expected_names(message: &str) -> Vec<String> {
 }
 
 fn from_table(doc: toml::Table) -> Result<RunConfig, ConfigError> {
+    let config = deserialize_table(doc)?;
+    config.validate()?;
+    Ok(config)
+}
+
+/// The data section of `file` (or the quickstart) with `sets` applied, without the checks that
+/// tie it to the model (an image size the model's grid needs): for looking at a dataset. Check
+/// it with `DataConfig::validate`.
+pub fn resolve_data(file: Option<&Path>, sets: &[String]) -> Result<DataConfig, ConfigError> {
+    let mut doc = read_table(file)?;
+    for arg in sets {
+        apply_set(&mut doc, arg)?;
+    }
+    Ok(deserialize_table(doc)?.effective_data())
+}
+
+/// Deserialises a table into a config, naming an unknown key and the nearest valid one.
+fn deserialize_table(doc: toml::Table) -> Result<RunConfig, ConfigError> {
     let config: RunConfig =
         serde_path_to_error::deserialize(toml::Value::Table(doc)).map_err(|e| {
             let path = e.path().to_string();
@@ -298,7 +321,6 @@ fn from_table(doc: toml::Table) -> Result<RunConfig, ConfigError> {
                 invalid(if path == "." { "(config)" } else { &path }, message)
             }
         })?;
-    config.validate()?;
     Ok(config)
 }
 

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use burn::tensor::Device;
 use linvit_data::{inspect, throughput, write_sample_grid, DataConfig, Split};
-use linvit_train::config::{resolve, RunConfig};
+use linvit_train::config::{resolve, resolve_data, RunConfig};
 use linvit_train::{evaluate, predict, resume_with, train, TrainOptions, TrainSummary};
 
 /// The run config of `linvit train`: the file, or the embedded quickstart, then `--set`.
@@ -54,8 +54,7 @@ pub fn train_command(
 
 /// The data section of a config file (or the quickstart's) with `--set data.key=value`.
 pub fn data_config(config: Option<&Path>, sets: &[String]) -> Result<DataConfig, String> {
-    let run = run_config(config, sets)?;
-    let data = run.effective_data();
+    let data = resolve_data(config, sets).map_err(|e| e.to_string())?;
     data.validate().map_err(|e| e.to_string())?;
     Ok(data)
 }

@@ -356,3 +356,22 @@ fn layout_and_attention_keys_switch_the_mixers_of_a_preset() {
     assert!(err.contains("model.layout"), "{err}");
     std::fs::remove_dir_all(&dir).ok();
 }
+
+#[test]
+fn data_inspect_looks_at_a_dataset_whatever_the_model_needs() {
+    // 28x28 does not fit the quickstart model's grid, but inspecting data does not build it.
+    let (code, out, err) = linvit(&[
+        "data",
+        "inspect",
+        "--set",
+        "data.image_size=28",
+        "--set",
+        "data.train_size=50",
+        "--set",
+        "data.val_size=20",
+        "--json",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let report: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert!(out.contains("28"), "{report}");
+}
