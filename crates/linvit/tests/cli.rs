@@ -373,5 +373,8 @@ fn data_inspect_looks_at_a_dataset_whatever_the_model_needs() {
     ]);
     assert_eq!(code, 0, "{err}");
     let report: serde_json::Value = serde_json::from_str(&out).unwrap();
-    assert!(out.contains("28"), "{report}");
+    assert_eq!(report["image_size"], 28, "{report}");
+    assert_eq!(report["splits"][0]["count"], 50, "{report}");
+    let per_class = report["splits"][0]["per_class"].as_array().unwrap();
+    assert_eq!(per_class.iter().map(|c| c.as_u64().unwrap()).sum::<u64>(), 50);
 }
