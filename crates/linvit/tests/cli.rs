@@ -376,5 +376,8 @@ fn data_inspect_looks_at_a_dataset_whatever_the_model_needs() {
     assert_eq!(report["image_size"], 28, "{report}");
     assert_eq!(report["splits"][0]["count"], 50, "{report}");
     let per_class = report["splits"][0]["per_class"].as_array().unwrap();
-    assert_eq!(per_class.iter().map(|c| c.as_u64().unwrap()).sum::<u64>(), 50);
+    assert_eq!(
+        per_class.iter().map(|c| c.as_u64().unwrap()).sum::<u64>(),
+        50
+    );
 }
