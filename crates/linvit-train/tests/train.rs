@@ -12,6 +12,15 @@ use linvit_train::{
     TrainOptions,
 };
 
+/// Flex draws from one process-wide RNG. A run is deterministic when no other thread draws from
+/// it meanwhile, as in one `linvit train` process; the tests in this binary run in parallel
+/// threads, so each holds this lock.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 fn config(sets: &[&str]) -> RunConfig {
     let mut all: Vec<String> = [
         "model.preset=tiny_vit",
@@ -70,6 +79,7 @@ fn read_metrics(run: &Path) -> Vec<serde_json::Value> {
 
 #[test]
 fn a_short_run_lowers_the_loss_and_raises_accuracy_far_above_chance() {
+    let _serial = serial();
     let run = trained_run();
     let rows = read_metrics(run);
     assert_eq!(rows.len(), 4);
@@ -115,6 +125,7 @@ fn final_weights(run: &Path) -> std::collections::BTreeMap<String, Vec<f32>> {
 
 #[test]
 fn a_resumed_run_ends_with_the_same_weights_as_an_uninterrupted_one() {
+    let _serial = serial();
     // Everything stateful at once: drop path (device RNG), mixup/cutmix and label smoothing
     // (data RNG), EMA, accumulation with a partial last group, clipping.
     let sets = [
@@ -193,6 +204,7 @@ fn a_resumed_run_ends_with_the_same_weights_as_an_uninterrupted_one() {
 
 #[test]
 fn a_non_finite_loss_stops_the_run_naming_the_step_and_keeps_the_last_good_checkpoint() {
+    let _serial = serial();
     let dir = tempfile::tempdir().unwrap();
     let run = dir.path().join("run");
     let cfg = config(&["train.epochs=2", "data.train_size=64", "data.val_size=32"]);
@@ -225,6 +237,7 @@ fn a_non_finite_loss_stops_the_run_naming_the_step_and_keeps_the_last_good_check
 
 #[test]
 fn evaluate_reports_the_saved_models_accuracy_and_a_confusion_matrix() {
+    let _serial = serial();
     let run = trained_run();
     let e = evaluate(run, None, &Device::flex()).unwrap();
     assert_eq!(e.images, 256);
@@ -247,6 +260,7 @@ fn evaluate_reports_the_saved_models_accuracy_and_a_confusion_matrix() {
 
 #[test]
 fn predict_gives_sorted_top_k_probabilities_for_image_files() {
+    let _serial = serial();
     use linvit_data::source::synthetic::render;
     use linvit_data::Split;
     let run = trained_run();
