@@ -15,7 +15,9 @@ use linvit_attention::ops::{image_to_tokens, tokens_to_image};
 use linvit_attention::{Attention, AttentionConfig, MixerShape, Projection, TokenLayout};
 use serde::{Deserialize, Serialize};
 
-use crate::layers::{check_lengths, conv, drop_path_rates, layer_norm, linear, DropPath, Mlp};
+use crate::layers::{
+    check_lengths, conv, drop_path_rates, layer_norm, linear, mean_pool_head, DropPath, Mlp,
+};
 
 /// A CSwin; names follow the upstream constructor.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -240,6 +242,6 @@ impl Cswin {
             }
         }
         let x = self.norm.forward(x);
-        self.head.forward(x.mean_dim(1).squeeze_dim::<2>(1))
+        mean_pool_head(&self.head, x)
     }
 }

@@ -17,7 +17,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::block::{Block, BlockSpec};
 use crate::layers::{
-    check_lengths, conv, drop_path_rates, layer_norm, linear, resize_positions, PatchEmbed,
+    check_lengths, conv, drop_path_rates, layer_norm, linear, mean_pool_head, resize_positions,
+    PatchEmbed,
 };
 
 /// A PVT; names follow the upstream constructors.
@@ -235,6 +236,6 @@ impl Pvt {
             }
         }
         let x = tokens.expect("a PVT has at least one stage");
-        self.head.forward(x.mean_dim(1).squeeze_dim::<2>(1))
+        mean_pool_head(&self.head, x)
     }
 }

@@ -15,7 +15,8 @@ use linvit_attention::{Attention, AttentionConfig, MixerShape, TokenLayout};
 use serde::{Deserialize, Serialize};
 
 use crate::layers::{
-    check_lengths, conv, drop_path_rates, layer_norm, linear, DropPath, Mlp, PatchEmbed,
+    check_lengths, conv, drop_path_rates, layer_norm, linear, mean_pool_head, DropPath, Mlp,
+    PatchEmbed,
 };
 
 /// A Swin; names follow the upstream constructors.
@@ -336,7 +337,7 @@ impl Swin {
             }
         }
         let x = self.norm.forward(x);
-        self.head.forward(x.mean_dim(1).squeeze_dim::<2>(1))
+        mean_pool_head(&self.head, x)
     }
 }
 

@@ -365,6 +365,7 @@ fn run(
     state.history.write(run_dir)?;
     // Corrupt files the loader skipped (`data.skip_corrupt = true`), reported at the end.
     let mut skipped_files: Vec<String> = Vec::new();
+    let schedule = |step| lr_at(step, total_steps, warmup, t.lr, t.warmup_lr, t.min_lr);
     while state.position.epoch < t.epochs {
         if options
             .stop_after_epochs
@@ -388,14 +389,7 @@ fn run(
         let (mut win_loss, mut win_batches, mut win_images) = (0.0f64, 0usize, 0usize);
         let mut win_start = Instant::now();
         let mut train_time = 0.0f64;
-        let mut lr = lr_at(
-            state.position.step,
-            total_steps,
-            warmup,
-            t.lr,
-            t.warmup_lr,
-            t.min_lr,
-        );
+        let mut lr = schedule(state.position.step);
         let mut grad_norm = None;
         for (i, batch) in loader.enumerate() {
             let batch_start = Instant::now();
@@ -461,14 +455,7 @@ fn run(
                 } else {
                     grads
                 };
-                lr = lr_at(
-                    state.position.step,
-                    total_steps,
-                    warmup,
-                    t.lr,
-                    t.warmup_lr,
-                    t.min_lr,
-                );
+                lr = schedule(state.position.step);
                 model = hp.step(model, grads, &mut adam, lr);
                 if let Some(e) = ema.take() {
                     ema = Some(ema_update(e, &model, t.ema));
