@@ -96,6 +96,17 @@ pub fn load_upstream<M: Module + ModuleSnapshot>(
     path: &Path,
     renames: &[Rename],
 ) -> Result<ApplyResult, ImportError> {
+    load_upstream_except(module, path, renames, &[])
+}
+
+/// As [`load_upstream`], allowing the checkpoint keys in `derived` to go unused: tensors the
+/// module rebuilds or shares instead of loading (a tied `lm_head.weight`).
+pub fn load_upstream_except<M: Module + ModuleSnapshot>(
+    module: &mut M,
+    path: &Path,
+    renames: &[Rename],
+    derived: &[String],
+) -> Result<ApplyResult, ImportError> {
     let read_err = |reason: String| ImportError::Read {
         path: path.to_path_buf(),
         reason,
@@ -136,11 +147,16 @@ pub fn load_upstream<M: Module + ModuleSnapshot>(
             .load_from(&mut store)
             .map_err(|e| read_err(e.to_string()))?
     };
-    check(result, path, names)
+    check(result, path, names, derived)
 }
 
 /// Reports what did not fit, under the checkpoint's own (upstream) key names.
-fn check(result: ApplyResult, path: &Path, renames: &[Rename]) -> Result<ApplyResult, ImportError> {
+fn check(
+    result: ApplyResult,
+    path: &Path,
+    renames: &[Rename],
+    derived: &[String],
+) -> Result<ApplyResult, ImportError> {
     let upstream = |ours: &String| to_upstream(ours, renames);
     let missing: Vec<String> = result.missing.iter().map(|(p, _)| upstream(p)).collect();
     let unused: Vec<String> = result
@@ -148,6 +164,7 @@ fn check(result: ApplyResult, path: &Path, renames: &[Rename]) -> Result<ApplyRe
         .iter()
         .filter(|k| !DERIVED_BUFFERS.iter().any(|b| k.ends_with(b)))
         .map(upstream)
+        .filter(|k| !derived.contains(k))
         .collect();
     let mismatched: Vec<String> = result.errors.iter().map(ApplyError::to_string).collect();
     if missing.is_empty() && unused.is_empty() && mismatched.is_empty() {

@@ -12,7 +12,9 @@
 pub mod agent;
 pub mod focused;
 pub mod import;
+pub mod lightning;
 pub mod linear;
+pub mod norm;
 pub mod ops;
 mod proj;
 pub mod softmax;
@@ -24,6 +26,7 @@ use serde::{Deserialize, Serialize};
 pub use agent::{AgentAttention, AgentConfig};
 pub use focused::{FocusedConfig, FocusedLinearAttention};
 pub use linear::{LinearAttention, LinearConfig};
+pub use norm::{NormAttention, NormConfig};
 pub use softmax::SoftmaxAttention;
 
 /// Where the tokens of one forward call sit on the image.
@@ -234,7 +237,7 @@ impl MixerShape {
                     ));
                 }
             }
-            AttentionConfig::Softmax => {}
+            AttentionConfig::Softmax | AttentionConfig::Norm(_) => {}
         }
         Ok(())
     }
@@ -260,6 +263,8 @@ pub enum AttentionConfig {
     Focused(FocusedConfig),
     /// Agent attention.
     Agent(AgentConfig),
+    /// TransNormer norm-attention, non-causal: `SRMSNorm(Q (K^T V))`, gated.
+    Norm(NormConfig),
 }
 
 impl AttentionConfig {
@@ -270,6 +275,7 @@ impl AttentionConfig {
             AttentionConfig::Linear(_) => "linear",
             AttentionConfig::Focused(_) => "focused",
             AttentionConfig::Agent(_) => "agent",
+            AttentionConfig::Norm(_) => "norm",
         }
     }
 
@@ -280,6 +286,7 @@ impl AttentionConfig {
             AttentionConfig::Linear(c) => Attention::Linear(c.init(shape, device)),
             AttentionConfig::Focused(c) => Attention::Focused(c.init(shape, device)),
             AttentionConfig::Agent(c) => Attention::Agent(c.init(shape, device)),
+            AttentionConfig::Norm(c) => Attention::Norm(c.init(shape, device)),
         }
     }
 }
@@ -293,6 +300,7 @@ pub enum Attention {
     Linear(LinearAttention),
     Focused(FocusedLinearAttention),
     Agent(AgentAttention),
+    Norm(NormAttention),
 }
 
 impl Attention {
@@ -317,6 +325,7 @@ impl Attention {
             Attention::Linear(m) => m.forward(x, layout),
             Attention::Focused(m) => m.forward(x, layout),
             Attention::Agent(m) => m.forward(x, layout),
+            Attention::Norm(m) => m.forward(x, layout),
         }
     }
 
@@ -333,6 +342,7 @@ impl Attention {
             Attention::Linear(m) => m.forward_qkv(q, k, v, layout),
             Attention::Focused(m) => m.forward_qkv(q, k, v, layout),
             Attention::Agent(m) => m.forward_qkv(q, k, v, layout),
+            Attention::Norm(m) => m.forward_qkv(q, k, v, layout),
         }
     }
 }
@@ -371,7 +381,8 @@ impl AttentionConfig {
         };
         let lepe = match shape.projection {
             Projection::External { .. }
-                if *self != AttentionConfig::Linear(LinearConfig::default()) =>
+                if *self != AttentionConfig::Linear(LinearConfig::default())
+                    && !matches!(self, AttentionConfig::Norm(_)) =>
             {
                 grid * 9 * c
             }
@@ -402,6 +413,7 @@ impl AttentionConfig {
                     + grid * c
                     + grid * (a.dwc_kernel * a.dwc_kernel) as u64 * c
             }
+            AttentionConfig::Norm(_) => 2 * n_q.max(n_k) * c * d + n_q * c * c,
         };
         projections + lepe + mixing
     }

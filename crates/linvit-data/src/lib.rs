@@ -38,6 +38,7 @@ pub mod mixup;
 mod rng;
 pub mod source;
 pub mod tensor;
+pub mod text;
 pub mod transform;
 
 pub use config::{AugmentConfig, DataConfig, DataKind, DEFAULT_IDX_PATH};

@@ -19,6 +19,7 @@ pub(crate) mod purpose {
     pub const SHUFFLE: u64 = 2;
     pub const AUGMENT: u64 = 3;
     pub const MIX: u64 = 4;
+    pub const TEXT: u64 = 5;
 }
 
 /// An independent stream for `(seed, purpose, a, b)`.

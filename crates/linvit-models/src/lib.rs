@@ -13,6 +13,7 @@ pub mod mixers;
 pub mod presets;
 pub mod pvt;
 pub mod swin;
+pub mod transnormer;
 pub mod upstream;
 pub mod vit;
 

@@ -1,7 +1,8 @@
 //! Swapping the mixers of a built config for ablations: a layout string (`LLSS`, one letter per
 //! stage, or per block for ViT) and/or one attention config for every non-softmax place.
 //!
-//! Letters: `L` focused linear, `A` agent, `P` plain linear, `S`/`B` the backbone's softmax.
+//! Letters: `L` focused linear, `A` agent, `P` plain linear, `N` TransNormer norm-attention,
+//! `S`/`B` the backbone's softmax.
 //! A letter takes its hyper-parameters from the given attention when the kinds agree, else from
 //! the mixer already there when the kinds agree, else the kind's defaults. Where the kind changes,
 //! the placement follows the authors' configs: linear and agent stages of Swin and CSwin see the
@@ -9,7 +10,7 @@
 //! CSwin's stripes `[1, 2, 7, 7]` and PVT's reductions `[8, 4, 2, 1]` (each only where it divides
 //! the grid, else the whole grid / no reduction).
 
-use linvit_attention::{AgentConfig, AttentionConfig, FocusedConfig, LinearConfig};
+use linvit_attention::{AgentConfig, AttentionConfig, FocusedConfig, LinearConfig, NormConfig};
 
 use crate::ModelConfig;
 
@@ -18,10 +19,11 @@ fn letter_kind(letter: char) -> Result<&'static str, String> {
         'L' => "focused",
         'A' => "agent",
         'P' => "linear",
+        'N' => "norm",
         'S' | 'B' => "softmax",
         other => {
             return Err(format!(
-                "unknown mixer letter {other:?} (expected L, A, P, S or B)"
+                "unknown mixer letter {other:?} (expected L, A, P, N, S or B)"
             ))
         }
     })
@@ -44,6 +46,7 @@ fn pick(
         "focused" => AttentionConfig::Focused(FocusedConfig::default()),
         "agent" => AttentionConfig::Agent(AgentConfig::default()),
         "linear" => AttentionConfig::Linear(LinearConfig::default()),
+        "norm" => AttentionConfig::Norm(NormConfig::default()),
         _ => AttentionConfig::Softmax,
     })
 }
@@ -55,6 +58,7 @@ fn letter_of(a: &AttentionConfig) -> char {
         AttentionConfig::Linear(_) => 'P',
         AttentionConfig::Focused(_) => 'L',
         AttentionConfig::Agent(_) => 'A',
+        AttentionConfig::Norm(_) => 'N',
     }
 }
 

@@ -191,6 +191,15 @@ pub fn resolve(file: Option<&Path>, sets: &[String]) -> Result<RunConfig, Config
 
 /// The TOML table of `file`, or of the embedded quickstart.
 fn read_table(file: Option<&Path>) -> Result<toml::Table, ConfigError> {
+    parse_file(file, QUICKSTART, "configs/quickstart.toml (embedded)")
+}
+
+/// The TOML table of `file`, or of `embedded` (named `embedded_name` in errors).
+pub(crate) fn parse_file(
+    file: Option<&Path>,
+    embedded: &str,
+    embedded_name: &str,
+) -> Result<toml::Table, ConfigError> {
     Ok(match file {
         Some(path) => {
             let text = std::fs::read_to_string(path).map_err(|e| ConfigError::File {
@@ -202,8 +211,8 @@ fn read_table(file: Option<&Path>) -> Result<toml::Table, ConfigError> {
                 message,
             })?
         }
-        None => parse_table(QUICKSTART).map_err(|message| ConfigError::File {
-            path: "configs/quickstart.toml (embedded)".into(),
+        None => parse_table(embedded).map_err(|message| ConfigError::File {
+            path: embedded_name.into(),
             message,
         })?,
     })
@@ -226,6 +235,11 @@ pub fn with_sets(config: &RunConfig, sets: &[String]) -> Result<RunConfig, Confi
 
 fn parse_table(text: &str) -> Result<toml::Table, String> {
     text.parse::<toml::Table>().map_err(|e| e.to_string())
+}
+
+/// Applies every `key=value` of `sets` to `doc`.
+pub(crate) fn apply_sets(doc: &mut toml::Table, sets: &[String]) -> Result<(), ConfigError> {
+    sets.iter().try_for_each(|arg| apply_set(doc, arg))
 }
 
 fn apply_set(doc: &mut toml::Table, arg: &str) -> Result<(), ConfigError> {
@@ -293,34 +307,40 @@ pub fn resolve_data(file: Option<&Path>, sets: &[String]) -> Result<DataConfig, 
 
 /// Deserialises a table into a config, naming an unknown key and the nearest valid one.
 fn deserialize_table(doc: toml::Table) -> Result<RunConfig, ConfigError> {
-    let config: RunConfig =
-        serde_path_to_error::deserialize(toml::Value::Table(doc)).map_err(|e| {
-            let path = e.path().to_string();
-            let inner = e.into_inner();
-            let message = inner.to_string();
-            if let Some(rest) = message.strip_prefix("unknown field `") {
-                let name = rest.split('`').next().unwrap_or_default().to_string();
-                let parent = path
-                    .rsplit_once('.')
-                    .map(|(p, _)| format!("{p}."))
-                    .unwrap_or_default();
-                let key = format!("{parent}{name}");
-                let suggestion = expected_names(&message)
-                    .into_iter()
-                    .min_by_key(|c| edit_distance(c, &name))
-                    .filter(|c| edit_distance(c, &name) <= c.len().max(name.len()) / 2 + 1)
-                    .map(|c| format!("{parent}{c}"));
-                ConfigError::UnknownKey { key, suggestion }
-            } else {
-                let message = message
-                    .split(" at line ")
-                    .next()
-                    .unwrap_or(&message)
-                    .trim()
-                    .to_string();
-                invalid(if path == "." { "(config)" } else { &path }, message)
-            }
-        })?;
+    deserialize_as(doc)
+}
+
+/// Deserialises a table into any config, naming an unknown key and the nearest valid one.
+pub(crate) fn deserialize_as<T: serde::de::DeserializeOwned>(
+    doc: toml::Table,
+) -> Result<T, ConfigError> {
+    let config: T = serde_path_to_error::deserialize(toml::Value::Table(doc)).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        let message = inner.to_string();
+        if let Some(rest) = message.strip_prefix("unknown field `") {
+            let name = rest.split('`').next().unwrap_or_default().to_string();
+            let parent = path
+                .rsplit_once('.')
+                .map(|(p, _)| format!("{p}."))
+                .unwrap_or_default();
+            let key = format!("{parent}{name}");
+            let suggestion = expected_names(&message)
+                .into_iter()
+                .min_by_key(|c| edit_distance(c, &name))
+                .filter(|c| edit_distance(c, &name) <= c.len().max(name.len()) / 2 + 1)
+                .map(|c| format!("{parent}{c}"));
+            ConfigError::UnknownKey { key, suggestion }
+        } else {
+            let message = message
+                .split(" at line ")
+                .next()
+                .unwrap_or(&message)
+                .trim()
+                .to_string();
+            invalid(if path == "." { "(config)" } else { &path }, message)
+        }
+    })?;
     Ok(config)
 }
 

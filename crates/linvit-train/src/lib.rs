@@ -18,6 +18,7 @@
 pub mod checkpoint;
 pub mod config;
 pub mod eval;
+pub mod lm;
 pub mod metrics;
 pub mod optim;
 pub mod plot;

@@ -235,3 +235,79 @@ pub fn plot_confusion(
     }
     save_png(path, buf, size)
 }
+
+/// A log-log line plot, one line per named series (benchmarks: time or throughput against the
+/// number of tokens). Non-positive points are left out.
+pub fn plot_loglog(
+    path: &Path,
+    title: &str,
+    (x_label, y_label): (&str, &str),
+    series: &[(String, Vec<(f64, f64)>)],
+) -> Result<(), TrainError> {
+    const COLORS: [RGBColor; 6] = [BLUE, RED, GREEN, MAGENTA, BLACK, CYAN];
+    let size = (900u32, 600u32);
+    let mut buf = vec![255u8; (size.0 * size.1 * 3) as usize];
+    let positive = |pts: &[(f64, f64)]| -> Vec<(f64, f64)> {
+        pts.iter()
+            .copied()
+            .filter(|&(x, y)| x > 0.0 && y > 0.0 && y.is_finite())
+            .collect()
+    };
+    let all: Vec<(f64, f64)> = series.iter().flat_map(|s| positive(&s.1)).collect();
+    if all.is_empty() {
+        return Err(plot_err(path, "no positive points to plot"));
+    }
+    let bounds = |f: fn(&(f64, f64)) -> f64| {
+        let lo = all.iter().map(f).fold(f64::MAX, f64::min);
+        let hi = all.iter().map(f).fold(f64::MIN, f64::max);
+        (lo / 1.5)..(hi * 1.5)
+    };
+    let (xs, ys) = (bounds(|p| p.0), bounds(|p| p.1));
+    {
+        let root = BitMapBackend::with_buffer(&mut buf, size).into_drawing_area();
+        root.fill(&WHITE).map_err(|e| plot_err(path, e))?;
+        let text = has_font();
+        let mut builder = ChartBuilder::on(&root);
+        builder.margin(15);
+        if text {
+            builder
+                .caption(title, ("sans-serif", 20))
+                .x_label_area_size(40)
+                .y_label_area_size(70);
+        }
+        let mut chart = builder
+            .build_cartesian_2d(xs.log_scale(), ys.log_scale())
+            .map_err(|e| plot_err(path, e))?;
+        let mut mesh = chart.configure_mesh();
+        if text {
+            mesh.x_desc(x_label).y_desc(y_label);
+        } else {
+            mesh.x_labels(0).y_labels(0);
+        }
+        mesh.draw().map_err(|e| plot_err(path, e))?;
+        for (i, (name, pts)) in series.iter().enumerate() {
+            let color = COLORS[i % COLORS.len()];
+            let pts = positive(pts);
+            chart
+                .draw_series(pts.iter().map(|&p| Circle::new(p, 4, color.filled())))
+                .map_err(|e| plot_err(path, e))?;
+            let line = chart
+                .draw_series(LineSeries::new(pts, color.stroke_width(2)))
+                .map_err(|e| plot_err(path, e))?;
+            if text {
+                line.label(name.as_str())
+                    .legend(move |(x, y)| PathElement::new([(x, y), (x + 16, y)], color));
+            }
+        }
+        if text {
+            chart
+                .configure_series_labels()
+                .background_style(WHITE.mix(0.8))
+                .border_style(BLACK)
+                .draw()
+                .map_err(|e| plot_err(path, e))?;
+        }
+        root.present().map_err(|e| plot_err(path, e))?;
+    }
+    save_png(path, buf, size)
+}

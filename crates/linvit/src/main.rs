@@ -45,6 +45,46 @@ enum DataCommand {
 
 #[derive(Subcommand)]
 enum BenchCommand {
+    /// Causal attention over long sequences: blocked (Lightning-2), recurrent and quadratic
+    /// linear attention with decay against Burn's fused causal softmax attention; forward and
+    /// forward+backward time and tokens/s per length.
+    ///
+    /// Example: linvit bench causal --tokens 1024,4096,16384 --forms blocked,softmax --plot causal.png
+    Causal {
+        /// Sequence lengths, comma-separated.
+        #[arg(
+            long,
+            value_delimiter = ',',
+            default_value = "1024,2048,4096,8192,16384"
+        )]
+        tokens: Vec<usize>,
+        /// Forms, comma-separated: blocked, recurrent, quadratic, softmax.
+        #[arg(long, value_delimiter = ',', default_value = "blocked,softmax")]
+        forms: Vec<String>,
+        #[arg(long, default_value_t = 1)]
+        batch: usize,
+        #[arg(long, default_value_t = 8)]
+        heads: usize,
+        #[arg(long, default_value_t = 64)]
+        head_dim: usize,
+        /// Block size of the blocked form.
+        #[arg(long, default_value_t = 256)]
+        block: usize,
+        /// Timed runs per point (median reported), after one warm-up.
+        #[arg(long, default_value_t = 3)]
+        repeats: usize,
+        /// Skip points whose largest intermediate exceeds this many GB.
+        #[arg(long, default_value_t = 4.0)]
+        max_gb: f64,
+        /// One JSON object per point instead of a table.
+        #[arg(long)]
+        json: bool,
+        /// Write a log-log PNG of training tokens/s against length.
+        #[arg(long)]
+        plot: Option<PathBuf>,
+        #[arg(long, default_value = "flex", help = format!("Backend: {DEVICE_NAMES}"))]
+        device: String,
+    },
     /// Decoded + augmented images per second of a dataset's training split.
     ///
     /// Example: linvit bench data --set data.kind=idx --images 20000
@@ -58,6 +98,55 @@ enum BenchCommand {
         batch: usize,
         #[arg(long)]
         json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum LmCommand {
+    /// Train a TransNormer language model on bytes. Without --config it runs the LM quickstart
+    /// on the embedded procedural stories (a few minutes on 2 CPU cores).
+    ///
+    /// Examples: linvit lm train
+    ///           linvit lm train --set data.path=book.txt --set train.steps=2000
+    Train {
+        /// An LM config (TOML with [model], [data], [train]).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Override any key: --set model.layers=6 --set train.lr=1e-3
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        sets: Vec<String>,
+        /// Run directory (default runs/<config name>).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        #[arg(long, default_value = "flex", help = format!("Backend: {DEVICE_NAMES}"))]
+        device: String,
+    },
+    /// Continue a prompt with a trained LM: the prompt is prefilled in blocks, then every new
+    /// token costs one recurrent step on a fixed-size state (memory does not grow).
+    ///
+    /// Example: linvit lm generate --checkpoint runs/lm_quickstart --prompt "Mara lived near"
+    Generate {
+        /// A run directory of `linvit lm train`.
+        #[arg(long)]
+        checkpoint: PathBuf,
+        #[arg(long, default_value = "")]
+        prompt: String,
+        /// Tokens (bytes) to generate.
+        #[arg(long, default_value_t = 200)]
+        tokens: usize,
+        /// Softmax temperature; 0 always takes the most likely byte.
+        #[arg(long, default_value_t = 0.8)]
+        temperature: f64,
+        /// Sample among the k most likely bytes (0: all).
+        #[arg(long, default_value_t = 0)]
+        top_k: usize,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Print timing and state size as JSON on stderr.
+        #[arg(long)]
+        stats: bool,
+        #[arg(long, default_value = "flex", help = format!("Backend: {DEVICE_NAMES}"))]
+        device: String,
     },
 }
 
@@ -120,6 +209,11 @@ enum Command {
         json: bool,
         #[arg(long, default_value = "flex", help = format!("Backend: {DEVICE_NAMES}"))]
         device: String,
+    },
+    /// Causal language models from TransNormer blocks: train, generate.
+    Lm {
+        #[command(subcommand)]
+        command: LmCommand,
     },
     /// Look at a dataset: counts, sizes, statistics, a grid of augmented samples.
     Data {
@@ -281,6 +375,78 @@ fn main() -> ExitCode {
         ),
         Command::Bench {
             command:
+                BenchCommand::Causal {
+                    tokens,
+                    forms,
+                    batch,
+                    heads,
+                    head_dim,
+                    block,
+                    repeats,
+                    max_gb,
+                    json,
+                    plot,
+                    device,
+                },
+        } => with_device(&device, |device| {
+            let bench = linvit::bench_causal::CausalBench {
+                tokens,
+                forms,
+                batch,
+                heads,
+                head_dim,
+                block_size: block,
+                repeats,
+                max_bytes: (max_gb * 1e9) as u64,
+            };
+            bench.validate()?;
+            if !json {
+                println!(
+                    "{:<10} {:>7} {:>11} {:>11} {:>14} {:>14}",
+                    "form", "tokens", "forward ms", "train ms", "fwd tokens/s", "train tokens/s"
+                );
+            }
+            let rows = linvit::bench_causal::run(&bench, device, |r| {
+                if json {
+                    println!("{}", serde_json::to_string(r).expect("rows serialise"));
+                    return;
+                }
+                let f = |x: Option<f64>, p: usize| {
+                    x.map(|v| format!("{v:.p$}")).unwrap_or_else(|| "-".into())
+                };
+                println!(
+                    "{:<10} {:>7} {:>11} {:>11} {:>14} {:>14} {}",
+                    r.form,
+                    r.tokens,
+                    f(r.forward_ms, 1),
+                    f(r.train_ms, 1),
+                    f(r.forward_tokens_per_s, 0),
+                    f(r.train_tokens_per_s, 0),
+                    r.skipped.as_deref().unwrap_or("")
+                );
+            });
+            if let Some(path) = plot {
+                let mut series: Vec<(String, Vec<(f64, f64)>)> = Vec::new();
+                for r in rows.iter().filter(|r| r.skipped.is_none()) {
+                    let point = (r.tokens as f64, r.train_tokens_per_s.unwrap_or(0.0));
+                    match series.iter_mut().find(|s| s.0 == r.form) {
+                        Some(s) => s.1.push(point),
+                        None => series.push((r.form.clone(), vec![point])),
+                    }
+                }
+                linvit_train::plot::plot_loglog(
+                    &path,
+                    "causal attention: training tokens/s vs length",
+                    ("tokens", "tokens/s (forward+backward)"),
+                    &series,
+                )
+                .map_err(|e| e.to_string())?;
+                eprintln!("plot written to {}", path.display());
+            }
+            Ok(String::new())
+        }),
+        Command::Bench {
+            command:
                 BenchCommand::Data {
                     config,
                     sets,
@@ -292,6 +458,50 @@ fn main() -> ExitCode {
             run::data_config(config.as_deref(), &sets)
                 .and_then(|data| run::bench_data_command(&data, images, batch, json)),
         ),
+        Command::Lm {
+            command:
+                LmCommand::Train {
+                    config,
+                    sets,
+                    out,
+                    device,
+                },
+        } => with_device(&device, |device| {
+            let s = linvit::lm::train_command(config.as_deref(), &sets, out.as_deref(), device)?;
+            Ok(format!(
+                "trained {} steps in {:.0} s ({:.0} tokens/s); validation {:.3} -> {:.3} bits/byte; run in {}",
+                s.steps,
+                s.seconds,
+                s.tokens_per_s,
+                s.initial_val_bpb,
+                s.final_val_bpb,
+                s.run_dir.display()
+            ))
+        }),
+        Command::Lm {
+            command:
+                LmCommand::Generate {
+                    checkpoint,
+                    prompt,
+                    tokens,
+                    temperature,
+                    top_k,
+                    seed,
+                    stats,
+                    device,
+                },
+        } => with_device(&device, |device| {
+            let sampling = linvit_train::lm::Sampling {
+                temperature,
+                top_k,
+                seed,
+            };
+            let s = linvit::lm::generate_command(&checkpoint, &prompt, tokens, sampling, device)?;
+            if stats {
+                eprintln!("{}", serde_json::to_string(&s).map_err(|e| e.to_string())?);
+            }
+            Ok(String::new())
+        }),
         Command::Models { json } => models(json),
         Command::Import {
             preset,
@@ -472,7 +682,9 @@ fn restore_sigpipe() {
 fn report(result: Result<String, String>) -> ExitCode {
     match result {
         Ok(text) => {
-            println!("{text}");
+            if !text.is_empty() {
+                println!("{text}");
+            }
             ExitCode::SUCCESS
         }
         Err(e) => {

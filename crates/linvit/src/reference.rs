@@ -59,6 +59,8 @@ pub struct Upstream {
     #[serde(default)]
     pub class: Option<String>,
     #[serde(default)]
+    pub function: Option<String>,
+    #[serde(default)]
     pub package: Option<String>,
 }
 
@@ -173,6 +175,28 @@ pub fn read_safetensors(path: &Path) -> Result<BTreeMap<String, HostTensor>, Cas
         );
     }
     Ok(out)
+}
+
+/// Every int64 tensor of a safetensors file (token ids), as shape and values.
+pub fn read_int64_tensors(
+    path: &Path,
+) -> Result<BTreeMap<String, (Vec<usize>, Vec<i64>)>, CaseError> {
+    let bytes = std::fs::read(path).map_err(|e| CaseError::new(path, e.to_string()))?;
+    let file = safetensors::SafeTensors::deserialize(&bytes)
+        .map_err(|e| CaseError::new(path, format!("not a valid safetensors file ({e})")))?;
+    Ok(file
+        .tensors()
+        .into_iter()
+        .filter(|(_, view)| view.dtype() == safetensors::Dtype::I64)
+        .map(|(name, view)| {
+            let data = view
+                .data()
+                .chunks_exact(8)
+                .map(|b| i64::from_le_bytes(b.try_into().expect("8 bytes")))
+                .collect();
+            (name, (view.shape().to_vec(), data))
+        })
+        .collect())
 }
 
 /// One case folder, read.

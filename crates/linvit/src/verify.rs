@@ -104,6 +104,10 @@ pub fn verify_case(dir: &Path, device: &Device) -> CaseReport {
             report.kind = header.kind.clone();
             report.family = header.family.clone();
             match supported(&header) {
+                Err(_) if crate::verify_lm::piece(&header).is_some() => {
+                    crate::verify_lm::run(dir, &header, device, &mut report)
+                        .unwrap_or_else(|status| status)
+                }
                 Err(why) => Status::Unsupported(why),
                 Ok(flavour) => match load_case(dir) {
                     Err(e) => Status::Error(e.to_string()),
@@ -248,7 +252,7 @@ fn to_tensor<const D: usize>(t: &HostTensor, device: &Device) -> Result<Tensor<D
     ))
 }
 
-fn to_host<const D: usize>(t: Tensor<D>) -> HostTensor {
+pub(crate) fn to_host<const D: usize>(t: Tensor<D>) -> HostTensor {
     let shape = t.dims().to_vec();
     let data = t
         .into_data()

@@ -381,3 +381,139 @@ fn data_inspect_looks_at_a_dataset_whatever_the_model_needs() {
         50
     );
 }
+
+#[test]
+fn lm_train_then_generate_continues_a_prompt_with_a_constant_size_state() {
+    let dir = scratch("lm");
+    let run = dir.join("run");
+    let (code, out, err) = linvit(&[
+        "lm",
+        "train",
+        "--out",
+        run.to_str().unwrap(),
+        "--set",
+        "model.layers=2",
+        "--set",
+        "model.embed_dim=32",
+        "--set",
+        "model.hidden_dim=32",
+        "--set",
+        "model.glu_dim=64",
+        "--set",
+        "model.lrpe=[true, false]",
+        "--set",
+        "data.seq_len=64",
+        "--set",
+        "data.procedural_bytes=30000",
+        "--set",
+        "train.steps=30",
+        "--set",
+        "train.batch_size=4",
+        "--set",
+        "train.log_every=10",
+        "--set",
+        "train.eval_every=30",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("trained 30 steps"), "{out}");
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("summary.json")).unwrap()).unwrap();
+    let (first, last) = (
+        summary["initial_val_bpb"].as_f64().unwrap(),
+        summary["final_val_bpb"].as_f64().unwrap(),
+    );
+    // Uniform over 256 bytes is 8 bits; 30 steps already learn much of the byte frequencies.
+    assert!(first > 7.5 && last < 6.5, "{first} -> {last}");
+    let metrics = std::fs::read_to_string(run.join("metrics.csv")).unwrap();
+    assert_eq!(metrics.lines().count(), 4, "{metrics}");
+
+    let generate = |tokens: &str| {
+        linvit(&[
+            "lm",
+            "generate",
+            "--checkpoint",
+            run.to_str().unwrap(),
+            "--prompt",
+            "Mara lived near",
+            "--tokens",
+            tokens,
+            "--temperature",
+            "0",
+            "--stats",
+        ])
+    };
+    let (code, short, err_short) = generate("20");
+    assert_eq!(code, 0, "{err_short}");
+    let (_, long, err_long) = generate("120");
+    assert!(short.starts_with("Mara lived near"), "{short}");
+    // Greedy decoding is deterministic: the longer text extends the shorter one.
+    assert!(
+        long.starts_with(short.trim_end_matches('\n')),
+        "{short:?} vs {long:?}"
+    );
+    let state = |err: &str| -> u64 {
+        let json = err.lines().rev().find(|l| l.starts_with('{')).unwrap();
+        serde_json::from_str::<serde_json::Value>(json).unwrap()["state_bytes"]
+            .as_u64()
+            .unwrap()
+    };
+    // Two layers: [4 heads, 16 (LRPE doubles 8), 8] + [4, 8, 8] floats, whatever the length.
+    assert_eq!(state(&err_short), 4 * (4 * 16 * 8 + 4 * 8 * 8));
+    assert_eq!(state(&err_short), state(&err_long));
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn lm_train_names_an_unknown_key_and_a_missing_text_file() {
+    let (code, _, err) = linvit(&["lm", "train", "--set", "train.step=5"]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("train.step") && err.contains("train.steps"),
+        "{err}"
+    );
+    let (code, _, err) = linvit(&["lm", "train", "--set", "data.path=/no/such/book.txt"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("/no/such/book.txt"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    let (code, _, err) = linvit(&["lm", "generate", "--checkpoint", "/no/such/run"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("/no/such/run"), "{err}");
+}
+
+#[test]
+fn bench_causal_measures_every_form_and_skips_what_would_not_fit() {
+    let (code, out, err) = linvit(&[
+        "bench",
+        "causal",
+        "--tokens",
+        "64,200",
+        "--forms",
+        "blocked,recurrent,quadratic,softmax",
+        "--heads",
+        "2",
+        "--head-dim",
+        "8",
+        "--block",
+        "32",
+        "--repeats",
+        "1",
+        "--json",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let rows: Vec<serde_json::Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(rows.len(), 8);
+    for r in &rows {
+        assert!(r["train_tokens_per_s"].as_f64().unwrap() > 0.0, "{r}");
+    }
+    let (code, out, _) = linvit(&[
+        "bench", "causal", "--tokens", "100000", "--forms", "softmax", "--max-gb", "1", "--json",
+    ]);
+    assert_eq!(code, 0);
+    assert!(out.contains("\"skipped\":\"needs"), "{out}");
+    let (code, _, err) = linvit(&["bench", "causal", "--forms", "flash"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("flash"), "{err}");
+}

@@ -97,6 +97,42 @@ fn every_attention_case_matches_the_authors_code_on_wgpu() {
     }
 }
 
+/// Every case of `reference-lm/` (TransNormerLLM and Lightning Attention), when present.
+fn lm_cases() -> Option<Vec<PathBuf>> {
+    let root = reference_root()?.join("reference-lm");
+    if !root.is_dir() {
+        eprintln!("SKIPPED: {} not found", root.display());
+        return None;
+    }
+    let cases = discover(&root).expect("reference-lm holds cases");
+    assert!(
+        cases.len() >= 11,
+        "expected 11 reference-lm cases, found {}",
+        cases.len()
+    );
+    Some(cases)
+}
+
+#[test]
+fn every_transnormer_and_lightning_case_matches_upstream_on_flex() {
+    match lm_cases() {
+        Some(cases) => run_all(&cases, &Device::flex(), "flex"),
+        None => eprintln!("SKIPPED: reference-lm conformance cases not found"),
+    }
+}
+
+#[test]
+fn every_transnormer_and_lightning_case_matches_upstream_on_wgpu() {
+    if !vulkan_driver_present() {
+        eprintln!("SKIPPED: wgpu reference-lm conformance, no Vulkan driver");
+        return;
+    }
+    match lm_cases() {
+        Some(cases) => run_all(&cases, &Device::wgpu(DeviceKind::DefaultDevice), "wgpu"),
+        None => eprintln!("SKIPPED: reference-lm conformance cases not found"),
+    }
+}
+
 #[test]
 fn a_case_with_weights_of_the_wrong_shape_is_an_error_naming_the_key() {
     let Some(root) = reference_root() else {
