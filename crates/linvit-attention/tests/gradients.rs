@@ -12,8 +12,8 @@ use std::sync::OnceLock;
 use burn::module::{Module, ModuleMapper, ModuleVisitor, Param};
 use burn::tensor::{Device, FloatDType, Gradients, Tensor, TensorData};
 use linvit_attention::{
-    AgentConfig, Attention, AttentionConfig, FocusedConfig, LinearConfig, MixerShape, Projection,
-    TokenLayout,
+    AgentConfig, Attention, AttentionConfig, FocusedConfig, LinearConfig, MixerShape, NormConfig,
+    Projection, TokenLayout,
 };
 
 /// The flex device with float64 defaults; configured once for this test binary.
@@ -371,6 +371,40 @@ fn softmax_and_linear_baselines_gradients_match_finite_differences() {
             attention: AttentionConfig::Linear(LinearConfig { kernel_size: 3 }),
             shape: MixerShape::new(8, 2, [3, 5]),
             layout: TokenLayout::grid(3, 5),
+            batch: 1,
+        },
+    ];
+    for case in &cases {
+        check(case);
+    }
+}
+
+#[test]
+fn norm_attention_gradients_match_finite_differences() {
+    let norm = AttentionConfig::Norm(NormConfig::default());
+    let cases = [
+        Case {
+            name: "norm, fused projection, CLS token, non-square 3x4",
+            attention: norm.clone(),
+            shape: MixerShape::new(8, 2, [3, 4]).with_prefix(1),
+            layout: TokenLayout::grid(3, 4).with_prefix(1),
+            batch: 2,
+        },
+        Case {
+            name: "norm, pvt sr 2",
+            attention: norm.clone(),
+            shape: MixerShape::new(8, 2, [4, 4]).with_projection(reduced(2)),
+            layout: TokenLayout::grid(4, 4),
+            batch: 1,
+        },
+        Case {
+            name: "norm, cswin vertical stripes (gate on the values)",
+            attention: norm,
+            shape: MixerShape::new(8, 2, [4, 4]).with_projection(Projection::External {
+                stripe: 0,
+                split: 2,
+            }),
+            layout: TokenLayout::grid(4, 4),
             batch: 1,
         },
     ];

@@ -79,6 +79,49 @@ fn every_tiny_model_trains_every_parameter_and_gives_finite_logits() {
     }
 }
 
+#[test]
+fn norm_attention_runs_in_every_backbone_and_trains_every_parameter() {
+    let device = Device::flex().autodiff();
+    for name in [
+        "tiny_vit",
+        "tiny_flatten_pvt",
+        "tiny_swin",
+        "tiny_flatten_cswin",
+    ] {
+        let config = preset(name).unwrap().config();
+        // ViT: every block; the stage backbones: norm in every stage but the last (softmax).
+        let (layout, config) = ["N", "NS", "NNS", "NNNS"]
+            .iter()
+            .find_map(|l| {
+                config
+                    .clone()
+                    .with_mixers(Some(l), None)
+                    .ok()
+                    .map(|c| (*l, c))
+            })
+            .unwrap_or_else(|| panic!("{name}: no layout fits"));
+        let model = config.init(&device);
+        let logits = model.forward(images(2, img_size(name), &device));
+        assert_eq!(logits.dims(), [2, 10], "{name}");
+        let grads = logits.square().sum().backward();
+        let mut visitor = Ungraded {
+            grads: &grads,
+            path: Vec::new(),
+            missing: Vec::new(),
+            seen: 0,
+        };
+        model.visit(&mut visitor);
+        let missing: Vec<&String> = visitor
+            .missing
+            .iter()
+            .filter(|p| !p.starts_with("Pvt.norm."))
+            .collect();
+        assert!(missing.is_empty(), "{name} {layout}: {missing:?}");
+        let gates = format!("{model:?}").matches("NormAttention").count();
+        assert!(gates >= 1, "{name} {layout}: no norm mixer was built");
+    }
+}
+
 fn scratch(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("linvit-models-{name}-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
