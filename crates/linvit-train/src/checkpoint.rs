@@ -181,6 +181,18 @@ pub(crate) fn checkpoints_dir(run_dir: &Path) -> PathBuf {
     run_dir.join("checkpoints")
 }
 
+/// Fault injection for the crash tests: `LINVIT_FAULT_CHECKPOINT_PAUSE_MS` holds every
+/// checkpoint write open half-way (weights written, optimizer state not yet) for that long, so
+/// a test can kill the process there on purpose rather than by luck. Unset, it costs nothing.
+fn fault_pause() {
+    let pause = std::env::var("LINVIT_FAULT_CHECKPOINT_PAUSE_MS")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok());
+    if let Some(ms) = pause {
+        std::thread::sleep(std::time::Duration::from_millis(ms));
+    }
+}
+
 /// Writes a complete checkpoint for the position in `snap.state`, updates the manifest and
 /// keeps the newest `keep` checkpoints. Returns the checkpoint's folder.
 pub(crate) fn save(run_dir: &Path, snap: &Snapshot, keep: usize) -> Result<PathBuf, TrainError> {
@@ -200,6 +212,7 @@ pub(crate) fn save(run_dir: &Path, snap: &Snapshot, keep: usize) -> Result<PathB
         snap.classes,
         snap.config_toml,
     )?;
+    fault_pause();
     save_adam(&tmp.join("optimizer.safetensors"), snap.adam)?;
     if let Some(ema) = snap.ema {
         let ema_dir = tmp.join("ema");
@@ -255,7 +268,7 @@ fn prune(root: &Path, keep: usize) -> Result<(), TrainError> {
 /// The newest complete checkpoint of a run: the one the manifest names, or (if the manifest is
 /// missing or names a folder that is gone) the newest complete folder. Removes leftovers of an
 /// interrupted write.
-pub(crate) fn latest(run_dir: &Path) -> Result<Option<PathBuf>, TrainError> {
+pub fn latest(run_dir: &Path) -> Result<Option<PathBuf>, TrainError> {
     let root = checkpoints_dir(run_dir);
     if !root.is_dir() {
         return Ok(None);

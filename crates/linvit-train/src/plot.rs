@@ -278,9 +278,15 @@ pub fn plot_loglog(
         let mut chart = builder
             .build_cartesian_2d(xs.log_scale(), ys.log_scale())
             .map_err(|e| plot_err(path, e))?;
+        let whole = |v: &f64| format!("{v:.0}");
         let mut mesh = chart.configure_mesh();
         if text {
-            mesh.x_desc(x_label).y_desc(y_label);
+            mesh.x_desc(x_label)
+                .y_desc(y_label)
+                .x_labels(6)
+                .y_labels(8)
+                .x_label_formatter(&whole)
+                .y_label_formatter(&whole);
         } else {
             mesh.x_labels(0).y_labels(0);
         }

@@ -178,8 +178,9 @@ pub fn train(
     )
 }
 
-/// Continues the run in `run_dir` from its newest complete checkpoint with the run's own
-/// `config.toml`; the result equals an uninterrupted run's on a deterministic backend.
+/// Continues the run in `run_dir` from its newest complete checkpoint (from the start when it
+/// was stopped before its first) with the run's own `config.toml`; the result equals an
+/// uninterrupted run's on a deterministic backend.
 pub fn resume(
     run_dir: &Path,
     device: &Device,
@@ -207,10 +208,27 @@ pub fn resume_with(
             .map_err(|e| io(&e.path, e.reason))?;
     }
     checkpoint::repair_best(run_dir);
-    let dir = checkpoint::latest(run_dir)?.ok_or_else(|| TrainError::NoCheckpoint {
-        path: run_dir.to_path_buf(),
-    })?;
     let ad = device.clone().autodiff();
+    let Some(dir) = checkpoint::latest(run_dir)? else {
+        // Stopped before its first checkpoint: start over from the seed, which is exactly
+        // where an uninterrupted run started.
+        let model = {
+            let _rng = RNG_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+            ad.seed(setup.config.train.seed);
+            setup.model_config.init(&ad)
+        };
+        let ema = (setup.config.train.ema > 0.0).then(|| model.valid());
+        return run(
+            setup,
+            run_dir,
+            &ad,
+            model,
+            AdamState::default(),
+            ema,
+            TrainState::default(),
+            options,
+        );
+    };
     let loaded = checkpoint::load(&dir, &ad)?;
     let ema = match (setup.config.train.ema > 0.0, loaded.ema) {
         (true, Some(e)) => Some(e),

@@ -589,7 +589,16 @@ fn print_row(r: &CaseReport) {
     let (result, detail) = match &r.status {
         Status::Pass => (
             "PASS",
-            format!("worst gradient {}", r.worst_grad.as_deref().unwrap_or("-")),
+            format!(
+                "worst {} {}",
+                // Decode cases compare prefill logits and recurrent states, not gradients.
+                if r.kind == "decode" {
+                    "state/prefill"
+                } else {
+                    "gradient"
+                },
+                r.worst_grad.as_deref().unwrap_or("-")
+            ),
         ),
         Status::Fail(why) => ("FAIL", why.clone()),
         Status::Unsupported(why) => ("UNSUP", why.clone()),
