@@ -140,6 +140,9 @@ pub struct TrainConfig {
     pub keep_checkpoints: usize,
     /// Use at most this many validation images per evaluation. Default: all.
     pub val_limit: Option<usize>,
+    /// Skip (and count) a micro-batch whose loss, or an optimizer step whose gradient norm, is
+    /// NaN or infinite, instead of stopping the run. Default: false.
+    pub skip_nonfinite: bool,
 }
 
 impl Default for TrainConfig {
@@ -165,6 +168,7 @@ impl Default for TrainConfig {
             eval_every: 1,
             log_every: 50,
             keep_checkpoints: 2,
+            skip_nonfinite: false,
             val_limit: None,
         }
     }

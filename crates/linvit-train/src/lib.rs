@@ -49,12 +49,15 @@ pub enum TrainError {
     #[error("{path}: no complete checkpoint to resume or load")]
     NoCheckpoint { path: PathBuf },
     #[error(
-        "the loss is {loss} at step {step} (epoch {epoch}); the run stopped{}",
+        "the {what} is {loss} at step {step} (epoch {epoch}); the run stopped{} (set train.skip_nonfinite = true to skip such steps instead)",
         checkpoint.as_ref().map(|p| format!(", the last good checkpoint is {}", p.display())).unwrap_or_else(|| " before its first checkpoint".into())
     )]
     NonFinite {
+        /// `loss` or `gradient norm`.
+        what: &'static str,
         epoch: usize,
         step: u64,
+        /// The non-finite value.
         loss: f64,
         checkpoint: Option<PathBuf>,
     },

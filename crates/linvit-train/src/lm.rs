@@ -235,6 +235,7 @@ pub fn train_lm(
         let value = l.clone().into_scalar::<f32>() as f64;
         if !value.is_finite() {
             return Err(TrainError::NonFinite {
+                what: "loss",
                 epoch: 1,
                 step: step + 1,
                 loss: value,

@@ -24,7 +24,8 @@ use crate::checkpoint::{self, Position, Snapshot, TrainState};
 use crate::eval::evaluate_model;
 use crate::metrics::{EpochRow, StepRow};
 use crate::optim::{
-    accumulate, clip_global_norm, collect_grads, ema_update, lr_at, scale, AdamState, AdamW,
+    accumulate, clip_global_norm, collect_grads, ema_update, global_norm, lr_at, scale, AdamState,
+    AdamW,
 };
 use crate::{plot, ConfigError, RunConfig, TrainError};
 
@@ -76,6 +77,8 @@ pub struct TrainSummary {
     pub best: Option<PathBuf>,
     /// `file: reason` of every training image skipped as corrupt (`data.skip_corrupt = true`).
     pub skipped_files: Vec<String>,
+    /// `step N (epoch E): what` of every step skipped for a NaN/Inf (`train.skip_nonfinite`).
+    pub skipped_steps: Vec<String>,
 }
 
 /// Everything fixed for a run once its config and data are resolved.
@@ -383,6 +386,8 @@ fn run(
     state.history.write(run_dir)?;
     // Corrupt files the loader skipped (`data.skip_corrupt = true`), reported at the end.
     let mut skipped_files: Vec<String> = Vec::new();
+    // Steps skipped for a non-finite loss or gradient (`train.skip_nonfinite = true`).
+    let mut skipped_steps: Vec<String> = Vec::new();
     let schedule = |step| lr_at(step, total_steps, warmup, t.lr, t.warmup_lr, t.min_lr);
     while state.position.epoch < t.epochs {
         if options
@@ -443,12 +448,21 @@ fn run(
             let loss = soft_cross_entropy(logits.clone(), targets);
             let loss_value = loss.clone().into_scalar::<f32>() as f64;
             if !loss_value.is_finite() {
-                return Err(TrainError::NonFinite {
-                    epoch: epoch + 1,
-                    step: state.position.step + 1,
-                    loss: loss_value,
-                    checkpoint: last_checkpoint.clone(),
-                });
+                if !t.skip_nonfinite {
+                    return Err(TrainError::NonFinite {
+                        what: "loss",
+                        epoch: epoch + 1,
+                        step: state.position.step + 1,
+                        loss: loss_value,
+                        checkpoint: last_checkpoint.clone(),
+                    });
+                }
+                skipped_steps.push(format!(
+                    "step {} (epoch {}): loss {loss_value}",
+                    state.position.step + 1,
+                    epoch + 1
+                ));
+                continue;
             }
             let host: Vec<f32> = logits
                 .clone()
@@ -466,15 +480,31 @@ fn run(
             n_pending += 1;
             if n_pending == t.accum_steps || i + 1 == n_batches {
                 let grads = scale(pending.take().unwrap_or_default(), 1.0 / n_pending as f64);
-                let grads = if t.clip_grad > 0.0 {
-                    let (g, norm) = clip_global_norm(grads, t.clip_grad);
-                    grad_norm = Some(norm);
-                    g
+                let (grads, norm) = if t.clip_grad > 0.0 {
+                    clip_global_norm(grads, t.clip_grad)
                 } else {
-                    grads
+                    let norm = global_norm(&grads);
+                    (grads, norm)
                 };
+                grad_norm = Some(norm);
                 lr = schedule(state.position.step);
-                model = hp.step(model, grads, &mut adam, lr);
+                if norm.is_finite() {
+                    model = hp.step(model, grads, &mut adam, lr);
+                } else if t.skip_nonfinite {
+                    skipped_steps.push(format!(
+                        "step {} (epoch {}): gradient norm {norm}",
+                        state.position.step + 1,
+                        epoch + 1
+                    ));
+                } else {
+                    return Err(TrainError::NonFinite {
+                        what: "gradient norm",
+                        epoch: epoch + 1,
+                        step: state.position.step + 1,
+                        loss: norm,
+                        checkpoint: last_checkpoint.clone(),
+                    });
+                }
                 if let Some(e) = ema.take() {
                     ema = Some(ema_update(e, &model, t.ema));
                 }
@@ -593,5 +623,6 @@ fn run(
         checkpoint: last_checkpoint,
         best: best.is_dir().then_some(best),
         skipped_files,
+        skipped_steps,
     })
 }

@@ -233,6 +233,21 @@ fn a_non_finite_loss_stops_the_run_naming_the_step_and_keeps_the_last_good_check
     assert!(!run.join("checkpoints/epoch-0002").exists());
     let e = evaluate(&run.join("checkpoints/epoch-0001"), None, &Device::flex()).unwrap();
     assert!(e.loss.is_finite());
+
+    // Asked to, the same run skips such steps, counts them and finishes.
+    let sets = [
+        "train.lr=1e30".to_string(),
+        "train.clip_grad=0.0".to_string(),
+        "train.skip_nonfinite=true".to_string(),
+    ];
+    let summary = resume_with(&run, &sets, &Device::flex(), &quiet()).unwrap();
+    assert_eq!(summary.epochs, 2);
+    assert!(!summary.skipped_steps.is_empty());
+    assert!(
+        summary.skipped_steps[0].contains("(epoch 2)"),
+        "{:?}",
+        summary.skipped_steps
+    );
 }
 
 #[test]
