@@ -85,6 +85,8 @@ pub struct NormLinearAttentionConfig {
     pub use_lrpe: bool,
     /// Biases on `qkvu_proj` and `out_proj`. Default in every release: false.
     pub bias: bool,
+    /// Standard deviation of the initial weights (upstream's `init_std`, 0.02).
+    pub init_std: f64,
 }
 
 /// Where a sequence stands for a causal mixer: the inclusive attention state and the number of
@@ -109,25 +111,40 @@ pub struct NormLinearAttention {
     pub decay: Decay,
 }
 
-/// Upstream's `init_std`: every Linear and the embedding start from N(0, 0.02).
+/// Upstream's default `init_std`: every Linear and the embedding start from N(0, 0.02).
 pub const INIT_STD: f64 = 0.02;
 
-/// A Linear initialised as upstream's `_init_weights`: N(0, 0.02) weights, zero bias.
-pub fn transnormer_linear(d_in: usize, d_out: usize, bias: bool, device: &Device) -> Linear {
+/// A Linear initialised as upstream's `_init_weights`: N(0, std) weights, zero bias.
+pub fn transnormer_linear(
+    d_in: usize,
+    d_out: usize,
+    bias: bool,
+    std: f64,
+    device: &Device,
+) -> Linear {
     LinearConfig::new(d_in, d_out)
         .with_bias(bias)
-        .with_initializer(Initializer::Normal {
-            mean: 0.0,
-            std: INIT_STD,
-        })
+        .with_initializer(Initializer::Normal { mean: 0.0, std })
         .init(device)
 }
 
 impl NormLinearAttentionConfig {
     pub fn init(&self, decay: Decay, device: &Device) -> NormLinearAttention {
         NormLinearAttention {
-            qkvu_proj: transnormer_linear(self.embed_dim, 4 * self.hidden_dim, self.bias, device),
-            out_proj: transnormer_linear(self.hidden_dim, self.embed_dim, self.bias, device),
+            qkvu_proj: transnormer_linear(
+                self.embed_dim,
+                4 * self.hidden_dim,
+                self.bias,
+                self.init_std,
+                device,
+            ),
+            out_proj: transnormer_linear(
+                self.hidden_dim,
+                self.embed_dim,
+                self.bias,
+                self.init_std,
+                device,
+            ),
             lrpe: self
                 .use_lrpe
                 .then(|| Lrpe::new(self.num_heads, self.embed_dim / self.num_heads, device)),

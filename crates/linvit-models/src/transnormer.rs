@@ -52,6 +52,8 @@ pub struct TransnormerConfig {
     pub tie_word_embeddings: bool,
     /// How training computes the causal attention. Default: blocked, 64-token blocks.
     pub form: CausalForm,
+    /// Standard deviation of every initial weight (upstream's `init_std`). Default: 0.02.
+    pub init_std: f64,
 }
 
 impl Default for TransnormerConfig {
@@ -69,6 +71,7 @@ impl Default for TransnormerConfig {
             pad_token_id: 0,
             tie_word_embeddings: true,
             form: CausalForm::default(),
+            init_std: INIT_STD,
         }
     }
 }
@@ -183,6 +186,10 @@ impl TransnormerConfig {
             pad_token_id: usize_of("pad_token_id", 0)?,
             tie_word_embeddings: bool_of("tie_word_embeddings", true)?,
             form: CausalForm::default(),
+            init_std: match get("init_std") {
+                None => INIT_STD,
+                Some(v) => v.as_f64().ok_or("config.init_std is not a number")?,
+            },
         })
     }
 
@@ -194,6 +201,7 @@ impl TransnormerConfig {
             num_heads: self.heads,
             use_lrpe: self.lrpe.get(layer).copied().unwrap_or(false),
             bias: self.bias,
+            init_std: self.init_std,
         }
     }
 
@@ -204,7 +212,13 @@ impl TransnormerConfig {
                 token_mixer: self
                     .mixer(l)
                     .init(Decay::transnormer(self.heads, l, self.layers), device),
-                channel_mixer: Glu::new(self.embed_dim, self.glu_dim, self.bias, device),
+                channel_mixer: Glu::new(
+                    self.embed_dim,
+                    self.glu_dim,
+                    self.bias,
+                    self.init_std,
+                    device,
+                ),
             })
             .collect();
         let scale = if self.scale_embedding {
@@ -219,8 +233,15 @@ impl TransnormerConfig {
                 embed_scale: scale,
                 pad_token_id: self.pad_token_id,
             },
-            lm_head: (!self.tie_word_embeddings)
-                .then(|| transnormer_linear(self.embed_dim, self.vocab_size, false, device)),
+            lm_head: (!self.tie_word_embeddings).then(|| {
+                transnormer_linear(
+                    self.embed_dim,
+                    self.vocab_size,
+                    false,
+                    self.init_std,
+                    device,
+                )
+            }),
             form: self.form,
         }
     }
@@ -230,7 +251,7 @@ impl TransnormerConfig {
         let mut embedding = EmbeddingConfig::new(self.vocab_size, self.embed_dim)
             .with_initializer(Initializer::Normal {
                 mean: 0.0,
-                std: INIT_STD,
+                std: self.init_std,
             })
             .init(device);
         // Zeroed on the host: a tensor edited on the autodiff device is not a graph leaf.
@@ -277,8 +298,9 @@ pub struct Glu {
 }
 
 impl Glu {
-    pub fn new(dim: usize, inner: usize, bias: bool, device: &Device) -> Self {
-        let linear = |i, o| transnormer_linear(i, o, bias, device);
+    /// SGLU with N(0, `std`) weights (upstream: `init_std`, 0.02).
+    pub fn new(dim: usize, inner: usize, bias: bool, std: f64, device: &Device) -> Self {
+        let linear = |i, o| transnormer_linear(i, o, bias, std, device);
         Self {
             l1: linear(dim, inner),
             l2: linear(dim, inner),

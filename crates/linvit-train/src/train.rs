@@ -162,17 +162,26 @@ pub fn train(
     let path = run_dir.join("config.toml");
     linvit_models::checkpoint::write_atomic(&path, setup.config_toml.as_bytes())
         .map_err(|e| io(&e.path, e.reason))?;
-    let ad = device.clone().autodiff();
+    start(setup, run_dir, &device.clone().autodiff(), options)
+}
+
+/// Trains from a freshly initialised model (seeded from `train.seed`).
+fn start(
+    setup: Setup,
+    run_dir: &Path,
+    ad: &Device,
+    options: &TrainOptions,
+) -> Result<TrainSummary, TrainError> {
     let model = {
         let _rng = RNG_LOCK.lock().unwrap_or_else(|e| e.into_inner());
         ad.seed(setup.config.train.seed);
-        setup.model_config.init(&ad)
+        setup.model_config.init(ad)
     };
     let ema = (setup.config.train.ema > 0.0).then(|| model.valid());
     run(
         setup,
         run_dir,
-        &ad,
+        ad,
         model,
         AdamState::default(),
         ema,
@@ -215,22 +224,7 @@ pub fn resume_with(
     let Some(dir) = checkpoint::latest(run_dir)? else {
         // Stopped before its first checkpoint: start over from the seed, which is exactly
         // where an uninterrupted run started.
-        let model = {
-            let _rng = RNG_LOCK.lock().unwrap_or_else(|e| e.into_inner());
-            ad.seed(setup.config.train.seed);
-            setup.model_config.init(&ad)
-        };
-        let ema = (setup.config.train.ema > 0.0).then(|| model.valid());
-        return run(
-            setup,
-            run_dir,
-            &ad,
-            model,
-            AdamState::default(),
-            ema,
-            TrainState::default(),
-            options,
-        );
+        return start(setup, run_dir, &ad, options);
     };
     let loaded = checkpoint::load(&dir, &ad)?;
     let ema = match (setup.config.train.ema > 0.0, loaded.ema) {

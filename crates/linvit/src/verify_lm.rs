@@ -16,7 +16,7 @@ use serde_json::Value;
 
 use linvit_attention::import::{load_upstream, load_upstream_except};
 use linvit_attention::lightning::{causal_linear_attention, CausalForm, Decay};
-use linvit_attention::norm::{srms_norm, NormLinearAttentionConfig};
+use linvit_attention::norm::{srms_norm, NormLinearAttentionConfig, INIT_STD};
 use linvit_models::transnormer::{Glu, TransnormerConfig, TransnormerDecoderLayer};
 
 use crate::reference::{
@@ -217,6 +217,7 @@ pub(crate) fn run(
                 num_heads: case.arg_usize(&["ctor", "num_heads"])?,
                 use_lrpe: case.arg_bool(&["ctor", "linear_use_lrpe"]),
                 bias: case.arg_bool(&["ctor", "bias"]),
+                init_std: INIT_STD,
             };
             let mut module = config.init(case.slope_rate()?, &device);
             load(&mut module, &case, &[])?;
@@ -228,7 +229,7 @@ pub(crate) fn run(
         Piece::ChannelMixer => {
             let d1 = case.arg_usize(&["ctor", "d1"])?;
             let d2 = case.arg_usize(&["ctor", "d2"])?;
-            let mut module = Glu::new(d1, d2, case.arg_bool(&["ctor", "bias"]), &device);
+            let mut module = Glu::new(d1, d2, case.arg_bool(&["ctor", "bias"]), INIT_STD, &device);
             load(&mut module, &case, &[])?;
             let x = case.tensor::<3>("input", &device)?.require_grad();
             let grads = checks.output(&case, module.forward(x.clone()), tol, &device)?;
@@ -245,7 +246,13 @@ pub(crate) fn run(
             }
             let mut module = TransnormerDecoderLayer {
                 token_mixer: config.mixer(layer).init(case.slope_rate()?, &device),
-                channel_mixer: Glu::new(config.embed_dim, config.glu_dim, config.bias, &device),
+                channel_mixer: Glu::new(
+                    config.embed_dim,
+                    config.glu_dim,
+                    config.bias,
+                    config.init_std,
+                    &device,
+                ),
             };
             load(&mut module, &case, &[])?;
             let x = case.tensor::<3>("input", &device)?.require_grad();
