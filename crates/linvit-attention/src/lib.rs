@@ -12,9 +12,11 @@
 pub mod agent;
 pub mod focused;
 pub mod import;
+pub mod kinds;
 pub mod linear;
 pub mod ops;
 mod proj;
+pub mod reference;
 pub mod softmax;
 
 use burn::module::Module;
@@ -216,8 +218,11 @@ impl MixerShape {
                 if focused.focusing_factor == 0 {
                     return bad("focusing_factor must be at least 1".into());
                 }
-                if focused.kernel_size % 2 == 0 {
-                    return bad(format!("kernel_size {} must be odd", focused.kernel_size));
+                if focused.kernel_size % 2 == 0 && focused.kernel_size != 0 {
+                    return bad(format!(
+                        "kernel_size {} must be odd or 0",
+                        focused.kernel_size
+                    ));
                 }
                 if matches!(self.projection, Projection::External { stripe, .. } if stripe != -1) {
                     return bad(
@@ -333,6 +338,26 @@ impl Attention {
             Attention::Linear(m) => m.forward_qkv(q, k, v, layout),
             Attention::Focused(m) => m.forward_qkv(q, k, v, layout),
             Attention::Agent(m) => m.forward_qkv(q, k, v, layout),
+        }
+    }
+}
+
+impl Attention {
+    /// The token mixing alone, between the projections: `q, k, v` each `[B, prefix + H*W, C]`
+    /// on the same grid (no spatial reduction, no LePE, no `proj`). What `linvit bench
+    /// attention` times.
+    pub fn mix(&self, q: Tensor<3>, k: Tensor<3>, v: Tensor<3>, layout: TokenLayout) -> Tensor<3> {
+        let qkv = proj::Qkv {
+            q,
+            k,
+            v,
+            key_grid: layout.hw(),
+        };
+        match self {
+            Attention::Softmax(m) => m.attend(qkv.q, qkv.k, qkv.v, layout, None),
+            Attention::Linear(m) => m.attend(qkv, layout),
+            Attention::Focused(m) => m.attend(qkv, layout),
+            Attention::Agent(m) => m.attend(qkv, layout),
         }
     }
 }
