@@ -99,9 +99,12 @@ impl FocusedConfig {
 /// FLatten's kernel: `relu(x) + 1e-6`, divided by `softplus(scale)`, then the focusing function
 /// `x^p / ||x^p|| * ||x||` with norms over the full channel dim (all heads together).
 ///
-/// Computed as `x^p * sqrt(||x||^2 / ||x^p||^2)`: the power by repeated multiplication (an
-/// element-wise `powf` is several times slower on CPU backends) and one full-size multiply by a
-/// per-token factor. [`crate::reference::focus`] is the literal form.
+/// Computed as `x^p * (||x|| / ||x^p||)`: the power by repeated multiplication (an element-wise
+/// `powf` is several times slower on CPU backends) and one full-size multiply by a per-token
+/// factor. The two norms are taken separately, as upstream does: `sqrt(||x||^2 / ||x^p||^2)`
+/// would put `||x^p||^4` in the gradient's denominator, which underflows in f32 for tokens whose
+/// channels relu zeroed (their entries are `1e-6 / softplus(scale)`), and the training diverges.
+/// [`crate::reference::focus`] is the literal form.
 pub fn focus(x: Tensor<3>, scale: Tensor<3>, p: u32) -> Tensor<3> {
     focus_times(x, scale, p, 1.0)
 }
@@ -112,7 +115,7 @@ fn focus_times(x: Tensor<3>, scale: Tensor<3>, p: u32, times: f64) -> Tensor<3> 
     let norm2 = x.clone().square().sum_dim(2); // [b, n, 1]
     let xp = powi_by_mul(x, p);
     let xp_norm2 = xp.clone().square().sum_dim(2); // [b, n, 1]
-    let factor = (norm2 / xp_norm2).sqrt();
+    let factor = norm2.sqrt() / xp_norm2.sqrt();
     let factor = if times == 1.0 {
         factor
     } else {

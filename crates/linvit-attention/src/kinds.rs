@@ -8,8 +8,13 @@ use crate::{AgentConfig, AttentionConfig, FocusedConfig, LinearConfig};
 /// plain linear without DWC).
 pub const KINDS: &[(&str, fn() -> AttentionConfig)] = &[
     ("softmax", || AttentionConfig::Softmax),
-    ("linear", || AttentionConfig::Linear(LinearConfig::default())),
-    ("focused", || AttentionConfig::Focused(FocusedConfig::default())),
+    (
+        "linear",
+        || AttentionConfig::Linear(LinearConfig::default()),
+    ),
+    ("focused", || {
+        AttentionConfig::Focused(FocusedConfig::default())
+    }),
     ("agent", || AttentionConfig::Agent(AgentConfig::default())),
 ];
 

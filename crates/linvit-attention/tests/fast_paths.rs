@@ -96,6 +96,37 @@ fn the_focusing_function_matches_its_literal_form_with_gradients() {
 }
 
 #[test]
+fn focusing_gradients_stay_finite_for_tokens_relu_zeroed() {
+    // Whole tokens negative: every entry becomes 1e-6 / softplus(scale), so ||x^p||^2 is ~1e-35
+    // and its square underflows in f32; the literal form's gradients are finite, so must ours be.
+    // (From p = 4 on, ||x^p||^2 itself underflows and the literal form is NaN too.)
+    let ad = Device::flex().autodiff();
+    for p in [3u32] {
+        let x = tensor([2, 49, 16], 3, &ad).abs().neg().require_grad();
+        let scale = tensor([1, 1, 16], 4, &ad).abs().require_grad();
+        let g = tensor([2, 49, 16], 5, &ad);
+        // relu passes no gradient to x there; `scale` receives it from every token.
+        let grads = (focus(x.clone(), scale.clone(), p) * g.clone())
+            .sum()
+            .backward();
+        let fast = host(scale.grad(&grads).unwrap());
+        let grads = (reference::focus(x.clone(), scale.clone(), p) * g)
+            .sum()
+            .backward();
+        let slow = host(scale.grad(&grads).unwrap());
+        assert!(
+            slow.iter().all(|v| v.is_finite()),
+            "the literal form is finite"
+        );
+        assert!(
+            fast.iter().all(|v| v.is_finite()),
+            "p = {p}: non-finite gradient {fast:?}"
+        );
+        assert_close(&format!("p = {p} d/dscale"), &fast, &slow, 1e-3);
+    }
+}
+
+#[test]
 fn linear_attention_matches_its_literal_form_with_gradients() {
     for (nq, nk, d) in [(49, 49, 4), (50, 13, 5), (63, 63, 8)] {
         let dims = [[2, 3, nq, d], [2, 3, nk, d], [2, 3, nk, d]];
