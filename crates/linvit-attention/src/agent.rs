@@ -199,7 +199,7 @@ impl AgentAttention {
         }
     }
 
-    fn attend(&self, qkv: Qkv, layout: TokenLayout) -> Tensor<3> {
+    pub(crate) fn attend(&self, qkv: Qkv, layout: TokenLayout) -> Tensor<3> {
         let Qkv { q, k, v, key_grid } = qkv;
         let heads = self.num_heads;
         let [b, n_q, c] = q.dims();

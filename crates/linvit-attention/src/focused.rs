@@ -98,38 +98,87 @@ impl FocusedConfig {
 
 /// FLatten's kernel: `relu(x) + 1e-6`, divided by `softplus(scale)`, then the focusing function
 /// `x^p / ||x^p|| * ||x||` with norms over the full channel dim (all heads together).
+///
+/// Computed as `x^p * (||x|| / ||x^p||)`: the power by repeated multiplication (an element-wise
+/// `powf` is several times slower on CPU backends) and one full-size multiply by a per-token
+/// factor. The two norms are taken separately, as upstream does: `sqrt(||x||^2 / ||x^p||^2)`
+/// would put `||x^p||^4` in the gradient's denominator, which underflows in f32 for tokens whose
+/// channels relu zeroed (their entries are `1e-6 / softplus(scale)`), and the training diverges.
+/// [`crate::reference::focus`] is the literal form.
 pub fn focus(x: Tensor<3>, scale: Tensor<3>, p: u32) -> Tensor<3> {
+    focus_times(x, scale, p, 1.0)
+}
+
+/// [`focus`] times a constant, folded into the per-token factor (free).
+fn focus_times(x: Tensor<3>, scale: Tensor<3>, p: u32, times: f64) -> Tensor<3> {
     let x = relu(x).add_scalar(1e-6) / softplus(scale, 1.0);
-    let norm = x.clone().square().sum_dim(2).sqrt();
-    let xp = x.powi_scalar(p as i32);
-    let xp_norm = xp.clone().square().sum_dim(2).sqrt();
-    xp / xp_norm * norm
+    let norm2 = x.clone().square().sum_dim(2); // [b, n, 1]
+    let xp = powi_by_mul(x, p);
+    let xp_norm2 = xp.clone().square().sum_dim(2); // [b, n, 1]
+    let factor = norm2.sqrt() / xp_norm2.sqrt();
+    let factor = if times == 1.0 {
+        factor
+    } else {
+        factor.mul_scalar(times)
+    };
+    xp * factor
+}
+
+/// `x^p` for `p >= 1` by squaring and multiplying (`p = 3`: two passes).
+pub fn powi_by_mul<const D: usize>(x: Tensor<D>, p: u32) -> Tensor<D> {
+    match p {
+        0 => x.ones_like(),
+        1 => x,
+        2 => x.square(),
+        _ => {
+            let half = powi_by_mul(x.clone(), p / 2).square();
+            if p % 2 == 1 {
+                half * x
+            } else {
+                half
+            }
+        }
+    }
 }
 
 /// Normalised linear attention per head, in the order that keeps memory linear in tokens:
 /// `z = 1 / (q . mean(k) + 1e-6)`, `kv = (k^T / sqrt(n)) (v / sqrt(n))`, `out = (q kv) z`.
-/// Scaling k and v by `n^-1/2` before the product keeps `kv` finite in half precision.
 ///
 /// # Shapes
 /// - q `[B, h, N, d]`, k and v `[B, h, n, d]` -> `[B, h, N, d]`
 pub fn linear_attend(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>) -> Tensor<4> {
     let n = k.dims()[2] as f64;
-    let k_mean = k.clone().mean_dim(2); // [b, h, 1, d]
-    let z = q
-        .clone()
-        .matmul(k_mean.swap_dims(2, 3))
-        .add_scalar(1e-6)
-        .recip(); // [b, h, N, 1]
-    let s = n.powf(-0.5);
-    let kv = k.swap_dims(2, 3).mul_scalar(s).matmul(v.mul_scalar(s)); // [b, h, d, d]
-    q.matmul(kv) * z
+    linear_attend_prescaled(q, k.mul_scalar(n.powf(-0.5)), v)
+}
+
+/// [`linear_attend`] with the keys already divided by `sqrt(n)` (FLatten folds that into the
+/// focusing factor, so it costs no pass over the keys).
+///
+/// The numerator `q kv` and the denominator `q . mean(k)` come out of one product with `kv`
+/// augmented by the column `mean(k)^T`: `q [kv | mean(k)^T]`. `kv` is `k'^T v / sqrt(n)` with
+/// `k' = k / sqrt(n)`, which equals upstream's `(k^T / sqrt(n)) (v / sqrt(n))` and keeps its sums
+/// bounded (what keeps half precision finite). [`crate::reference::linear_attend`] is the
+/// literal form.
+///
+/// # Shapes
+/// - q `[B, h, N, d]`, k and v `[B, h, n, d]` -> `[B, h, N, d]`
+pub fn linear_attend_prescaled(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>) -> Tensor<4> {
+    let [_, _, n, d] = k.dims();
+    let s = (n as f64).powf(-0.5);
+    let k_mean = k.clone().sum_dim(2).mul_scalar(s); // [b, h, 1, d]
+    let kv = k.swap_dims(2, 3).matmul(v).mul_scalar(s); // [b, h, d, d]
+    let kv_z = Tensor::cat(vec![kv, k_mean.swap_dims(2, 3)], 3); // [b, h, d, d + 1]
+    let out = q.matmul(kv_z); // [b, h, N, d + 1]
+    let den = out.clone().narrow(3, d, 1).add_scalar(1e-6);
+    out.narrow(3, 0, d) / den
 }
 
 /// The depthwise conv over the head dim shared by all heads, on `v [B, h, N, d]` laid out as
 /// `[B*h, d, H, W]`; returns merged-head tokens `[B, N, h*d]`.
 pub fn head_shared_dwc(dwc: &Conv2d, v: Tensor<4>, [h, w]: [usize; 2]) -> Tensor<3> {
     let [b, heads, n, d] = v.dims();
-    let image = v.reshape([b * heads, h, w, d]).permute([0, 3, 1, 2]);
+    // One copy into the conv's [B*h, d, H, W] layout.
+    let image = v.swap_dims(2, 3).reshape([b * heads, d, h, w]);
     dwc.forward(image)
         .reshape([b, heads * d, n])
         .swap_dims(1, 2)
@@ -169,7 +218,7 @@ impl FocusedLinearAttention {
         resample_axis(pe, m, 1)
     }
 
-    fn attend(&self, qkv: Qkv, layout: TokenLayout) -> Tensor<3> {
+    pub(crate) fn attend(&self, qkv: Qkv, layout: TokenLayout) -> Tensor<3> {
         let Qkv { q, k, v, key_grid } = qkv;
         let [_, n_keys, _] = k.dims();
         let pe = if n_keys == key_grid[0] * key_grid[1] {
@@ -189,10 +238,11 @@ impl FocusedLinearAttention {
         let k = k + pe;
         let scale = self.scale.val();
         let q = focus(q, scale.clone(), self.focusing_factor);
-        let k = focus(k, scale, self.focusing_factor);
+        // The keys' 1/sqrt(n) of `linear_attend` rides on the focusing factor.
+        let k = focus_times(k, scale, self.focusing_factor, (n_keys as f64).powf(-0.5));
         let heads = self.num_heads;
         let v = split_heads(v, heads);
-        let out = merge_heads(linear_attend(
+        let out = merge_heads(linear_attend_prescaled(
             split_heads(q, heads),
             split_heads(k, heads),
             v.clone(),

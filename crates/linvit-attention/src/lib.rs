@@ -12,11 +12,13 @@
 pub mod agent;
 pub mod focused;
 pub mod import;
+pub mod kinds;
 pub mod lightning;
 pub mod linear;
 pub mod norm;
 pub mod ops;
 mod proj;
+pub mod reference;
 pub mod softmax;
 
 use burn::module::Module;
@@ -219,8 +221,11 @@ impl MixerShape {
                 if focused.focusing_factor == 0 {
                     return bad("focusing_factor must be at least 1".into());
                 }
-                if focused.kernel_size % 2 == 0 {
-                    return bad(format!("kernel_size {} must be odd", focused.kernel_size));
+                if focused.kernel_size % 2 == 0 && focused.kernel_size != 0 {
+                    return bad(format!(
+                        "kernel_size {} must be odd or 0",
+                        focused.kernel_size
+                    ));
                 }
                 if matches!(self.projection, Projection::External { stripe, .. } if stripe != -1) {
                     return bad(
@@ -343,6 +348,28 @@ impl Attention {
             Attention::Focused(m) => m.forward_qkv(q, k, v, layout),
             Attention::Agent(m) => m.forward_qkv(q, k, v, layout),
             Attention::Norm(m) => m.forward_qkv(q, k, v, layout),
+        }
+    }
+}
+
+impl Attention {
+    /// The token mixing alone, between the projections: `q, k, v` each `[B, prefix + H*W, C]`
+    /// on the same grid (no spatial reduction, no LePE, no `proj`). What `linvit bench
+    /// attention` times.
+    pub fn mix(&self, q: Tensor<3>, k: Tensor<3>, v: Tensor<3>, layout: TokenLayout) -> Tensor<3> {
+        let qkv = proj::Qkv {
+            q,
+            k,
+            v,
+            key_grid: layout.hw(),
+        };
+        match self {
+            Attention::Softmax(m) => m.attend(qkv.q, qkv.k, qkv.v, layout, None),
+            Attention::Linear(m) => m.attend(qkv, layout),
+            Attention::Focused(m) => m.attend(qkv, layout),
+            Attention::Agent(m) => m.attend(qkv, layout),
+            // The gate is a projection of the input, outside the mixing proper.
+            Attention::Norm(m) => m.attend(qkv),
         }
     }
 }

@@ -80,7 +80,7 @@ impl LinearAttention {
         })
     }
 
-    fn attend(&self, qkv: Qkv, layout: TokenLayout) -> Tensor<3> {
+    pub(crate) fn attend(&self, qkv: Qkv, layout: TokenLayout) -> Tensor<3> {
         let Qkv { q, k, v, key_grid } = qkv;
         let heads = self.num_heads;
         let phi = |x: Tensor<3>| split_heads(relu(x).add_scalar(1e-6), heads);

@@ -268,7 +268,7 @@ impl NormAttention {
     }
 
     /// `SRMSNorm(Q (K^T V))` with silu feature maps, heads merged.
-    fn attend(&self, qkv: Qkv) -> Tensor<3> {
+    pub(crate) fn attend(&self, qkv: Qkv) -> Tensor<3> {
         let heads = self.num_heads;
         let q = silu(split_heads(qkv.q, heads));
         let k = silu(split_heads(qkv.k, heads));

@@ -5,9 +5,40 @@
 //! PyTorch's exact `F.interpolate(..., align_corners=False)` and `AdaptiveAvgPool2d` semantics,
 //! forward and backward, on every backend. A resampling of a fixed size is a linear map, so we
 //! build its weights once on the host (mirroring PyTorch's index arithmetic) and apply them with
-//! `matmul`, which every backend differentiates the same way.
+//! `matmul`, which every backend differentiates the same way. Built matrices are cached per
+//! size and device, so only the first forward at a grid pays for them.
+
+use std::collections::HashMap;
+use std::sync::{Mutex, OnceLock};
 
 use burn::tensor::{Device, Tensor, TensorData};
+
+/// Which resampling a cached matrix is, its sizes, and the device it lives on.
+type MatrixKey = (&'static str, [usize; 4], String, bool);
+
+/// Resampling matrices already built, per kind, size and device: a forward at a grid seen before
+/// reuses the device tensor instead of rebuilding it on the host and uploading it again.
+fn matrix_cache() -> &'static Mutex<HashMap<MatrixKey, Tensor<2>>> {
+    static CACHE: OnceLock<Mutex<HashMap<MatrixKey, Tensor<2>>>> = OnceLock::new();
+    CACHE.get_or_init(|| Mutex::new(HashMap::new()))
+}
+
+/// The matrix for `key` on `device`, built by `build` the first time.
+fn cached(
+    kind: &'static str,
+    sizes: [usize; 4],
+    device: &Device,
+    build: impl FnOnce() -> Tensor<2>,
+) -> Tensor<2> {
+    let key = (kind, sizes, format!("{device:?}"), device.is_autodiff());
+    let lock = || matrix_cache().lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(m) = lock().get(&key) {
+        return m.clone();
+    }
+    let m = build();
+    lock().insert(key, m.clone());
+    m
+}
 
 /// `[B, N, h*d]` -> `[B, h, N, d]` (channel `c` goes to head `c / d`, as upstream).
 pub fn split_heads(x: Tensor<3>, heads: usize) -> Tensor<4> {
@@ -110,6 +141,12 @@ fn kron(a: &[f32], [m1, n1]: [usize; 2], b: &[f32], [m2, n2]: [usize; 2]) -> Vec
 /// Bilinear resize (`align_corners=False`) of a row-major `from` grid to a `to` grid, as a
 /// `[to_h*to_w, from_h*from_w]` matrix to multiply token-major data with.
 pub fn bilinear_matrix(from: [usize; 2], to: [usize; 2], device: &Device) -> Tensor<2> {
+    cached("bilinear", [from[0], from[1], to[0], to[1]], device, || {
+        build_bilinear_matrix(from, to, device)
+    })
+}
+
+fn build_bilinear_matrix(from: [usize; 2], to: [usize; 2], device: &Device) -> Tensor<2> {
     let rows = linear_resize_weights(from[0], to[0]);
     let cols = linear_resize_weights(from[1], to[1]);
     let m = kron(&rows, [to[0], from[0]], &cols, [to[1], from[1]]);
@@ -121,6 +158,15 @@ pub fn bilinear_matrix(from: [usize; 2], to: [usize; 2], device: &Device) -> Ten
 
 /// `AdaptiveAvgPool2d(to)` of a row-major `from` grid as a `[to_h*to_w, from_h*from_w]` matrix.
 pub fn adaptive_pool_matrix(from: [usize; 2], to: [usize; 2], device: &Device) -> Tensor<2> {
+    cached(
+        "adaptive_pool",
+        [from[0], from[1], to[0], to[1]],
+        device,
+        || build_adaptive_pool_matrix(from, to, device),
+    )
+}
+
+fn build_adaptive_pool_matrix(from: [usize; 2], to: [usize; 2], device: &Device) -> Tensor<2> {
     let rows = adaptive_pool_weights(from[0], to[0]);
     let cols = adaptive_pool_weights(from[1], to[1]);
     let m = kron(&rows, [to[0], from[0]], &cols, [to[1], from[1]]);
@@ -132,10 +178,12 @@ pub fn adaptive_pool_matrix(from: [usize; 2], to: [usize; 2], device: &Device) -
 
 /// 1-D linear resize (`align_corners=False`) of `from` samples to `to`, as a `[to, from]` matrix.
 pub fn linear_matrix(from: usize, to: usize, device: &Device) -> Tensor<2> {
-    Tensor::from_data(
-        TensorData::new(linear_resize_weights(from, to), [to, from]),
-        device,
-    )
+    cached("linear", [from, to, 0, 0], device, || {
+        Tensor::from_data(
+            TensorData::new(linear_resize_weights(from, to), [to, from]),
+            device,
+        )
+    })
 }
 
 /// Applies a `[n_out, n_in]` resampling matrix along axis `dim` of length `n_in`.

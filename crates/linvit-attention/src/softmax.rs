@@ -8,6 +8,8 @@ use burn::module::{Module, Param};
 use burn::nn::conv::Conv2d;
 use burn::nn::{LayerNorm, Linear};
 use burn::tensor::activation::softmax;
+use burn::tensor::module::attention;
+use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
 use crate::agent::bias_init;
@@ -104,7 +106,7 @@ impl SoftmaxAttention {
             .unsqueeze::<4>()
     }
 
-    fn attend(
+    pub(crate) fn attend(
         &self,
         q: Tensor<3>,
         k: Tensor<3>,
@@ -115,6 +117,17 @@ impl SoftmaxAttention {
         let heads = self.num_heads;
         let [_, _, c] = q.dims();
         let scale = ((c / heads) as f64).powf(-0.5);
+        if self.relative_position_bias_table.is_none() && mask.is_none() {
+            // Burn's attention op: tiled with an online softmax on flex (no N x n scores), flash
+            // kernels on CubeCL; under autodiff it is the same matmul-softmax-matmul as below.
+            // Only without bias or mask: CubeCL's flash kernels drop an additive bias.
+            let options = AttentionModuleOptions {
+                scale: Some(scale),
+                ..Default::default()
+            };
+            let [q, k, v] = [q, k, v].map(|t| split_heads(t, heads));
+            return merge_heads(attention(q, k, v, None, None, options));
+        }
         let q = split_heads(q, heads).mul_scalar(scale);
         let mut scores = q.matmul(split_heads(k, heads).swap_dims(2, 3)); // [b, h, N, n]
         if let Some(table) = &self.relative_position_bias_table {

@@ -15,6 +15,8 @@
 //! (eps 1e-5, weight decay 1e-4) and per-tensor clipping differ from the PyTorch recipe, and its
 //! metrics files are not ours. The loop here is short; see `train.rs` and `optim.rs`.
 
+pub mod ablate;
+pub mod charts;
 pub mod checkpoint;
 pub mod config;
 pub mod eval;

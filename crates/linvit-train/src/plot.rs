@@ -20,7 +20,7 @@ const FONT_PATHS: [&str; 5] = [
 ];
 
 /// Registers a system font once; whether text can be drawn.
-fn has_font() -> bool {
+pub(crate) fn has_font() -> bool {
     static FONT: OnceLock<bool> = OnceLock::new();
     *FONT.get_or_init(|| {
         FONT_PATHS.iter().any(|p| {
@@ -35,14 +35,14 @@ fn has_font() -> bool {
     })
 }
 
-fn plot_err(path: &Path, e: impl std::fmt::Display) -> TrainError {
+pub(crate) fn plot_err(path: &Path, e: impl std::fmt::Display) -> TrainError {
     TrainError::Io {
         path: path.to_path_buf(),
         reason: format!("cannot draw the plot: {e}"),
     }
 }
 
-fn save_png(path: &Path, buf: Vec<u8>, (w, h): (u32, u32)) -> Result<(), TrainError> {
+pub(crate) fn save_png(path: &Path, buf: Vec<u8>, (w, h): (u32, u32)) -> Result<(), TrainError> {
     let img = image::RgbImage::from_raw(w, h, buf).ok_or_else(|| plot_err(path, "bad buffer"))?;
     let tmp = path.with_extension("png.tmp");
     img.save_with_format(&tmp, image::ImageFormat::Png)

@@ -99,6 +99,15 @@ enum BenchCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Forward and forward+backward time and peak memory of each attention kind alone, across
+    /// token counts.
+    ///
+    /// Example: linvit bench attention --kinds softmax,focused --tokens 196,784,3136 --plot t.png
+    Attention(linvit::bench::AttentionArgs),
+    /// Forward and training-step images/s and peak memory of presets across resolutions.
+    ///
+    /// Example: linvit bench model --presets flatten_pvt_t --resolutions 224 --batch 8
+    Model(linvit::bench::ModelArgs),
 }
 
 #[derive(Subcommand)]
@@ -220,6 +229,11 @@ enum Command {
         #[command(subcommand)]
         command: DataCommand,
     },
+    /// Run an ablation grid: a base config plus sweep axes, each point in its own run directory
+    /// (finished points are not rerun), then results.csv, results.md and PNG plots.
+    ///
+    /// Example: linvit ablate experiments/flatten_components.toml --dry-run
+    Ablate(linvit::ablate::AblateArgs),
     /// Benchmarks.
     Bench {
         #[command(subcommand)]
@@ -511,6 +525,13 @@ fn main() -> ExitCode {
             }
             Ok(String::new())
         }),
+        Command::Bench {
+            command: BenchCommand::Attention(args),
+        } => report(linvit::bench::attention_command(&args)),
+        Command::Bench {
+            command: BenchCommand::Model(args),
+        } => report(linvit::bench::model_command(&args)),
+        Command::Ablate(args) => report(linvit::ablate::ablate_command(&args)),
         Command::Models { json } => models(json),
         Command::Import {
             preset,

@@ -1,0 +1,187 @@
+//! Every fast path against its literal sibling in `linvit_attention::reference`: outputs and
+//! gradients (with a random cotangent) on awkward sizes (49, 50 and 63 tokens, odd head dims).
+
+use burn::tensor::{Device, Tensor, TensorData};
+use linvit_attention::focused::{focus, linear_attend, powi_by_mul};
+use linvit_attention::ops::{merge_heads, split_heads};
+use linvit_attention::reference;
+use linvit_attention::{AttentionConfig, MixerShape, TokenLayout};
+
+fn lcg(len: usize, seed: u64) -> Vec<f32> {
+    let mut state = seed.wrapping_mul(6364136223846793005).wrapping_add(1);
+    (0..len)
+        .map(|_| {
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            ((state >> 11) as f64 / (1u64 << 53) as f64 * 2.0 - 1.0) as f32
+        })
+        .collect()
+}
+
+fn tensor<const D: usize>(dims: [usize; D], seed: u64, device: &Device) -> Tensor<D> {
+    Tensor::from_data(
+        TensorData::new(lcg(dims.iter().product(), seed), dims),
+        device,
+    )
+}
+
+fn host<const D: usize>(t: Tensor<D>) -> Vec<f32> {
+    t.into_data()
+        .convert::<f32>()
+        .try_into_vec::<f32>()
+        .unwrap()
+}
+
+/// max |a - b| / max |b|.
+fn rel_err(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    let scale = b.iter().fold(0f32, |m, x| m.max(x.abs())).max(1e-12);
+    let diff = a.iter().zip(b).fold(0f32, |m, (x, y)| m.max((x - y).abs()));
+    diff / scale
+}
+
+fn assert_close(what: &str, a: &[f32], b: &[f32], tol: f32) {
+    let e = rel_err(a, b);
+    assert!(e < tol, "{what}: relative error {e:e} >= {tol:e}");
+}
+
+/// Runs `f` on leaf tensors of `dims` (fresh each call) and returns the output and the gradient
+/// of `sum(out * g)` for each input.
+fn value_and_grads<const D: usize, const O: usize>(
+    inputs: &[[usize; D]],
+    seed: u64,
+    f: impl Fn(Vec<Tensor<D>>) -> Tensor<O>,
+) -> (Vec<f32>, Vec<Vec<f32>>) {
+    let ad = Device::flex().autodiff();
+    let xs: Vec<Tensor<D>> = inputs
+        .iter()
+        .enumerate()
+        .map(|(i, dims)| tensor(*dims, seed + i as u64, &ad).require_grad())
+        .collect();
+    let out = f(xs.clone());
+    let g = tensor(out.dims(), seed + 100, &ad);
+    let grads = (out.clone() * g).sum().backward();
+    let grads = xs
+        .iter()
+        .map(|x| host(x.grad(&grads).expect("every input gets a gradient")))
+        .collect();
+    (host(out), grads)
+}
+
+#[test]
+fn powers_by_multiplication_equal_powi() {
+    let d = Device::flex();
+    let x = tensor([3, 7], 1, &d).abs().add_scalar(0.1);
+    for p in 1..=9u32 {
+        let fast = host(powi_by_mul(x.clone(), p));
+        let slow = host(x.clone().powi_scalar(p as i32));
+        assert_close(&format!("p = {p}"), &fast, &slow, 1e-6);
+    }
+}
+
+#[test]
+fn the_focusing_function_matches_its_literal_form_with_gradients() {
+    for (n, c, p) in [(49, 12, 3), (50, 8, 2), (63, 20, 4), (49, 6, 8), (50, 9, 1)] {
+        let dims = [[2, n, c], [1, 1, c]];
+        let fast = value_and_grads(&dims, 7, |t| focus(t[0].clone(), t[1].clone(), p));
+        let slow = value_and_grads(&dims, 7, |t| {
+            reference::focus(t[0].clone(), t[1].clone(), p)
+        });
+        let what = format!("n {n} c {c} p {p}");
+        assert_close(&format!("{what} output"), &fast.0, &slow.0, 1e-5);
+        assert_close(&format!("{what} d/dx"), &fast.1[0], &slow.1[0], 1e-4);
+        assert_close(&format!("{what} d/dscale"), &fast.1[1], &slow.1[1], 1e-4);
+    }
+}
+
+#[test]
+fn focusing_gradients_stay_finite_for_tokens_relu_zeroed() {
+    // Whole tokens negative: every entry becomes 1e-6 / softplus(scale), so ||x^p||^2 is ~1e-35
+    // and its square underflows in f32; the literal form's gradients are finite, so must ours be.
+    // (From p = 4 on, ||x^p||^2 itself underflows and the literal form is NaN too.)
+    let ad = Device::flex().autodiff();
+    for p in [3u32] {
+        let x = tensor([2, 49, 16], 3, &ad).abs().neg().require_grad();
+        let scale = tensor([1, 1, 16], 4, &ad).abs().require_grad();
+        let g = tensor([2, 49, 16], 5, &ad);
+        // relu passes no gradient to x there; `scale` receives it from every token.
+        let grads = (focus(x.clone(), scale.clone(), p) * g.clone())
+            .sum()
+            .backward();
+        let fast = host(scale.grad(&grads).unwrap());
+        let grads = (reference::focus(x.clone(), scale.clone(), p) * g)
+            .sum()
+            .backward();
+        let slow = host(scale.grad(&grads).unwrap());
+        assert!(
+            slow.iter().all(|v| v.is_finite()),
+            "the literal form is finite"
+        );
+        assert!(
+            fast.iter().all(|v| v.is_finite()),
+            "p = {p}: non-finite gradient {fast:?}"
+        );
+        assert_close(&format!("p = {p} d/dscale"), &fast, &slow, 1e-3);
+    }
+}
+
+#[test]
+fn linear_attention_matches_its_literal_form_with_gradients() {
+    for (nq, nk, d) in [(49, 49, 4), (50, 13, 5), (63, 63, 8)] {
+        let dims = [[2, 3, nq, d], [2, 3, nk, d], [2, 3, nk, d]];
+        // Kernels are positive, as after relu or the focusing function.
+        let positive = |t: &Tensor<4>| t.clone().abs().add_scalar(0.05);
+        let fast = value_and_grads(&dims, 11, |t| {
+            linear_attend(positive(&t[0]), positive(&t[1]), t[2].clone())
+        });
+        let slow = value_and_grads(&dims, 11, |t| {
+            reference::linear_attend(positive(&t[0]), positive(&t[1]), t[2].clone())
+        });
+        let what = format!("N {nq} n {nk} d {d}");
+        assert_close(&format!("{what} output"), &fast.0, &slow.0, 1e-5);
+        for (i, name) in ["q", "k", "v"].iter().enumerate() {
+            assert_close(&format!("{what} d/d{name}"), &fast.1[i], &slow.1[i], 1e-4);
+        }
+    }
+}
+
+#[test]
+fn fused_softmax_attention_matches_the_score_matrix_form_with_gradients() {
+    for (side, heads, dim) in [(7, 2, 12), (8, 3, 15)] {
+        let n = side * side;
+        let d = Device::flex();
+        let mixer = AttentionConfig::Softmax.init(&MixerShape::new(dim, heads, [side, side]), &d);
+        let layout = TokenLayout::grid(side, side);
+        let scale = ((dim / heads) as f64).powf(-0.5);
+        let dims = [[2, n, dim], [2, n, dim], [2, n, dim]];
+        // Inference (Burn's attention op) and autodiff (its fallback) both against the reference.
+        let q = tensor([2, n, dim], 3, &d);
+        let fused = host(mixer.mix(q.clone(), q.clone().flip([1]), q.clone().neg(), layout));
+        let literal = host(merge_heads(reference::softmax_attend(
+            split_heads(q.clone(), heads),
+            split_heads(q.clone().flip([1]), heads),
+            split_heads(q.neg(), heads),
+            scale,
+        )));
+        assert_close("softmax inference", &fused, &literal, 1e-5);
+
+        let ad_mixer = AttentionConfig::Softmax
+            .init(&MixerShape::new(dim, heads, [side, side]), &d.autodiff());
+        let fast = value_and_grads(&dims, 5, |t| {
+            ad_mixer.mix(t[0].clone(), t[1].clone(), t[2].clone(), layout)
+        });
+        let slow = value_and_grads(&dims, 5, |t| {
+            merge_heads(reference::softmax_attend(
+                split_heads(t[0].clone(), heads),
+                split_heads(t[1].clone(), heads),
+                split_heads(t[2].clone(), heads),
+                scale,
+            ))
+        });
+        assert_close("softmax output", &fast.0, &slow.0, 1e-5);
+        for (i, name) in ["q", "k", "v"].iter().enumerate() {
+            assert_close(&format!("softmax d/d{name}"), &fast.1[i], &slow.1[i], 1e-4);
+        }
+    }
+}
