@@ -382,6 +382,10 @@ pub struct PointResult {
     /// where the platform does not report it.
     pub peak_rss_bytes: Option<u64>,
     pub seconds: f64,
+    /// Why the point stopped early (a non-finite loss), when it did; such a point is recorded
+    /// and not rerun, as training is deterministic.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failed: Option<String>,
 }
 
 fn proc_status_kb(key: &str) -> Option<u64> {
@@ -419,7 +423,28 @@ fn run_point(
                 reason: e.to_string(),
             })?;
         }
-        crate::train(&point.config, &dir, device, options)?
+        match crate::train(&point.config, &dir, device, options) {
+            Err(e @ TrainError::NonFinite { .. }) => {
+                let result = PointResult {
+                    group: point.group.clone(),
+                    seed: point.seed,
+                    run_dir: dir.clone(),
+                    epochs: 0,
+                    final_top1: None,
+                    best_top1: None,
+                    params: 0,
+                    macs: 0,
+                    train_img_s: 0.0,
+                    peak_rss_bytes: None,
+                    seconds: 0.0,
+                    failed: Some(e.to_string()),
+                };
+                eprintln!("point `{}` diverged: {e}", point.label());
+                write_point(&done, &result)?;
+                return Ok(result);
+            }
+            other => other?,
+        }
     };
     let peak_rss_bytes = proc_status_kb("VmHWM:").map(|kb| kb * 1024);
     let (params, macs) = model_size(&dir)?;
@@ -435,15 +460,18 @@ fn run_point(
         train_img_s: summary.images_per_s,
         peak_rss_bytes,
         seconds: summary.seconds,
+        failed: None,
     };
-    let text = serde_json::to_string_pretty(&result).expect("results serialise");
-    linvit_models::checkpoint::write_atomic(&done, text.as_bytes()).map_err(|e| {
-        TrainError::Io {
-            path: e.path,
-            reason: e.reason,
-        }
-    })?;
+    write_point(&done, &result)?;
     Ok(result)
+}
+
+fn write_point(path: &Path, result: &PointResult) -> Result<(), TrainError> {
+    let text = serde_json::to_string_pretty(result).expect("results serialise");
+    linvit_models::checkpoint::write_atomic(path, text.as_bytes()).map_err(|e| TrainError::Io {
+        path: e.path,
+        reason: e.reason,
+    })
 }
 
 /// Parameters and MACs of the model a run directory trained (from its resolved config).
@@ -527,12 +555,12 @@ pub fn write_results(
     std::fs::create_dir_all(out).map_err(|e| file_err(out, e.to_string()))?;
     let opt = |v: Option<f64>| v.map(|x| format!("{x:.4}")).unwrap_or_default();
     let mut csv = String::from(
-        "group,seed,epochs,final_top1,best_top1,params,macs,train_img_s,peak_rss_bytes,seconds,run_dir\n",
+        "group,seed,epochs,final_top1,best_top1,params,macs,train_img_s,peak_rss_bytes,seconds,run_dir,failed\n",
     );
     for r in results {
         let _ = writeln!(
             csv,
-            "\"{}\",{},{},{},{},{},{},{:.1},{},{:.0},{}",
+            "\"{}\",{},{},{},{},{},{},{:.1},{},{:.0},{},\"{}\"",
             r.group.replace('"', "'"),
             r.seed.map(|s| s.to_string()).unwrap_or_default(),
             r.epochs,
@@ -543,7 +571,8 @@ pub fn write_results(
             r.train_img_s,
             r.peak_rss_bytes.map(|b| b.to_string()).unwrap_or_default(),
             r.seconds,
-            r.run_dir.display()
+            r.run_dir.display(),
+            r.failed.as_deref().unwrap_or("").replace('"', "'")
         );
     }
     let path = out.join("results.csv");
@@ -564,6 +593,10 @@ pub fn write_results(
         Chart::new("accuracy vs throughput", "train img/s", "final top-1 (%)").markers_only();
     let mut curves = Chart::new("validation top-1", "epoch", "top-1 (%)");
     for (group, rs) in groups(results) {
+        if let Some(why) = rs.iter().find_map(|r| r.failed.as_deref()) {
+            let _ = writeln!(md, "| {group} | diverged: {why} | {} | | | | | |", rs.len());
+            continue;
+        }
         let finals: Vec<f64> = rs.iter().filter_map(|r| r.final_top1).collect();
         let bests: Vec<f64> = rs.iter().filter_map(|r| r.best_top1).collect();
         let ips: Vec<f64> = rs.iter().map(|r| r.train_img_s).collect();

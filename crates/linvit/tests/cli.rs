@@ -402,6 +402,8 @@ fn lm_train_then_generate_continues_a_prompt_with_a_constant_size_state() {
         "--set",
         "model.lrpe=[true, false]",
         "--set",
+        "model.init_std=0.02",
+        "--set",
         "data.seq_len=64",
         "--set",
         "data.procedural_bytes=30000",
