@@ -45,7 +45,16 @@ fn every_committed_recipe_resolves() {
     for entry in std::fs::read_dir(&configs).unwrap() {
         let path = entry.unwrap().path();
         if path.extension().is_some_and(|e| e == "toml") {
-            resolve(Some(&path), &[]).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            // Language-model recipes (`lm_*`) have their own schema.
+            let is_lm = path
+                .file_name()
+                .is_some_and(|f| f.to_string_lossy().starts_with("lm_"));
+            if is_lm {
+                linvit_train::lm::resolve_lm(Some(&path), &[])
+                    .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            } else {
+                resolve(Some(&path), &[]).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            }
             n += 1;
         }
     }

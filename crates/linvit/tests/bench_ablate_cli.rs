@@ -1,25 +1,7 @@
 //! `linvit bench attention|model` and `linvit ablate` as a user runs them.
 
-use std::path::PathBuf;
-use std::process::Command;
-
-fn linvit(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_linvit"))
-        .args(args)
-        .output()
-        .expect("the binary runs");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
-fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("linvit-bench-{name}-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
+mod common;
+use common::{linvit, scratch};
 
 #[test]
 fn bench_attention_reports_every_kind_at_every_token_count_with_memory() {

@@ -1,25 +1,7 @@
 //! The `linvit` binary as a user runs it: clear one-line errors and exit codes for bad input.
 
-use std::path::PathBuf;
-use std::process::Command;
-
-fn linvit(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_linvit"))
-        .args(args)
-        .output()
-        .expect("the binary runs");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
-fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("linvit-cli-{name}-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
+mod common;
+use common::{linvit, scratch};
 
 #[test]
 fn verify_of_a_missing_folder_names_it_and_exits_non_zero() {
