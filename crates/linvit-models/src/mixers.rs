@@ -10,7 +10,8 @@
 //! CSwin's stripes `[1, 2, 7, 7]` and PVT's reductions `[8, 4, 2, 1]` (each only where it divides
 //! the grid, else the whole grid / no reduction).
 
-use linvit_attention::{AgentConfig, AttentionConfig, FocusedConfig, LinearConfig, NormConfig};
+use linvit_attention::kinds::default_config;
+use linvit_attention::AttentionConfig;
 
 use crate::ModelConfig;
 
@@ -42,13 +43,7 @@ fn pick(
     if current.kind() == kind {
         return Ok(current.clone());
     }
-    Ok(match kind {
-        "focused" => AttentionConfig::Focused(FocusedConfig::default()),
-        "agent" => AttentionConfig::Agent(AgentConfig::default()),
-        "linear" => AttentionConfig::Linear(LinearConfig::default()),
-        "norm" => AttentionConfig::Norm(NormConfig::default()),
-        _ => AttentionConfig::Softmax,
-    })
+    Ok(default_config(kind).unwrap_or(AttentionConfig::Softmax))
 }
 
 /// The letter a mixer stands for.
@@ -195,6 +190,7 @@ impl ModelConfig {
 mod tests {
     use super::*;
     use crate::presets::preset;
+    use linvit_attention::{AgentConfig, FocusedConfig};
 
     #[test]
     fn a_layout_switches_stages_and_their_placement() {

@@ -143,8 +143,7 @@ fn time(bench: &CausalBench, mut f: impl FnMut()) -> f64 {
             start.elapsed().as_secs_f64()
         })
         .collect();
-    times.sort_by(f64::total_cmp);
-    times[times.len() / 2]
+    crate::bench::median(&mut times)
 }
 
 /// One forward (and backward when `train`), synchronised by reading a scalar back.

@@ -151,52 +151,43 @@ pub struct HostTensor {
     pub data: Vec<f32>,
 }
 
+/// Every int64 tensor of a safetensors file (token ids), as shape and values.
+pub type IntTensors = BTreeMap<String, (Vec<usize>, Vec<i64>)>;
+
 /// Reads every float32 tensor of a safetensors file (integer buffers are skipped).
 pub fn read_safetensors(path: &Path) -> Result<BTreeMap<String, HostTensor>, CaseError> {
-    let bytes = std::fs::read(path).map_err(|e| CaseError::new(path, e.to_string()))?;
-    let file = safetensors::SafeTensors::deserialize(&bytes)
-        .map_err(|e| CaseError::new(path, format!("not a valid safetensors file ({e})")))?;
-    let mut out = BTreeMap::new();
-    for (name, view) in file.tensors() {
-        if view.dtype() != safetensors::Dtype::F32 {
-            continue;
-        }
-        let data = view
-            .data()
-            .chunks_exact(4)
-            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-            .collect();
-        out.insert(
-            name,
-            HostTensor {
-                shape: view.shape().to_vec(),
-                data,
-            },
-        );
-    }
-    Ok(out)
+    read_tensors(path).map(|(floats, _)| floats)
 }
 
-/// Every int64 tensor of a safetensors file (token ids), as shape and values.
-pub fn read_int64_tensors(
-    path: &Path,
-) -> Result<BTreeMap<String, (Vec<usize>, Vec<i64>)>, CaseError> {
+/// Reads the float32 and the int64 tensors of a safetensors file in one pass.
+pub fn read_tensors(path: &Path) -> Result<(BTreeMap<String, HostTensor>, IntTensors), CaseError> {
     let bytes = std::fs::read(path).map_err(|e| CaseError::new(path, e.to_string()))?;
     let file = safetensors::SafeTensors::deserialize(&bytes)
         .map_err(|e| CaseError::new(path, format!("not a valid safetensors file ({e})")))?;
-    Ok(file
-        .tensors()
-        .into_iter()
-        .filter(|(_, view)| view.dtype() == safetensors::Dtype::I64)
-        .map(|(name, view)| {
-            let data = view
-                .data()
-                .chunks_exact(8)
-                .map(|b| i64::from_le_bytes(b.try_into().expect("8 bytes")))
-                .collect();
-            (name, (view.shape().to_vec(), data))
-        })
-        .collect())
+    let (mut floats, mut ints) = (BTreeMap::new(), BTreeMap::new());
+    for (name, view) in file.tensors() {
+        let shape = view.shape().to_vec();
+        match view.dtype() {
+            safetensors::Dtype::F32 => {
+                let data = view
+                    .data()
+                    .chunks_exact(4)
+                    .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                    .collect();
+                floats.insert(name, HostTensor { shape, data });
+            }
+            safetensors::Dtype::I64 => {
+                let data = view
+                    .data()
+                    .chunks_exact(8)
+                    .map(|b| i64::from_le_bytes(b.try_into().expect("8 bytes")))
+                    .collect();
+                ints.insert(name, (shape, data));
+            }
+            _ => {}
+        }
+    }
+    Ok((floats, ints))
 }
 
 /// One case folder, read.

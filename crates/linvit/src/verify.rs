@@ -104,7 +104,7 @@ pub fn verify_case(dir: &Path, device: &Device) -> CaseReport {
             report.kind = header.kind.clone();
             report.family = header.family.clone();
             match supported(&header) {
-                Err(_) if crate::verify_lm::piece(&header).is_some() => {
+                Err(_) if crate::verify_lm::handles(&header) => {
                     crate::verify_lm::run(dir, &header, device, &mut report)
                         .unwrap_or_else(|status| status)
                 }

@@ -20,8 +20,8 @@ use linvit_attention::norm::{srms_norm, NormLinearAttentionConfig, INIT_STD};
 use linvit_models::transnormer::{Glu, TransnormerConfig, TransnormerDecoderLayer};
 
 use crate::reference::{
-    read_int64_tensors, read_safetensors, worst_ratio, CaseError, CaseHeader, GradTolerance,
-    HostTensor, Tolerance,
+    read_tensors, worst_ratio, CaseError, CaseHeader, GradTolerance, HostTensor, IntTensors,
+    Tolerance,
 };
 use crate::verify::{parameter_grads, to_host, CaseReport, Status};
 
@@ -41,12 +41,9 @@ enum Piece {
     Decode,
 }
 
-/// Whether this build runs an LM case; `None` for other families.
-pub(crate) fn piece(header: &CaseHeader) -> Option<Result<(), String>> {
-    if header.family != "lightning" && header.family != "transnormer" {
-        return None;
-    }
-    Some(of(header).map(|_| ()))
+/// Whether a case belongs to the LM families this module runs (or reports as unsupported).
+pub(crate) fn handles(header: &CaseHeader) -> bool {
+    header.family == "lightning" || header.family == "transnormer"
 }
 
 fn of(header: &CaseHeader) -> Result<Piece, String> {
@@ -75,7 +72,7 @@ fn of(header: &CaseHeader) -> Result<Piece, String> {
 struct LmCase {
     json: Value,
     floats: BTreeMap<String, HostTensor>,
-    ints: BTreeMap<String, (Vec<usize>, Vec<i64>)>,
+    ints: IntTensors,
     weights: std::path::PathBuf,
 }
 
@@ -87,11 +84,11 @@ impl LmCase {
         let json = serde_json::from_str(&text).map_err(|e| {
             CaseError::new(&json_path, format!("not a valid case description ({e})"))
         })?;
-        let io = dir.join("io.safetensors");
+        let (floats, ints) = read_tensors(&dir.join("io.safetensors"))?;
         Ok(Self {
             json,
-            floats: read_safetensors(&io)?,
-            ints: read_int64_tensors(&io)?,
+            floats,
+            ints,
             weights: dir.join("weights.safetensors"),
         })
     }
