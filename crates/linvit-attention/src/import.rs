@@ -8,9 +8,13 @@
 use std::path::{Path, PathBuf};
 
 use burn::module::Module;
+use burn::store::burn_pack::Tensor as PackTensor;
 use burn::store::{
-    ApplyError, ApplyResult, ModuleSnapshot, PyTorchToBurnAdapter, PytorchStore, SafetensorsStore,
+    ApplyError, ApplyResult, ModuleAdapter, ModuleSnapshot, ModuleStore, PyTorchToBurnAdapter,
+    PytorchStore, SafetensorsStore,
 };
+
+use crate::resize::{Resizer, Rule};
 
 /// Buffers upstream keeps in its state dicts that we rebuild from the config instead.
 pub const DERIVED_BUFFERS: [&str; 3] = [
@@ -107,6 +111,75 @@ pub fn load_upstream_except<M: Module + ModuleSnapshot>(
     renames: &[Rename],
     derived: &[String],
 ) -> Result<ApplyResult, ImportError> {
+    load_with(module, path, renames, derived, None)
+}
+
+/// As [`load_upstream`], resizing the resolution-dependent parameters (those `rule` names, see
+/// [`crate::resize`]) whose checkpoint shape differs from the module's: weights trained at one
+/// resolution load into a model built for another. Returns what was resized, per upstream key.
+pub fn load_upstream_resized<M: Module + ModuleSnapshot>(
+    module: &mut M,
+    path: &Path,
+    renames: &[Rename],
+    rule: impl Fn(&str) -> Option<Rule>,
+) -> Result<(ApplyResult, Vec<String>), ImportError> {
+    let targets = module
+        .collect(None, None, true)
+        .into_iter()
+        .filter_map(|t| {
+            let shape: Vec<usize> = t.shape.iter().copied().collect();
+            rule(&t.name).map(|r| (t.name, (r, shape)))
+        })
+        .collect();
+    let resizer = Resizer::new(targets);
+    let result = load_with(module, path, renames, &[], Some(&resizer));
+    let log = resizer.log();
+    let refused: Vec<String> = log
+        .iter()
+        .filter_map(|(p, r)| {
+            r.as_ref()
+                .err()
+                .map(|e| format!("{}: {e}", to_upstream(p, renames)))
+        })
+        .collect();
+    match result {
+        Ok(applied) => {
+            let done = log
+                .iter()
+                .filter_map(|(p, r)| {
+                    r.as_ref()
+                        .ok()
+                        .map(|d| format!("{}: {d}", to_upstream(p, renames)))
+                })
+                .collect();
+            Ok((applied, done))
+        }
+        // A refused resize surfaces as a shape mismatch; say why it was refused.
+        Err(ImportError::Mismatch {
+            path,
+            missing,
+            unused,
+            mut mismatched,
+        }) => {
+            mismatched.extend(refused);
+            Err(ImportError::Mismatch {
+                path,
+                missing,
+                unused,
+                mismatched,
+            })
+        }
+        Err(e) => Err(e),
+    }
+}
+
+fn load_with<M: Module + ModuleSnapshot>(
+    module: &mut M,
+    path: &Path,
+    renames: &[Rename],
+    derived: &[String],
+    resizer: Option<&Resizer>,
+) -> Result<ApplyResult, ImportError> {
     let read_err = |reason: String| ImportError::Read {
         path: path.to_path_buf(),
         reason,
@@ -125,27 +198,35 @@ pub fn load_upstream_except<M: Module + ModuleSnapshot>(
         path.extension().and_then(|e| e.to_str()),
         Some("pth" | "pt" | "bin")
     );
+    let mut apply = |tensors: Vec<PackTensor>| {
+        // PyTorch layouts first (Linear transposed, LayerNorm names), then any resizing.
+        let adapter: Box<dyn ModuleAdapter> = match resizer {
+            Some(r) => Box::new(PyTorchToBurnAdapter.chain(r.clone())),
+            None => Box::new(PyTorchToBurnAdapter),
+        };
+        module.apply(tensors, None, Some(adapter), true)
+    };
     let result = if is_pth {
         // The authors save `{"model": state_dict}`; timm and others save the bare state dict.
-        let with_key = load_pth(module, path, renames, Some("model")).map_err(read_err)?;
-        if with_key.applied.is_empty() {
-            load_pth(module, path, renames, None).map_err(read_err)?
+        let nested = read_pth(path, renames, Some("model")).map_err(read_err)?;
+        let tensors = if nested.is_empty() {
+            read_pth(path, renames, None).map_err(read_err)?
         } else {
-            with_key
-        }
+            nested
+        };
+        apply(tensors)
     } else {
-        let mut store = SafetensorsStore::from_file(path)
-            .with_from_adapter(PyTorchToBurnAdapter)
-            .allow_partial(true)
-            .validate(false)
-            .skip_enum_variants(true)
-            .map_indices_contiguous(false);
+        let mut store = SafetensorsStore::from_file(path).map_indices_contiguous(false);
         for (from, to) in renames {
             store = store.with_key_remapping(from.as_str(), to.as_str());
         }
-        module
-            .load_from(&mut store)
+        let tensors = store
+            .get_all_tensors()
             .map_err(|e| read_err(e.to_string()))?
+            .values()
+            .cloned()
+            .collect();
+        apply(tensors)
     };
     check(result, path, names, derived)
 }
@@ -185,24 +266,26 @@ fn regex_check(pattern: &str) -> Result<(), String> {
         .map_err(|e| format!("bad key pattern {pattern:?}: {e}"))
 }
 
-fn load_pth<M: Module + ModuleSnapshot>(
-    module: &mut M,
+/// The tensors of a PyTorch pickle, under `top_level_key` when given (empty when the file has
+/// no such key), keys renamed.
+fn read_pth(
     path: &Path,
     renames: &[(String, String)],
     top_level_key: Option<&str>,
-) -> Result<ApplyResult, String> {
-    let mut store = PytorchStore::from_file(path)
-        .allow_partial(true)
-        .validate(false)
-        .skip_enum_variants(true)
-        .map_indices_contiguous(false);
+) -> Result<Vec<PackTensor>, String> {
+    let mut store = PytorchStore::from_file(path).map_indices_contiguous(false);
     if let Some(key) = top_level_key {
         store = store.with_top_level_key(key);
     }
     for (from, to) in renames {
         store = store.with_key_remapping(from.as_str(), to.as_str());
     }
-    module.load_from(&mut store).map_err(|e| e.to_string())
+    match store.get_all_tensors() {
+        Ok(tensors) => Ok(tensors.values().cloned().collect()),
+        // A file without the key is read again as a bare state dict.
+        Err(_) if top_level_key.is_some() => Ok(Vec::new()),
+        Err(e) => Err(e.to_string()),
+    }
 }
 
 #[cfg(test)]

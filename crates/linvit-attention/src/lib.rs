@@ -19,6 +19,7 @@ pub mod norm;
 pub mod ops;
 mod proj;
 pub mod reference;
+pub mod resize;
 pub mod softmax;
 
 use burn::module::Module;

@@ -104,6 +104,29 @@ pub fn linear_resize_weights(input: usize, output: usize) -> Vec<f32> {
     m
 }
 
+/// Weights `[out, in]` of PyTorch's 1-D bicubic interpolation (`align_corners=False`, no
+/// antialiasing, `A = -0.75`), in f32 as PyTorch computes them for f32 tensors. Unlike the linear
+/// case the source coordinate is not clamped at 0; the four taps are clamped to the border.
+pub fn cubic_resize_weights(input: usize, output: usize) -> Vec<f32> {
+    const A: f32 = -0.75;
+    // Keys's convolution kernel on |x| <= 1 and on 1 < |x| < 2.
+    let near = |x: f32| ((A + 2.0) * x - (A + 3.0)) * x * x + 1.0;
+    let far = |x: f32| ((A * x - 5.0 * A) * x + 8.0 * A) * x - 4.0 * A;
+    let mut m = vec![0.0f32; output * input];
+    let scale = input as f32 / output as f32;
+    for dst in 0..output {
+        let src = scale * (dst as f32 + 0.5) - 0.5;
+        let floor = src.floor();
+        let t = src - floor;
+        let taps = [far(t + 1.0), near(t), near(1.0 - t), far(2.0 - t)];
+        for (k, w) in taps.into_iter().enumerate() {
+            let i = (floor as isize - 1 + k as isize).clamp(0, input as isize - 1) as usize;
+            m[dst * input + i] += w;
+        }
+    }
+    m
+}
+
 /// Weights `[out, in]` of `AdaptiveAvgPool1d`: bin `i` averages `[floor(i*in/out), ceil((i+1)*in/out))`.
 pub fn adaptive_pool_weights(input: usize, output: usize) -> Vec<f32> {
     let mut m = vec![0.0f32; output * input];

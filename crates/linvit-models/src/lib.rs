@@ -20,6 +20,7 @@ pub mod vit;
 use burn::module::Module;
 use burn::tensor::{Device, Tensor};
 use linvit_attention::import::Rename;
+use linvit_attention::resize::{rule_by_name, Interp, Rule};
 use serde::{Deserialize, Serialize};
 
 pub use cswin::{Cswin, CswinConfig};
@@ -92,6 +93,17 @@ impl ModelConfig {
             ModelConfig::Swin(c) => Model::Swin(c.init(device)),
             ModelConfig::Cswin(c) => Model::Cswin(c.init(device)),
         }
+    }
+
+    /// How a checkpoint's resolution-dependent parameters are resized to this config's shapes
+    /// while loading (see `linvit_attention::resize`): DeiT's fine-tuning resizes `pos_embed`
+    /// bicubically; PVT resizes its per-stage ones bilinearly, as its forward would.
+    pub fn resize_rule(&self) -> impl Fn(&str) -> Option<Rule> {
+        let interp = match self {
+            ModelConfig::Vit(_) => Interp::Cubic,
+            _ => Interp::Linear,
+        };
+        move |path| rule_by_name(path, interp)
     }
 
     /// Key renames from the authors' checkpoints to our parameter paths, in order.

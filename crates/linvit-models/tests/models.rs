@@ -5,8 +5,10 @@
 use std::path::PathBuf;
 
 use burn::module::{Module, ModuleVisitor, Param};
+use burn::store::ModuleSnapshot;
 use burn::tensor::{Device, Gradients, Tensor, TensorData};
-use linvit_attention::import::load_upstream;
+use linvit_attention::import::{load_upstream, load_upstream_resized, to_ours};
+use linvit_attention::resize::{resize, Interp, Rule};
 use linvit_models::checkpoint::{load_model, save_model};
 use linvit_models::presets::{preset, PRESETS};
 
@@ -175,14 +177,21 @@ fn tamper(src: &std::path::Path, dst: &std::path::Path, drop: &str, rename: (&st
     safetensors::tensor::serialize_to_file(tensors, None, dst).unwrap();
 }
 
-#[test]
-fn an_upstream_checkpoint_with_a_missing_or_unknown_key_fails_naming_both() {
-    let Some(root) = std::env::var_os("LINVIT_REFERENCE_DIR")
+/// The folder holding `reference/`, or None after saying which test skips.
+fn reference_root(test: &str) -> Option<PathBuf> {
+    let root = std::env::var_os("LINVIT_REFERENCE_DIR")
         .map(PathBuf::from)
         .or_else(|| Some(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared")))
-        .filter(|p| p.join("reference").is_dir())
-    else {
-        eprintln!("SKIPPED: reference cases not found for the checkpoint-mismatch test");
+        .filter(|p| p.join("reference").is_dir());
+    if root.is_none() {
+        eprintln!("SKIPPED: reference cases not found for the {test} test");
+    }
+    root
+}
+
+#[test]
+fn an_upstream_checkpoint_with_a_missing_or_unknown_key_fails_naming_both() {
+    let Some(root) = reference_root("checkpoint-mismatch") else {
         return;
     };
     let src = root.join("reference/timm_vit_reduced_model/weights.safetensors");
@@ -203,4 +212,121 @@ fn an_upstream_checkpoint_with_a_missing_or_unknown_key_fails_naming_both() {
     assert!(err.contains("blocks.1.mlp.fc2.bias"), "{err}");
     assert!(err.contains("norm.scale"), "{err}");
     std::fs::remove_dir_all(&dir).ok();
+}
+
+fn max_abs_diff(a: Tensor<2>, b: Tensor<2>) -> f32 {
+    (a - b).abs().max().into_scalar()
+}
+
+/// One parameter of a model by its path: shape and host values.
+fn param(model: &linvit_models::Model, path: &str) -> (Vec<usize>, Vec<f32>) {
+    let tensor = model
+        .collect(None, None, true)
+        .into_iter()
+        .find(|t| t.name == path)
+        .unwrap_or_else(|| panic!("no parameter {path}"));
+    let values = burn::store::bridge::to_data(&tensor)
+        .unwrap()
+        .convert::<f32>()
+        .try_into_vec()
+        .unwrap();
+    (tensor.shape.to_vec(), values)
+}
+
+#[test]
+fn pyramid_checkpoints_load_at_another_resolution_as_their_forward_resizes() {
+    // PVT resizes position embeddings bilinearly in its forward, FLatten its positional
+    // encodings and agent attention its biases: loading 64-pixel weights into a model built for
+    // 128 must give the logits of the 64-pixel model run on 128-pixel images.
+    let Some(root) = reference_root("load-time resize") else {
+        return;
+    };
+    let device = Device::flex();
+    for (name, case) in [
+        ("tiny_flatten_pvt", "flatten_pvt_reduced_model"),
+        ("tiny_agent_pvt", "agent_pvt_reduced_model"),
+    ] {
+        let weights = root
+            .join("reference")
+            .join(case)
+            .join("weights.safetensors");
+        let p = preset(name).unwrap();
+        let small = p.config();
+        let mut native = small.init(&device);
+        load_upstream(&mut native, &weights, &small.renames()).unwrap();
+
+        let big = p
+            .config_with(&serde_json::json!({ "img_size": 128 }))
+            .unwrap();
+        let mut resized = big.init(&device);
+        let (_, log) =
+            load_upstream_resized(&mut resized, &weights, &big.renames(), big.resize_rule())
+                .unwrap();
+        assert!(
+            log.iter()
+                .any(|l| l.starts_with("pos_embed1: 16x16 -> 32x32")),
+            "{name}: {log:?}"
+        );
+        let x = images(2, 128, &device);
+        let diff = max_abs_diff(native.forward(x.clone()), resized.forward(x));
+        assert!(diff < 1e-5, "{name}: logits differ by {diff}");
+    }
+}
+
+#[test]
+fn vit_and_swin_checkpoints_resize_bicubically_at_load() {
+    // DeiT's fine-tuning resizes pos_embed bicubically (CLS kept); Swin's loader resizes the
+    // relative position tables bicubically when the window changes.
+    let Some(root) = reference_root("bicubic load-time resize") else {
+        return;
+    };
+    let device = Device::flex();
+    for (name, case, args, path, rule) in [
+        (
+            "tiny_vit",
+            "timm_vit_reduced_model",
+            serde_json::json!({ "img_size": 64 }),
+            "pos_embed",
+            Rule::SquareTokens(Interp::Cubic),
+        ),
+        (
+            "tiny_swin",
+            "timm_swin_reduced_model",
+            serde_json::json!({ "window_size": 8 }),
+            "layers.1.blocks.1.attn.relative_position_bias_table",
+            Rule::OffsetTable,
+        ),
+    ] {
+        let weights = root
+            .join("reference")
+            .join(case)
+            .join("weights.safetensors");
+        let p = preset(name).unwrap();
+        let small = p.config();
+        let mut native = small.init(&device);
+        load_upstream(&mut native, &weights, &small.renames()).unwrap();
+        let big = p.config_with(&args).unwrap();
+        let mut model = big.init(&device);
+        let (_, log) =
+            load_upstream_resized(&mut model, &weights, &big.renames(), big.resize_rule()).unwrap();
+        assert!(log.iter().any(|l| l.contains("bicubic")), "{name}: {log:?}");
+
+        let ours = to_ours(path, &big.renames());
+        let (from_shape, before) = param(&native, &ours);
+        let (to_shape, after) = param(&model, &ours);
+        assert_ne!(from_shape, to_shape, "{name}: {path} was not resized");
+        let want = resize(TensorData::new(before.clone(), from_shape), rule, &to_shape)
+            .unwrap()
+            .try_into_vec::<f32>()
+            .unwrap();
+        assert_eq!(after, want, "{name}: {path}");
+        if name == "tiny_vit" {
+            let c = before.len() / 17;
+            assert_eq!(&after[..c], &before[..c], "the CLS position is kept");
+        }
+        let size = img_size(name).max(64);
+        let logits = model.forward(images(1, size, &device));
+        let values: Vec<f32> = logits.into_data().try_into_vec().unwrap();
+        assert!(values.iter().all(|v| v.is_finite()), "{name}: {values:?}");
+    }
 }

@@ -7,6 +7,8 @@
 //!     latest.json               manifest: the newest complete checkpoint
 //!     epoch-0003/               model.json + model.bpk, optimizer.safetensors, ema/, state.json,
 //!                               classes.json, config.toml
+//!     epoch-0003-batch-000200/  the same, taken inside the 4th epoch before its batch 200
+//!                               (`train.checkpoint_every`)
 //!   best/                       model.json + model.bpk, classes.json, config.toml, best.json
 //! ```
 //!
@@ -37,7 +39,8 @@ use crate::TrainError;
 pub struct Position {
     /// Next epoch to run (0-based) = epochs completed.
     pub epoch: usize,
-    /// Next batch of that epoch (checkpoints are taken at epoch ends, so 0).
+    /// Next batch of that epoch: 0 at an epoch end, more for a mid-epoch checkpoint
+    /// (`train.checkpoint_every`).
     pub batch: usize,
     /// Optimizer steps taken (the scheduler's position).
     pub step: u64,
@@ -55,6 +58,19 @@ pub struct TrainState {
     pub history: History,
     /// Seconds of training so far (excluding time lost to interruptions).
     pub elapsed_s: f64,
+    /// The running sums of the epoch a mid-epoch checkpoint was taken in (None at epoch ends),
+    /// so the resumed epoch reports the loss and accuracy of all its batches.
+    #[serde(default)]
+    pub partial: Option<EpochSums>,
+}
+
+/// Running sums over an epoch's batches so far.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct EpochSums {
+    pub loss_sum: f64,
+    pub seen: usize,
+    pub correct: usize,
+    pub train_time_s: f64,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -198,7 +214,11 @@ fn fault_pause() {
 pub(crate) fn save(run_dir: &Path, snap: &Snapshot, keep: usize) -> Result<PathBuf, TrainError> {
     let root = checkpoints_dir(run_dir);
     std::fs::create_dir_all(&root).map_err(|e| err(&root, e))?;
-    let name = format!("epoch-{:04}", snap.state.position.epoch);
+    let position = &snap.state.position;
+    let name = match position.batch {
+        0 => format!("epoch-{:04}", position.epoch),
+        b => format!("epoch-{:04}-batch-{b:06}", position.epoch),
+    };
     let tmp = root.join(format!(".tmp-{name}"));
     let dir = root.join(&name);
     if tmp.exists() {
@@ -238,18 +258,23 @@ pub(crate) fn save(run_dir: &Path, snap: &Snapshot, keep: usize) -> Result<PathB
     Ok(dir)
 }
 
-fn complete_checkpoints(root: &Path) -> Vec<(usize, PathBuf)> {
-    let mut found: Vec<(usize, PathBuf)> = std::fs::read_dir(root)
+/// Complete checkpoint folders, oldest first by (epochs done, next batch).
+fn complete_checkpoints(root: &Path) -> Vec<((usize, usize), PathBuf)> {
+    let mut found: Vec<((usize, usize), PathBuf)> = std::fs::read_dir(root)
         .into_iter()
         .flatten()
         .flatten()
         .filter_map(|e| {
             let name = e.file_name().to_string_lossy().to_string();
-            let epoch = name.strip_prefix("epoch-")?.parse().ok()?;
+            let rest = name.strip_prefix("epoch-")?;
+            let key = match rest.split_once("-batch-") {
+                Some((epoch, batch)) => (epoch.parse().ok()?, batch.parse().ok()?),
+                None => (rest.parse().ok()?, 0),
+            };
             e.path()
                 .join("state.json")
                 .is_file()
-                .then(|| (epoch, e.path()))
+                .then(|| (key, e.path()))
         })
         .collect();
     found.sort();

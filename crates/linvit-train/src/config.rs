@@ -138,6 +138,9 @@ pub struct TrainConfig {
     pub log_every: usize,
     /// Complete checkpoints kept besides `best`. Default: 2.
     pub keep_checkpoints: usize,
+    /// Also checkpoint every N optimizer steps inside an epoch (0: at epoch ends only), so a
+    /// long epoch killed halfway resumes from its middle. Default: 0.
+    pub checkpoint_every: u64,
     /// Use at most this many validation images per evaluation. Default: all.
     pub val_limit: Option<usize>,
     /// Skip (and count) a micro-batch whose loss, or an optimizer step whose gradient norm, is
@@ -168,6 +171,7 @@ impl Default for TrainConfig {
             eval_every: 1,
             log_every: 50,
             keep_checkpoints: 2,
+            checkpoint_every: 0,
             skip_nonfinite: false,
             val_limit: None,
         }

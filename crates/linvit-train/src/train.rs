@@ -20,7 +20,7 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use linvit_data::{mixup::mix_targets, Dataset, Loader, LoaderOptions, Split};
 use linvit_models::{Model, ModelConfig};
 
-use crate::checkpoint::{self, Position, Snapshot, TrainState};
+use crate::checkpoint::{self, EpochSums, Position, Snapshot, TrainState};
 use crate::eval::evaluate_model;
 use crate::metrics::{EpochRow, StepRow};
 use crate::optim::{
@@ -79,6 +79,26 @@ pub struct TrainSummary {
     pub skipped_files: Vec<String>,
     /// `step N (epoch E): what` of every step skipped for a NaN/Inf (`train.skip_nonfinite`).
     pub skipped_steps: Vec<String>,
+}
+
+/// What a checkpoint of the run holds at this point.
+fn snapshot<'a>(
+    setup: &'a Setup,
+    model: &'a Model,
+    adam: &'a AdamState,
+    ema: Option<&'a Model>,
+    state: &'a TrainState,
+    dataset: &'a Dataset,
+) -> Snapshot<'a> {
+    Snapshot {
+        model_config: &setup.model_config,
+        model,
+        adam,
+        ema,
+        state,
+        classes: &dataset.class_names,
+        config_toml: &setup.config_toml,
+    }
 }
 
 /// Everything fixed for a run once its config and data are resolved.
@@ -402,13 +422,18 @@ fn run(
         reporter.start_epoch(epoch, t.epochs, n_batches);
         let mut pending = None;
         let mut n_pending = 0usize;
-        let (mut loss_sum, mut seen, mut correct) = (0.0f64, 0usize, 0usize);
+        // A mid-epoch checkpoint resumes at its batch with the epoch's sums so far.
+        let first_batch = state.position.batch;
+        let sums = state.partial.take().unwrap_or_default();
+        let (mut loss_sum, mut seen, mut correct) = (sums.loss_sum, sums.seen, sums.correct);
         let (mut win_loss, mut win_batches, mut win_images) = (0.0f64, 0usize, 0usize);
         let mut win_start = Instant::now();
-        let mut train_time = 0.0f64;
+        let mut train_time = sums.train_time_s;
         let mut lr = schedule(state.position.step);
         let mut grad_norm = None;
-        for (i, batch) in loader.enumerate() {
+        // The loader still decodes the batches before `first_batch` (its augmentation streams are
+        // per epoch), which costs data loading only.
+        for (i, batch) in loader.enumerate().skip(first_batch) {
             let batch_start = Instant::now();
             let batch = batch?;
             for skip in &batch.skipped {
@@ -526,6 +551,20 @@ fn run(
                 (win_loss, win_batches, win_images) = (0.0, 0, 0);
                 win_start = Instant::now();
             }
+            let due = |every: u64| every > 0 && state.position.step % every == 0;
+            if n_pending == 0 && i + 1 < n_batches && due(t.checkpoint_every) {
+                state.position.batch = i + 1;
+                state.partial = Some(EpochSums {
+                    loss_sum,
+                    seen,
+                    correct,
+                    train_time_s: train_time,
+                });
+                state.elapsed_s = elapsed_before + started.elapsed().as_secs_f64();
+                let snap = snapshot(&setup, &model, &adam, ema.as_ref(), &state, dataset);
+                last_checkpoint = Some(checkpoint::save(run_dir, &snap, t.keep_checkpoints)?);
+                state.partial = None;
+            }
         }
         let images_per_s = seen as f64 / train_time.max(1e-9);
         let last = epoch + 1 == t.epochs;
@@ -566,15 +605,7 @@ fn run(
             state.best_epoch = Some(epoch + 1);
         }
         state.elapsed_s = elapsed_before + started.elapsed().as_secs_f64();
-        let snap = Snapshot {
-            model_config: &setup.model_config,
-            model: &model,
-            adam: &adam,
-            ema: ema.as_ref(),
-            state: &state,
-            classes: &dataset.class_names,
-            config_toml: &setup.config_toml,
-        };
+        let snap = snapshot(&setup, &model, &adam, ema.as_ref(), &state, dataset);
         last_checkpoint = Some(checkpoint::save(run_dir, &snap, t.keep_checkpoints)?);
         if improved {
             let info = serde_json::json!({

@@ -10,7 +10,7 @@ use linvit::device::{parse_device, DEVICE_NAMES};
 use linvit::reference::{discover, reference_root};
 use linvit::run;
 use linvit::verify::{verify_case, CaseReport, Status};
-use linvit_attention::import::load_upstream;
+use linvit_attention::import::load_upstream_resized;
 use linvit_models::checkpoint::save_model;
 use linvit_models::presets;
 
@@ -263,6 +263,12 @@ enum Command {
         /// Number of classes of the checkpoint's head, when not the preset's 1000.
         #[arg(long)]
         num_classes: Option<usize>,
+        /// Change one of the preset's constructor arguments (as `linvit models --json` lists
+        /// them), value in JSON: `--arg img_size=384 --arg window_size=12`. Position embeddings,
+        /// Swin's relative position tables, FLatten's positional encodings and agent biases
+        /// trained at another size are resized as the authors' fine-tuning code does.
+        #[arg(long = "arg", value_name = "KEY=VALUE")]
+        args: Vec<String>,
     },
     /// Check our modules against tensors produced by the authors' PyTorch code.
     ///
@@ -538,7 +544,8 @@ fn main() -> ExitCode {
             checkpoint,
             out,
             num_classes,
-        } => import(&preset, &checkpoint, &out, num_classes),
+            args,
+        } => import(&preset, &checkpoint, &out, num_classes, &args),
         Command::Verify {
             paths,
             device,
@@ -674,37 +681,71 @@ fn models(json: bool) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-fn import(name: &str, checkpoint: &Path, out: &Path, num_classes: Option<usize>) -> ExitCode {
+fn import(
+    name: &str,
+    checkpoint: &Path,
+    out: &Path,
+    num_classes: Option<usize>,
+    args: &[String],
+) -> ExitCode {
     let run = || -> Result<String, String> {
         let preset = presets::preset(name)?;
-        let overrides = match num_classes {
-            Some(n) => serde_json::json!({ "num_classes": n }),
-            None => serde_json::json!({}),
-        };
-        let config = preset.config_with(&overrides)?;
+        let mut overrides = preset_overrides(preset, args)?;
+        if let Some(n) = num_classes {
+            overrides.insert("num_classes".into(), n.into());
+        }
+        let config = preset.config_with(&overrides.into())?;
         config.validate()?;
         let mut model = config.init(&Device::flex());
-        let applied = load_upstream(&mut model, checkpoint, &config.renames())
-            .map_err(|e| e.to_string())?
-            .applied
-            .len();
+        let (applied, resized) = load_upstream_resized(
+            &mut model,
+            checkpoint,
+            &config.renames(),
+            config.resize_rule(),
+        )
+        .map_err(|e| e.to_string())?;
         save_model(out, &config, model).map_err(|e| e.to_string())?;
-        Ok(format!(
-            "imported {applied} tensors from {} into {name}; saved to {}",
+        let mut msg = String::new();
+        for line in &resized {
+            msg.push_str(&format!("resized {line}\n"));
+        }
+        msg.push_str(&format!(
+            "imported {} tensors from {} into {name}; saved to {}",
+            applied.applied.len(),
             checkpoint.display(),
             out.display()
-        ))
+        ));
+        Ok(msg)
     };
-    match run() {
-        Ok(msg) => {
-            println!("{msg}");
-            ExitCode::SUCCESS
+    report(run())
+}
+
+/// `KEY=VALUE` constructor arguments for a preset; the value is JSON (a bare word is a string),
+/// and the key must be one of the preset's arguments.
+fn preset_overrides(
+    preset: &presets::Preset,
+    args: &[String],
+) -> Result<serde_json::Map<String, serde_json::Value>, String> {
+    let known: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_str(preset.args).map_err(|e| e.to_string())?;
+    let mut out = serde_json::Map::new();
+    for arg in args {
+        let (key, value) = arg
+            .split_once('=')
+            .ok_or_else(|| format!("--arg {arg:?}: expected KEY=VALUE"))?;
+        if !known.contains_key(key) {
+            let mut names: Vec<&str> = known.keys().map(String::as_str).collect();
+            names.sort_unstable();
+            return Err(format!(
+                "--arg {key}: {} has no such argument (it has {})",
+                preset.name,
+                names.join(", ")
+            ));
         }
-        Err(e) => {
-            eprintln!("error: {e}");
-            ExitCode::FAILURE
-        }
+        let value = serde_json::from_str(value).unwrap_or_else(|_| value.into());
+        out.insert(key.to_string(), value);
     }
+    Ok(out)
 }
 
 /// Rust ignores SIGPIPE, so `linvit models | head` would panic on the closed pipe; restore the

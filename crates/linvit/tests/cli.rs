@@ -114,6 +114,54 @@ fn import_names_an_unknown_preset_and_suggests_the_nearest() {
 }
 
 #[test]
+fn import_at_another_resolution_resizes_and_names_a_bad_argument() {
+    let Some(weights) = std::env::var_os("LINVIT_REFERENCE_DIR")
+        .map(std::path::PathBuf::from)
+        .or_else(|| Some(std::path::PathBuf::from("../../../shared")))
+        .map(|root| root.join("reference/flatten_pvt_reduced_model/weights.safetensors"))
+        .filter(|p| p.is_file())
+    else {
+        eprintln!("SKIPPED: reference cases not found for the import-resize test");
+        return;
+    };
+    let weights = weights.to_str().unwrap();
+    let out = scratch("import").join("model");
+    let out = out.to_str().unwrap();
+    let (code, stdout, err) = linvit(&[
+        "import",
+        "tiny_flatten_pvt",
+        weights,
+        "--arg",
+        "img_size=128",
+        "--out",
+        out,
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        stdout.contains("resized pos_embed1: 16x16 -> 32x32 (bilinear)")
+            && stdout.contains("resized block1.0.attn.positional_encoding: 8x8 -> 16x16"),
+        "{stdout}"
+    );
+    let config = std::fs::read_to_string(format!("{out}/model.json")).unwrap();
+    assert!(config.contains("\"img_size\": 128"), "{config}");
+
+    let (code, _, err) = linvit(&[
+        "import",
+        "tiny_flatten_pvt",
+        weights,
+        "--arg",
+        "img_sise=128",
+        "--out",
+        out,
+    ]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("--arg img_sise") && err.contains("img_size") && !err.contains("panicked"),
+        "{err}"
+    );
+}
+
+#[test]
 fn train_then_eval_and_predict_on_the_saved_checkpoint() {
     let dir = scratch("train");
     let run = dir.join("run");

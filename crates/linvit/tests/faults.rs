@@ -14,7 +14,7 @@ use burn::tensor::Device;
 use linvit_models::checkpoint::load_model;
 use linvit_train::checkpoint::{latest, weights};
 
-const ARGS: [&str; 12] = [
+const ARGS: [&str; 14] = [
     "--set",
     "data.train_size=128",
     "--set",
@@ -27,6 +27,9 @@ const ARGS: [&str; 12] = [
     "train.log_every=1",
     "--set",
     "train.warmup_epochs=0",
+    // 4 batches an epoch: a checkpoint after batch 2 and at the end, so kills resume mid-epoch.
+    "--set",
+    "train.checkpoint_every=2",
 ];
 
 fn scratch(name: &str) -> PathBuf {
@@ -77,6 +80,13 @@ fn newest(run: &Path) -> PathBuf {
     latest(run).unwrap().expect("a complete checkpoint")
 }
 
+/// Whether the newest complete checkpoint was taken inside an epoch.
+fn resumes_mid_epoch(run: &Path) -> bool {
+    latest(run)
+        .unwrap()
+        .is_some_and(|dir| dir.to_string_lossy().contains("-batch-"))
+}
+
 /// Whether a checkpoint is being written (its temporary folder holds the weights already).
 fn writing(run: &Path) -> bool {
     std::fs::read_dir(run.join("checkpoints"))
@@ -116,12 +126,15 @@ fn training_killed_at_random_moments_resumes_to_the_uninterrupted_weights() {
 
     let run = dir.join("killed");
     let mut delays = Delays(0x5eed_1234_abcd_0001);
-    let (mut kills, mut attempts, mut mid_write) = (0usize, 0usize, 0usize);
+    let (mut kills, mut attempts, mut mid_write, mut mid_epoch) = (0usize, 0usize, 0usize, 0usize);
     let span = clean_time.as_millis().max(400) as u64;
     loop {
         attempts += 1;
         assert!(attempts < 200, "no progress after {attempts} attempts");
         let started = run.join("config.toml").exists();
+        if started {
+            mid_epoch += usize::from(resumes_mid_epoch(&run));
+        }
         // Every third attempt holds its checkpoint writes open and is killed inside one.
         let in_write = attempts % 3 == 0 && kills < 20;
         let mut cmd = command(&run, started);
@@ -170,14 +183,18 @@ fn training_killed_at_random_moments_resumes_to_the_uninterrupted_weights() {
     let equal = a == b;
     println!(
         "kill/resume: {kills} SIGKILLs over {attempts} attempts ({mid_write} during a \
-         checkpoint write), {checkpoints} checkpoints kept; final weights of {} tensors equal \
-         to the uninterrupted run: {equal}",
+         checkpoint write, {mid_epoch} resumes from a mid-epoch checkpoint), {checkpoints} \
+         checkpoints kept; final weights of {} tensors equal to the uninterrupted run: {equal}",
         a.len()
     );
     assert!(equal, "weights differ after kill and resume");
     assert!(
         mid_write >= 5,
         "only {mid_write} kills landed inside a checkpoint write"
+    );
+    assert!(
+        mid_epoch >= 3,
+        "only {mid_epoch} resumes started from a mid-epoch checkpoint"
     );
     std::fs::remove_dir_all(&dir).ok();
 }
