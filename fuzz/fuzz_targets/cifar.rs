@@ -20,7 +20,11 @@ fuzz_target!(|data: &[u8]| {
         dir = path.parent().map(|p| p.to_path_buf());
     }
     let config = DataConfig {
-        kind: if cifar100 { DataKind::Cifar100 } else { DataKind::Cifar10 },
+        kind: if cifar100 {
+            DataKind::Cifar100
+        } else {
+            DataKind::Cifar10
+        },
         path: dir,
         ..DataConfig::default()
     };

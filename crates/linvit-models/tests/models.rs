@@ -233,6 +233,30 @@ fn param(model: &linvit_models::Model, path: &str) -> (Vec<usize>, Vec<f32>) {
     (tensor.shape.to_vec(), values)
 }
 
+/// A reference case's weights loaded into its preset as built (`native`) and into the preset with
+/// `args` changed, resizing what the new resolution needs; with the resize log.
+fn load_twice(
+    root: &std::path::Path,
+    name: &str,
+    case: &str,
+    args: serde_json::Value,
+) -> (linvit_models::Model, linvit_models::Model, Vec<String>) {
+    let device = Device::flex();
+    let weights = root
+        .join("reference")
+        .join(case)
+        .join("weights.safetensors");
+    let p = preset(name).unwrap();
+    let small = p.config();
+    let mut native = small.init(&device);
+    load_upstream(&mut native, &weights, &small.renames()).unwrap();
+    let big = p.config_with(&args).unwrap();
+    let mut resized = big.init(&device);
+    let (_, log) =
+        load_upstream_resized(&mut resized, &weights, &big.renames(), big.resize_rule()).unwrap();
+    (native, resized, log)
+}
+
 #[test]
 fn pyramid_checkpoints_load_at_another_resolution_as_their_forward_resizes() {
     // PVT resizes position embeddings bilinearly in its forward, FLatten its positional
@@ -246,22 +270,8 @@ fn pyramid_checkpoints_load_at_another_resolution_as_their_forward_resizes() {
         ("tiny_flatten_pvt", "flatten_pvt_reduced_model"),
         ("tiny_agent_pvt", "agent_pvt_reduced_model"),
     ] {
-        let weights = root
-            .join("reference")
-            .join(case)
-            .join("weights.safetensors");
-        let p = preset(name).unwrap();
-        let small = p.config();
-        let mut native = small.init(&device);
-        load_upstream(&mut native, &weights, &small.renames()).unwrap();
-
-        let big = p
-            .config_with(&serde_json::json!({ "img_size": 128 }))
-            .unwrap();
-        let mut resized = big.init(&device);
-        let (_, log) =
-            load_upstream_resized(&mut resized, &weights, &big.renames(), big.resize_rule())
-                .unwrap();
+        let (native, resized, log) =
+            load_twice(&root, name, case, serde_json::json!({ "img_size": 128 }));
         assert!(
             log.iter()
                 .any(|l| l.starts_with("pos_embed1: 16x16 -> 32x32")),
@@ -297,18 +307,8 @@ fn vit_and_swin_checkpoints_resize_bicubically_at_load() {
             Rule::OffsetTable,
         ),
     ] {
-        let weights = root
-            .join("reference")
-            .join(case)
-            .join("weights.safetensors");
-        let p = preset(name).unwrap();
-        let small = p.config();
-        let mut native = small.init(&device);
-        load_upstream(&mut native, &weights, &small.renames()).unwrap();
-        let big = p.config_with(&args).unwrap();
-        let mut model = big.init(&device);
-        let (_, log) =
-            load_upstream_resized(&mut model, &weights, &big.renames(), big.resize_rule()).unwrap();
+        let big = preset(name).unwrap().config_with(&args).unwrap();
+        let (native, model, log) = load_twice(&root, name, case, args);
         assert!(log.iter().any(|l| l.contains("bicubic")), "{name}: {log:?}");
 
         let ours = to_ours(path, &big.renames());
