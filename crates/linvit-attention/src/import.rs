@@ -133,27 +133,16 @@ pub fn load_upstream_resized<M: Module + ModuleSnapshot>(
         .collect();
     let resizer = Resizer::new(targets);
     let result = load_with(module, path, renames, &[], Some(&resizer));
-    let log = resizer.log();
-    let refused: Vec<String> = log
-        .iter()
-        .filter_map(|(p, r)| {
-            r.as_ref()
-                .err()
-                .map(|e| format!("{}: {e}", to_upstream(p, renames)))
-        })
-        .collect();
-    match result {
-        Ok(applied) => {
-            let done = log
-                .iter()
-                .filter_map(|(p, r)| {
-                    r.as_ref()
-                        .ok()
-                        .map(|d| format!("{}: {d}", to_upstream(p, renames)))
-                })
-                .collect();
-            Ok((applied, done))
+    let (mut done, mut refused) = (Vec::new(), Vec::new());
+    for (path, outcome) in resizer.log() {
+        let key = to_upstream(&path, renames);
+        match outcome {
+            Ok(what) => done.push(format!("{key}: {what}")),
+            Err(why) => refused.push(format!("{key}: {why}")),
         }
+    }
+    match result {
+        Ok(applied) => Ok((applied, done)),
         // A refused resize surfaces as a shape mismatch; say why it was refused.
         Err(ImportError::Mismatch {
             path,

@@ -107,22 +107,14 @@ fn plan(rule: Rule, from: &[usize], to: &[usize]) -> Result<Plan, String> {
                 return Err(mismatch());
             }
             // The fewest prefix tokens (CLS, distillation) that leave a square grid on both sides.
-            let prefix = (0..=2)
-                .find(|&p| {
-                    p < from[1].min(to[1])
-                        && square_side(from[1] - p).is_some()
-                        && square_side(to[1] - p).is_some()
-                })
+            let (prefix, s, t) = (0..from[1].min(to[1]).min(3))
+                .find_map(|p| Some((p, square_side(from[1] - p)?, square_side(to[1] - p)?)))
                 .ok_or_else(|| {
                     format!(
                         "cannot resize {from:?} to {to:?}: the tokens are not a square grid \
                          (plus CLS tokens) on both sides"
                     )
                 })?;
-            let (s, t) = (
-                square_side(from[1] - prefix).unwrap_or(0),
-                square_side(to[1] - prefix).unwrap_or(0),
-            );
             Ok(Plan {
                 prefix,
                 outer: 1,
@@ -178,6 +170,12 @@ impl Plan {
         }
     }
 
+    /// `data` (any float dtype) resized to `to`, in f32.
+    fn resized(&self, data: TensorData, to: &[usize]) -> TensorData {
+        let values: Vec<f32> = data.convert::<f32>().try_into_vec().unwrap_or_default();
+        TensorData::new(self.apply(&values), to.to_vec())
+    }
+
     /// The resized values of `x`, laid out `[prefix rows | outer, h, w, inner]`.
     fn apply(&self, x: &[f32]) -> Vec<f32> {
         let ([h, w], [th, tw]) = (self.from, self.to);
@@ -224,12 +222,7 @@ impl Plan {
 /// Resizes `data` (any float dtype; the result is f32) from its shape to `to` under `rule`.
 pub fn resize(data: TensorData, rule: Rule, to: &[usize]) -> Result<TensorData, String> {
     let from = data.shape().to_vec();
-    let plan = plan(rule, &from, to)?;
-    let values: Vec<f32> = data
-        .convert::<f32>()
-        .try_into_vec()
-        .map_err(|e| format!("{e:?}"))?;
-    Ok(TensorData::new(plan.apply(&values), to.to_vec()))
+    Ok(plan(rule, &from, to)?.resized(data, to))
 }
 
 /// What the resizing adapter did, per parameter path: a description, or why it could not.
@@ -279,8 +272,7 @@ impl ModuleAdapter for Resizer {
                 let (name, shape) = (tensor.name.clone(), Shape::from(target.clone()));
                 let to = target.clone();
                 bridge::map_data(tensor, name, DType::F32, shape, move |data| {
-                    let values: Vec<f32> = data.convert::<f32>().try_into_vec().unwrap_or_default();
-                    TensorData::new(plan.apply(&values), to.clone())
+                    plan.resized(data, &to)
                 })
             }
             Err(reason) => {

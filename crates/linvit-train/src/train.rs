@@ -402,6 +402,26 @@ fn run(
     let mut skipped_files: Vec<String> = Vec::new();
     // Steps skipped for a non-finite loss or gradient (`train.skip_nonfinite = true`).
     let mut skipped_steps: Vec<String> = Vec::new();
+    // A non-finite loss or gradient norm: recorded and skipped (`train.skip_nonfinite`), or the
+    // run stops naming the step and the last good checkpoint.
+    let mut skip_or_stop = |what: &'static str,
+                            value: f64,
+                            epoch: usize,
+                            step: u64,
+                            checkpoint: &Option<PathBuf>|
+     -> Result<(), TrainError> {
+        if !t.skip_nonfinite {
+            return Err(TrainError::NonFinite {
+                what,
+                epoch,
+                step,
+                loss: value,
+                checkpoint: checkpoint.clone(),
+            });
+        }
+        skipped_steps.push(format!("step {step} (epoch {epoch}): {what} {value}"));
+        Ok(())
+    };
     let schedule = |step| lr_at(step, total_steps, warmup, t.lr, t.warmup_lr, t.min_lr);
     while state.position.epoch < t.epochs {
         if options
@@ -467,20 +487,8 @@ fn run(
             let loss = soft_cross_entropy(logits.clone(), targets);
             let loss_value = loss.clone().into_scalar::<f32>() as f64;
             if !loss_value.is_finite() {
-                if !t.skip_nonfinite {
-                    return Err(TrainError::NonFinite {
-                        what: "loss",
-                        epoch: epoch + 1,
-                        step: state.position.step + 1,
-                        loss: loss_value,
-                        checkpoint: last_checkpoint.clone(),
-                    });
-                }
-                skipped_steps.push(format!(
-                    "step {} (epoch {}): loss {loss_value}",
-                    state.position.step + 1,
-                    epoch + 1
-                ));
+                let step = state.position.step + 1;
+                skip_or_stop("loss", loss_value, epoch + 1, step, &last_checkpoint)?;
                 continue;
             }
             let host: Vec<f32> = logits
@@ -509,20 +517,9 @@ fn run(
                 lr = schedule(state.position.step);
                 if norm.is_finite() {
                     model = hp.step(model, grads, &mut adam, lr);
-                } else if t.skip_nonfinite {
-                    skipped_steps.push(format!(
-                        "step {} (epoch {}): gradient norm {norm}",
-                        state.position.step + 1,
-                        epoch + 1
-                    ));
                 } else {
-                    return Err(TrainError::NonFinite {
-                        what: "gradient norm",
-                        epoch: epoch + 1,
-                        step: state.position.step + 1,
-                        loss: norm,
-                        checkpoint: last_checkpoint.clone(),
-                    });
+                    let step = state.position.step + 1;
+                    skip_or_stop("gradient norm", norm, epoch + 1, step, &last_checkpoint)?;
                 }
                 if let Some(e) = ema.take() {
                     ema = Some(ema_update(e, &model, t.ema));
@@ -551,8 +548,9 @@ fn run(
                 (win_loss, win_batches, win_images) = (0.0, 0, 0);
                 win_start = Instant::now();
             }
-            let due = |every: u64| every > 0 && state.position.step % every == 0;
-            if n_pending == 0 && i + 1 < n_batches && due(t.checkpoint_every) {
+            let every = t.checkpoint_every;
+            if n_pending == 0 && i + 1 < n_batches && every > 0 && state.position.step % every == 0
+            {
                 state.position.batch = i + 1;
                 state.partial = Some(EpochSums {
                     loss_sum,
