@@ -46,5 +46,9 @@ for dev in $DEVICES; do
     "$LINVIT" bench model --presets flatten_pvt_t,flatten_swin_t,agent_pvt_t,agent_deit_t,pvt_t,swin_t,deit_t \
         --resolutions 224,384 --batch 32 --device "$dev" --seconds 3 \
         --json --out "$OUT/models_$dev.json" --plot "$OUT/models_$dev.png" > /dev/null || status=1
+    echo "== $dev: presets in bf16 (f32 master weights for the training step)"
+    "$LINVIT" bench model --presets flatten_pvt_t,flatten_swin_t,pvt_t,swin_t \
+        --resolutions 224 --batch 32 --device "$dev" --seconds 3 --precision bf16 \
+        --json --out "$OUT/models_bf16_$dev.json" > /dev/null || status=1
 done
 exit $status

@@ -166,7 +166,7 @@ impl AgentAttention {
         let an = self.an_bias.val();
         let [h, m, gh, gw] = an.dims();
         let n = key_grid[0] * key_grid[1];
-        let resize = bilinear_matrix([gh, gw], key_grid, &an.device()); // [n, 49]
+        let resize = bilinear_matrix([gh, gw], key_grid, &an.device()).cast(an.dtype()); // [n, 49]
         let grid = an
             .reshape([h * m, gh * gw])
             .matmul(resize.transpose())
@@ -185,7 +185,7 @@ impl AgentAttention {
         let na = self.na_bias.val();
         let [h, m, gh, gw] = na.dims();
         let n = grid[0] * grid[1];
-        let resize = bilinear_matrix([gh, gw], grid, &na.device()); // [N, 49]
+        let resize = bilinear_matrix([gh, gw], grid, &na.device()).cast(na.dtype()); // [N, 49]
         let spatial = resize
             .unsqueeze::<3>()
             .matmul(na.reshape([h, m, gh * gw]).swap_dims(1, 2)) // [h, N, m]
@@ -209,7 +209,7 @@ impl AgentAttention {
         let scale = ((c / heads) as f64).powf(-0.5);
 
         let grid_q = q.clone().narrow(1, prefix, n_q - prefix);
-        let pool = adaptive_pool_matrix(grid, [p, p], &q.device()); // [m, N]
+        let pool = adaptive_pool_matrix(grid, [p, p], &q.device()).cast(q.dtype()); // [m, N]
         let agents = pool.unsqueeze::<3>().matmul(grid_q); // [b, m, c]
 
         let q = split_heads(q, heads);
@@ -244,7 +244,7 @@ impl AgentAttention {
         if prefix == 0 {
             out + local
         } else {
-            let zeros = Tensor::zeros([b, prefix, c], &out.device());
+            let zeros = Tensor::<3>::zeros([b, prefix, c], &out.device()).cast(out.dtype());
             out + Tensor::cat(vec![zeros, local], 1)
         }
     }

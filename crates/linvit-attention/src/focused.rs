@@ -13,7 +13,7 @@ use burn::module::{Module, Param};
 use burn::nn::conv::Conv2d;
 use burn::nn::{LayerNorm, Linear};
 use burn::tensor::activation::{relu, softplus};
-use burn::tensor::{Device, Tensor};
+use burn::tensor::{DType, Device, Tensor};
 use serde::{Deserialize, Serialize};
 
 use crate::ops::{bilinear_matrix, linear_matrix, merge_heads, resample_axis, split_heads};
@@ -229,24 +229,34 @@ impl FocusedLinearAttention {
             let [_, _, c] = pe.dims();
             Tensor::cat(
                 vec![
-                    Tensor::zeros([1, n_keys - pe.dims()[1], c], &pe.device()),
+                    Tensor::<3>::zeros([1, n_keys - pe.dims()[1], c], &pe.device())
+                        .cast(pe.dtype()),
                     pe,
                 ],
                 1,
             )
         };
         let k = k + pe;
-        let scale = self.scale.val();
+        // A half-precision pass runs the focusing function and the normalised product in f32
+        // (the projections and the DWC stay in half): `torch.autocast` runs `pow` and `norm` in
+        // f32 too, and in float16 the `1e-6` floor cubed underflows, which makes the norms'
+        // and the denominator's gradients infinite.
+        let dtype = v.dtype();
+        let to = |t: Tensor<3>, d: DType| if t.dtype() == d { t } else { t.cast(d) };
+        let f32 = |t: Tensor<3>| to(t, DType::F32);
+        let (q, k, v32) = (f32(q), f32(k), f32(v.clone()));
+        let scale = f32(self.scale.val());
         let q = focus(q, scale.clone(), self.focusing_factor);
         // The keys' 1/sqrt(n) of `linear_attend` rides on the focusing factor.
         let k = focus_times(k, scale, self.focusing_factor, (n_keys as f64).powf(-0.5));
         let heads = self.num_heads;
-        let v = split_heads(v, heads);
         let out = merge_heads(linear_attend_prescaled(
             split_heads(q, heads),
             split_heads(k, heads),
-            v.clone(),
+            split_heads(v32, heads),
         ));
+        let out = to(out, dtype);
+        let v = split_heads(v, heads);
         match &self.dwc {
             Some(dwc) => add_head_shared_dwc(dwc, out, v, key_grid, layout),
             None => out,
@@ -281,6 +291,6 @@ pub fn add_head_shared_dwc(
         return out + local;
     }
     let [b, _, c] = out.dims();
-    let prefix = Tensor::zeros([b, layout.prefix, c], &out.device());
+    let prefix = Tensor::<3>::zeros([b, layout.prefix, c], &out.device()).cast(out.dtype());
     out + Tensor::cat(vec![prefix, local], 1)
 }

@@ -211,6 +211,8 @@ pub fn linear_matrix(from: usize, to: usize, device: &Device) -> Tensor<2> {
 
 /// Applies a `[n_out, n_in]` resampling matrix along axis `dim` of length `n_in`.
 pub fn resample_axis<const D: usize>(x: Tensor<D>, matrix: Tensor<2>, dim: usize) -> Tensor<D> {
+    // The matrices are built (and cached) in f32; half-precision passes resample in their dtype.
+    let matrix = matrix.cast(x.dtype());
     let moved = x.swap_dims(dim, D - 2);
     let dims = moved.dims();
     let [n_out, _] = matrix.dims();

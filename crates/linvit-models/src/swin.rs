@@ -296,7 +296,9 @@ impl SwinBlock {
             image = image.roll(&[-(s as i64), -(s as i64)], &[1, 2]);
         }
         let mask = match (&self.attn, s) {
-            (Attention::Softmax(_), s) if s > 0 => Some(shift_mask(grid, w, s, &x.device())),
+            (Attention::Softmax(_), s) if s > 0 => {
+                Some(shift_mask(grid, w, s, &x.device()).cast(x.dtype()))
+            }
             _ => None,
         };
         let windows = self

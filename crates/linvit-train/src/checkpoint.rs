@@ -62,6 +62,48 @@ pub struct TrainState {
     /// so the resumed epoch reports the loss and accuracy of all its batches.
     #[serde(default)]
     pub partial: Option<EpochSums>,
+    /// The dynamic loss scale of `train.precision = "f16"` (None otherwise).
+    #[serde(default)]
+    pub loss_scale: Option<LossScale>,
+}
+
+/// Dynamic loss scaling as `torch.cuda.amp.GradScaler`'s defaults: the loss is multiplied by
+/// `scale` before the backward pass and the gradients divided by it; a step whose gradients
+/// overflow is skipped and halves the scale; 2000 good steps in a row double it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LossScale {
+    pub scale: f64,
+    /// Good steps since the last change.
+    pub good_steps: u64,
+}
+
+impl Default for LossScale {
+    fn default() -> Self {
+        LossScale {
+            scale: 65536.0,
+            good_steps: 0,
+        }
+    }
+}
+
+impl LossScale {
+    /// Below this the overflow is not the scale's doing: the step counts as non-finite.
+    pub const MIN: f64 = 1.0;
+
+    /// Records a step; returns whether its gradients were finite (and it may be applied).
+    pub fn update(&mut self, finite: bool) -> bool {
+        if finite {
+            self.good_steps += 1;
+            if self.good_steps == 2000 {
+                self.scale *= 2.0;
+                self.good_steps = 0;
+            }
+        } else {
+            self.scale /= 2.0;
+            self.good_steps = 0;
+        }
+        finite
+    }
 }
 
 /// Running sums over an epoch's batches so far.

@@ -146,6 +146,32 @@ pub struct TrainConfig {
     /// Skip (and count) a micro-batch whose loss, or an optimizer step whose gradient norm, is
     /// NaN or infinite, instead of stopping the run. Default: false.
     pub skip_nonfinite: bool,
+    /// The dtype of the forward and backward passes: `f32`, `bf16` or `f16`. The weights, the
+    /// optimizer state and the summed gradients stay f32 (master weights); `f16` adds dynamic
+    /// loss scaling. Default: `f32`.
+    pub precision: Precision,
+}
+
+/// `train.precision`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Precision {
+    #[default]
+    F32,
+    Bf16,
+    F16,
+}
+
+impl Precision {
+    /// The half dtype the passes run in; `None` for f32.
+    pub fn half(self) -> Option<burn::tensor::FloatDType> {
+        use burn::tensor::FloatDType;
+        match self {
+            Precision::F32 => None,
+            Precision::Bf16 => Some(FloatDType::BF16),
+            Precision::F16 => Some(FloatDType::F16),
+        }
+    }
 }
 
 impl Default for TrainConfig {
@@ -174,6 +200,7 @@ impl Default for TrainConfig {
             checkpoint_every: 0,
             skip_nonfinite: false,
             val_limit: None,
+            precision: Precision::F32,
         }
     }
 }

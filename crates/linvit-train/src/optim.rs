@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 
 use burn::module::{Module, ModuleMapper, ModuleVisitor, Param};
 use burn::optim::GradientsParams;
-use burn::tensor::{Device, Tensor, TensorData};
+use burn::tensor::{Device, FloatDType, Tensor, TensorData};
 
 /// Gradients of one optimizer step, flattened to 1-D and keyed by parameter path.
 pub type Grads = BTreeMap<String, Tensor<1>>;
@@ -260,6 +260,21 @@ pub fn params_by_path<M: Module>(model: &M) -> BTreeMap<String, Tensor<1>> {
         out: &mut out,
     });
     out
+}
+
+struct CastParams(FloatDType);
+
+impl ModuleMapper for CastParams {
+    fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+        let (id, tensor, mapper) = param.consume();
+        Param::from_mapped_value(id, tensor.cast(self.0), mapper)
+    }
+}
+
+/// `model` with every float parameter cast to `dtype` *inside* the autodiff graph: a backward
+/// pass through the copy gives the original (f32) parameters their gradients, in f32.
+pub fn cast_params<M: Module>(model: M, dtype: FloatDType) -> M {
+    model.map(&mut CastParams(dtype))
 }
 
 struct EmaUpdate<'a> {

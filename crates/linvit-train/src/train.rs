@@ -13,19 +13,20 @@ use std::sync::Mutex;
 use std::time::Instant;
 
 use burn::module::Module;
-use burn::optim::GradientsParams;
+use burn::optim::{GradientsAccumulator, GradientsParams};
 use burn::tensor::activation::log_softmax;
-use burn::tensor::{Device, Tensor, TensorData};
+use burn::tensor::{Device, FloatDType, Tensor, TensorData};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use linvit_data::{mixup::mix_targets, Dataset, Loader, LoaderOptions, Split};
 use linvit_models::{Model, ModelConfig};
 
-use crate::checkpoint::{self, EpochSums, Position, Snapshot, TrainState};
+use crate::checkpoint::{self, EpochSums, LossScale, Position, Snapshot, TrainState};
+use crate::config::Precision;
 use crate::eval::evaluate_model;
 use crate::metrics::{EpochRow, StepRow};
 use crate::optim::{
-    accumulate, clip_global_norm, collect_grads, ema_update, global_norm, lr_at, scale, AdamState,
-    AdamW,
+    accumulate, cast_params, clip_global_norm, collect_grads, ema_update, global_norm, lr_at,
+    scale, AdamState, AdamW,
 };
 use crate::{plot, ConfigError, RunConfig, TrainError};
 
@@ -53,6 +54,10 @@ pub struct TrainOptions {
     /// Stop (cleanly, after its checkpoint) once this many epochs of the run are complete, as if
     /// interrupted; `resume` continues. Default: run to `train.epochs`.
     pub stop_after_epochs: Option<usize>,
+    /// Further devices for data parallelism: every batch is split over the run's device and
+    /// these (see [`data_parallel`]). Not part of the run's config: a run can resume on other
+    /// devices. Empty: one device.
+    pub devices: Vec<Device>,
 }
 
 /// What a run reached.
@@ -195,7 +200,12 @@ fn start(
     let model = {
         let _rng = RNG_LOCK.lock().unwrap_or_else(|e| e.into_inner());
         ad.seed(setup.config.train.seed);
-        setup.model_config.init(ad)
+        let model = setup.model_config.init(ad);
+        // Burn initialises parameters lazily, on first use. Draw them here, from the seed just
+        // set, rather than wherever the model is first touched (a data-parallel replica is
+        // forked before the first forward).
+        crate::optim::params_by_path(&model);
+        model
     };
     let ema = (setup.config.train.ema > 0.0).then(|| model.valid());
     run(
@@ -290,6 +300,156 @@ fn top1_correct(logits: &[f32], k: usize, labels: &[i64]) -> usize {
             arg as i64 == l
         })
         .count()
+}
+
+/// One device's share of a batch after its forward and backward pass.
+struct Pass {
+    /// The share's mean loss times its fraction of the batch (these sum to the batch's mean).
+    weighted_loss: f64,
+    /// The share's logits, `[rows, k]`, on the host.
+    logits: Vec<f32>,
+    /// Its gradients, on its own device; `None` when the loss is not finite.
+    grads: Option<GradientsParams>,
+}
+
+/// Rows `[start, end)` of each of `parts` near-equal shares of `n` rows, empty shares left out.
+fn shares(n: usize, parts: usize) -> Vec<(usize, usize)> {
+    let (base, extra) = (n / parts, n % parts);
+    let mut start = 0;
+    (0..parts)
+        .map(|d| {
+            let len = base + usize::from(d < extra);
+            start += len;
+            (start - len, start)
+        })
+        .filter(|(a, b)| b > a)
+        .collect()
+}
+
+/// How every pass runs: `half` casts the weights and the images to that dtype inside the graph
+/// (the logits come back to f32 for the loss, as under `torch.autocast`); the loss is multiplied
+/// by `loss_scale` before the backward pass.
+#[derive(Clone, Copy)]
+struct PassMode {
+    half: Option<FloatDType>,
+    loss_scale: f64,
+}
+
+/// Forward and backward of rows `rows` of the batch on `device`, where `replica` lives.
+/// The device RNG (drop path) is seeded with `seed` under [`RNG_LOCK`], so the draws do not
+/// depend on how the workers' threads interleave.
+#[allow(clippy::too_many_arguments)]
+fn pass(
+    replica: Model,
+    batch: &linvit_data::Batch,
+    targets: &[f32],
+    k: usize,
+    rows: (usize, usize),
+    device: &Device,
+    seed: u64,
+    mode: PassMode,
+) -> Pass {
+    let [n, c, h, w] = batch.shape;
+    let m = rows.1 - rows.0;
+    let per_image = c * h * w;
+    let images = batch.images[rows.0 * per_image..rows.1 * per_image].to_vec();
+    let images = Tensor::<4>::from_data(TensorData::new(images, [m, c, h, w]), device);
+    let targets = targets[rows.0 * k..rows.1 * k].to_vec();
+    let targets = Tensor::<2>::from_data(TensorData::new(targets, [m, k]), device);
+    let logits = {
+        let _rng = RNG_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+        device.seed(seed);
+        match mode.half {
+            None => replica.forward(images),
+            Some(half) => cast_params(replica.clone(), half)
+                .forward(images.cast(half))
+                .cast(FloatDType::F32),
+        }
+    };
+    let mut loss = soft_cross_entropy(logits.clone(), targets);
+    let weight = m as f64 / n as f64;
+    if m < n {
+        loss = loss * weight;
+    }
+    let weighted_loss = loss.clone().into_scalar::<f32>() as f64;
+    let logits = logits
+        .inner()
+        .into_data()
+        .convert::<f32>()
+        .try_into_vec::<f32>()
+        .unwrap_or_default();
+    if mode.loss_scale != 1.0 {
+        loss = loss * mode.loss_scale;
+    }
+    let grads = weighted_loss
+        .is_finite()
+        .then(|| GradientsParams::from_grads(loss.backward(), &replica));
+    Pass {
+        weighted_loss,
+        logits,
+        grads,
+    }
+}
+
+/// Data parallelism as burn-train's `MultiDevice` strategy does it: every worker device runs a
+/// near-equal share of the batch on a replica of the model, each in its own thread; the shares'
+/// losses are weighted by their size, so the summed gradients are the whole batch's (up to
+/// float reordering). One device runs the whole batch in this thread.
+fn data_parallel(
+    model: &Model,
+    batch: &linvit_data::Batch,
+    targets: &[f32],
+    k: usize,
+    workers: &[Device],
+    seed: u64,
+    mode: PassMode,
+) -> Vec<Pass> {
+    let parts = shares(batch.len(), workers.len());
+    if parts.len() == 1 {
+        let (rows, device) = (parts[0], &workers[0]);
+        return vec![pass(
+            model.clone(),
+            batch,
+            targets,
+            k,
+            rows,
+            device,
+            seed,
+            mode,
+        )];
+    }
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = parts
+            .iter()
+            .zip(workers)
+            .enumerate()
+            .map(|(d, (&rows, device))| {
+                // The first share draws exactly what one device would.
+                let (replica, seed) = match d {
+                    0 => (model.clone(), seed),
+                    _ => (model.clone().fork(device), mix_seed(seed, d as u64)),
+                };
+                scope.spawn(move || pass(replica, batch, targets, k, rows, device, seed, mode))
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
+            .collect()
+    })
+}
+
+/// The passes' gradients summed on the main device with burn-optim's accumulator.
+fn gather_grads(model: &Model, passes: Vec<Pass>, main: &Device) -> GradientsParams {
+    let mut grads: Vec<GradientsParams> = passes.into_iter().filter_map(|p| p.grads).collect();
+    if grads.len() == 1 {
+        return grads.remove(0);
+    }
+    let mut sum = GradientsAccumulator::<Model>::new();
+    for g in grads {
+        sum.accumulate(model, g.to_device(main, model));
+    }
+    sum.grads()
 }
 
 struct Reporter {
@@ -392,6 +552,10 @@ fn run(
         eps: t.eps,
         weight_decay: t.weight_decay,
     };
+    // The main device first: it holds the model, the optimizer and the summed gradients.
+    let workers: Vec<Device> = std::iter::once(ad.clone())
+        .chain(options.devices.iter().map(|d| d.clone().autodiff()))
+        .collect();
     let mut reporter = Reporter::new(options.progress);
     let mut last_checkpoint = checkpoint::latest(run_dir)?;
     let started = Instant::now();
@@ -423,6 +587,11 @@ fn run(
         Ok(())
     };
     let schedule = |step| lr_at(step, total_steps, warmup, t.lr, t.warmup_lr, t.min_lr);
+    if t.precision != Precision::F16 {
+        state.loss_scale = None;
+    } else if state.loss_scale.is_none() {
+        state.loss_scale = Some(LossScale::default());
+    }
     while state.position.epoch < t.epochs {
         if options
             .stop_after_epochs
@@ -476,37 +645,34 @@ fn run(
                 .targets
                 .clone()
                 .unwrap_or_else(|| mix_targets(&labels, k, 1.0, 0.0));
-            let tb = linvit_data::to_tensors(batch, ad);
-            let targets = Tensor::<2>::from_data(TensorData::new(targets, [n, k]), ad);
-            let logits = {
-                let _rng = RNG_LOCK.lock().unwrap_or_else(|e| e.into_inner());
-                ad.seed(mix_seed(t.seed, state.position.micro_step));
-                model.forward(tb.images)
+            let seed = mix_seed(t.seed, state.position.micro_step);
+            let mode = PassMode {
+                half: t.precision.half(),
+                loss_scale: state.loss_scale.as_ref().map_or(1.0, |s| s.scale),
             };
+            let passes = data_parallel(&model, &batch, &targets, k, &workers, seed, mode);
             state.position.micro_step += 1;
-            let loss = soft_cross_entropy(logits.clone(), targets);
-            let loss_value = loss.clone().into_scalar::<f32>() as f64;
+            let loss_value: f64 = passes.iter().map(|p| p.weighted_loss).sum();
             if !loss_value.is_finite() {
                 let step = state.position.step + 1;
                 skip_or_stop("loss", loss_value, epoch + 1, step, &last_checkpoint)?;
                 continue;
             }
-            let host: Vec<f32> = logits
-                .clone()
-                .inner()
-                .into_data()
-                .convert::<f32>()
-                .try_into_vec::<f32>()
-                .unwrap_or_default();
+            let host: Vec<f32> = passes
+                .iter()
+                .flat_map(|p| p.logits.iter().copied())
+                .collect();
             correct += top1_correct(&host, k, &labels);
             loss_sum += loss_value * n as f64;
             seen += n;
-            let grads = GradientsParams::from_grads(loss.backward(), &model);
+            let grads = gather_grads(&model, passes, ad);
             let (grads, _) = collect_grads(&model, grads);
             accumulate(&mut pending, grads);
             n_pending += 1;
             if n_pending == t.accum_steps || i + 1 == n_batches {
-                let grads = scale(pending.take().unwrap_or_default(), 1.0 / n_pending as f64);
+                // The mean over the micro-batches, without the loss scale.
+                let unscale = 1.0 / (n_pending as f64 * mode.loss_scale);
+                let grads = scale(pending.take().unwrap_or_default(), unscale);
                 let (grads, norm) = if t.clip_grad > 0.0 {
                     clip_global_norm(grads, t.clip_grad)
                 } else {
@@ -515,9 +681,15 @@ fn run(
                 };
                 grad_norm = Some(norm);
                 lr = schedule(state.position.step);
+                // An f16 overflow halves the loss scale and skips the step, as GradScaler does;
+                // at the smallest scale it is a real non-finite gradient.
+                let overflow = state
+                    .loss_scale
+                    .as_mut()
+                    .is_some_and(|s| s.scale > LossScale::MIN && !s.update(norm.is_finite()));
                 if norm.is_finite() {
                     model = hp.step(model, grads, &mut adam, lr);
-                } else {
+                } else if !overflow {
                     let step = state.position.step + 1;
                     skip_or_stop("gradient norm", norm, epoch + 1, step, &last_checkpoint)?;
                 }
@@ -648,4 +820,35 @@ fn run(
         skipped_files,
         skipped_steps,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::shares;
+    use crate::checkpoint::LossScale;
+
+    #[test]
+    fn the_loss_scale_halves_on_overflow_and_doubles_after_2000_good_steps() {
+        let mut s = LossScale::default();
+        assert!(!s.update(false));
+        assert_eq!(s.scale, 32768.0);
+        for _ in 0..1999 {
+            assert!(s.update(true));
+        }
+        assert_eq!((s.scale, s.good_steps), (32768.0, 1999));
+        s.update(true);
+        assert_eq!((s.scale, s.good_steps), (65536.0, 0));
+        s.update(true);
+        s.update(false);
+        assert_eq!((s.scale, s.good_steps), (32768.0, 0));
+    }
+
+    #[test]
+    fn a_batch_splits_into_near_equal_contiguous_shares() {
+        assert_eq!(shares(15, 2), [(0, 8), (8, 15)]);
+        assert_eq!(shares(16, 4), [(0, 4), (4, 8), (8, 12), (12, 16)]);
+        assert_eq!(shares(7, 1), [(0, 7)]);
+        // Fewer images than devices: the idle devices get no share.
+        assert_eq!(shares(2, 3), [(0, 1), (1, 2)]);
+    }
 }

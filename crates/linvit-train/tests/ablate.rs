@@ -154,7 +154,7 @@ fn a_finished_point_is_not_trained_again() {
     let out = dir.join("out");
     let options = TrainOptions {
         progress: Progress::Quiet,
-        stop_after_epochs: None,
+        ..TrainOptions::default()
     };
     let first = run_experiment(&exp, &runs, &out, &Device::flex(), &options).unwrap();
     assert_eq!(first.len(), 2);

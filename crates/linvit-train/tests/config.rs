@@ -123,7 +123,7 @@ fn a_missing_dataset_names_the_folder_and_nothing_is_written() {
     let run = dir.path().join("run");
     let opts = TrainOptions {
         progress: Progress::Quiet,
-        stop_after_epochs: None,
+        ..TrainOptions::default()
     };
     let err = train(&c, &run, &Device::flex(), &opts).unwrap_err();
     assert!(matches!(err, TrainError::Data(_)), "{err}");

@@ -51,7 +51,7 @@ fn config(sets: &[&str]) -> RunConfig {
 fn quiet() -> TrainOptions {
     TrainOptions {
         progress: Progress::Quiet,
-        stop_after_epochs: None,
+        ..TrainOptions::default()
     }
 }
 
@@ -302,4 +302,147 @@ fn predict_gives_sorted_top_k_probabilities_for_image_files() {
     }
     let missing = predict(run, &[dir.path().join("nope.png")], 1, &Device::flex()).unwrap_err();
     assert!(missing.to_string().contains("nope.png"), "{missing}");
+}
+
+#[test]
+fn data_parallel_training_on_two_devices_follows_the_one_device_run() {
+    let _serial = serial();
+    // 15 images a batch: shares of 8 and 7, so a wrong share weighting would show. No drop path:
+    // its masks are drawn per share, so with it the two runs differ by design.
+    let cfg = config(&[
+        "data.train_size=150",
+        "train.batch_size=15",
+        "train.epochs=2",
+        "train.log_every=1",
+        "train.clip_grad=1.0",
+        "train.drop_path=0.0",
+    ]);
+    let dir = tempfile::tempdir().unwrap();
+    let (one, two) = (dir.path().join("one"), dir.path().join("two"));
+    train(&cfg, &one, &Device::flex(), &quiet()).unwrap();
+    let parallel = TrainOptions {
+        devices: vec![Device::flex()],
+        ..quiet()
+    };
+    let summary = train(&cfg, &two, &Device::flex(), &parallel).unwrap();
+    assert_eq!(summary.steps, 20);
+    let steps = |run: &Path| -> Vec<(f64, f64)> {
+        let text = std::fs::read_to_string(run.join("steps.jsonl")).unwrap();
+        text.lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+            .map(|r| {
+                (
+                    r["loss"].as_f64().unwrap(),
+                    r["grad_norm"].as_f64().unwrap(),
+                )
+            })
+            .collect()
+    };
+    let (a, b) = (steps(&one), steps(&two));
+    assert_eq!(a.len(), 20);
+    assert_eq!(a.len(), b.len());
+    for (step, ((la, ga), (lb, gb))) in a.iter().zip(&b).enumerate() {
+        assert!(
+            (la - lb).abs() <= 1e-4 * la.abs(),
+            "step {step}: loss {la} vs {lb}"
+        );
+        assert!(
+            (ga - gb).abs() <= 1e-3 * ga.abs(),
+            "step {step}: grad norm {ga} vs {gb}"
+        );
+    }
+    let load = |run: &Path| {
+        let (_, model) = load_model(&run.join("checkpoints/epoch-0002"), &Device::flex()).unwrap();
+        weights(&model)
+    };
+    let (wa, wb) = (load(&one), load(&two));
+    assert_eq!(wa.len(), wb.len());
+    let mut worst = 0.0f32;
+    for (name, x) in &wa {
+        for (p, q) in x.iter().zip(&wb[name]) {
+            worst = worst.max((p - q).abs());
+        }
+    }
+    // Float reordering, amplified by Adam over 20 steps: 2e-4 seen here; a step's whole update
+    // is up to lr = 3e-3.
+    assert!(worst < 2e-3, "largest weight difference {worst}");
+}
+
+#[test]
+fn half_precision_runs_track_the_f32_run_and_keep_f32_master_weights() {
+    let _serial = serial();
+    let run = |dir: &Path, precision: &str| {
+        let cfg = config(&[
+            "model.preset=tiny_flatten_pvt",
+            "data.train_size=150",
+            "train.batch_size=15",
+            "train.epochs=2",
+            "train.log_every=1",
+            "train.drop_path=0.0",
+            &format!("train.precision=\"{precision}\""),
+        ]);
+        let run = dir.join(precision);
+        train(&cfg, &run, &Device::flex(), &quiet()).unwrap();
+        let text = std::fs::read_to_string(run.join("steps.jsonl")).unwrap();
+        let losses: Vec<f64> = text
+            .lines()
+            .map(|l| {
+                serde_json::from_str::<serde_json::Value>(l).unwrap()["loss"]
+                    .as_f64()
+                    .unwrap()
+            })
+            .collect();
+        let (_, model) = load_model(&run.join("checkpoints/epoch-0002"), &Device::flex()).unwrap();
+        let state: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(run.join("checkpoints/epoch-0002/state.json")).unwrap(),
+        )
+        .unwrap();
+        (losses, weights(&model), state)
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let (l32, w32, s32) = run(dir.path(), "f32");
+    assert_eq!(l32.len(), 20);
+    assert!(s32["loss_scale"].is_null());
+    let mean = |l: &[f64]| l.iter().sum::<f64>() / l.len() as f64;
+    for precision in ["bf16", "f16"] {
+        let (l, w, state) = run(dir.path(), precision);
+        assert_eq!(l.len(), 20);
+        // The first step sees the same weights and batch: only the forward's precision differs.
+        let first = (l[0] - l32[0]).abs() / l32[0];
+        // Later the runs drift apart as any two runs do; their second epochs stay alike.
+        let second = (mean(&l[10..]) - mean(&l32[10..])).abs() / mean(&l32[10..]);
+        let moved: f32 = w32
+            .iter()
+            .flat_map(|(k, a)| a.iter().zip(&w[k]).map(|(x, y)| (x - y).abs()))
+            .fold(0.0, f32::max);
+        // Seen here: bf16 8e-4 and 1.1e-2, f16 3e-4 and 1.4e-3.
+        assert!(
+            first < 0.01,
+            "{precision}: first loss {} against f32's {}",
+            l[0],
+            l32[0]
+        );
+        assert!(
+            second < 0.04,
+            "{precision}: second-epoch loss off f32's by {second}"
+        );
+        // The weights are updated in f32 but did see half-precision gradients.
+        assert!(
+            moved > 0.0,
+            "{precision}: the run equals the f32 run bit for bit"
+        );
+        assert!(
+            moved < 0.05,
+            "{precision}: weights moved {moved} away from the f32 run's"
+        );
+        if precision == "f16" {
+            let scale = state["loss_scale"]["scale"].as_f64().unwrap();
+            assert!(
+                (1.0..=65536.0).contains(&scale) && scale.log2().fract() == 0.0,
+                "{scale}"
+            );
+        } else {
+            assert!(state["loss_scale"].is_null());
+        }
+    }
 }

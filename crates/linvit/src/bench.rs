@@ -19,13 +19,14 @@ use std::time::Instant;
 use burn::module::Module;
 use burn::optim::GradientsParams;
 use burn::tensor::activation::softmax;
-use burn::tensor::{Device, Distribution, Tensor, TensorData};
+use burn::tensor::{Device, Distribution, FloatDType, Tensor, TensorData};
 use linvit_attention::kinds::{default_config, KINDS};
 use linvit_attention::ops::{merge_heads, split_heads};
 use linvit_attention::{AttentionConfig, MixerShape, TokenLayout};
 use linvit_models::presets;
 use linvit_train::charts::{draw_charts, Chart};
-use linvit_train::optim::{collect_grads, AdamState, AdamW};
+use linvit_train::config::Precision;
+use linvit_train::optim::{cast_params, collect_grads, AdamState, AdamW};
 use linvit_train::soft_cross_entropy;
 use serde::{Deserialize, Serialize};
 
@@ -649,6 +650,8 @@ pub struct ModelBench {
     pub batch: usize,
     pub train: bool,
     pub budget: Budget,
+    /// Forward and backward dtype; training keeps f32 master weights (as `train.precision`).
+    pub precision: Precision,
 }
 
 /// What `linvit bench model --json` prints.
@@ -656,6 +659,8 @@ pub struct ModelBench {
 pub struct ModelReport {
     pub device: String,
     pub batch: usize,
+    #[serde(default)]
+    pub precision: Precision,
     pub memory: String,
     pub rows: Vec<ModelRow>,
 }
@@ -728,10 +733,14 @@ impl ModelBench {
                 device,
             )
         };
+        let half = self.precision.half();
         {
             let model = config.init(device);
             row.params = model.num_params();
-            let x = images(device);
+            let (model, x) = match half {
+                None => (model, images(device)),
+                Some(h) => (cast_params(model, h), images(device).cast(h)),
+            };
             let probe = MemoryProbe::start(device);
             let ms = time_ms(self.budget, || {
                 let out = model.forward(x.clone());
@@ -767,7 +776,13 @@ impl ModelBench {
         let probe = MemoryProbe::start(device);
         let ms = time_ms(self.budget, || {
             let m = model.take().expect("the model is put back after each step");
-            let loss = soft_cross_entropy(m.forward(x.clone()), targets.clone());
+            let logits = match half {
+                None => m.forward(x.clone()),
+                Some(h) => cast_params(m.clone(), h)
+                    .forward(x.clone().cast(h))
+                    .cast(FloatDType::F32),
+            };
+            let loss = soft_cross_entropy(logits, targets.clone());
             let grads = GradientsParams::from_grads(loss.backward(), &m);
             let (grads, _) = collect_grads(&m, grads);
             let m = hp.step(m, grads, &mut adam, 1e-4);
@@ -817,6 +832,7 @@ fn model_child(
     if !bench.train {
         args.push("--no-train".into());
     }
+    args.extend(["--precision".into(), precision_name(bench.precision).into()]);
     let failed = |oom: bool, note: String| ModelRow {
         preset: preset.into(),
         resolution,
@@ -874,6 +890,7 @@ pub fn run_model(
     ModelReport {
         device: device_name.into(),
         batch: bench.batch,
+        precision: bench.precision,
         memory: memory_method(device).into(),
         rows,
     }
@@ -1121,6 +1138,10 @@ pub struct ModelArgs {
     /// Time inference only (no training step).
     #[arg(long)]
     pub no_train: bool,
+    /// Forward/backward dtype: f32, bf16 or f16 (weights cast for inference; f32 master
+    /// weights for the training step).
+    #[arg(long, default_value = "f32", value_parser = parse_precision)]
+    pub precision: Precision,
     /// Seconds of timed calls per phase and point (at least --min-reps calls).
     #[arg(long, default_value_t = 5.0)]
     pub seconds: f64,
@@ -1148,6 +1169,7 @@ pub fn model_command(args: &ModelArgs) -> Result<String, String> {
         batch: args.batch,
         train: !args.no_train,
         budget: budget(args.seconds, args.min_reps)?,
+        precision: args.precision,
     };
     bench.validate()?;
     let exe = if args.in_process { None } else { current_exe() };
@@ -1162,5 +1184,22 @@ pub fn model_command(args: &ModelArgs) -> Result<String, String> {
         serde_json::to_string_pretty(&report).map_err(|e| e.to_string())
     } else {
         Ok(model_table(&report))
+    }
+}
+
+fn parse_precision(name: &str) -> Result<Precision, String> {
+    match name {
+        "f32" => Ok(Precision::F32),
+        "bf16" => Ok(Precision::Bf16),
+        "f16" => Ok(Precision::F16),
+        _ => Err(format!("{name:?} is not one of f32, bf16, f16")),
+    }
+}
+
+fn precision_name(p: Precision) -> &'static str {
+    match p {
+        Precision::F32 => "f32",
+        Precision::Bf16 => "bf16",
+        Precision::F16 => "f16",
     }
 }

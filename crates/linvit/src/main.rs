@@ -180,7 +180,9 @@ enum Command {
         /// Continue the run in this directory from its newest complete checkpoint.
         #[arg(long, conflicts_with_all = ["config", "out"])]
         resume: Option<PathBuf>,
-        #[arg(long, default_value = "flex", help = format!("Backend: {DEVICE_NAMES}"))]
+        /// Backend, or a comma list for data-parallel training (`--devices wgpu:0,wgpu:1`):
+        /// each batch is split over the devices; the first holds the optimizer.
+        #[arg(long, visible_alias = "devices", default_value = "flex", help = format!("Backend: {DEVICE_NAMES}; a comma list trains data-parallel"))]
         device: String,
     },
     /// Top-1/top-5, per-class accuracy and a confusion matrix of a checkpoint on a dataset.
@@ -299,13 +301,13 @@ fn main() -> ExitCode {
             out,
             resume,
             device,
-        } => with_device(&device, |device| {
+        } => with_devices(&device, |devices| {
             let summary = run::train_command(
                 config.as_deref(),
                 &sets,
                 out.as_deref(),
                 resume.as_deref(),
-                device,
+                devices,
             )?;
             if !summary.skipped_files.is_empty() {
                 eprintln!(
@@ -778,6 +780,24 @@ fn report(result: Result<String, String>) -> ExitCode {
 fn with_device(name: &str, command: impl FnOnce(&Device) -> Result<String, String>) -> ExitCode {
     match parse_device(name) {
         Ok(device) => report(command(&device)),
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// [`with_device`] for a comma list of devices (at least one).
+fn with_devices(
+    names: &str,
+    command: impl FnOnce(&[Device]) -> Result<String, String>,
+) -> ExitCode {
+    match names
+        .split(',')
+        .map(|n| parse_device(n.trim()))
+        .collect::<Result<Vec<_>, _>>()
+    {
+        Ok(devices) => report(command(&devices)),
         Err(e) => {
             eprintln!("error: {e}");
             ExitCode::from(2)

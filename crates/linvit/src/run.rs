@@ -34,9 +34,13 @@ pub fn train_command(
     sets: &[String],
     out: Option<&Path>,
     resume: Option<&Path>,
-    device: &Device,
+    devices: &[Device],
 ) -> Result<TrainSummary, String> {
-    let options = TrainOptions::default();
+    let (device, more) = devices.split_first().ok_or("no device given")?;
+    let options = TrainOptions {
+        devices: more.to_vec(),
+        ..TrainOptions::default()
+    };
     if let Some(run_dir) = resume {
         return resume_with(run_dir, sets, device, &options).map_err(|e| e.to_string());
     }

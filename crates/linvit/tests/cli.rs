@@ -26,6 +26,34 @@ fn verify_with_an_unknown_device_lists_the_valid_ones() {
 }
 
 #[test]
+fn train_on_two_devices_and_in_bf16_and_a_bad_device_in_the_list() {
+    let dir = scratch("devices");
+    let run = dir.join("run");
+    let (code, out, err) = linvit(&[
+        "train",
+        "--devices",
+        "flex,flex",
+        "--set",
+        "train.epochs=1",
+        "--set",
+        "train.precision=bf16",
+        "--set",
+        "data.train_size=64",
+        "--set",
+        "data.val_size=32",
+        "--out",
+        run.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("trained 1 epochs"), "{out}");
+    let config = std::fs::read_to_string(run.join("config.toml")).unwrap();
+    assert!(config.contains("precision = \"bf16\""), "{config}");
+    let (code, _, err) = linvit(&["train", "--devices", "flex,tpu:1", "--out", "unused"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("unknown device \"tpu:1\""), "{err}");
+}
+
+#[test]
 fn verify_reports_a_corrupt_case_as_an_error_row_and_fails() {
     let dir = scratch("corrupt");
     let case = dir.join("broken_case");
