@@ -244,7 +244,7 @@ impl AgentAttention {
         if prefix == 0 {
             out + local
         } else {
-            let zeros = Tensor::<3>::zeros([b, prefix, c], &out.device()).cast(out.dtype());
+            let zeros = Tensor::zeros([b, prefix, c], (&out.device(), out.dtype()));
             out + Tensor::cat(vec![zeros, local], 1)
         }
     }

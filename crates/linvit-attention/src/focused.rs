@@ -229,8 +229,7 @@ impl FocusedLinearAttention {
             let [_, _, c] = pe.dims();
             Tensor::cat(
                 vec![
-                    Tensor::<3>::zeros([1, n_keys - pe.dims()[1], c], &pe.device())
-                        .cast(pe.dtype()),
+                    Tensor::zeros([1, n_keys - pe.dims()[1], c], (&pe.device(), pe.dtype())),
                     pe,
                 ],
                 1,
@@ -296,6 +295,6 @@ pub fn add_head_shared_dwc(
         return out + local;
     }
     let [b, _, c] = out.dims();
-    let prefix = Tensor::<3>::zeros([b, layout.prefix, c], &out.device()).cast(out.dtype());
+    let prefix = Tensor::zeros([b, layout.prefix, c], (&out.device(), out.dtype()));
     out + Tensor::cat(vec![prefix, local], 1)
 }

@@ -163,6 +163,30 @@ pub enum Precision {
 }
 
 impl Precision {
+    /// Every precision with its config name (serde's lowercase spelling).
+    pub const ALL: [(Precision, &'static str); 3] = [
+        (Precision::F32, "f32"),
+        (Precision::Bf16, "bf16"),
+        (Precision::F16, "f16"),
+    ];
+
+    /// The config name: `f32`, `bf16` or `f16`.
+    pub fn name(self) -> &'static str {
+        Self::ALL
+            .iter()
+            .find(|(p, _)| *p == self)
+            .map_or("f32", |(_, n)| n)
+    }
+
+    /// The precision of a config name.
+    pub fn from_name(name: &str) -> Result<Precision, String> {
+        Self::ALL
+            .iter()
+            .find(|(_, n)| *n == name)
+            .map(|(p, _)| *p)
+            .ok_or_else(|| format!("{name:?} is not one of f32, bf16, f16"))
+    }
+
     /// The half dtype the passes run in; `None` for f32.
     pub fn half(self) -> Option<burn::tensor::FloatDType> {
         use burn::tensor::FloatDType;

@@ -683,10 +683,10 @@ fn run(
                 lr = schedule(state.position.step);
                 // An f16 overflow halves the loss scale and skips the step, as GradScaler does;
                 // at the smallest scale it is a real non-finite gradient.
-                let overflow = state
-                    .loss_scale
-                    .as_mut()
-                    .is_some_and(|s| s.scale > LossScale::MIN && !s.update(norm.is_finite()));
+                let overflow = match state.loss_scale.as_mut() {
+                    Some(s) if s.scale > LossScale::MIN => !s.update(norm.is_finite()),
+                    _ => false,
+                };
                 if norm.is_finite() {
                     model = hp.step(model, grads, &mut adam, lr);
                 } else if !overflow {

@@ -1,6 +1,7 @@
 //! End-to-end runs on the procedural dataset with tiny models: learning, exact resume, NaN
 //! handling, evaluation and prediction of a saved checkpoint.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
@@ -70,11 +71,23 @@ fn trained_run() -> &'static Path {
 }
 
 fn read_metrics(run: &Path) -> Vec<serde_json::Value> {
-    std::fs::read_to_string(run.join("metrics.jsonl"))
+    read_rows(run, "metrics.jsonl")
+}
+
+fn read_rows(run: &Path, file: &str) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(run.join(file))
         .unwrap()
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect()
+}
+
+/// The largest absolute difference between two runs' weights of the same model.
+fn max_weight_difference(a: &BTreeMap<String, Vec<f32>>, b: &BTreeMap<String, Vec<f32>>) -> f32 {
+    assert_eq!(a.len(), b.len());
+    a.iter()
+        .flat_map(|(k, x)| x.iter().zip(&b[k]).map(|(p, q)| (p - q).abs()))
+        .fold(0.0, f32::max)
 }
 
 #[test]
@@ -118,7 +131,7 @@ fn a_short_run_lowers_the_loss_and_raises_accuracy_far_above_chance() {
     assert_eq!(back.data.channels, Some(3));
 }
 
-fn final_weights(run: &Path) -> std::collections::BTreeMap<String, Vec<f32>> {
+fn final_weights(run: &Path) -> BTreeMap<String, Vec<f32>> {
     let (_, model) = load_model(&run.join("checkpoints/epoch-0003"), &Device::flex()).unwrap();
     weights(&model)
 }
@@ -327,9 +340,8 @@ fn data_parallel_training_on_two_devices_follows_the_one_device_run() {
     let summary = train(&cfg, &two, &Device::flex(), &parallel).unwrap();
     assert_eq!(summary.steps, 20);
     let steps = |run: &Path| -> Vec<(f64, f64)> {
-        let text = std::fs::read_to_string(run.join("steps.jsonl")).unwrap();
-        text.lines()
-            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        read_rows(run, "steps.jsonl")
+            .iter()
             .map(|r| {
                 (
                     r["loss"].as_f64().unwrap(),
@@ -355,14 +367,7 @@ fn data_parallel_training_on_two_devices_follows_the_one_device_run() {
         let (_, model) = load_model(&run.join("checkpoints/epoch-0002"), &Device::flex()).unwrap();
         weights(&model)
     };
-    let (wa, wb) = (load(&one), load(&two));
-    assert_eq!(wa.len(), wb.len());
-    let mut worst = 0.0f32;
-    for (name, x) in &wa {
-        for (p, q) in x.iter().zip(&wb[name]) {
-            worst = worst.max((p - q).abs());
-        }
-    }
+    let worst = max_weight_difference(&load(&one), &load(&two));
     // Float reordering, amplified by Adam over 20 steps: 2e-4 seen here; a step's whole update
     // is up to lr = 3e-3.
     assert!(worst < 2e-3, "largest weight difference {worst}");
@@ -383,14 +388,9 @@ fn half_precision_runs_track_the_f32_run_and_keep_f32_master_weights() {
         ]);
         let run = dir.join(precision);
         train(&cfg, &run, &Device::flex(), &quiet()).unwrap();
-        let text = std::fs::read_to_string(run.join("steps.jsonl")).unwrap();
-        let losses: Vec<f64> = text
-            .lines()
-            .map(|l| {
-                serde_json::from_str::<serde_json::Value>(l).unwrap()["loss"]
-                    .as_f64()
-                    .unwrap()
-            })
+        let losses: Vec<f64> = read_rows(&run, "steps.jsonl")
+            .iter()
+            .map(|r| r["loss"].as_f64().unwrap())
             .collect();
         let (_, model) = load_model(&run.join("checkpoints/epoch-0002"), &Device::flex()).unwrap();
         let state: serde_json::Value = serde_json::from_str(
@@ -411,10 +411,7 @@ fn half_precision_runs_track_the_f32_run_and_keep_f32_master_weights() {
         let first = (l[0] - l32[0]).abs() / l32[0];
         // Later the runs drift apart as any two runs do; their second epochs stay alike.
         let second = (mean(&l[10..]) - mean(&l32[10..])).abs() / mean(&l32[10..]);
-        let moved: f32 = w32
-            .iter()
-            .flat_map(|(k, a)| a.iter().zip(&w[k]).map(|(x, y)| (x - y).abs()))
-            .fold(0.0, f32::max);
+        let moved = max_weight_difference(&w32, &w);
         // Seen here: bf16 8e-4 and 1.1e-2, f16 3e-4 and 1.4e-3.
         assert!(
             first < 0.01,

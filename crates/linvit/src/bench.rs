@@ -832,7 +832,7 @@ fn model_child(
     if !bench.train {
         args.push("--no-train".into());
     }
-    args.extend(["--precision".into(), precision_name(bench.precision).into()]);
+    args.extend(["--precision".into(), bench.precision.name().into()]);
     let failed = |oom: bool, note: String| ModelRow {
         preset: preset.into(),
         resolution,
@@ -1140,7 +1140,7 @@ pub struct ModelArgs {
     pub no_train: bool,
     /// Forward/backward dtype: f32, bf16 or f16 (weights cast for inference; f32 master
     /// weights for the training step).
-    #[arg(long, default_value = "f32", value_parser = parse_precision)]
+    #[arg(long, default_value = "f32", value_parser = Precision::from_name)]
     pub precision: Precision,
     /// Seconds of timed calls per phase and point (at least --min-reps calls).
     #[arg(long, default_value_t = 5.0)]
@@ -1184,22 +1184,5 @@ pub fn model_command(args: &ModelArgs) -> Result<String, String> {
         serde_json::to_string_pretty(&report).map_err(|e| e.to_string())
     } else {
         Ok(model_table(&report))
-    }
-}
-
-fn parse_precision(name: &str) -> Result<Precision, String> {
-    match name {
-        "f32" => Ok(Precision::F32),
-        "bf16" => Ok(Precision::Bf16),
-        "f16" => Ok(Precision::F16),
-        _ => Err(format!("{name:?} is not one of f32, bf16, f16")),
-    }
-}
-
-fn precision_name(p: Precision) -> &'static str {
-    match p {
-        Precision::F32 => "f32",
-        Precision::Bf16 => "bf16",
-        Precision::F16 => "f16",
     }
 }

@@ -778,13 +778,7 @@ fn report(result: Result<String, String>) -> ExitCode {
 
 /// Parses `--device` (exit status 2 on a bad name), then runs the command.
 fn with_device(name: &str, command: impl FnOnce(&Device) -> Result<String, String>) -> ExitCode {
-    match parse_device(name) {
-        Ok(device) => report(command(&device)),
-        Err(e) => {
-            eprintln!("error: {e}");
-            ExitCode::from(2)
-        }
-    }
+    with_parsed(parse_device(name), |device| command(&device))
 }
 
 /// [`with_device`] for a comma list of devices (at least one).
@@ -792,12 +786,17 @@ fn with_devices(
     names: &str,
     command: impl FnOnce(&[Device]) -> Result<String, String>,
 ) -> ExitCode {
-    match names
-        .split(',')
-        .map(|n| parse_device(n.trim()))
-        .collect::<Result<Vec<_>, _>>()
-    {
-        Ok(devices) => report(command(&devices)),
+    let devices = names.split(',').map(|n| parse_device(n.trim())).collect();
+    with_parsed(devices, |devices: Vec<Device>| command(&devices))
+}
+
+/// Runs the command on what the device names parsed to; a bad name exits with status 2.
+fn with_parsed<T>(
+    parsed: Result<T, String>,
+    command: impl FnOnce(T) -> Result<String, String>,
+) -> ExitCode {
+    match parsed {
+        Ok(devices) => report(command(devices)),
         Err(e) => {
             eprintln!("error: {e}");
             ExitCode::from(2)
