@@ -40,6 +40,32 @@ fn cached(
     m
 }
 
+/// GELU in its erf form (PyTorch's `nn.GELU()`), with the exact derivative on every backend.
+///
+/// Why not `burn::tensor::activation::gelu` alone: Burn 0.22's fusion layer, which wgpu, CUDA
+/// and remote devices run under, keeps the backend trait's default `gelu_backward`, and that
+/// default differentiates the *tanh approximation* of GELU, not the erf form its forward
+/// computes; on wgpu the gradients were off by up to 1.2e-3 (`tests/activations.rs`). Flex has
+/// a fused kernel with the exact derivative, so it keeps it; elsewhere GELU is written out, in
+/// the order of Burn's own forward, and autodiff differentiates `erf` exactly.
+pub fn gelu<const D: usize>(x: Tensor<D>) -> Tensor<D> {
+    let device = x.device();
+    match device.as_dispatch().clone().inner() {
+        burn_dispatch::DispatchDevice::Flex(_) => burn::tensor::activation::gelu(x),
+        _ => gelu_written_out(x),
+    }
+}
+
+/// `x * (erf(x / sqrt 2) + 1) / 2`, op by op (public so the tests can check it on flex).
+pub fn gelu_written_out<const D: usize>(x: Tensor<D>) -> Tensor<D> {
+    let cdf = x
+        .clone()
+        .div_scalar(std::f64::consts::SQRT_2)
+        .erf()
+        .add_scalar(1.0);
+    (x * cdf).div_scalar(2.0)
+}
+
 /// `[B, N, h*d]` -> `[B, h, N, d]` (channel `c` goes to head `c / d`, as upstream).
 pub fn split_heads(x: Tensor<3>, heads: usize) -> Tensor<4> {
     let [b, n, c] = x.dims();

@@ -2,9 +2,9 @@
 //! its own top-level fields (`qkv`, `q`, `kv`, `sr`, `norm`, `proj`) so parameter paths equal
 //! the upstream state-dict keys; this file builds them and runs them.
 
+use crate::ops::gelu;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{LayerNorm, LayerNormConfig, Linear, LinearConfig, PaddingConfig2d};
-use burn::tensor::activation::gelu;
 use burn::tensor::{Device, Tensor};
 
 use crate::ops::{

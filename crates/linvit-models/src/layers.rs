@@ -5,8 +5,9 @@ use burn::module::Flag;
 use burn::module::{Module, Param};
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{LayerNorm, LayerNormConfig, Linear, LinearConfig, PaddingConfig2d};
-use burn::tensor::activation::{gelu, relu};
+use burn::tensor::activation::relu;
 use burn::tensor::{Device, Distribution, Tensor};
+use linvit_attention::ops::gelu;
 
 use linvit_attention::ops::{image_to_tokens, tokens_to_image};
 

@@ -3,10 +3,14 @@
 use burn::tensor::Device;
 
 /// The devices this build can run on, for help texts and errors.
-pub const DEVICE_NAMES: &str = "flex, wgpu[:cpu|:N], vulkan[:N], cuda[:N]";
+pub const DEVICE_NAMES: &str = "flex, wgpu[:cpu|:N], vulkan[:N], cuda[:N], ws://HOST:PORT[/N]";
 
-/// Parses `flex`, `wgpu`, `wgpu:cpu`, `wgpu:N` (N-th discrete GPU), `vulkan[:N]`, `cuda[:N]`.
+/// Parses `flex`, `wgpu`, `wgpu:cpu`, `wgpu:N` (N-th discrete GPU), `vulkan[:N]`, `cuda[:N]`,
+/// and `ws://HOST:PORT[/N]`: device N (default 0) of a `linvit serve` server, connected here.
 pub fn parse_device(name: &str) -> Result<Device, String> {
+    if let Some(address) = name.strip_prefix("ws://") {
+        return remote(address, name);
+    }
     let (backend, index) = match name.split_once(':') {
         Some((b, i)) => (b, Some(i)),
         None => (name, None),
@@ -61,6 +65,66 @@ fn cuda(_index: usize, name: &str) -> Result<Device, String> {
     Err(format!(
         "device {name:?}: this build has no CUDA backend; rebuild with `cargo build --features cuda`"
     ))
+}
+
+/// Connects device `N` of the server at `HOST:PORT[/N]`; connecting fails here, not on first use.
+#[cfg(feature = "remote")]
+fn remote(address: &str, name: &str) -> Result<Device, String> {
+    use burn::remote::RemoteHost;
+    let (host, index) = match address.split_once('/') {
+        Some((host, i)) => (
+            host,
+            i.parse::<usize>()
+                .map_err(|_| format!("device {name:?}: {i:?} is not a device index"))?,
+        ),
+        None => (address, 0),
+    };
+    if host.is_empty() || !host.contains(':') {
+        return Err(format!("device {name:?}: expected ws://HOST:PORT[/N]"));
+    }
+    Device::remote_options(&RemoteHost::websocket(&format!("ws://{host}")))
+        .device_index(index)
+        .init()
+        .map_err(|e| format!("device {name:?}: {e}"))
+}
+
+#[cfg(not(feature = "remote"))]
+fn remote(_address: &str, name: &str) -> Result<Device, String> {
+    Err(format!(
+        "device {name:?}: this build has no remote backend; rebuild with the default features"
+    ))
+}
+
+/// Runs `command` on the devices named in `names`; where one of them is remote, a panic inside
+/// it becomes the command's one-line error naming the devices.
+///
+/// Burn's remote client has no error path for a server that goes away mid-run (the tensor API's
+/// sends and reads panic), and a lost connection is not a bug of ours to print a backtrace for.
+/// Checkpoints are written atomically, so the newest complete one survives the stop.
+pub fn remote_failure_as_error<T>(
+    names: &str,
+    command: impl FnOnce() -> Result<T, String>,
+) -> Result<T, String> {
+    if !names.contains("ws://") {
+        return command();
+    }
+    let hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|_| {}));
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(command));
+    std::panic::set_hook(hook);
+    result.unwrap_or_else(|payload| {
+        let reason = payload
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| payload.downcast_ref::<&str>().copied())
+            .unwrap_or("no reason given");
+        // Burn's message ends with the root cause ("Failed to read tensor: RecvError").
+        let cause = reason.lines().rev().map(str::trim).find(|l| !l.is_empty());
+        Err(format!(
+            "lost the remote device {names:?}: {}; the checkpoints written before are intact",
+            cause.unwrap_or("no reason given")
+        ))
+    })
 }
 
 #[cfg(test)]

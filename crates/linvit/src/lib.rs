@@ -9,5 +9,6 @@ pub mod device;
 pub mod lm;
 pub mod reference;
 pub mod run;
+pub mod serve;
 pub mod verify;
 pub mod verify_lm;

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use burn::tensor::Device;
 use clap::{Parser, Subcommand};
 use linvit::catalog;
-use linvit::device::{parse_device, DEVICE_NAMES};
+use linvit::device::{parse_device, remote_failure_as_error, DEVICE_NAMES};
 use linvit::reference::{discover, reference_root};
 use linvit::run;
 use linvit::verify::{verify_case, CaseReport, Status};
@@ -221,6 +221,20 @@ enum Command {
         #[arg(long, default_value = "flex", help = format!("Backend: {DEVICE_NAMES}"))]
         device: String,
     },
+    /// Host this machine's devices for `linvit train --device ws://HOST:PORT` on another
+    /// machine (Burn's remote backend over WebSocket: unencrypted, for a trusted network).
+    /// Prints the address once listening; serves until stopped.
+    ///
+    /// Example: linvit serve --bind 0.0.0.0:3000 --device wgpu
+    ///          linvit train --device ws://gpu-box:3000     (on the other machine)
+    Serve {
+        /// Address to listen on, HOST:PORT (port 0 picks a free one).
+        #[arg(long, default_value = "127.0.0.1:3000")]
+        bind: String,
+        /// The devices to host, one backend (a comma list: clients pick one with ws://HOST:PORT/N).
+        #[arg(long, visible_alias = "devices", default_value = "flex", help = format!("Backend: {DEVICE_NAMES}"))]
+        device: String,
+    },
     /// Causal language models from TransNormer blocks: train, generate.
     Lm {
         #[command(subcommand)]
@@ -371,6 +385,9 @@ fn main() -> ExitCode {
                 ));
             }
             Ok(text.trim_end().to_string())
+        }),
+        Command::Serve { bind, device } => with_devices(&device, |devices| {
+            linvit::serve::serve(&bind, devices.to_vec())
         }),
         Command::Predict {
             checkpoint,
@@ -778,7 +795,9 @@ fn report(result: Result<String, String>) -> ExitCode {
 
 /// Parses `--device` (exit status 2 on a bad name), then runs the command.
 fn with_device(name: &str, command: impl FnOnce(&Device) -> Result<String, String>) -> ExitCode {
-    with_parsed(parse_device(name), |device| command(&device))
+    with_parsed(parse_device(name), |device| {
+        remote_failure_as_error(name, || command(&device))
+    })
 }
 
 /// [`with_device`] for a comma list of devices (at least one).
@@ -787,7 +806,9 @@ fn with_devices(
     command: impl FnOnce(&[Device]) -> Result<String, String>,
 ) -> ExitCode {
     let devices = names.split(',').map(|n| parse_device(n.trim())).collect();
-    with_parsed(devices, |devices: Vec<Device>| command(&devices))
+    with_parsed(devices, |devices: Vec<Device>| {
+        remote_failure_as_error(names, || command(&devices))
+    })
 }
 
 /// Runs the command on what the device names parsed to; a bad name exits with status 2.

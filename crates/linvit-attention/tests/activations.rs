@@ -1,0 +1,82 @@
+//! GELU's gradient is the erf form's exact derivative on every backend, as PyTorch's
+//! `nn.GELU()` computes it. Burn's fusion layer (wgpu, CUDA, remote) differentiates the tanh
+//! approximation instead; `linvit_attention::ops::gelu` routes around it. The reference is flex's
+//! fused kernel, whose derivative is the exact `Phi(x) + x phi(x)`.
+
+use burn::tensor::activation;
+use burn::tensor::{Device, DeviceKind, Tensor, TensorData};
+use linvit_attention::ops::{gelu, gelu_written_out};
+
+const N: usize = 4001;
+
+/// Output and gradient of `sum(f(x) * g)` for x in [-6, 6] and a fixed cotangent.
+fn run(f: fn(Tensor<1>) -> Tensor<1>, device: &Device) -> (Vec<f32>, Vec<f32>) {
+    let ad = device.clone().autodiff();
+    let xs: Vec<f32> = (0..N)
+        .map(|i| -6.0 + 12.0 * i as f32 / (N - 1) as f32)
+        .collect();
+    let gs: Vec<f32> = (0..N).map(|i| 0.5 + (i % 7) as f32 / 7.0).collect();
+    let x = Tensor::<1>::from_data(TensorData::new(xs, [N]), &ad).require_grad();
+    let g = Tensor::<1>::from_data(TensorData::new(gs, [N]), &ad);
+    let y = f(x.clone());
+    let grads = (y.clone() * g).sum().backward();
+    let dx = x.grad(&grads).expect("x has a gradient");
+    let vec = |t: Tensor<1>| {
+        t.into_data()
+            .convert::<f32>()
+            .try_into_vec::<f32>()
+            .unwrap()
+    };
+    (vec(y), vec(dx))
+}
+
+fn max_diff(a: &[f32], b: &[f32]) -> f32 {
+    a.iter()
+        .zip(b)
+        .map(|(p, q)| (p - q).abs())
+        .fold(0.0, f32::max)
+}
+
+#[test]
+fn gelu_written_out_has_the_fused_kernels_values_and_gradient_on_flex() {
+    let flex = Device::flex();
+    let (y, dy) = run(activation::gelu, &flex);
+    let (y2, dy2) = run(gelu_written_out, &flex);
+    let (ours, fused) = run(gelu, &flex);
+    println!(
+        "flex: written-out GELU vs fused: values {:.1e}, gradients {:.1e}",
+        max_diff(&y, &y2),
+        max_diff(&dy, &dy2)
+    );
+    assert!(max_diff(&y, &y2) < 2e-6 && max_diff(&dy, &dy2) < 2e-6);
+    // On flex `gelu` is the fused kernel itself.
+    assert_eq!((ours, fused), (y, dy));
+}
+
+#[test]
+fn gelu_gradient_on_wgpu_is_the_exact_derivative() {
+    let vulkan = ["/usr/share/vulkan/icd.d", "/etc/vulkan/icd.d"]
+        .iter()
+        .any(|dir| {
+            std::fs::read_dir(dir)
+                .map(|mut e| e.next().is_some())
+                .unwrap_or(false)
+        });
+    if !vulkan {
+        eprintln!(
+            "SKIPPED: the wgpu GELU check, no Vulkan driver (apt-get install mesa-vulkan-drivers)"
+        );
+        return;
+    }
+    let (y, dy) = run(activation::gelu, &Device::flex());
+    let wgpu = Device::wgpu(DeviceKind::DefaultDevice);
+    let (y_ours, dy_ours) = run(gelu, &wgpu);
+    let (_, dy_burn) = run(activation::gelu, &wgpu);
+    println!(
+        "wgpu: linvit gelu vs exact: values {:.1e}, gradients {:.1e}; burn's gelu gradients {:.1e}",
+        max_diff(&y, &y_ours),
+        max_diff(&dy, &dy_ours),
+        max_diff(&dy, &dy_burn)
+    );
+    assert!(max_diff(&y, &y_ours) < 1e-5 && max_diff(&dy, &dy_ours) < 1e-5);
+}

@@ -1,0 +1,34 @@
+//! `linvit serve`: this machine's devices, hosted for training from another machine.
+//!
+//! Burn's remote server over its WebSocket transport: the client (`--device ws://HOST:PORT`)
+//! keeps the model, the autodiff graph and the optimizer, and sends every tensor operation here.
+//! WebSocket is unencrypted and unauthenticated, so it is for a trusted network; bind to
+//! `127.0.0.1` and tunnel (e.g. `ssh -L`) otherwise.
+
+use burn::tensor::Device;
+
+/// Listens on `bind` (`HOST:PORT`; port 0 picks a free one) and serves `devices` until the process
+/// is stopped. The line `serving N device(s) on ws://ADDRESS` is printed once the socket is bound,
+/// so a script can wait for it and read the address.
+#[cfg(feature = "remote")]
+pub fn serve(bind: &str, devices: Vec<Device>) -> Result<String, String> {
+    use burn::server::{RemoteServer, WebSocketTransport};
+    use std::io::Write;
+
+    let listener =
+        std::net::TcpListener::bind(bind).map_err(|e| format!("cannot listen on {bind}: {e}"))?;
+    let address = listener
+        .local_addr()
+        .map_err(|e| format!("cannot listen on {bind}: {e}"))?;
+    println!("serving {} device(s) on ws://{address}", devices.len());
+    std::io::stdout().flush().map_err(|e| e.to_string())?;
+    RemoteServer::new(devices)
+        .serve(WebSocketTransport::from_listener(listener))
+        .map_err(|e| format!("server on {address}: {e}"))?;
+    Ok(String::new())
+}
+
+#[cfg(not(feature = "remote"))]
+pub fn serve(_bind: &str, _devices: Vec<Device>) -> Result<String, String> {
+    Err("this build has no remote backend; rebuild with the default features".into())
+}
