@@ -35,6 +35,11 @@ fn grid(tokens: usize) -> TokenLayout {
     TokenLayout::grid(side, side)
 }
 
+fn shape(tokens: usize) -> MixerShape {
+    let side = grid(tokens).height;
+    MixerShape::new(HEADS * HEAD_DIM, HEADS, [side, side])
+}
+
 fn forward(c: &mut Criterion) {
     let device = Device::flex();
     let mut group = c.benchmark_group("forward");
@@ -42,11 +47,7 @@ fn forward(c: &mut Criterion) {
     for tokens in [196, 784, 3136] {
         group.throughput(Throughput::Elements((BATCH * tokens) as u64));
         for (kind, config) in KINDS {
-            let side = grid(tokens).height;
-            let mixer = config().init(
-                &MixerShape::new(HEADS * HEAD_DIM, HEADS, [side, side]),
-                &device,
-            );
+            let mixer = config().init(&shape(tokens), &device);
             let [q, k, v] = inputs(tokens, &device);
             group.bench_function(BenchmarkId::new(*kind, tokens), |b| {
                 b.iter(|| {
@@ -69,11 +70,7 @@ fn forward_backward(c: &mut Criterion) {
     for tokens in [196, 784] {
         group.throughput(Throughput::Elements((BATCH * tokens) as u64));
         for (kind, config) in KINDS {
-            let side = grid(tokens).height;
-            let mixer = config().init(
-                &MixerShape::new(HEADS * HEAD_DIM, HEADS, [side, side]),
-                &device,
-            );
+            let mixer = config().init(&shape(tokens), &device);
             let [q, k, v] = inputs(tokens, &device).map(|t| t.require_grad());
             let g = inputs(tokens, &device)[0].clone();
             group.bench_function(BenchmarkId::new(*kind, tokens), |b| {

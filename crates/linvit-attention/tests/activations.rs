@@ -3,6 +3,8 @@
 //! approximation instead; `linvit_attention::ops::gelu` routes around it. The reference is flex's
 //! fused kernel, whose derivative is the exact `Phi(x) + x phi(x)`.
 
+mod common;
+
 use burn::tensor::activation;
 use burn::tensor::{Device, DeviceKind, Tensor, TensorData};
 use linvit_attention::ops::{gelu, gelu_written_out};
@@ -42,7 +44,7 @@ fn gelu_written_out_has_the_fused_kernels_values_and_gradient_on_flex() {
     let flex = Device::flex();
     let (y, dy) = run(activation::gelu, &flex);
     let (y2, dy2) = run(gelu_written_out, &flex);
-    let (ours, fused) = run(gelu, &flex);
+    let (y_ours, dy_ours) = run(gelu, &flex);
     println!(
         "flex: written-out GELU vs fused: values {:.1e}, gradients {:.1e}",
         max_diff(&y, &y2),
@@ -50,19 +52,12 @@ fn gelu_written_out_has_the_fused_kernels_values_and_gradient_on_flex() {
     );
     assert!(max_diff(&y, &y2) < 2e-6 && max_diff(&dy, &dy2) < 2e-6);
     // On flex `gelu` is the fused kernel itself.
-    assert_eq!((ours, fused), (y, dy));
+    assert_eq!((y_ours, dy_ours), (y, dy));
 }
 
 #[test]
 fn gelu_gradient_on_wgpu_is_the_exact_derivative() {
-    let vulkan = ["/usr/share/vulkan/icd.d", "/etc/vulkan/icd.d"]
-        .iter()
-        .any(|dir| {
-            std::fs::read_dir(dir)
-                .map(|mut e| e.next().is_some())
-                .unwrap_or(false)
-        });
-    if !vulkan {
+    if !common::vulkan_driver_present() {
         eprintln!(
             "SKIPPED: the wgpu GELU check, no Vulkan driver (apt-get install mesa-vulkan-drivers)"
         );

@@ -4,19 +4,14 @@
 //! without decay, and when a sequence is cut into pieces that hand the state on. On flex
 //! always; on wgpu too where a Vulkan driver is installed (CI installs Mesa's lavapipe).
 
+mod common;
+
 use burn::tensor::{Device, DeviceKind, Tensor, TensorData};
 use linvit_attention::lightning::{alibi_slopes, causal_linear_attention, CausalForm, Decay};
 
 fn devices() -> Vec<(&'static str, Device)> {
     let mut out = vec![("flex", Device::flex())];
-    let vulkan = ["/usr/share/vulkan/icd.d", "/etc/vulkan/icd.d"]
-        .iter()
-        .any(|dir| {
-            std::fs::read_dir(dir)
-                .map(|mut e| e.next().is_some())
-                .unwrap_or(false)
-        });
-    if vulkan {
+    if common::vulkan_driver_present() {
         out.push(("wgpu", Device::wgpu(DeviceKind::DefaultDevice)));
     } else {
         eprintln!("SKIPPED: the wgpu half, no Vulkan driver (apt-get install mesa-vulkan-drivers)");
