@@ -8,7 +8,7 @@ pub const DEVICE_NAMES: &str = "flex, wgpu[:cpu|:N], vulkan[:N], cuda[:N], ws://
 /// Parses `flex`, `wgpu`, `wgpu:cpu`, `wgpu:N` (N-th discrete GPU), `vulkan[:N]`, `cuda[:N]`,
 /// and `ws://HOST:PORT[/N]`: device N (default 0) of a `linvit serve` server, connected here.
 pub fn parse_device(name: &str) -> Result<Device, String> {
-    if let Some(address) = name.strip_prefix("ws://") {
+    if let Some(address) = name.strip_prefix(REMOTE_SCHEME) {
         return remote(address, name);
     }
     let (backend, index) = match name.split_once(':') {
@@ -67,6 +67,9 @@ fn cuda(_index: usize, name: &str) -> Result<Device, String> {
     ))
 }
 
+/// How a remote device's name starts.
+const REMOTE_SCHEME: &str = "ws://";
+
 /// Connects device `N` of the server at `HOST:PORT[/N]`; connecting fails here, not on first use.
 #[cfg(feature = "remote")]
 fn remote(address: &str, name: &str) -> Result<Device, String> {
@@ -82,7 +85,7 @@ fn remote(address: &str, name: &str) -> Result<Device, String> {
     if host.is_empty() || !host.contains(':') {
         return Err(format!("device {name:?}: expected ws://HOST:PORT[/N]"));
     }
-    Device::remote_options(&RemoteHost::websocket(&format!("ws://{host}")))
+    Device::remote_options(&RemoteHost::websocket(&format!("{REMOTE_SCHEME}{host}")))
         .device_index(index)
         .init()
         .map_err(|e| format!("device {name:?}: {e}"))
@@ -105,7 +108,7 @@ pub fn remote_failure_as_error<T>(
     names: &str,
     command: impl FnOnce() -> Result<T, String>,
 ) -> Result<T, String> {
-    if !names.contains("ws://") {
+    if !names.contains(REMOTE_SCHEME) {
         return command();
     }
     let hook = std::panic::take_hook();

@@ -15,11 +15,9 @@ pub fn serve(bind: &str, devices: Vec<Device>) -> Result<String, String> {
     use burn::server::{RemoteServer, WebSocketTransport};
     use std::io::Write;
 
-    let listener =
-        std::net::TcpListener::bind(bind).map_err(|e| format!("cannot listen on {bind}: {e}"))?;
-    let address = listener
-        .local_addr()
-        .map_err(|e| format!("cannot listen on {bind}: {e}"))?;
+    let cannot = |e: std::io::Error| format!("cannot listen on {bind}: {e}");
+    let listener = std::net::TcpListener::bind(bind).map_err(cannot)?;
+    let address = listener.local_addr().map_err(cannot)?;
     println!("serving {} device(s) on ws://{address}", devices.len());
     std::io::stdout().flush().map_err(|e| e.to_string())?;
     RemoteServer::new(devices)

@@ -71,10 +71,9 @@ impl Drop for Server {
     }
 }
 
-fn train(device: &str, run: &Path, epochs: &str) -> (i32, String, String) {
+fn train(device: &str, run: &Path) -> (i32, String, String) {
     let mut args = vec!["train", "--device", device, "--out", run.to_str().unwrap()];
     args.extend(ARGS);
-    args.extend(["--set", epochs]);
     linvit(&args)
 }
 
@@ -104,9 +103,9 @@ fn training_through_a_loopback_server_ends_with_the_local_weights() {
     let dir = scratch("remote");
     let server = Server::start();
     let (remote, local) = (dir.join("remote"), dir.join("local"));
-    let (code, out, err) = train(&server.device, &remote, "train.epochs=2");
+    let (code, out, err) = train(&server.device, &remote);
     assert_eq!(code, 0, "{out}{err}");
-    let (code, out, err) = train("flex", &local, "train.epochs=2");
+    let (code, out, err) = train("flex", &local);
     assert_eq!(code, 0, "{out}{err}");
 
     let (rows_r, rows_l) = (step_rows(&remote), step_rows(&local));
