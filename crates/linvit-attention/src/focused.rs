@@ -11,12 +11,13 @@
 
 use burn::module::{Module, Param};
 use burn::nn::conv::Conv2d;
-use burn::nn::{LayerNorm, Linear};
+use burn::nn::{LayerNorm, Linear, PaddingConfig2d};
 use burn::tensor::activation::{relu, softplus};
-use burn::tensor::{DType, Device, Tensor};
+use burn::tensor::{DType, Device, Tensor, TensorData};
+use linvit_kernels::focused::{FocusedAttention, HeadSharedDwc};
 use serde::{Deserialize, Serialize};
 
-use crate::ops::{bilinear_matrix, linear_matrix, merge_heads, resample_axis, split_heads};
+use crate::ops::{self, bilinear_matrix, linear_matrix, merge_heads, resample_axis, split_heads};
 use crate::proj::{self, Qkv};
 use crate::{MixerShape, Projection, TokenLayout};
 
@@ -235,6 +236,9 @@ impl FocusedLinearAttention {
                 1,
             )
         };
+        if let Some(out) = self.attend_fused(&q, &k, &v, &pe, key_grid, layout) {
+            return out;
+        }
         let k = k + pe;
         // A half-precision pass runs the focusing function and the normalised product in f32
         // (the projections and the DWC stay in half): `torch.autocast` runs `pow` and `norm` in
@@ -266,6 +270,108 @@ impl FocusedLinearAttention {
             None => out,
         }
     }
+}
+
+impl FocusedLinearAttention {
+    /// The fused CPU kernel ([`linvit_kernels::focused`]) where it applies: f32 tensors on flex
+    /// that no autodiff graph tracks, i.e. inference. It computes what the Burn-op path of
+    /// [`Self::attend`] computes, in a few passes on all cores instead of ~25 mostly
+    /// single-threaded ones (`tests/fast_paths.rs` holds the two together); training and every
+    /// other backend run the op path. `None` where it does not apply.
+    fn attend_fused(
+        &self,
+        q: &Tensor<3>,
+        k: &Tensor<3>,
+        v: &Tensor<3>,
+        pe: &Tensor<3>,
+        key_grid: [usize; 2],
+        layout: TokenLayout,
+    ) -> Option<Tensor<3>> {
+        let device = q.device();
+        let scale = softplus(self.scale.val(), 1.0);
+        let conv_tracked = self.dwc.as_ref().is_some_and(|conv| {
+            conv.weight.val().is_tracked()
+                || conv.bias.as_ref().is_some_and(|b| b.val().is_tracked())
+        });
+        let untracked_f32 = !conv_tracked
+            && [q, k, v, pe, &scale]
+                .into_iter()
+                .all(|t| t.dtype() == DType::F32 && !t.is_tracked());
+        if !ops::is_flex(&device) || !untracked_f32 {
+            return None;
+        }
+        // The conv is fused where the values lie on the query grid; otherwise (spatial
+        // reduction, a CLS token) it runs as Burn ops on the kernel's output.
+        let fused_conv = self
+            .dwc
+            .as_ref()
+            .filter(|_| layout.prefix == 0 && key_grid == layout.hw())
+            .and_then(same_size_kernel);
+        let conv_host = match fused_conv {
+            Some(kernel) => {
+                let conv = self.dwc.as_ref()?;
+                let bias = match &conv.bias {
+                    Some(b) => Some(ops::host_f32(b.val())?),
+                    None => None,
+                };
+                Some((ops::host_f32(conv.weight.val())?, bias, kernel))
+            }
+            None => None,
+        };
+        let [b, n_q, c] = q.dims();
+        let flex = |t: &Tensor<3>| ops::flex_contiguous(t.clone());
+        let (q_flex, k_flex, v_flex) = (flex(q)?, flex(k)?, flex(v)?);
+        let key_offset = flex(pe)?;
+        let softplus_scale = ops::host_f32(scale)?;
+        let kernel = FocusedAttention {
+            heads: self.num_heads,
+            power: self.focusing_factor,
+            softplus_scale: &softplus_scale,
+            key_offset: key_offset.as_slice()?,
+            dwc: conv_host
+                .as_ref()
+                .map(|(weight, bias, kernel)| HeadSharedDwc {
+                    weight,
+                    bias: bias.as_deref(),
+                    kernel: *kernel,
+                    grid: layout.hw(),
+                }),
+        };
+        let out = kernel.forward(
+            b,
+            q_flex.as_slice()?,
+            k_flex.as_slice()?,
+            v_flex.as_slice()?,
+        );
+        let out = Tensor::from_data(TensorData::new(out, [b, n_q, c]), &device);
+        Some(match (&self.dwc, conv_host) {
+            (Some(conv), None) => add_head_shared_dwc(
+                conv,
+                out,
+                split_heads(v.clone(), self.num_heads),
+                key_grid,
+                layout,
+            ),
+            _ => out,
+        })
+    }
+}
+
+/// The kernel size of a conv the fused kernel can run (odd, square, stride 1, same padding,
+/// depthwise), `None` for any other.
+fn same_size_kernel(conv: &Conv2d) -> Option<usize> {
+    let [kh, kw] = conv.kernel_size;
+    let r = kh / 2;
+    let depthwise = conv.groups == conv.weight.dims()[0] && conv.weight.dims()[1] == 1;
+    let same =
+        matches!(conv.padding, PaddingConfig2d::Explicit(t, l, b, rr) if [t, l, b, rr] == [r; 4]);
+    (kh == kw
+        && kh % 2 == 1
+        && conv.stride == [1, 1]
+        && conv.dilation == [1, 1]
+        && depthwise
+        && same)
+        .then_some(kh)
 }
 
 /// The head-shared depthwise conv applied to values and added to the grid tokens of `out`.

@@ -12,6 +12,8 @@ use std::collections::HashMap;
 use std::sync::{Mutex, OnceLock};
 
 use burn::tensor::{Device, Tensor, TensorData};
+use burn_dispatch::backends::flex::FlexTensor;
+use burn_dispatch::backends::Flex;
 
 /// Which resampling a cached matrix is, its sizes, and the device it lives on.
 type MatrixKey = (&'static str, [usize; 4], String, bool);
@@ -48,12 +50,48 @@ fn cached(
 /// computes; on wgpu the gradients were off by up to 1.2e-3 (`tests/activations.rs`). Flex has
 /// a fused kernel with the exact derivative, so it keeps it; elsewhere GELU is written out, in
 /// the order of Burn's own forward, and autodiff differentiates `erf` exactly.
+///
+/// In inference on flex (f32, no autodiff graph), [`linvit_kernels::activation::gelu`] runs
+/// instead: flex's GELU calls a scalar `erff` on one thread.
 pub fn gelu<const D: usize>(x: Tensor<D>) -> Tensor<D> {
-    let device = x.device();
-    match device.as_dispatch().clone().inner() {
-        burn_dispatch::DispatchDevice::Flex(_) => burn::tensor::activation::gelu(x),
-        _ => gelu_written_out(x),
+    if !is_flex(&x.device()) {
+        return gelu_written_out(x);
     }
+    if x.dtype() == burn::tensor::DType::F32 && !x.is_tracked() {
+        let dims = x.dims();
+        if let Some(flex) = flex_contiguous(x.clone()) {
+            if let Some(values) = flex.as_slice::<f32>() {
+                let out = linvit_kernels::activation::gelu(values);
+                return Tensor::from_data(TensorData::new(out, dims), &x.device());
+            }
+        }
+    }
+    burn::tensor::activation::gelu(x)
+}
+
+/// Whether `device` is flex (Burn's CPU backend), with or without autodiff.
+pub fn is_flex(device: &Device) -> bool {
+    matches!(
+        device.as_dispatch().clone().inner(),
+        burn_dispatch::DispatchDevice::Flex(_)
+    )
+}
+
+/// A tensor's elements as f32 on the host, `None` if it holds another dtype.
+pub fn host_f32<const D: usize>(t: Tensor<D>) -> Option<Vec<f32>> {
+    t.into_data().try_into_vec::<f32>().ok()
+}
+
+/// The flex tensor behind `t`, contiguous (copied only where `t` is a strided view), so a CPU
+/// kernel can read its elements in place with `as_slice`. `None` on another backend or with
+/// autodiff on.
+pub fn flex_contiguous<const D: usize>(t: Tensor<D>) -> Option<FlexTensor> {
+    let t = t.try_into_primitive::<Flex>().ok()?;
+    Some(if t.is_contiguous() {
+        t
+    } else {
+        t.to_contiguous()
+    })
 }
 
 /// `x * (erf(x / sqrt 2) + 1) / 2`, op by op (public so the tests can check it on flex).

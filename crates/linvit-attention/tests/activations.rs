@@ -75,3 +75,23 @@ fn gelu_gradient_on_wgpu_is_the_exact_derivative() {
     );
     assert!(max_diff(&y, &y_ours) < 1e-5 && max_diff(&dy, &dy_ours) < 1e-5);
 }
+
+#[test]
+fn gelu_in_inference_on_flex_is_the_vectorised_kernel_within_1e_6_of_flexs() {
+    let flex = Device::flex();
+    let xs: Vec<f32> = (0..N)
+        .map(|i| -6.0 + 12.0 * i as f32 / (N - 1) as f32)
+        .collect();
+    let x = Tensor::<1>::from_data(TensorData::new(xs.clone(), [N]), &flex);
+    let vec = |t: Tensor<1>| t.into_data().try_into_vec::<f32>().unwrap();
+    let ours = vec(gelu(x.clone()));
+    let burns = vec(activation::gelu(x));
+    println!(
+        "flex inference: linvit gelu vs flex's: {:.1e}",
+        max_diff(&ours, &burns)
+    );
+    assert!(max_diff(&ours, &burns) < 1e-6);
+    // It is the kernel, not flex's GELU, that ran (a different erf, so not bit-identical).
+    assert_eq!(ours, linvit_kernels::activation::gelu(&xs));
+    assert_ne!(ours, burns);
+}

@@ -185,3 +185,104 @@ fn fused_softmax_attention_matches_the_score_matrix_form_with_gradients() {
         }
     }
 }
+
+/// One focused-attention set-up for the fused-kernel check.
+struct FusedCase {
+    name: &'static str,
+    shape: MixerShape,
+    layout: TokenLayout,
+    batch: usize,
+    focusing_factor: u32,
+    kernel_size: usize,
+}
+
+/// The fused CPU kernel (inference on flex) against the Burn-op path (autodiff on, which
+/// training runs), with the same weights, a random positional encoding and scale, on every
+/// projection flavour: windows (conv fused), a CLS prefix and spatial reduction (conv as Burn
+/// ops), 49/50/63 tokens, head dims 16 to 64 and odd ones (the kernel's general loops).
+#[test]
+fn fused_focused_attention_on_flex_matches_the_op_path() {
+    use burn::module::{Module, Param};
+    use linvit_attention::focused::FocusedConfig;
+    use linvit_attention::{Attention, Projection};
+
+    let reduced = |sr_ratio| Projection::Reduced {
+        sr_ratio,
+        pooled: false,
+    };
+    let cases = [
+        FusedCase {
+            name: "Swin windows 7x7, d=24, p=3, 5x5 conv",
+            shape: MixerShape::new(48, 2, [7, 7]),
+            layout: TokenLayout::grid(7, 7),
+            batch: 3,
+            focusing_factor: 3,
+            kernel_size: 5,
+        },
+        FusedCase {
+            name: "CLS + 7x7 (50 tokens), d=32, p=2, 3x3 conv",
+            shape: MixerShape::new(64, 2, [7, 7]).with_prefix(1),
+            layout: TokenLayout::grid(7, 7).with_prefix(1),
+            batch: 2,
+            focusing_factor: 2,
+            kernel_size: 3,
+        },
+        FusedCase {
+            name: "PVT 8x8 keys reduced 2x, d=64, p=4",
+            shape: MixerShape::new(128, 2, [8, 8]).with_projection(reduced(2)),
+            layout: TokenLayout::grid(8, 8),
+            batch: 2,
+            focusing_factor: 4,
+            kernel_size: 5,
+        },
+        FusedCase {
+            name: "9x7 grid (63 tokens), d=16, p=8, no conv",
+            shape: MixerShape::new(64, 4, [9, 7]).with_projection(reduced(1)),
+            layout: TokenLayout::grid(9, 7),
+            batch: 2,
+            focusing_factor: 8,
+            kernel_size: 0,
+        },
+        FusedCase {
+            name: "CSwin whole map 6x6, d=20, p=3",
+            shape: MixerShape::new(40, 2, [6, 6]).with_projection(Projection::External {
+                stripe: -1,
+                split: 6,
+            }),
+            layout: TokenLayout::grid(6, 6),
+            batch: 2,
+            focusing_factor: 3,
+            kernel_size: 5,
+        },
+    ];
+    for (i, case) in cases.iter().enumerate() {
+        let ad = Device::flex().autodiff();
+        let config = AttentionConfig::Focused(FocusedConfig {
+            focusing_factor: case.focusing_factor,
+            kernel_size: case.kernel_size,
+        });
+        let mut attention = config.init(&case.shape, &ad);
+        if let Attention::Focused(m) = &mut attention {
+            let seed = 100 + 10 * i as u64;
+            m.positional_encoding =
+                Param::from_tensor(tensor(m.positional_encoding.dims(), seed, &ad).mul_scalar(0.5));
+            m.scale = Param::from_tensor(tensor(m.scale.dims(), seed + 1, &ad));
+        }
+        let inference = attention.valid();
+        let dims = [case.batch, case.layout.tokens(), case.shape.dim];
+        let run = |module: &Attention, device: &Device| {
+            let x = tensor(dims, 7 + i as u64, device);
+            match case.shape.projection {
+                Projection::External { .. } => {
+                    let part = |s| tensor(dims, 7 + i as u64 + s, device);
+                    module.forward_qkv(part(0), part(1), part(2), case.layout)
+                }
+                _ => module.forward(x, case.layout),
+            }
+        };
+        let op_path = host(run(&attention, &ad));
+        let fused = host(run(&inference, &Device::flex()));
+        assert!(fused.iter().all(|x| x.is_finite()), "{}", case.name);
+        assert_close(case.name, &fused, &op_path, 2e-5);
+    }
+}

@@ -124,6 +124,13 @@ impl MemoryProbe {
         let base = match device.memory_pool_usage() {
             Some(u) => u.bytes_reserved,
             None => {
+                // Freed memory the allocator keeps (see `keep_freed_memory` in main.rs) goes
+                // back first, so reuse of it does not hide this phase's allocations.
+                #[cfg(all(target_os = "linux", target_env = "gnu"))]
+                // SAFETY: malloc_trim only returns free heap memory to the kernel.
+                unsafe {
+                    libc::malloc_trim(0);
+                }
                 // Resets VmHWM to the current resident set (Linux >= 4.0).
                 let _ = std::fs::write("/proc/self/clear_refs", "5");
                 proc_status_kb("VmRSS:").unwrap_or(0) * 1024

@@ -1,0 +1,406 @@
+//! FLatten focused linear attention (Han et al., ICCV 2023), the part between the projections:
+//! the focusing function on queries and keys, the normalised linear product per head, and the
+//! head-shared depthwise conv on the values. The mathematics and the order of operations follow
+//! `linvit_attention::focused` (which follows upstream's `models/flatten_*.py`); see SPEC.md.
+//!
+//! Three passes, each split over rayon's threads: (1) the focusing function on every key row;
+//! (2) per batch and head, `kv = k'^T v / sqrt(n)` (`d x d`) and `mean(k)` as two products on
+//! gemm (the multiply flex runs on); (3) per block of 64 query rows, while it is in cache: the
+//! focusing function, `q kv / (q . mean(k) + 1e-6)` per head and the depthwise conv read from
+//! the neighbouring value rows. Nothing `N x N`, and each `[B, N, C]` tensor is read or written
+//! about once.
+
+use rayon::prelude::*;
+
+use crate::simd::multiversion;
+
+/// The head-shared depthwise conv on the values (`nn.Conv2d(d, d, k, padding=k//2, groups=d)`
+/// applied to every head's `[d, H, W]` image), fused only where the values lie on the query grid.
+#[derive(Clone, Copy, Debug)]
+pub struct HeadSharedDwc<'a> {
+    /// `[d, k, k]` (PyTorch's `[d, 1, k, k]`).
+    pub weight: &'a [f32],
+    /// `[d]`.
+    pub bias: Option<&'a [f32]>,
+    /// Odd kernel size `k` (same padding).
+    pub kernel: usize,
+    /// Query grid `[H, W]`; the values must be its `H*W` tokens, row-major.
+    pub grid: [usize; 2],
+}
+
+/// Focused linear attention on token rows; see the module docs.
+#[derive(Clone, Copy, Debug)]
+pub struct FocusedAttention<'a> {
+    pub heads: usize,
+    /// Power p of the focusing function.
+    pub power: u32,
+    /// `softplus(scale)` per channel, `[C]`.
+    pub softplus_scale: &'a [f32],
+    /// Added to each batch's keys before the focusing function (FLatten's positional encoding,
+    /// zeros for prefix tokens), `[n, C]`.
+    pub key_offset: &'a [f32],
+    pub dwc: Option<HeadSharedDwc<'a>>,
+}
+
+impl FocusedAttention<'_> {
+    /// Queries `[B, N, C]`, keys and values `[B, n, C]` -> `[B, N, C]` (heads merged, head-major
+    /// channels).
+    ///
+    /// # Panics
+    /// On slice lengths that disagree with `batch`, the channel count or the grid (a caller bug,
+    /// not a user input).
+    pub fn forward(&self, batch: usize, q: &[f32], k: &[f32], v: &[f32]) -> Vec<f32> {
+        let c = self.softplus_scale.len();
+        let heads = self.heads;
+        let d = c / heads;
+        assert!(d * heads == c && batch > 0 && q.len() % (batch * c) == 0);
+        let n_q = q.len() / (batch * c);
+        let n_k = k.len() / (batch * c);
+        assert!(k.len() == v.len() && self.key_offset.len() == n_k * c);
+        let taps = self.dwc.map(|dwc| dwc.spread(c));
+        if let Some(dwc) = &self.dwc {
+            assert!(dwc.grid[0] * dwc.grid[1] == n_q && n_q == n_k);
+        }
+
+        let key_scale = (n_k as f32).powf(-0.5);
+        let mut k_focused = vec![0f32; k.len()];
+        k_focused
+            .par_chunks_mut(c)
+            .zip(k.par_chunks(c))
+            .enumerate()
+            .for_each(|(row, (out, k))| {
+                let offset = &self.key_offset[(row % n_k) * c..][..c];
+                focus_row(
+                    out,
+                    k,
+                    self.softplus_scale,
+                    Some(offset),
+                    self.power,
+                    key_scale,
+                );
+            });
+
+        // Per (batch, head): `kv = s k_h^T v_h` (`d x d`, row-major) and `mean = s k_h^T 1`.
+        let ones = vec![1f32; n_k];
+        let sums: Vec<(Vec<f32>, Vec<f32>)> = (0..batch * heads)
+            .into_par_iter()
+            .map(|bh| {
+                let (b, h) = (bh / heads, bh % heads);
+                let k = &k_focused[b * n_k * c + h * d..];
+                let v = &v[b * n_k * c + h * d..];
+                let (mut kv, mut mean) = (vec![0f32; d * d], vec![0f32; d]);
+                product(
+                    &mut kv,
+                    [d, 1],
+                    Operand(k, [1, c]),
+                    Operand(v, [c, 1]),
+                    [d, d, n_k],
+                    key_scale,
+                );
+                product(
+                    &mut mean,
+                    [1, 1],
+                    Operand(k, [1, c]),
+                    Operand(&ones, [1, 1]),
+                    [d, 1, n_k],
+                    key_scale,
+                );
+                (kv, mean)
+            })
+            .collect();
+
+        // Blocks of query rows, each finished while it is in cache: focusing function, the
+        // product per head, the division, the conv.
+        let mut out = vec![0f32; q.len()];
+        out.par_chunks_mut(n_q * c)
+            .zip(q.par_chunks(n_q * c))
+            .enumerate()
+            .for_each(|(b, (out, q))| {
+                let sums = &sums[b * heads..(b + 1) * heads];
+                out.par_chunks_mut(QUERY_BLOCK * c)
+                    .zip(q.par_chunks(QUERY_BLOCK * c))
+                    .enumerate()
+                    .for_each(|(block, (out, q))| {
+                        let mut focused = vec![0f32; q.len()];
+                        for (f, q) in focused.chunks_exact_mut(c).zip(q.chunks_exact(c)) {
+                            focus_row(f, q, self.softplus_scale, None, self.power, 1.0);
+                        }
+                        let rows = q.len() / c;
+                        for (h, (kv, mean)) in sums.iter().enumerate() {
+                            let (q, out) = (&focused[h * d..], &mut out[h * d..]);
+                            product(
+                                out,
+                                [c, 1],
+                                Operand(q, [c, 1]),
+                                Operand(kv, [d, 1]),
+                                [rows, d, d],
+                                1.0,
+                            );
+                            divide_by_denominators(out, q, mean, c);
+                        }
+                        if let (Some(dwc), Some(taps)) = (&self.dwc, &taps) {
+                            let image = &v[b * n_k * c..(b + 1) * n_k * c];
+                            dwc.add_to_tokens(out, image, taps, block * QUERY_BLOCK);
+                        }
+                    });
+            });
+        out
+    }
+}
+
+/// Query rows per task of the last pass: `[64, C]` blocks stay in L1/L2 while they are worked.
+const QUERY_BLOCK: usize = 64;
+
+multiversion! {
+    /// FLatten's kernel on one `c`-channel row: `(relu(x + offset) + 1e-6) / softplus(scale)`,
+    /// then `x^p * ||x|| / ||x^p|| * times`, written to `x` from `input`.
+    fn focus_row(x: &mut [f32], input: &[f32], sp: &[f32], off: Option<&[f32]>, p: u32, times: f32) {
+        x.copy_from_slice(input);
+        if let Some(off) = off {
+            x.iter_mut().zip(off).for_each(|(v, o)| *v += o);
+        }
+        x.iter_mut()
+            .zip(sp)
+            .for_each(|(v, s)| *v = (v.max(0.0) + 1e-6) / s);
+        let norm2 = sum_of_squares(x);
+        power_in_place(x, p);
+        let factor = norm2.sqrt() / sum_of_squares(x).sqrt() * times;
+        x.iter_mut().for_each(|v| *v *= factor);
+    }
+}
+
+/// Width of the partial sums in reductions: a float sum in one accumulator is a serial chain
+/// LLVM may not reorder, so it would not vectorise.
+const LANES: usize = 16;
+
+#[inline(always)]
+fn sum_of_squares(x: &[f32]) -> f32 {
+    let mut acc = [0f32; LANES];
+    let mut chunks = x.chunks_exact(LANES);
+    for chunk in &mut chunks {
+        for (a, v) in acc.iter_mut().zip(chunk) {
+            *a += v * v;
+        }
+    }
+    let tail: f32 = chunks.remainder().iter().map(|v| v * v).sum();
+    acc.iter().sum::<f32>() + tail
+}
+
+/// `x^p` by squaring and multiplying, rounded as `linvit_attention::focused::powi_by_mul`.
+#[inline(always)]
+fn power_in_place(x: &mut [f32], p: u32) {
+    match p {
+        1 => {}
+        2 => x.iter_mut().for_each(|v| *v *= *v),
+        3 => x.iter_mut().for_each(|v| *v = *v * *v * *v),
+        4 => x.iter_mut().for_each(|v| {
+            let s = *v * *v;
+            *v = s * s
+        }),
+        _ => x.iter_mut().for_each(|v| *v = powi(*v, p)),
+    }
+}
+
+fn powi(x: f32, p: u32) -> f32 {
+    match p {
+        0 => 1.0,
+        1 => x,
+        2 => x * x,
+        _ => {
+            let half = powi(x, p / 2);
+            let half = half * half;
+            if p % 2 == 1 {
+                half * x
+            } else {
+                half
+            }
+        }
+    }
+}
+
+/// A matrix operand: a slice and its `[row, column]` strides.
+struct Operand<'a>(&'a [f32], [usize; 2]);
+
+/// `dst = beta * lhs rhs` for `[m, n, k]` = rows of `lhs`, columns of `rhs`, inner size, on
+/// gemm (the multiply flex runs on), one thread. `dst_strides` are `[row, column]` strides.
+fn product(
+    dst: &mut [f32],
+    dst_strides: [usize; 2],
+    lhs: Operand,
+    rhs: Operand,
+    [m, n, k]: [usize; 3],
+    beta: f32,
+) {
+    let last = |[rs, cs]: [usize; 2], rows: usize, cols: usize| (rows - 1) * rs + (cols - 1) * cs;
+    assert!(
+        last(dst_strides, m, n) < dst.len()
+            && last(lhs.1, m, k) < lhs.0.len()
+            && last(rhs.1, k, n) < rhs.0.len()
+    );
+    // SAFETY: the assert keeps every element gemm reads or writes inside the slices, and `dst`
+    // is borrowed mutably so it overlaps neither operand.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst.as_mut_ptr(),
+            dst_strides[1] as isize,
+            dst_strides[0] as isize,
+            false,
+            lhs.0.as_ptr(),
+            lhs.1[1] as isize,
+            lhs.1[0] as isize,
+            rhs.0.as_ptr(),
+            rhs.1[1] as isize,
+            rhs.1[0] as isize,
+            0.0,
+            beta,
+            false,
+            false,
+            false,
+            gemm::Parallelism::None,
+        )
+    }
+}
+
+multiversion! {
+    /// One head's block of numerators `out` (rows `c` apart, `d` wide) divided by its
+    /// denominators `q . mean + 1e-6`, `q` the focused queries laid out like `out`.
+    fn divide_by_denominators(out: &mut [f32], q: &[f32], mean: &[f32], c: usize) {
+        let d = mean.len();
+        for (out, q) in out.chunks_mut(c).zip(q.chunks(c)) {
+            let den = q[..d].iter().zip(mean).map(|(a, b)| a * b).sum::<f32>() + 1e-6;
+            out[..d].iter_mut().for_each(|x| *x /= den);
+        }
+    }
+}
+
+impl HeadSharedDwc<'_> {
+    /// The weights spread over all `c` channels (channel `ch` uses the head dim's kernel
+    /// `ch % d`), one `[c]` row per tap, then the bias `[c]`: the inner loop then runs over
+    /// contiguous channels.
+    fn spread(&self, c: usize) -> Vec<f32> {
+        let k = self.kernel;
+        let d = self.weight.len() / (k * k);
+        assert!(k % 2 == 1 && c % d == 0);
+        let taps =
+            (0..k * k).flat_map(|tap| (0..c).map(move |ch| self.weight[(ch % d) * k * k + tap]));
+        let bias = (0..c).map(|ch| self.bias.map_or(0.0, |b| b[ch % d]));
+        taps.chain(bias).collect()
+    }
+
+    /// Adds the conv's output at tokens `first..` (row-major on the grid) to `out` (`[rows,
+    /// C]`), reading the values' image `[H*W, C]`; `spread` from [`Self::spread`].
+    fn add_to_tokens(&self, out: &mut [f32], image: &[f32], spread: &[f32], first: usize) {
+        dwc_tokens(out, image, spread, self.grid, self.kernel, first)
+    }
+}
+
+multiversion! {
+    fn dwc_tokens(
+        out: &mut [f32],
+        image: &[f32],
+        spread: &[f32],
+        grid: [usize; 2],
+        k: usize,
+        first: usize,
+    ) {
+        let [h, w] = grid;
+        let (taps, bias) = spread.split_at(k * k * (spread.len() / (k * k + 1)));
+        let c = bias.len();
+        let r = k / 2;
+        let mut local = vec![0f32; c];
+        for (i, acc) in out.chunks_exact_mut(c).enumerate() {
+            let (y, x) = ((first + i) / w, (first + i) % w);
+            local.copy_from_slice(bias);
+            for dy in 0..k {
+                let Some(yy) = (y + dy).checked_sub(r).filter(|&yy| yy < h) else {
+                    continue;
+                };
+                for dx in 0..k {
+                    let Some(xx) = (x + dx).checked_sub(r).filter(|&xx| xx < w) else {
+                        continue;
+                    };
+                    let src = &image[(yy * w + xx) * c..][..c];
+                    let tap = &taps[(dy * k + dx) * c..][..c];
+                    for ((l, &s), &t) in local.iter_mut().zip(src).zip(tap) {
+                        *l += t * s;
+                    }
+                }
+            }
+            for (a, l) in acc.iter_mut().zip(&local) {
+                *a += l;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn powers_round_as_repeated_squaring() {
+        for &x in &[0.3f32, 1.7, 2.5e-3] {
+            for p in 1..=9 {
+                let mut v = [x];
+                power_in_place(&mut v, p);
+                assert_eq!(v[0], powi(x, p), "x={x} p={p}");
+            }
+            assert_eq!(powi(x, 3), (x * x) * x);
+        }
+    }
+
+    #[test]
+    fn depthwise_conv_of_a_single_one_reproduces_the_flipped_kernel() {
+        // One head of 1 channel on a 3x3 grid, a 1 at the centre: the output at (y, x) is the
+        // tap that reads the centre, w[1 - (y - 1)][1 - (x - 1)] = w[2 - y][2 - x].
+        let weight: Vec<f32> = (1..=9).map(|i| i as f32).collect();
+        let dwc = HeadSharedDwc {
+            weight: &weight,
+            bias: Some(&[0.5]),
+            kernel: 3,
+            grid: [3, 3],
+        };
+        let mut v = vec![0f32; 9];
+        v[4] = 1.0;
+        let mut out = vec![0f32; 9];
+        dwc.add_to_tokens(&mut out, &v, &dwc.spread(1), 0);
+        for y in 0..3 {
+            for x in 0..3 {
+                assert_eq!(out[y * 3 + x], weight[(2 - y) * 3 + (2 - x)] + 0.5);
+            }
+        }
+    }
+
+    #[test]
+    fn uniform_keys_give_the_mean_of_the_values() {
+        // All keys equal: every query attends uniformly, so the output is mean(v) per head
+        // (up to the 1e-6 in the denominator).
+        let (b, n, c, heads) = (1, 5, 4, 2);
+        let sp = vec![1.0f32; c];
+        let offset = vec![0f32; n * c];
+        let attention = FocusedAttention {
+            heads,
+            power: 3,
+            softplus_scale: &sp,
+            key_offset: &offset,
+            dwc: None,
+        };
+        let q: Vec<f32> = (0..n * c).map(|i| (i % 7) as f32 * 0.1 + 0.2).collect();
+        let k = vec![0.5f32; n * c];
+        let v: Vec<f32> = (0..n * c).map(|i| i as f32).collect();
+        let out = attention.forward(b, &q, &k, &v);
+        for ch in 0..c {
+            let mean = (0..n).map(|t| v[t * c + ch]).sum::<f32>() / n as f32;
+            for t in 0..n {
+                let got = out[t * c + ch];
+                assert!(
+                    (got - mean).abs() < 1e-4 * mean.abs().max(1.0),
+                    "{got} vs {mean}"
+                );
+            }
+        }
+    }
+}

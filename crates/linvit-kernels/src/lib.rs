@@ -1,0 +1,15 @@
+//! Fused CPU kernels behind linvit's inference fast paths, written on plain `f32` slices.
+//!
+//! Why hand-written kernels: on Burn's CPU backend (flex) every tensor op is its own pass over
+//! memory, and most element-wise passes run on one thread. FLatten's forward is about 25 such
+//! passes over `[B, N, C]` around two small products, so at 3136 tokens it spent ~30 ms where
+//! its arithmetic needs ~2 ms (experiments/bench/README.md). A kernel here does the same
+//! mathematics in a handful of cache-friendly passes on all cores.
+//!
+//! Scope: forward only, f32, no autodiff. The Burn-op path stays the one that is differentiated,
+//! and the one every other backend runs; `linvit-attention` picks this crate only for untracked
+//! f32 tensors on flex, and its tests hold the two paths together.
+
+pub mod activation;
+pub mod focused;
+mod simd;
