@@ -77,7 +77,7 @@ fn gelu_gradient_on_wgpu_is_the_exact_derivative() {
 }
 
 #[test]
-fn gelu_in_inference_on_flex_is_the_vectorised_kernel_within_1e_6_of_flexs() {
+fn gelu_in_inference_on_flex_is_the_vectorised_kernel_within_a_few_ulp_of_flexs() {
     let flex = Device::flex();
     let xs: Vec<f32> = (0..N)
         .map(|i| -6.0 + 12.0 * i as f32 / (N - 1) as f32)
@@ -90,7 +90,8 @@ fn gelu_in_inference_on_flex_is_the_vectorised_kernel_within_1e_6_of_flexs() {
         "flex inference: linvit gelu vs flex's: {:.1e}",
         max_diff(&ours, &burns)
     );
-    assert!(max_diff(&ours, &burns) < 1e-6);
+    // |gelu| reaches 6 here, where one f32 ulp is 4.8e-7: a few ulp apart at most.
+    assert!(max_diff(&ours, &burns) < 3e-6);
     // It is the kernel, not flex's GELU, that ran (a different erf, so not bit-identical).
     assert_eq!(ours, linvit_kernels::activation::gelu(&xs));
     assert_ne!(ours, burns);

@@ -283,6 +283,11 @@ fn fused_focused_attention_on_flex_matches_the_op_path() {
         let op_path = host(run(&attention, &ad));
         let fused = host(run(&inference, &Device::flex()));
         assert!(fused.iter().all(|x| x.is_finite()), "{}", case.name);
+        println!(
+            "{}: fused vs op path {:.1e}",
+            case.name,
+            rel_err(&fused, &op_path)
+        );
         assert_close(case.name, &fused, &op_path, 2e-5);
     }
 }
