@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use std::sync::{Mutex, OnceLock};
 
 use burn::tensor::{Device, Tensor, TensorData};
-use burn_dispatch::backends::flex::FlexTensor;
+pub use burn_dispatch::backends::flex::FlexTensor;
 use burn_dispatch::backends::Flex;
 
 /// Which resampling a cached matrix is, its sizes, and the device it lives on.

@@ -38,6 +38,15 @@ multiversion! {
     }
 }
 
+multiversion! {
+    /// [`gelu`] in place, on one thread (for kernels that already split their work).
+    pub fn gelu_in_place(x: &mut [f32]) {
+        for v in x.iter_mut() {
+            *v = *v * (erf(*v * std::f32::consts::FRAC_1_SQRT_2) + 1.0) / 2.0;
+        }
+    }
+}
+
 /// `erf(x)` as `x P(x^2) / Q(x^2)` on `[-4, 4]` (where f32's erf reaches +-1), branch-free so
 /// loops over it vectorise.
 #[inline(always)]

@@ -12,4 +12,5 @@
 
 pub mod activation;
 pub mod focused;
+pub mod mlp;
 mod simd;

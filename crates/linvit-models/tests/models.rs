@@ -330,3 +330,21 @@ fn vit_and_swin_checkpoints_resize_bicubically_at_load() {
         assert!(values.iter().all(|v| v.is_finite()), "{name}: {values:?}");
     }
 }
+
+/// Inference on flex runs fused kernels (focused attention, the MLP, GELU) where training runs
+/// Burn's ops; every tiny model gives the same logits both ways (autodiff on: the op path;
+/// `valid()`: the kernels).
+#[test]
+fn every_tiny_model_infers_on_flex_with_the_training_paths_logits() {
+    let ad = Device::flex().autodiff();
+    for p in PRESETS.iter().filter(|p| p.name.starts_with("tiny_")) {
+        let model = p.config().init(&ad);
+        let size = img_size(p.name);
+        let ops = model.forward(images(2, size, &ad)).inner();
+        let fused = model.valid().forward(images(2, size, &Device::flex()));
+        let scale = ops.clone().abs().max().into_scalar::<f32>().max(1e-6);
+        let diff = max_abs_diff(fused, ops) / scale;
+        println!("{}: fused vs op path {diff:.1e}", p.name);
+        assert!(diff < 1e-5, "{}: relative difference {diff:e}", p.name);
+    }
+}
