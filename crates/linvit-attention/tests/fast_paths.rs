@@ -199,7 +199,7 @@ struct FusedCase {
 /// The fused CPU kernel (inference on flex) against the Burn-op path (autodiff on, which
 /// training runs), with the same weights, a random positional encoding and scale, on every
 /// projection flavour: windows (conv fused), a CLS prefix and spatial reduction (conv as Burn
-/// ops), 49/50/63 tokens, head dims 16 to 64 and odd ones (the kernel's general loops).
+/// ops), 49/50/63/100 tokens (whole and partial row blocks), head dims 16 to 64 and odd ones.
 #[test]
 fn fused_focused_attention_on_flex_matches_the_op_path() {
     use burn::module::{Module, Param};
@@ -242,6 +242,14 @@ fn fused_focused_attention_on_flex_matches_the_op_path() {
             batch: 2,
             focusing_factor: 8,
             kernel_size: 0,
+        },
+        FusedCase {
+            name: "10x10 grid (100 tokens: a 64-row block, then 36 rows), d=32",
+            shape: MixerShape::new(64, 2, [10, 10]),
+            layout: TokenLayout::grid(10, 10),
+            batch: 2,
+            focusing_factor: 3,
+            kernel_size: 3,
         },
         FusedCase {
             name: "CSwin whole map 6x6, d=20, p=3",
