@@ -12,6 +12,7 @@
 
 use rayon::prelude::*;
 
+use crate::matmul::{product, Operand};
 use crate::simd::multiversion;
 
 /// The head-shared depthwise conv on the values (`nn.Conv2d(d, d, k, padding=k//2, groups=d)`
@@ -95,6 +96,7 @@ impl FocusedAttention<'_> {
                     Operand(k, [1, c]),
                     Operand(v, [c, 1]),
                     [d, d, n_k],
+                    false,
                     key_scale,
                 );
                 product(
@@ -103,6 +105,7 @@ impl FocusedAttention<'_> {
                     Operand(k, [1, c]),
                     Operand(&ones, [1, 1]),
                     [d, 1, n_k],
+                    false,
                     key_scale,
                 );
                 (kv, mean)
@@ -134,6 +137,7 @@ impl FocusedAttention<'_> {
                                 Operand(q, [c, 1]),
                                 Operand(kv, [d, 1]),
                                 [rows, d, d],
+                                false,
                                 1.0,
                             );
                             divide_by_denominators(out, q, mean, c);
@@ -215,52 +219,6 @@ fn powi(x: f32, p: u32) -> f32 {
                 half
             }
         }
-    }
-}
-
-/// A matrix operand: a slice and its `[row, column]` strides.
-struct Operand<'a>(&'a [f32], [usize; 2]);
-
-/// `dst = beta * lhs rhs` for `[m, n, k]` = rows of `lhs`, columns of `rhs`, inner size, on
-/// gemm (the multiply flex runs on), one thread. `dst_strides` are `[row, column]` strides.
-fn product(
-    dst: &mut [f32],
-    dst_strides: [usize; 2],
-    lhs: Operand,
-    rhs: Operand,
-    [m, n, k]: [usize; 3],
-    beta: f32,
-) {
-    let last = |[rs, cs]: [usize; 2], rows: usize, cols: usize| (rows - 1) * rs + (cols - 1) * cs;
-    assert!(
-        last(dst_strides, m, n) < dst.len()
-            && last(lhs.1, m, k) < lhs.0.len()
-            && last(rhs.1, k, n) < rhs.0.len()
-    );
-    // SAFETY: the assert keeps every element gemm reads or writes inside the slices, and `dst`
-    // is borrowed mutably so it overlaps neither operand.
-    unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            dst.as_mut_ptr(),
-            dst_strides[1] as isize,
-            dst_strides[0] as isize,
-            false,
-            lhs.0.as_ptr(),
-            lhs.1[1] as isize,
-            lhs.1[0] as isize,
-            rhs.0.as_ptr(),
-            rhs.1[1] as isize,
-            rhs.1[0] as isize,
-            0.0,
-            beta,
-            false,
-            false,
-            false,
-            gemm::Parallelism::None,
-        )
     }
 }
 

@@ -12,5 +12,6 @@
 
 pub mod activation;
 pub mod focused;
+mod matmul;
 pub mod mlp;
 mod simd;

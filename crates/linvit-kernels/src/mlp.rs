@@ -9,6 +9,7 @@
 use rayon::prelude::*;
 
 use crate::activation::gelu_in_place;
+use crate::matmul::{product, Operand};
 
 /// Rows per task: a `[128, hidden]` block stays in L2 between the two products.
 const ROWS: usize = 128;
@@ -75,31 +76,15 @@ fn affine(dst: &mut [f32], x: &[f32], w: &[f32], bias: Option<&[f32]>, [m, k, n]
         dst.chunks_exact_mut(n)
             .for_each(|row| row.copy_from_slice(bias));
     }
-    // SAFETY: the assert above keeps gemm inside the three slices; `dst` is borrowed mutably, so
-    // it overlaps neither operand.
-    unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            dst.as_mut_ptr(),
-            1,
-            n as isize,
-            bias.is_some(),
-            x.as_ptr(),
-            1,
-            k as isize,
-            w.as_ptr(),
-            1,
-            n as isize,
-            1.0,
-            1.0,
-            false,
-            false,
-            false,
-            gemm::Parallelism::None,
-        )
-    }
+    product(
+        dst,
+        [n, 1],
+        Operand(x, [k, 1]),
+        Operand(w, [n, 1]),
+        [m, n, k],
+        bias.is_some(),
+        1.0,
+    );
 }
 
 #[cfg(test)]

@@ -1,0 +1,49 @@
+//! The matrix products of the kernels, on the `gemm` crate.
+
+/// A matrix operand: a slice and its `[row, column]` strides.
+pub(crate) struct Operand<'a>(pub &'a [f32], pub [usize; 2]);
+
+/// `dst = beta * lhs rhs` (`dst += ...` with `accumulate`) for `[m, n, k]` = rows of `lhs`,
+/// columns of `rhs`, inner size, on gemm (the multiply flex runs on), one thread; the kernels
+/// split their work over threads themselves. `dst_strides` are `[row, column]` strides.
+pub(crate) fn product(
+    dst: &mut [f32],
+    dst_strides: [usize; 2],
+    lhs: Operand,
+    rhs: Operand,
+    [m, n, k]: [usize; 3],
+    accumulate: bool,
+    beta: f32,
+) {
+    let last = |[rs, cs]: [usize; 2], rows: usize, cols: usize| (rows - 1) * rs + (cols - 1) * cs;
+    assert!(
+        last(dst_strides, m, n) < dst.len()
+            && last(lhs.1, m, k) < lhs.0.len()
+            && last(rhs.1, k, n) < rhs.0.len()
+    );
+    // SAFETY: the assert keeps every element gemm reads or writes inside the slices, and `dst`
+    // is borrowed mutably so it overlaps neither operand.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst.as_mut_ptr(),
+            dst_strides[1] as isize,
+            dst_strides[0] as isize,
+            accumulate,
+            lhs.0.as_ptr(),
+            lhs.1[1] as isize,
+            lhs.1[0] as isize,
+            rhs.0.as_ptr(),
+            rhs.1[1] as isize,
+            rhs.1[0] as isize,
+            if accumulate { 1.0 } else { 0.0 },
+            beta,
+            false,
+            false,
+            false,
+            gemm::Parallelism::None,
+        )
+    }
+}
