@@ -785,8 +785,8 @@ fn restore_sigpipe() {
 /// a fresh buffer faults on first touch: about 1,500 faults, 4 ms, per call of focused attention
 /// at 3136 tokens, half its time. With mmap off (large blocks come from the heap too; a thread's
 /// arena that cannot hold one falls back to the main heap) and trimming off, freed buffers are
-/// reused: FLatten-PVT-T's forward went from 13.7 to 17.3 img/s with the threshold raised, and
-/// to 19.3 with mmap off (its MLP activations, 51 MiB, are above the largest threshold glibc
+/// reused. Turning mmap off took FLatten-PVT-T's forward from 17.3 to 19.3 img/s in
+/// back-to-back runs (its MLP activations, 51 MiB, are above the largest mmap threshold glibc
 /// allows). Memory is still freed; the resident set stays at its peak instead of shrinking
 /// (`linvit bench` trims before each memory probe).
 fn keep_freed_memory() {
