@@ -287,64 +287,44 @@ impl FocusedLinearAttention {
         key_grid: [usize; 2],
         layout: TokenLayout,
     ) -> Option<Tensor<3>> {
-        let device = q.device();
-        let scale = softplus(self.scale.val(), 1.0);
-        let conv_tracked = self.dwc.as_ref().is_some_and(|conv| {
-            conv.weight.val().is_tracked()
-                || conv.bias.as_ref().is_some_and(|b| b.val().is_tracked())
-        });
-        let untracked_f32 = !conv_tracked
-            && [q, k, v, pe, &scale]
-                .into_iter()
-                .all(|t| t.dtype() == DType::F32 && !t.is_tracked());
-        if !ops::is_flex(&device) || !untracked_f32 {
-            return None;
-        }
         // The conv is fused where the values lie on the query grid; otherwise (spatial
         // reduction, a CLS token) it runs as Burn ops on the kernel's output.
-        let fused_conv = self
-            .dwc
-            .as_ref()
-            .filter(|_| layout.prefix == 0 && key_grid == layout.hw())
-            .and_then(same_size_kernel);
-        let conv_host = match fused_conv {
-            Some(kernel) => {
-                let conv = self.dwc.as_ref()?;
-                let bias = match &conv.bias {
-                    Some(b) => Some(ops::host_f32(b.val())?),
-                    None => None,
-                };
-                Some((ops::host_f32(conv.weight.val())?, bias, kernel))
+        let conv = match &self.dwc {
+            Some(conv) => {
+                let bias = ops::optional_kernel_input(conv.bias.as_ref())?;
+                let fused = (layout.prefix == 0 && key_grid == layout.hw())
+                    .then(|| same_size_kernel(conv))
+                    .flatten();
+                Some((ops::kernel_input(&conv.weight.val())?, bias, fused))
             }
             None => None,
         };
+        let softplus_scale = ops::kernel_input(&softplus(self.scale.val(), 1.0))?;
+        let key_offset = ops::kernel_input(pe)?;
+        let (q_in, k_in, v_in) = (
+            ops::kernel_input(q)?,
+            ops::kernel_input(k)?,
+            ops::kernel_input(v)?,
+        );
         let [b, n_q, c] = q.dims();
-        let flex = |t: &Tensor<3>| ops::flex_contiguous(t.clone());
-        let (q_flex, k_flex, v_flex) = (flex(q)?, flex(k)?, flex(v)?);
-        let key_offset = flex(pe)?;
-        let softplus_scale = ops::host_f32(scale)?;
         let kernel = FocusedAttention {
             heads: self.num_heads,
             power: self.focusing_factor,
-            softplus_scale: &softplus_scale,
+            softplus_scale: softplus_scale.as_slice()?,
             key_offset: key_offset.as_slice()?,
-            dwc: conv_host
-                .as_ref()
-                .map(|(weight, bias, kernel)| HeadSharedDwc {
-                    weight,
-                    bias: bias.as_deref(),
+            dwc: match &conv {
+                Some((weight, bias, Some(kernel))) => Some(HeadSharedDwc {
+                    weight: weight.as_slice()?,
+                    bias: ops::bias_slice(bias)?,
                     kernel: *kernel,
                     grid: layout.hw(),
                 }),
+                _ => None,
+            },
         };
-        let out = kernel.forward(
-            b,
-            q_flex.as_slice()?,
-            k_flex.as_slice()?,
-            v_flex.as_slice()?,
-        );
-        let out = Tensor::from_data(TensorData::new(out, [b, n_q, c]), &device);
-        Some(match (&self.dwc, conv_host) {
+        let out = kernel.forward(b, q_in.as_slice()?, k_in.as_slice()?, v_in.as_slice()?);
+        let out = Tensor::from_data(TensorData::new(out, [b, n_q, c]), &q.device());
+        Some(match (&self.dwc, kernel.dwc) {
             (Some(conv), None) => add_head_shared_dwc(
                 conv,
                 out,

@@ -11,7 +11,8 @@
 use std::collections::HashMap;
 use std::sync::{Mutex, OnceLock};
 
-use burn::tensor::{Device, Tensor, TensorData};
+use burn::module::Param;
+use burn::tensor::{DType, Device, Tensor, TensorData};
 pub use burn_dispatch::backends::flex::FlexTensor;
 use burn_dispatch::backends::Flex;
 
@@ -57,41 +58,55 @@ pub fn gelu<const D: usize>(x: Tensor<D>) -> Tensor<D> {
     if !is_flex(&x.device()) {
         return gelu_written_out(x);
     }
-    if x.dtype() == burn::tensor::DType::F32 && !x.is_tracked() {
-        let dims = x.dims();
-        if let Some(flex) = flex_contiguous(x.clone()) {
-            if let Some(values) = flex.as_slice::<f32>() {
-                let out = linvit_kernels::activation::gelu(values);
-                return Tensor::from_data(TensorData::new(out, dims), &x.device());
-            }
-        }
+    match kernel_input(&x).as_ref().and_then(|t| t.as_slice::<f32>()) {
+        Some(values) => Tensor::from_data(
+            TensorData::new(linvit_kernels::activation::gelu(values), x.dims()),
+            &x.device(),
+        ),
+        None => burn::tensor::activation::gelu(x),
     }
-    burn::tensor::activation::gelu(x)
 }
 
 /// Whether `device` is flex (Burn's CPU backend), with or without autodiff.
-pub fn is_flex(device: &Device) -> bool {
+fn is_flex(device: &Device) -> bool {
     matches!(
         device.as_dispatch().clone().inner(),
         burn_dispatch::DispatchDevice::Flex(_)
     )
 }
 
-/// A tensor's elements as f32 on the host, `None` if it holds another dtype.
-pub fn host_f32<const D: usize>(t: Tensor<D>) -> Option<Vec<f32>> {
-    t.into_data().try_into_vec::<f32>().ok()
-}
-
-/// The flex tensor behind `t`, contiguous (copied only where `t` is a strided view), so a CPU
-/// kernel can read its elements in place with `as_slice`. `None` on another backend or with
-/// autodiff on.
-pub fn flex_contiguous<const D: usize>(t: Tensor<D>) -> Option<FlexTensor> {
-    let t = t.try_into_primitive::<Flex>().ok()?;
+/// The flex tensor behind `t` for a fused CPU kernel to read in place (`as_slice`), where such
+/// a kernel may stand in for Burn's ops: `t` is f32, on flex, with autodiff off and tracked by no
+/// graph (inference). Contiguous, copied only where `t` is a strided view. `None` elsewhere.
+pub fn kernel_input<const D: usize>(t: &Tensor<D>) -> Option<FlexTensor> {
+    if t.dtype() != DType::F32 || t.is_tracked() {
+        return None;
+    }
+    // Fails on other backends and on flex under autodiff (`Autodiff<Flex>` is another backend).
+    let t = t.clone().try_into_primitive::<Flex>().ok()?;
     Some(if t.is_contiguous() {
         t
     } else {
         t.to_contiguous()
     })
+}
+
+/// [`kernel_input`] of an optional parameter (a bias): `Some(None)` where there is none.
+pub fn optional_kernel_input<const D: usize>(
+    param: Option<&Param<Tensor<D>>>,
+) -> Option<Option<FlexTensor>> {
+    match param {
+        Some(p) => kernel_input(&p.val()).map(Some),
+        None => Some(None),
+    }
+}
+
+/// The elements of an optional [`kernel_input`] (a bias): `Some(None)` where there is none.
+pub fn bias_slice(bias: &Option<FlexTensor>) -> Option<Option<&[f32]>> {
+    match bias {
+        Some(b) => Some(Some(b.as_slice()?)),
+        None => Some(None),
+    }
 }
 
 /// `x * (erf(x / sqrt 2) + 1) / 2`, op by op (public so the tests can check it on flex).

@@ -33,7 +33,7 @@ multiversion! {
     fn gelu_chunk(out: &mut [MaybeUninit<f32>], x: &[f32]) {
         assert_eq!(out.len(), x.len());
         for (o, &x) in out.iter_mut().zip(x) {
-            o.write(x * (erf(x * std::f32::consts::FRAC_1_SQRT_2) + 1.0) / 2.0);
+            o.write(gelu_one(x));
         }
     }
 }
@@ -42,9 +42,14 @@ multiversion! {
     /// [`gelu`] in place, on one thread (for kernels that already split their work).
     pub fn gelu_in_place(x: &mut [f32]) {
         for v in x.iter_mut() {
-            *v = *v * (erf(*v * std::f32::consts::FRAC_1_SQRT_2) + 1.0) / 2.0;
+            *v = gelu_one(*v);
         }
     }
+}
+
+#[inline(always)]
+fn gelu_one(x: f32) -> f32 {
+    x * (erf(x * std::f32::consts::FRAC_1_SQRT_2) + 1.0) / 2.0
 }
 
 /// `erf(x)` as `x P(x^2) / Q(x^2)` on `[-4, 4]` (where f32's erf reaches +-1), branch-free so

@@ -236,36 +236,54 @@ multiversion! {
 
 impl HeadSharedDwc<'_> {
     /// The weights spread over all `c` channels (channel `ch` uses the head dim's kernel
-    /// `ch % d`), one `[c]` row per tap, then the bias `[c]`: the inner loop then runs over
-    /// contiguous channels.
-    fn spread(&self, c: usize) -> Vec<f32> {
+    /// `ch % d`), one `[c]` row per tap, and the bias likewise `[c]`: the inner loop then runs
+    /// over contiguous channels.
+    fn spread(&self, c: usize) -> Spread {
         let k = self.kernel;
         let d = self.weight.len() / (k * k);
         assert!(k % 2 == 1 && c % d == 0);
-        let taps =
-            (0..k * k).flat_map(|tap| (0..c).map(move |ch| self.weight[(ch % d) * k * k + tap]));
-        let bias = (0..c).map(|ch| self.bias.map_or(0.0, |b| b[ch % d]));
-        taps.chain(bias).collect()
+        Spread {
+            taps: (0..k * k)
+                .flat_map(|tap| (0..c).map(move |ch| self.weight[(ch % d) * k * k + tap]))
+                .collect(),
+            bias: (0..c)
+                .map(|ch| self.bias.map_or(0.0, |b| b[ch % d]))
+                .collect(),
+        }
     }
 
     /// Adds the conv's output at tokens `first..` (row-major on the grid) to `out` (`[rows,
-    /// C]`), reading the values' image `[H*W, C]`; `spread` from [`Self::spread`].
-    fn add_to_tokens(&self, out: &mut [f32], image: &[f32], spread: &[f32], first: usize) {
-        dwc_tokens(out, image, spread, self.grid, self.kernel, first)
+    /// C]`), reading the values' image `[H*W, C]`.
+    fn add_to_tokens(&self, out: &mut [f32], image: &[f32], spread: &Spread, first: usize) {
+        dwc_tokens(
+            out,
+            image,
+            &spread.taps,
+            &spread.bias,
+            self.grid,
+            self.kernel,
+            first,
+        )
     }
+}
+
+/// [`HeadSharedDwc`]'s weights `[k*k, C]` and bias `[C]` over all channels.
+struct Spread {
+    taps: Vec<f32>,
+    bias: Vec<f32>,
 }
 
 multiversion! {
     fn dwc_tokens(
         out: &mut [f32],
         image: &[f32],
-        spread: &[f32],
+        taps: &[f32],
+        bias: &[f32],
         grid: [usize; 2],
         k: usize,
         first: usize,
     ) {
         let [h, w] = grid;
-        let (taps, bias) = spread.split_at(k * k * (spread.len() / (k * k + 1)));
         let c = bias.len();
         let r = k / 2;
         let mut local = vec![0f32; c];

@@ -6,8 +6,8 @@ use burn::module::{Module, Param};
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{LayerNorm, LayerNormConfig, Linear, LinearConfig, PaddingConfig2d};
 use burn::tensor::activation::relu;
-use burn::tensor::{DType, Device, Distribution, Tensor, TensorData};
-use linvit_attention::ops::{flex_contiguous, gelu, is_flex, FlexTensor};
+use burn::tensor::{Device, Distribution, Tensor, TensorData};
+use linvit_attention::ops::{bias_slice, gelu, kernel_input, optional_kernel_input};
 
 use linvit_attention::ops::{image_to_tokens, tokens_to_image};
 
@@ -89,39 +89,27 @@ impl Mlp {
     /// above, which training and every other backend run (`tests/models.rs` holds them
     /// together); `None` where it does not apply.
     fn forward_fused(&self, x: &Tensor<3>) -> Option<Tensor<3>> {
-        if self.dwconv.is_some() || !is_flex(&x.device()) {
+        if self.dwconv.is_some() {
             return None;
         }
-        let linears = [&self.fc1, &self.fc2];
-        let weights = linears.map(|l| l.weight.val());
-        let biases = linears.map(|l| l.bias.as_ref().map(|b| b.val()));
-        let untracked_f32 = |dtype: DType, tracked: bool| dtype == DType::F32 && !tracked;
-        let inference = untracked_f32(x.dtype(), x.is_tracked())
-            && weights
-                .iter()
-                .all(|w| untracked_f32(w.dtype(), w.is_tracked()))
-            && biases
-                .iter()
-                .flatten()
-                .all(|b| untracked_f32(b.dtype(), b.is_tracked()));
-        if !inference {
-            return None;
-        }
-        let [b, n, c] = x.dims();
-        let [w1, w2] = weights.map(|w| flex_contiguous(w));
-        let [b1, b2] = biases.map(|b| b.and_then(flex_contiguous));
-        let x_flex = flex_contiguous(x.clone())?;
-        fn slice(t: &Option<FlexTensor>) -> Option<&[f32]> {
-            t.as_ref().and_then(|t| t.as_slice::<f32>())
-        }
+        let weight = |l: &Linear| kernel_input(&l.weight.val());
+        let bias = |l: &Linear| optional_kernel_input(l.bias.as_ref());
+        let (w1, b1, w2, b2) = (
+            weight(&self.fc1)?,
+            bias(&self.fc1)?,
+            weight(&self.fc2)?,
+            bias(&self.fc2)?,
+        );
+        let x_in = kernel_input(x)?;
         let mlp = linvit_kernels::mlp::Mlp {
-            fc1_weight: slice(&w1)?,
-            fc1_bias: slice(&b1),
-            fc2_weight: slice(&w2)?,
-            fc2_bias: slice(&b2),
+            fc1_weight: w1.as_slice()?,
+            fc1_bias: bias_slice(&b1)?,
+            fc2_weight: w2.as_slice()?,
+            fc2_bias: bias_slice(&b2)?,
             relu: self.relu,
         };
-        let out = mlp.forward(x_flex.as_slice()?, c);
+        let [b, n, c] = x.dims();
+        let out = mlp.forward(x_in.as_slice()?, c);
         let width = out.len() / (b * n);
         Some(Tensor::from_data(
             TensorData::new(out, [b, n, width]),
