@@ -302,9 +302,9 @@ impl FocusedLinearAttention {
         let softplus_scale = ops::kernel_input(&softplus(self.scale.val(), 1.0))?;
         let key_offset = ops::kernel_input(pe)?;
         let (q_in, k_in, v_in) = (
-            ops::kernel_input(q)?,
-            ops::kernel_input(k)?,
-            ops::kernel_input(v)?,
+            ops::kernel_rows(q)?,
+            ops::kernel_rows(k)?,
+            ops::kernel_rows(v)?,
         );
         let [b, n_q, c] = q.dims();
         let kernel = FocusedAttention {
@@ -322,7 +322,7 @@ impl FocusedLinearAttention {
                 _ => None,
             },
         };
-        let out = kernel.forward(b, q_in.as_slice()?, k_in.as_slice()?, v_in.as_slice()?);
+        let out = kernel.forward(b, q_in.rows(), k_in.rows(), v_in.rows());
         let out = Tensor::from_data(TensorData::new(out, [b, n_q, c]), &q.device());
         Some(match (&self.dwc, kernel.dwc) {
             (Some(conv), None) => add_head_shared_dwc(

@@ -12,9 +12,11 @@ use std::collections::HashMap;
 use std::sync::{Mutex, OnceLock};
 
 use burn::module::Param;
+use burn::nn::Linear;
 use burn::tensor::{DType, Device, Tensor, TensorData};
 pub use burn_dispatch::backends::flex::FlexTensor;
 use burn_dispatch::backends::Flex;
+pub use linvit_kernels::Rows;
 
 /// Which resampling a cached matrix is, its sizes, and the device it lives on.
 type MatrixKey = (&'static str, [usize; 4], String, bool);
@@ -89,6 +91,84 @@ pub fn kernel_input<const D: usize>(t: &Tensor<D>) -> Option<FlexTensor> {
     } else {
         t.to_contiguous()
     })
+}
+
+/// Token rows `[B, N, C]` for a fused CPU kernel, under [`kernel_input`]'s conditions, read in
+/// place where their rows are evenly spaced and contiguous (a `narrow` of a fused `qkv`
+/// projection's output is), copied to contiguous rows otherwise. `None` where no kernel applies.
+pub fn kernel_rows(t: &Tensor<3>) -> Option<KernelRows> {
+    if t.dtype() != DType::F32 || t.is_tracked() {
+        return None;
+    }
+    let t = t.clone().try_into_primitive::<Flex>().ok()?;
+    let [b, n, c] = t.layout().shape().dims::<3>();
+    let (strides, offset) = (t.layout().strides().to_vec(), t.layout().start_offset());
+    let evenly_spaced = strides[2] == 1
+        && strides[1] >= c as isize
+        && (b == 1 || strides[0] == n as isize * strides[1]);
+    Some(if evenly_spaced {
+        KernelRows {
+            tensor: t,
+            offset,
+            stride: strides[1] as usize,
+            width: c,
+            rows: b * n,
+        }
+    } else {
+        KernelRows {
+            tensor: t.to_contiguous(),
+            offset: 0,
+            stride: c,
+            width: c,
+            rows: b * n,
+        }
+    })
+}
+
+/// The flex tensor behind [`kernel_rows`] and where its rows lie.
+pub struct KernelRows {
+    tensor: FlexTensor,
+    offset: usize,
+    stride: usize,
+    width: usize,
+    rows: usize,
+}
+
+impl KernelRows {
+    pub fn rows(&self) -> Rows<'_> {
+        Rows::new(
+            self.tensor.storage::<f32>(),
+            self.offset,
+            self.stride,
+            self.width,
+            self.rows,
+        )
+    }
+}
+
+/// Burn's `Linear` on `x` `[.., in]`; in inference on flex (see [`kernel_input`]) the fused
+/// CPU kernel [`linvit_kernels::linear`] (the bias preloaded, no separate zeroing and bias
+/// passes), Burn's op elsewhere.
+pub fn linear<const D: usize>(layer: &Linear, x: Tensor<D>) -> Tensor<D> {
+    let fused = || {
+        let weight = kernel_input(&layer.weight.val())?;
+        let bias = optional_kernel_input(layer.bias.as_ref())?;
+        let input = kernel_input(&x)?;
+        let [width, out] = weight.layout().shape().dims::<2>();
+        let y = linvit_kernels::linear::linear(
+            input.as_slice()?,
+            width,
+            weight.as_slice()?,
+            bias_slice(&bias)?,
+        );
+        let mut dims = x.dims();
+        dims[D - 1] = out;
+        Some(Tensor::from_data(TensorData::new(y, dims), &x.device()))
+    };
+    match fused() {
+        Some(y) => y,
+        None => layer.forward(x),
+    }
 }
 
 /// [`kernel_input`] of an optional parameter (a bias): `Some(None)` where there is none.

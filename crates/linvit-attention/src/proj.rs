@@ -2,7 +2,7 @@
 //! its own top-level fields (`qkv`, `q`, `kv`, `sr`, `norm`, `proj`) so parameter paths equal
 //! the upstream state-dict keys; this file builds them and runs them.
 
-use crate::ops::gelu;
+use crate::ops::{self, gelu};
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{LayerNorm, LayerNormConfig, Linear, LinearConfig, PaddingConfig2d};
 use burn::tensor::{Device, Tensor};
@@ -80,7 +80,7 @@ pub(crate) fn forward<M: Projected>(
 ) -> Tensor<3> {
     let out = attend(mixer.projection_refs().project(x, layout), layout);
     match mixer.output_proj() {
-        Some(proj) => proj.forward(out),
+        Some(proj) => ops::linear(proj, out),
         None => out,
     }
 }
@@ -171,7 +171,7 @@ impl ProjectionRefs<'_> {
     pub fn project(&self, x: Tensor<3>, layout: TokenLayout) -> Qkv {
         let [_, _, c] = x.dims();
         if let Some(qkv) = self.qkv {
-            let t = qkv.forward(x);
+            let t = ops::linear(qkv, x);
             return Qkv {
                 q: t.clone().narrow(2, 0, c),
                 k: t.clone().narrow(2, c, c),
@@ -201,9 +201,9 @@ impl ProjectionRefs<'_> {
             }
             _ => x.clone(),
         };
-        let kv = kv.forward(reduced);
+        let kv = ops::linear(kv, reduced);
         Qkv {
-            q: q.forward(x),
+            q: ops::linear(q, x),
             k: kv.clone().narrow(2, 0, c),
             v: kv.narrow(2, c, c),
             key_grid,

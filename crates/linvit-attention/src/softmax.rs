@@ -11,9 +11,10 @@ use burn::tensor::activation::softmax;
 use burn::tensor::module::attention;
 use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::{Device, Int, Tensor, TensorData};
+use linvit_kernels::window::WindowAttention;
 
 use crate::agent::bias_init;
-use crate::ops::{merge_heads, split_heads};
+use crate::ops::{self, merge_heads, split_heads};
 use crate::proj;
 use crate::{MixerShape, Projection, TokenLayout};
 
@@ -117,6 +118,9 @@ impl SoftmaxAttention {
         let heads = self.num_heads;
         let [_, _, c] = q.dims();
         let scale = ((c / heads) as f64).powf(-0.5);
+        if let Some(out) = self.attend_fused(&q, &k, &v, layout, mask.as_ref(), scale) {
+            return out;
+        }
         if self.relative_position_bias_table.is_none() && mask.is_none() {
             // Burn's attention op: tiled with an online softmax on flex (no N x n scores), flash
             // kernels on CubeCL; under autodiff it is the same matmul-softmax-matmul as below.
@@ -147,4 +151,59 @@ impl SoftmaxAttention {
         }
         merge_heads(softmax(scores, 3).matmul(split_heads(v, heads)))
     }
+
+    /// The fused CPU kernel ([`linvit_kernels::window`]) where it applies: f32 tensors on flex
+    /// that no autodiff graph tracks (inference), as many keys as queries, and short runs of
+    /// tokens (Swin's windows; up to [`FUSED_TOKENS`], where one head's scores stay in L2).
+    /// Reads `q, k, v` in place from the `qkv` projection. Computes what the op path above
+    /// computes (`tests/fast_paths.rs` holds the two together); `None` where it does not apply.
+    fn attend_fused(
+        &self,
+        q: &Tensor<3>,
+        k: &Tensor<3>,
+        v: &Tensor<3>,
+        layout: TokenLayout,
+        mask: Option<&Tensor<3>>,
+        scale: f64,
+    ) -> Option<Tensor<3>> {
+        let [b, n, c] = q.dims();
+        if n > FUSED_TOKENS || k.dims()[1] != n {
+            return None;
+        }
+        let bias = match &self.relative_position_bias_table {
+            Some(table) if layout.hw() == self.window => Some(ops::kernel_input(
+                &self.relative_position_bias(table.val()),
+            )?),
+            Some(_) => return None,
+            None => None,
+        };
+        let mask = mask.map(ops::kernel_input);
+        let mask = match &mask {
+            Some(m) => Some(m.as_ref()?.as_slice()?),
+            None => None,
+        };
+        let (q_in, k_in, v_in) = (
+            ops::kernel_rows(q)?,
+            ops::kernel_rows(k)?,
+            ops::kernel_rows(v)?,
+        );
+        let kernel = WindowAttention {
+            heads: self.num_heads,
+            scale: scale as f32,
+            bias: match &bias {
+                Some(b) => Some(b.as_slice()?),
+                None => None,
+            },
+            mask,
+        };
+        let out = kernel.forward(n, q_in.rows(), k_in.rows(), v_in.rows());
+        Some(Tensor::from_data(
+            TensorData::new(out, [b, n, c]),
+            &q.device(),
+        ))
+    }
 }
+
+/// Longest token run the fused kernel takes: its `[N, N]` scores of one head (1 MiB at 512)
+/// stay in L2. Longer sequences run Burn's attention op, tiled with an online softmax.
+const FUSED_TOKENS: usize = 512;

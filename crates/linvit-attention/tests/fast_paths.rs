@@ -148,14 +148,15 @@ fn linear_attention_matches_its_literal_form_with_gradients() {
 
 #[test]
 fn fused_softmax_attention_matches_the_score_matrix_form_with_gradients() {
-    for (side, heads, dim) in [(7, 2, 12), (8, 3, 15)] {
+    // 49 and 64 tokens run the fused window kernel in inference, 576 Burn's attention op.
+    for (side, heads, dim) in [(7, 2, 12), (8, 3, 15), (24, 2, 8)] {
         let n = side * side;
         let d = Device::flex();
         let mixer = AttentionConfig::Softmax.init(&MixerShape::new(dim, heads, [side, side]), &d);
         let layout = TokenLayout::grid(side, side);
         let scale = ((dim / heads) as f64).powf(-0.5);
         let dims = [[2, n, dim], [2, n, dim], [2, n, dim]];
-        // Inference (Burn's attention op) and autodiff (its fallback) both against the reference.
+        // Inference and autodiff (the score matrix written out) both against the reference.
         let q = tensor([2, n, dim], 3, &d);
         let fused = host(mixer.mix(q.clone(), q.clone().flip([1]), q.clone().neg(), layout));
         let literal = host(merge_heads(reference::softmax_attend(
@@ -297,5 +298,125 @@ fn fused_focused_attention_on_flex_matches_the_op_path() {
             rel_err(&fused, &op_path)
         );
         assert_close(case.name, &fused, &op_path, 2e-5);
+    }
+}
+
+/// The fused window-softmax kernel (inference on flex) against the Burn-op path (autodiff on),
+/// same weights: Swin windows with a random relative position bias, with and without a
+/// shifted-window mask (several images of several windows), a CLS prefix without bias, and
+/// CSwin stripes (`q, k, v` projected outside, cut into windows, LePE added).
+#[test]
+fn fused_window_softmax_on_flex_matches_the_op_path() {
+    use burn::module::{Module, Param};
+    use linvit_attention::{Attention, Projection};
+
+    struct Case {
+        name: &'static str,
+        shape: MixerShape,
+        layout: TokenLayout,
+        batch: usize,
+        masks: usize,
+    }
+    let cases = [
+        Case {
+            name: "Swin 7x7 windows, bias, 4 masks x 3 images, d=32",
+            shape: MixerShape::new(96, 3, [7, 7]).with_relative_position_bias(true),
+            layout: TokenLayout::grid(7, 7),
+            batch: 12,
+            masks: 4,
+        },
+        Case {
+            name: "Swin 4x4 windows, bias, no mask, d=5",
+            shape: MixerShape::new(10, 2, [4, 4]).with_relative_position_bias(true),
+            layout: TokenLayout::grid(4, 4),
+            batch: 3,
+            masks: 0,
+        },
+        Case {
+            name: "CLS + 7x7 (50 tokens), no bias, d=24",
+            shape: MixerShape::new(48, 2, [7, 7]).with_prefix(1),
+            layout: TokenLayout::grid(7, 7).with_prefix(1),
+            batch: 2,
+            masks: 0,
+        },
+        Case {
+            name: "CSwin stripes of 2 rows on 6x6, d=10",
+            shape: MixerShape::new(20, 2, [6, 6]).with_projection(Projection::External {
+                stripe: 0,
+                split: 2,
+            }),
+            layout: TokenLayout::grid(6, 6),
+            batch: 2,
+            masks: 0,
+        },
+    ];
+    for (i, case) in cases.iter().enumerate() {
+        let ad = Device::flex().autodiff();
+        let mut attention = AttentionConfig::Softmax.init(&case.shape, &ad);
+        if let Attention::Softmax(m) = &mut attention {
+            if let Some(table) = &m.relative_position_bias_table {
+                let t = tensor(table.dims(), 300 + i as u64, &ad);
+                m.relative_position_bias_table = Some(Param::from_tensor(t));
+            }
+        }
+        let inference = attention.valid();
+        let n = case.layout.tokens();
+        let dims = [case.batch, n, case.shape.dim];
+        let mask = |device: &Device| {
+            (case.masks > 0).then(|| {
+                let values = lcg(case.masks * n * n, 400 + i as u64)
+                    .into_iter()
+                    .map(|v| if v > 0.3 { -100.0 } else { 0.0 })
+                    .collect::<Vec<f32>>();
+                Tensor::<3>::from_data(TensorData::new(values, [case.masks, n, n]), device)
+            })
+        };
+        let run = |module: &Attention, device: &Device| {
+            let x = tensor(dims, 9 + i as u64, device);
+            match case.shape.projection {
+                Projection::External { .. } => {
+                    let part = |s| tensor(dims, 9 + i as u64 + s, device);
+                    module.forward_qkv(part(0), part(1), part(2), case.layout)
+                }
+                _ => module.forward_masked(x, case.layout, mask(device)),
+            }
+        };
+        let op_path = host(run(&attention, &ad));
+        let fused = host(run(&inference, &Device::flex()));
+        println!(
+            "{}: fused vs op path {:.1e}",
+            case.name,
+            rel_err(&fused, &op_path)
+        );
+        assert_close(case.name, &fused, &op_path, 2e-5);
+        // The kernel rounds differently from the op path; bit-equal outputs would mean it did
+        // not run.
+        assert_ne!(
+            fused, op_path,
+            "{}: the fused kernel did not run",
+            case.name
+        );
+    }
+}
+
+/// The fused linear layer (inference on flex) equals Burn's `Linear` (autodiff on), with and
+/// without a bias, on 2 x 150 rows (two full row blocks of the kernel and a partial one).
+#[test]
+fn fused_linear_on_flex_matches_burns_linear() {
+    use burn::module::Module;
+    use burn::nn::LinearConfig;
+    use linvit_attention::ops::linear;
+
+    for bias in [true, false] {
+        let ad = Device::flex().autodiff();
+        let layer = LinearConfig::new(37, 29).with_bias(bias).init(&ad);
+        let op_path = host(layer.forward(tensor([2, 150, 37], 11, &ad)));
+        let fused = host(linear(
+            &layer.valid(),
+            tensor([2, 150, 37], 11, &Device::flex()),
+        ));
+        // Bit for bit: gemm adds its finished product to the preloaded bias, as flex's bias
+        // add does to the finished product.
+        assert_eq!(fused, op_path, "linear, bias {bias}");
     }
 }

@@ -13,6 +13,7 @@
 use rayon::prelude::*;
 
 use crate::matmul::{product, Operand};
+use crate::rows::Rows;
 use crate::simd::multiversion;
 
 /// The head-shared depthwise conv on the values (`nn.Conv2d(d, d, k, padding=k//2, groups=d)`
@@ -44,36 +45,40 @@ pub struct FocusedAttention<'a> {
 }
 
 impl FocusedAttention<'_> {
-    /// Queries `[B, N, C]`, keys and values `[B, n, C]` -> `[B, N, C]` (heads merged, head-major
-    /// channels).
+    /// Queries `[B * N, C]`, keys and values `[B * n, C]` -> `[B * N, C]` (heads merged,
+    /// head-major channels). The rows are read in place (views of one `qkv` buffer, say).
     ///
     /// # Panics
-    /// On slice lengths that disagree with `batch`, the channel count or the grid (a caller bug,
-    /// not a user input).
-    pub fn forward(&self, batch: usize, q: &[f32], k: &[f32], v: &[f32]) -> Vec<f32> {
+    /// On row counts and widths that disagree with `batch`, the channel count or the grid (a
+    /// caller bug, not a user input).
+    pub fn forward(&self, batch: usize, q: Rows, k: Rows, v: Rows) -> Vec<f32> {
         let c = self.softplus_scale.len();
         let heads = self.heads;
         let d = c / heads;
-        assert!(d * heads == c && batch > 0 && q.len() % (batch * c) == 0);
-        let n_q = q.len() / (batch * c);
-        let n_k = k.len() / (batch * c);
-        assert!(k.len() == v.len() && self.key_offset.len() == n_k * c);
+        assert!(d * heads == c && batch > 0 && q.rows().is_multiple_of(batch));
+        assert!(q.width() == c && k.width() == c && v.width() == c);
+        let n_q = q.rows() / batch;
+        let n_k = k.rows() / batch;
+        assert!(
+            k.rows() == v.rows()
+                && k.rows().is_multiple_of(batch)
+                && self.key_offset.len() == n_k * c
+        );
         let taps = self.dwc.map(|dwc| dwc.spread(c));
         if let Some(dwc) = &self.dwc {
             assert!(dwc.grid[0] * dwc.grid[1] == n_q && n_q == n_k);
         }
 
         let key_scale = (n_k as f32).powf(-0.5);
-        let mut k_focused = vec![0f32; k.len()];
+        let mut k_focused = vec![0f32; k.rows() * c];
         k_focused
             .par_chunks_mut(c)
-            .zip(k.par_chunks(c))
             .enumerate()
-            .for_each(|(row, (out, k))| {
+            .for_each(|(row, out)| {
                 let offset = &self.key_offset[(row % n_k) * c..][..c];
                 focus_row(
                     out,
-                    k,
+                    k.row(row),
                     self.softplus_scale,
                     Some(offset),
                     self.power,
@@ -88,13 +93,12 @@ impl FocusedAttention<'_> {
             .map(|bh| {
                 let (b, h) = (bh / heads, bh % heads);
                 let k = &k_focused[b * n_k * c + h * d..];
-                let v = &v[b * n_k * c + h * d..];
                 let (mut kv, mut mean) = (vec![0f32; d * d], vec![0f32; d]);
                 product(
                     &mut kv,
                     [d, 1],
                     Operand(k, [1, c]),
-                    Operand(v, [c, 1]),
+                    v.operand(b * n_k, h * d),
                     [d, d, n_k],
                     false,
                     key_scale,
@@ -114,21 +118,21 @@ impl FocusedAttention<'_> {
 
         // Blocks of query rows, each finished while it is in cache: focusing function, the
         // product per head, the division, the conv.
-        let mut out = vec![0f32; q.len()];
+        let mut out = vec![0f32; q.rows() * c];
         out.par_chunks_mut(n_q * c)
-            .zip(q.par_chunks(n_q * c))
             .enumerate()
-            .for_each(|(b, (out, q))| {
+            .for_each(|(b, out)| {
                 let sums = &sums[b * heads..(b + 1) * heads];
                 out.par_chunks_mut(QUERY_BLOCK * c)
-                    .zip(q.par_chunks(QUERY_BLOCK * c))
                     .enumerate()
-                    .for_each(|(block, (out, q))| {
-                        let mut focused = vec![0f32; q.len()];
-                        for (f, q) in focused.chunks_exact_mut(c).zip(q.chunks_exact(c)) {
+                    .for_each(|(block, out)| {
+                        let rows = out.len() / c;
+                        let first = b * n_q + block * QUERY_BLOCK;
+                        let mut focused = vec![0f32; rows * c];
+                        for (i, f) in focused.chunks_exact_mut(c).enumerate() {
+                            let q = q.row(first + i);
                             focus_row(f, q, self.softplus_scale, None, self.power, 1.0);
                         }
-                        let rows = q.len() / c;
                         for (h, (kv, mean)) in sums.iter().enumerate() {
                             let (q, out) = (&focused[h * d..], &mut out[h * d..]);
                             product(
@@ -143,8 +147,8 @@ impl FocusedAttention<'_> {
                             divide_by_denominators(out, q, mean, c);
                         }
                         if let (Some(dwc), Some(taps)) = (&self.dwc, &taps) {
-                            let image = &v[b * n_k * c..(b + 1) * n_k * c];
-                            dwc.add_to_tokens(out, image, taps, block * QUERY_BLOCK);
+                            let image = v.from(b * n_k, 0);
+                            dwc.add_to_tokens(out, image, v.stride(), taps, block * QUERY_BLOCK);
                         }
                     });
             });
@@ -241,7 +245,7 @@ impl HeadSharedDwc<'_> {
     fn spread(&self, c: usize) -> Spread {
         let k = self.kernel;
         let d = self.weight.len() / (k * k);
-        assert!(k % 2 == 1 && c % d == 0);
+        assert!(k % 2 == 1 && c.is_multiple_of(d));
         Spread {
             taps: (0..k * k)
                 .flat_map(|tap| (0..c).map(move |ch| self.weight[(ch % d) * k * k + tap]))
@@ -253,11 +257,19 @@ impl HeadSharedDwc<'_> {
     }
 
     /// Adds the conv's output at tokens `first..` (row-major on the grid) to `out` (`[rows,
-    /// C]`), reading the values' image `[H*W, C]`.
-    fn add_to_tokens(&self, out: &mut [f32], image: &[f32], spread: &Spread, first: usize) {
+    /// C]`), reading the values' image `[H*W, C]` from `image`, its rows `stride` apart.
+    fn add_to_tokens(
+        &self,
+        out: &mut [f32],
+        image: &[f32],
+        stride: usize,
+        spread: &Spread,
+        first: usize,
+    ) {
         dwc_tokens(
             out,
             image,
+            stride,
             &spread.taps,
             &spread.bias,
             self.grid,
@@ -277,6 +289,7 @@ multiversion! {
     fn dwc_tokens(
         out: &mut [f32],
         image: &[f32],
+        stride: usize,
         taps: &[f32],
         bias: &[f32],
         grid: [usize; 2],
@@ -298,7 +311,7 @@ multiversion! {
                     let Some(xx) = (x + dx).checked_sub(r).filter(|&xx| xx < w) else {
                         continue;
                     };
-                    let src = &image[(yy * w + xx) * c..][..c];
+                    let src = &image[(yy * w + xx) * stride..][..c];
                     let tap = &taps[(dy * k + dx) * c..][..c];
                     for ((l, &s), &t) in local.iter_mut().zip(src).zip(tap) {
                         *l += t * s;
@@ -342,7 +355,7 @@ mod tests {
         let mut v = vec![0f32; 9];
         v[4] = 1.0;
         let mut out = vec![0f32; 9];
-        dwc.add_to_tokens(&mut out, &v, &dwc.spread(1), 0);
+        dwc.add_to_tokens(&mut out, &v, 1, &dwc.spread(1), 0);
         for y in 0..3 {
             for x in 0..3 {
                 assert_eq!(out[y * 3 + x], weight[(2 - y) * 3 + (2 - x)] + 0.5);
@@ -367,7 +380,12 @@ mod tests {
         let q: Vec<f32> = (0..n * c).map(|i| (i % 7) as f32 * 0.1 + 0.2).collect();
         let k = vec![0.5f32; n * c];
         let v: Vec<f32> = (0..n * c).map(|i| i as f32).collect();
-        let out = attention.forward(b, &q, &k, &v);
+        let out = attention.forward(
+            b,
+            Rows::dense(&q, c),
+            Rows::dense(&k, c),
+            Rows::dense(&v, c),
+        );
         for ch in 0..c {
             let mean = (0..n).map(|t| v[t * c + ch]).sum::<f32>() / n as f32;
             for t in 0..n {

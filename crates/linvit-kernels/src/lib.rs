@@ -12,6 +12,11 @@
 
 pub mod activation;
 pub mod focused;
+pub mod linear;
 mod matmul;
 pub mod mlp;
+mod rows;
 mod simd;
+pub mod window;
+
+pub use rows::Rows;

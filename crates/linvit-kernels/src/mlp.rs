@@ -4,15 +4,11 @@
 //! Why fused: op by op on flex, the hidden activation (4-8x the block's width; 51 MiB for
 //! PVT-T's first stage at batch 8) is written by `fc1`, read and written by the bias add, by
 //! GELU, and read by `fc2`, each pass mostly on one thread. Here each block of rows goes through
-//! both products (gemm, with the bias preloaded) and GELU while its hidden rows are in cache.
-
-use rayon::prelude::*;
+//! both products (gemm, with the bias preloaded, as [`crate::linear`]) and GELU while its hidden
+//! rows are in cache.
 
 use crate::activation::gelu_in_place;
-use crate::matmul::{product, Operand};
-
-/// Rows per task: a `[128, hidden]` block stays in L2 between the two products.
-const ROWS: usize = 128;
+use crate::linear::{accumulate_product, new_rows, ROWS};
 
 /// Weights as Burn's `Linear` stores them: `[in, out]` row-major, biases `[out]`.
 #[derive(Clone, Copy, Debug)]
@@ -38,53 +34,23 @@ impl Mlp<'_> {
         );
         assert!(self.fc1_bias.is_none_or(|b| b.len() == hidden));
         assert!(self.fc2_bias.is_none_or(|b| b.len() == out_width));
-        assert!(x.len() % width == 0);
+        assert!(x.len().is_multiple_of(width));
         let rows = x.len() / width;
-        let mut out = vec![0f32; rows * out_width];
-        out.par_chunks_mut(ROWS * out_width)
-            .zip(x.par_chunks(ROWS * width))
-            .for_each(|(out, x)| {
-                let n = x.len() / width;
-                let mut h = vec![0f32; n * hidden];
-                affine(
-                    &mut h,
-                    x,
-                    self.fc1_weight,
-                    self.fc1_bias,
-                    [n, width, hidden],
-                );
-                if self.relu {
-                    h.iter_mut().for_each(|v| *v = v.max(0.0));
-                }
-                gelu_in_place(&mut h);
-                affine(
-                    out,
-                    &h,
-                    self.fc2_weight,
-                    self.fc2_bias,
-                    [n, hidden, out_width],
-                );
-            });
-        out
+        new_rows(rows, out_width, self.fc2_bias, |block, out| {
+            let n = out.len() / out_width;
+            let x = &x[block * ROWS * width..][..n * width];
+            let mut h = match self.fc1_bias {
+                Some(bias) => bias.repeat(n),
+                None => vec![0f32; n * hidden],
+            };
+            accumulate_product(&mut h, x, self.fc1_weight, [n, width, hidden]);
+            if self.relu {
+                h.iter_mut().for_each(|v| *v = v.max(0.0));
+            }
+            gelu_in_place(&mut h);
+            accumulate_product(out, &h, self.fc2_weight, [n, hidden, out_width]);
+        })
     }
-}
-
-/// `dst = bias + x w` for `x` `[m, k]`, `w` `[k, n]`, on gemm, one thread.
-fn affine(dst: &mut [f32], x: &[f32], w: &[f32], bias: Option<&[f32]>, [m, k, n]: [usize; 3]) {
-    assert!(dst.len() == m * n && x.len() == m * k && w.len() == k * n);
-    if let Some(bias) = bias {
-        dst.chunks_exact_mut(n)
-            .for_each(|row| row.copy_from_slice(bias));
-    }
-    product(
-        dst,
-        [n, 1],
-        Operand(x, [k, 1]),
-        Operand(w, [n, 1]),
-        [m, n, k],
-        bias.is_some(),
-        1.0,
-    );
 }
 
 #[cfg(test)]

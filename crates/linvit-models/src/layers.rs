@@ -7,7 +7,7 @@ use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{LayerNorm, LayerNormConfig, Linear, LinearConfig, PaddingConfig2d};
 use burn::tensor::activation::relu;
 use burn::tensor::{Device, Distribution, Tensor, TensorData};
-use linvit_attention::ops::{bias_slice, gelu, kernel_input, optional_kernel_input};
+use linvit_attention::ops::{self, bias_slice, gelu, kernel_input, optional_kernel_input};
 
 use linvit_attention::ops::{image_to_tokens, tokens_to_image};
 
@@ -72,14 +72,14 @@ impl Mlp {
         if let Some(y) = self.forward_fused(&x) {
             return y;
         }
-        let mut x = self.fc1.forward(x);
+        let mut x = ops::linear(&self.fc1, x);
         if self.relu {
             x = relu(x);
         }
         if let Some(dw) = &self.dwconv {
             x = image_to_tokens(dw.dwconv.forward(tokens_to_image(x, grid)));
         }
-        self.fc2.forward(gelu(x))
+        ops::linear(&self.fc2, gelu(x))
     }
 }
 

@@ -11,7 +11,7 @@
 use burn::module::Module;
 use burn::nn::{LayerNorm, Linear};
 use burn::tensor::{Device, Tensor, TensorData};
-use linvit_attention::{Attention, AttentionConfig, MixerShape, TokenLayout};
+use linvit_attention::{ops, Attention, AttentionConfig, MixerShape, TokenLayout};
 use serde::{Deserialize, Serialize};
 
 use crate::layers::{
@@ -236,6 +236,9 @@ impl SwinConfig {
 /// `[B, H, W, C]` -> windows `[B * nW, w*w, C]`, windows row-major.
 fn partition(x: Tensor<4>, w: usize) -> Tensor<3> {
     let [b, h, wd, c] = x.dims();
+    if [h, wd] == [w, w] {
+        return x.reshape([b, w * w, c]);
+    }
     x.reshape([b, h / w, w, wd / w, w * c])
         .swap_dims(2, 3)
         .reshape([b * (h / w) * (wd / w), w * w, c])
@@ -244,6 +247,9 @@ fn partition(x: Tensor<4>, w: usize) -> Tensor<3> {
 /// Inverse of [`partition`].
 fn reverse(x: Tensor<3>, w: usize, [h, wd]: [usize; 2]) -> Tensor<4> {
     let [bw, _, c] = x.dims();
+    if [h, wd] == [w, w] {
+        return x.reshape([bw, h, wd, c]);
+    }
     let b = bw / ((h / w) * (wd / w));
     x.reshape([b, h / w, wd / w, w, w * c])
         .swap_dims(2, 3)
@@ -320,7 +326,7 @@ impl PatchMerging {
         let [b, _, c] = x.dims();
         let x: Tensor<6> = x.reshape([b, h / 2, 2, w / 2, 2, c]);
         let x = x.permute([0, 1, 3, 4, 2, 5]).reshape([b, h * w / 4, 4 * c]);
-        self.reduction.forward(self.norm.forward(x))
+        ops::linear(&self.reduction, self.norm.forward(x))
     }
 }
 
