@@ -12,7 +12,8 @@ use std::collections::HashMap;
 use std::sync::{Mutex, OnceLock};
 
 use burn::module::Param;
-use burn::nn::Linear;
+use burn::nn::conv::Conv2d;
+use burn::nn::{Linear, PaddingConfig2d};
 use burn::tensor::{DType, Device, Tensor, TensorData};
 pub use burn_dispatch::backends::flex::FlexTensor;
 use burn_dispatch::backends::Flex;
@@ -169,6 +170,61 @@ pub fn linear<const D: usize>(layer: &Linear, x: Tensor<D>) -> Tensor<D> {
         Some(y) => y,
         None => layer.forward(x),
     }
+}
+
+/// `image_to_tokens(conv.forward(image))` and the output grid: a conv on `[B, C, H, W]` as
+/// tokens `[B, h*w, out]`. Where the conv cuts non-overlapping patches (stride equal to the
+/// kernel, no padding, dilation 1, one group: patch embeddings, spatial reduction) in inference
+/// on flex (see [`kernel_input`]), the patches are read in place from `image` (a token view
+/// too) and multiplied by the fused linear kernel; Burn's conv elsewhere.
+pub fn conv_to_tokens(conv: &Conv2d, image: Tensor<4>) -> (Tensor<3>, [usize; 2]) {
+    let [kh, kw] = conv.kernel_size;
+    let unpadded = matches!(
+        conv.padding,
+        PaddingConfig2d::Valid | PaddingConfig2d::Explicit(0, 0, 0, 0)
+    );
+    let patches = conv.stride == [kh, kw] && conv.dilation == [1, 1] && conv.groups == 1;
+    let fused = || {
+        if !(unpadded && patches) || image.dtype() != DType::F32 || image.is_tracked() {
+            return None;
+        }
+        let [b, c, h, w] = image.dims();
+        let [rows, cols] = [h / kh, w / kw];
+        if rows == 0 || cols == 0 {
+            return None;
+        }
+        let t = image.clone().try_into_primitive::<Flex>().ok()?;
+        let strides: Vec<usize> = t
+            .layout()
+            .strides()
+            .iter()
+            .map(|&s| usize::try_from(s).ok())
+            .collect::<Option<_>>()?;
+        let view = linvit_kernels::patch::Image::new(
+            t.storage::<f32>(),
+            t.layout().start_offset(),
+            [b, c, h, w],
+            [strides[0], strides[1], strides[2], strides[3]],
+        );
+        let rows_in = linvit_kernels::patch::patches(view, [kh, kw]);
+        let out = conv.weight.dims()[0];
+        let weight = kernel_input(&conv.weight.val())?;
+        let bias = optional_kernel_input(conv.bias.as_ref())?;
+        let y = linvit_kernels::linear::linear_transposed(
+            &rows_in,
+            kh * kw * c,
+            weight.as_slice()?,
+            bias_slice(&bias)?,
+        );
+        let tokens = TensorData::new(y, [b, rows * cols, out]);
+        Some((Tensor::from_data(tokens, &image.device()), [rows, cols]))
+    };
+    if let Some(result) = fused() {
+        return result;
+    }
+    let x = conv.forward(image);
+    let [_, _, h, w] = x.dims();
+    (image_to_tokens(x), [h, w])
 }
 
 /// [`kernel_input`] of an optional parameter (a bias): `Some(None)` where there is none.

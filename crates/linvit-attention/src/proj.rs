@@ -193,7 +193,7 @@ impl ProjectionRefs<'_> {
                     let flat: Tensor<3> = image.reshape([b, ch, layout.grid_tokens()]);
                     image = resample_axis(flat, pool, 2).reshape([b, ch, key_grid[0], key_grid[1]]);
                 }
-                let tokens = norm.forward(image_to_tokens(sr.forward(image)));
+                let tokens = norm.forward(ops::conv_to_tokens(sr, image).0);
                 match self.projection {
                     Projection::Reduced { pooled: true, .. } => gelu(tokens),
                     _ => tokens,

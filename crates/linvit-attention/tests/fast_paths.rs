@@ -420,3 +420,37 @@ fn fused_linear_on_flex_matches_burns_linear() {
         assert_eq!(fused, op_path, "linear, bias {bias}");
     }
 }
+
+/// A patch conv (stride = kernel) as tokens in inference on flex (patches read in place, the
+/// fused linear kernel) against Burn's conv (autodiff on), from an image `[B, C, H, W]` and from
+/// tokens seen as an image (a strided view), with a bias and an edge remainder the conv drops.
+#[test]
+fn fused_patch_conv_on_flex_matches_burns_conv() {
+    use burn::module::Module;
+    use burn::nn::conv::Conv2dConfig;
+    use linvit_attention::ops::{conv_to_tokens, image_to_tokens, tokens_to_image};
+
+    let ad = Device::flex().autodiff();
+    let conv = Conv2dConfig::new([6, 10], [2, 3])
+        .with_stride([2, 3])
+        .init(&ad);
+    let inference = conv.valid();
+    // 9 x 14: 4 x 4 patches, a row and two columns left over.
+    let image = |device: &Device| tensor([2, 6, 9, 14], 21, device);
+    let tokens = |device: &Device| tokens_to_image(tensor([2, 9 * 14, 6], 22, device), [9, 14]);
+    for (name, input) in [
+        ("image", &image as &dyn Fn(&Device) -> Tensor<4>),
+        ("tokens", &tokens),
+    ] {
+        let op_path = host(image_to_tokens(conv.forward(input(&ad))));
+        let (fused, grid) = conv_to_tokens(&inference, input(&Device::flex()));
+        assert_eq!(grid, [4, 4], "{name}");
+        let fused = host(fused);
+        println!(
+            "patch conv from {name}: fused vs op path {:.1e}",
+            rel_err(&fused, &op_path)
+        );
+        assert_close(name, &fused, &op_path, 1e-5);
+        assert_ne!(fused, op_path, "{name}: the fused kernel did not run");
+    }
+}

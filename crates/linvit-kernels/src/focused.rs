@@ -299,29 +299,56 @@ multiversion! {
         let [h, w] = grid;
         let c = bias.len();
         let r = k / 2;
-        let mut local = vec![0f32; c];
+        let mut offsets = Vec::with_capacity(k * k);
         for (i, acc) in out.chunks_exact_mut(c).enumerate() {
             let (y, x) = ((first + i) / w, (first + i) % w);
-            local.copy_from_slice(bias);
-            for dy in 0..k {
-                let Some(yy) = (y + dy).checked_sub(r).filter(|&yy| yy < h) else {
-                    continue;
-                };
-                for dx in 0..k {
-                    let Some(xx) = (x + dx).checked_sub(r).filter(|&xx| xx < w) else {
-                        continue;
-                    };
-                    let src = &image[(yy * w + xx) * stride..][..c];
-                    let tap = &taps[(dy * k + dx) * c..][..c];
-                    for ((l, &s), &t) in local.iter_mut().zip(src).zip(tap) {
-                        *l += t * s;
-                    }
+            // (source row, tap row) of the taps that land inside the grid, in tap order.
+            offsets.clear();
+            for dy in r.saturating_sub(y)..k.min(h + r - y) {
+                for dx in r.saturating_sub(x)..k.min(w + r - x) {
+                    let source = ((y + dy - r) * w + x + dx - r) * stride;
+                    offsets.push((source, (dy * k + dx) * c));
                 }
             }
-            for (a, l) in acc.iter_mut().zip(&local) {
-                *a += l;
+            // Channels in groups whose sums stay in registers across the taps: 64 wide (four
+            // independent add chains), then 16, then one at a time.
+            let mut ch = 0;
+            while ch + 64 <= c {
+                conv_channels::<64>(acc, ch, bias, image, taps, &offsets);
+                ch += 64;
+            }
+            while ch + LANES <= c {
+                conv_channels::<LANES>(acc, ch, bias, image, taps, &offsets);
+                ch += LANES;
+            }
+            for ch in ch..c {
+                conv_channels::<1>(acc, ch, bias, image, taps, &offsets);
             }
         }
+    }
+}
+
+/// Adds one token's conv output on channels `ch..ch + N` to `acc`: the bias plus each tap
+/// `(source, tap)` of `offsets` in order (every channel group rounds alike).
+#[inline(always)]
+fn conv_channels<const N: usize>(
+    acc: &mut [f32],
+    ch: usize,
+    bias: &[f32],
+    image: &[f32],
+    taps: &[f32],
+    offsets: &[(usize, usize)],
+) {
+    let mut sum: [f32; N] = bias[ch..ch + N].try_into().unwrap();
+    for &(source, tap) in offsets {
+        let src = &image[source + ch..][..N];
+        let tap = &taps[tap + ch..][..N];
+        for j in 0..N {
+            sum[j] += tap[j] * src[j];
+        }
+    }
+    for j in 0..N {
+        acc[ch + j] += sum[j];
     }
 }
 

@@ -15,6 +15,7 @@ pub mod focused;
 pub mod linear;
 mod matmul;
 pub mod mlp;
+pub mod patch;
 mod rows;
 mod simd;
 pub mod window;

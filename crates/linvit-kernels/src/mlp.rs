@@ -8,7 +8,7 @@
 //! rows are in cache.
 
 use crate::activation::gelu_in_place;
-use crate::linear::{accumulate_product, new_rows, ROWS};
+use crate::linear::{accumulate_product, new_rows};
 
 /// Weights as Burn's `Linear` stores them: `[in, out]` row-major, biases `[out]`.
 #[derive(Clone, Copy, Debug)]
@@ -36,9 +36,9 @@ impl Mlp<'_> {
         assert!(self.fc2_bias.is_none_or(|b| b.len() == out_width));
         assert!(x.len().is_multiple_of(width));
         let rows = x.len() / width;
-        new_rows(rows, out_width, self.fc2_bias, |block, out| {
+        new_rows(rows, out_width, self.fc2_bias, |first, out| {
             let n = out.len() / out_width;
-            let x = &x[block * ROWS * width..][..n * width];
+            let x = &x[first * width..][..n * width];
             let mut h = match self.fc1_bias {
                 Some(bias) => bias.repeat(n),
                 None => vec![0f32; n * hidden],
@@ -59,7 +59,7 @@ mod tests {
 
     #[test]
     fn matches_the_layers_written_out_on_a_small_case() {
-        // 300 rows (three blocks, the last partial), 5 -> 7 -> 3.
+        // 300 rows (blocks of 64, the last partial), 5 -> 7 -> 3.
         let (rows, width, hidden, out) = (300, 5, 7, 3);
         let wave = |n: usize, s: f32| (0..n).map(|i| (i as f32 * s).sin()).collect::<Vec<_>>();
         let (x, w1, b1, w2, b2) = (

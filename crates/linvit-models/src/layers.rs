@@ -166,9 +166,7 @@ pub struct PatchEmbed {
 impl PatchEmbed {
     /// `[B, C, H, W]` -> tokens `[B, h*w, D]` and the grid `[h, w]`.
     pub fn forward(&self, images: Tensor<4>) -> (Tensor<3>, [usize; 2]) {
-        let x = self.proj.forward(images);
-        let [_, _, h, w] = x.dims();
-        let tokens = image_to_tokens(x);
+        let (tokens, [h, w]) = ops::conv_to_tokens(&self.proj, images);
         let tokens = match &self.norm {
             Some(norm) => norm.forward(tokens),
             None => tokens,
