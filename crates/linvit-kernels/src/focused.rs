@@ -53,6 +53,7 @@ impl FocusedAttention<'_> {
     /// caller bug, not a user input).
     pub fn forward(&self, batch: usize, q: Rows, k: Rows, v: Rows) -> Vec<f32> {
         let c = self.softplus_scale.len();
+        let inv_sp: Vec<f32> = self.softplus_scale.iter().map(|s| 1.0 / s).collect();
         let heads = self.heads;
         let d = c / heads;
         assert!(d * heads == c && batch > 0 && q.rows().is_multiple_of(batch));
@@ -79,7 +80,7 @@ impl FocusedAttention<'_> {
                 focus_row(
                     out,
                     k.row(row),
-                    self.softplus_scale,
+                    &inv_sp,
                     Some(offset),
                     self.power,
                     key_scale,
@@ -131,7 +132,7 @@ impl FocusedAttention<'_> {
                         let mut focused = vec![0f32; rows * c];
                         for (i, f) in focused.chunks_exact_mut(c).enumerate() {
                             let q = q.row(first + i);
-                            focus_row(f, q, self.softplus_scale, None, self.power, 1.0);
+                            focus_row(f, q, &inv_sp, None, self.power, 1.0);
                         }
                         for (h, (kv, mean)) in sums.iter().enumerate() {
                             let (q, out) = (&focused[h * d..], &mut out[h * d..]);
@@ -160,16 +161,29 @@ impl FocusedAttention<'_> {
 const QUERY_BLOCK: usize = 64;
 
 multiversion! {
-    /// FLatten's kernel on one `c`-channel row: `(relu(x + offset) + 1e-6) / softplus(scale)`,
-    /// then `x^p * ||x|| / ||x^p|| * times`, written to `x` from `input`.
-    fn focus_row(x: &mut [f32], input: &[f32], sp: &[f32], off: Option<&[f32]>, p: u32, times: f32) {
-        x.copy_from_slice(input);
-        if let Some(off) = off {
-            x.iter_mut().zip(off).for_each(|(v, o)| *v += o);
+    /// FLatten's kernel on one `c`-channel row: `(relu(x + offset) + 1e-6) / softplus(scale)`
+    /// (times `1 / softplus(scale)`, given as `inv_sp`: a division per element cost a fifth of
+    /// the kernel), then `x^p * ||x|| / ||x^p|| * times`, written to `x` from `input`.
+    fn focus_row(
+        x: &mut [f32],
+        input: &[f32],
+        inv_sp: &[f32],
+        off: Option<&[f32]>,
+        p: u32,
+        times: f32,
+    ) {
+        match off {
+            Some(off) => {
+                for (((v, &i), &o), &s) in x.iter_mut().zip(input).zip(off).zip(inv_sp) {
+                    *v = ((i + o).max(0.0) + 1e-6) * s;
+                }
+            }
+            None => {
+                for ((v, &i), &s) in x.iter_mut().zip(input).zip(inv_sp) {
+                    *v = (i.max(0.0) + 1e-6) * s;
+                }
+            }
         }
-        x.iter_mut()
-            .zip(sp)
-            .for_each(|(v, s)| *v = (v.max(0.0) + 1e-6) / s);
         let norm2 = sum_of_squares(x);
         power_in_place(x, p);
         let factor = norm2.sqrt() / sum_of_squares(x).sqrt() * times;
@@ -180,6 +194,24 @@ multiversion! {
 /// Width of the partial sums in reductions: a float sum in one accumulator is a serial chain
 /// LLVM may not reorder, so it would not vectorise.
 const LANES: usize = 16;
+
+#[inline(always)]
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0f32; LANES];
+    let (mut a_chunks, mut b_chunks) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
+    for (a, b) in (&mut a_chunks).zip(&mut b_chunks) {
+        for ((s, x), y) in acc.iter_mut().zip(a).zip(b) {
+            *s += x * y;
+        }
+    }
+    let tail: f32 = a_chunks
+        .remainder()
+        .iter()
+        .zip(b_chunks.remainder())
+        .map(|(x, y)| x * y)
+        .sum();
+    acc.iter().sum::<f32>() + tail
+}
 
 #[inline(always)]
 fn sum_of_squares(x: &[f32]) -> f32 {
@@ -232,8 +264,8 @@ multiversion! {
     fn divide_by_denominators(out: &mut [f32], q: &[f32], mean: &[f32], c: usize) {
         let d = mean.len();
         for (out, q) in out.chunks_mut(c).zip(q.chunks(c)) {
-            let den = q[..d].iter().zip(mean).map(|(a, b)| a * b).sum::<f32>() + 1e-6;
-            out[..d].iter_mut().for_each(|x| *x /= den);
+            let inv = 1.0 / (dot(&q[..d], mean) + 1e-6);
+            out[..d].iter_mut().for_each(|x| *x *= inv);
         }
     }
 }

@@ -8,14 +8,25 @@ use std::mem::MaybeUninit;
 
 use rayon::prelude::*;
 
-use crate::matmul::{product, Operand};
+use crate::matmul::{product_on, Operand, Parallelism};
 
-/// Rows per task: at least 4 tasks per thread where there are enough rows, each between 64
-/// and 512 rows. Longer blocks repack the weights less often (gemm packs its operands per
-/// call: 6.8% of a PVT-T forward at 128 rows, 3.8% at 512), and a `[512, 512]` block of
-/// PVT-T's MLP (1 MiB) still sits in this Xeon's 2 MiB of L2 per core.
-fn block_rows(rows: usize) -> usize {
-    (rows / (4 * rayon::current_num_threads())).clamp(64, 512)
+/// How [`new_rows`] splits `rows`: `(rows per block, gemm's parallelism within a block)`.
+///
+/// Each block repacks the weights (gemm packs its operands per call), so blocks are long: 256
+/// to 512 rows, about 4 per thread, their count a multiple of the threads so none waits. A
+/// `[512, 512]` block of PVT-T's MLP (1 MiB) still sits in this Xeon's 2 MiB of L2 per core.
+/// Measured on a PVT-T forward: packing took 6.8% of it at 128 rows per block, 3.8% at 512.
+/// With too few rows for 2 such blocks per thread (Swin-T's last stage at batch 8 has 392),
+/// all rows are one block and gemm splits it over the threads, packing the weights once.
+fn blocks(rows: usize) -> (usize, Parallelism) {
+    const SHORTEST: usize = 256;
+    let threads = rayon::current_num_threads().max(1);
+    if rows < 2 * threads * SHORTEST {
+        return (rows.max(1), Parallelism::Rayon(threads));
+    }
+    let target = (rows / (4 * threads)).clamp(SHORTEST, 512);
+    let count = rows.div_ceil(target).div_ceil(threads) * threads;
+    (rows.div_ceil(count), Parallelism::None)
 }
 
 /// `x` `[rows, in]` times `weight` `[in, out]` plus `bias` `[out]` -> `[rows, out]`.
@@ -52,36 +63,43 @@ fn linear_with(
     bias: Option<&[f32]>,
 ) -> Vec<f32> {
     assert!(x.len().is_multiple_of(width));
-    new_rows(x.len() / width, out_width, bias, |first, out| {
-        let rows = out.len() / out_width;
-        let x = &x[first * width..][..rows * width];
-        product(
-            out,
-            [out_width, 1],
-            Operand(x, [width, 1]),
-            Operand(weight.0, weight.1),
-            [rows, out_width, width],
-            true,
-            1.0,
-        );
-    })
+    new_rows(
+        x.len() / width,
+        out_width,
+        bias,
+        |first, out, parallelism| {
+            let rows = out.len() / out_width;
+            let x = &x[first * width..][..rows * width];
+            product_on(
+                parallelism,
+                out,
+                [out_width, 1],
+                Operand(x, [width, 1]),
+                Operand(weight.0, weight.1),
+                [rows, out_width, width],
+                true,
+                1.0,
+            );
+        },
+    )
 }
 
 /// A new `[rows, width]` buffer, each row first `bias` (zeros without one), handed to `work` in
-/// blocks of rows (first row, block) on rayon's threads.
+/// blocks of rows (first row, block, the parallelism for gemm within it; see [`blocks`]) on
+/// rayon's threads.
 pub(crate) fn new_rows(
     rows: usize,
     width: usize,
     bias: Option<&[f32]>,
-    work: impl Fn(usize, &mut [f32]) + Sync,
+    work: impl Fn(usize, &mut [f32], Parallelism) + Sync,
 ) -> Vec<f32> {
     assert!(bias.is_none_or(|b| b.len() == width));
-    let block = block_rows(rows);
+    let (block, parallelism) = blocks(rows);
     let mut out = Vec::with_capacity(rows * width);
     out.spare_capacity_mut()
         .par_chunks_mut(block * width)
         .enumerate()
-        .for_each(|(i, chunk)| work(i * block, fill(chunk, bias, width)));
+        .for_each(|(i, chunk)| work(i * block, fill(chunk, bias, width), parallelism));
     // SAFETY: the chunks cover all `rows * width` elements of the spare capacity, and `fill`
     // wrote every one of them.
     unsafe { out.set_len(rows * width) };
@@ -111,10 +129,17 @@ fn fill<'a>(
     unsafe { std::slice::from_raw_parts_mut(chunk.as_mut_ptr().cast::<f32>(), len) }
 }
 
-/// `dst += x w` for `x` `[m, k]`, `w` `[k, n]`, on gemm, one thread.
-pub(crate) fn accumulate_product(dst: &mut [f32], x: &[f32], w: &[f32], [m, k, n]: [usize; 3]) {
+/// `dst += x w` for `x` `[m, k]`, `w` `[k, n]`, on gemm.
+pub(crate) fn accumulate_product(
+    parallelism: Parallelism,
+    dst: &mut [f32],
+    x: &[f32],
+    w: &[f32],
+    [m, k, n]: [usize; 3],
+) {
     assert!(dst.len() == m * n && x.len() == m * k && w.len() == k * n);
-    product(
+    product_on(
+        parallelism,
         dst,
         [n, 1],
         Operand(x, [k, 1]),
@@ -131,8 +156,14 @@ mod tests {
 
     #[test]
     fn matches_the_product_written_out_with_and_without_bias_and_transposed() {
-        // 300 rows: four blocks of 64 and a partial one (on 1 or 2 threads).
-        let (rows, width, out) = (300, 9, 5);
+        // 300 rows: one block on gemm's threads; 2100: blocks on rayon's threads.
+        for rows in [300, 2100] {
+            check_rows(rows);
+        }
+    }
+
+    fn check_rows(rows: usize) {
+        let (width, out) = (9, 5);
         let wave = |n: usize, s: f32| (0..n).map(|i| (i as f32 * s).sin()).collect::<Vec<_>>();
         let (x, w, b) = (
             wave(rows * width, 0.37),

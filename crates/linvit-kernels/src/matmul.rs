@@ -1,5 +1,7 @@
 //! The matrix products of the kernels, on the `gemm` crate.
 
+pub(crate) use gemm::Parallelism;
+
 /// A matrix operand: a slice and its `[row, column]` strides.
 pub(crate) struct Operand<'a>(pub &'a [f32], pub [usize; 2]);
 
@@ -7,6 +9,31 @@ pub(crate) struct Operand<'a>(pub &'a [f32], pub [usize; 2]);
 /// columns of `rhs`, inner size, on gemm (the multiply flex runs on), one thread; the kernels
 /// split their work over threads themselves. `dst_strides` are `[row, column]` strides.
 pub(crate) fn product(
+    dst: &mut [f32],
+    dst_strides: [usize; 2],
+    lhs: Operand,
+    rhs: Operand,
+    mnk: [usize; 3],
+    accumulate: bool,
+    beta: f32,
+) {
+    product_on(
+        Parallelism::None,
+        dst,
+        dst_strides,
+        lhs,
+        rhs,
+        mnk,
+        accumulate,
+        beta,
+    )
+}
+
+/// [`product`] on `parallelism`: gemm's own threads (`Parallelism::Rayon(0)`) where one product
+/// is all the work there is.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn product_on(
+    parallelism: Parallelism,
     dst: &mut [f32],
     dst_strides: [usize; 2],
     lhs: Operand,
@@ -43,7 +70,7 @@ pub(crate) fn product(
             false,
             false,
             false,
-            gemm::Parallelism::None,
+            parallelism,
         )
     }
 }

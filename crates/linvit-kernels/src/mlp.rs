@@ -8,7 +8,10 @@
 //! rows are in cache.
 
 use crate::activation::gelu_in_place;
+use rayon::prelude::*;
+
 use crate::linear::{accumulate_product, new_rows};
+use crate::matmul::Parallelism;
 
 /// Weights as Burn's `Linear` stores them: `[in, out]` row-major, biases `[out]`.
 #[derive(Clone, Copy, Debug)]
@@ -36,19 +39,32 @@ impl Mlp<'_> {
         assert!(self.fc2_bias.is_none_or(|b| b.len() == out_width));
         assert!(x.len().is_multiple_of(width));
         let rows = x.len() / width;
-        new_rows(rows, out_width, self.fc2_bias, |first, out| {
+        new_rows(rows, out_width, self.fc2_bias, |first, out, parallelism| {
             let n = out.len() / out_width;
             let x = &x[first * width..][..n * width];
             let mut h = match self.fc1_bias {
                 Some(bias) => bias.repeat(n),
                 None => vec![0f32; n * hidden],
             };
-            accumulate_product(&mut h, x, self.fc1_weight, [n, width, hidden]);
-            if self.relu {
-                h.iter_mut().for_each(|v| *v = v.max(0.0));
+            accumulate_product(parallelism, &mut h, x, self.fc1_weight, [n, width, hidden]);
+            let activate = |h: &mut [f32]| {
+                if self.relu {
+                    h.iter_mut().for_each(|v| *v = v.max(0.0));
+                }
+                gelu_in_place(h);
+            };
+            match parallelism {
+                // One block for all rows: its activation is split over the threads too.
+                Parallelism::Rayon(_) => h.par_chunks_mut(1 << 14).for_each(activate),
+                _ => activate(&mut h),
             }
-            gelu_in_place(&mut h);
-            accumulate_product(out, &h, self.fc2_weight, [n, hidden, out_width]);
+            accumulate_product(
+                parallelism,
+                out,
+                &h,
+                self.fc2_weight,
+                [n, hidden, out_width],
+            );
         })
     }
 }
@@ -59,8 +75,15 @@ mod tests {
 
     #[test]
     fn matches_the_layers_written_out_on_a_small_case() {
-        // 300 rows (blocks of 64, the last partial), 5 -> 7 -> 3.
-        let (rows, width, hidden, out) = (300, 5, 7, 3);
+        // 300 rows (one block, gemm's threads) and 2100 (blocks on rayon's threads, the
+        // last shorter), 5 -> 7 -> 3.
+        for rows in [300, 2100] {
+            check_rows(rows);
+        }
+    }
+
+    fn check_rows(rows: usize) {
+        let (width, hidden, out) = (5, 7, 3);
         let wave = |n: usize, s: f32| (0..n).map(|i| (i as f32 * s).sin()).collect::<Vec<_>>();
         let (x, w1, b1, w2, b2) = (
             wave(rows * width, 0.37),
