@@ -187,6 +187,26 @@ fn fused_softmax_attention_matches_the_score_matrix_form_with_gradients() {
     }
 }
 
+/// A mixer's forward on seeded tokens `dims`: `q, k, v` seeded apart for the external
+/// projection (CSwin), one input otherwise, with `mask` where given.
+fn forward_on(
+    module: &linvit_attention::Attention,
+    shape: &MixerShape,
+    layout: TokenLayout,
+    dims: [usize; 3],
+    seed: u64,
+    device: &Device,
+    mask: Option<Tensor<3>>,
+) -> Tensor<3> {
+    match shape.projection {
+        linvit_attention::Projection::External { .. } => {
+            let part = |s| tensor(dims, seed + s, device);
+            module.forward_qkv(part(0), part(1), part(2), layout)
+        }
+        _ => module.forward_masked(tensor(dims, seed, device), layout, mask),
+    }
+}
+
 /// One focused-attention set-up for the fused-kernel check.
 struct FusedCase {
     name: &'static str,
@@ -280,14 +300,15 @@ fn fused_focused_attention_on_flex_matches_the_op_path() {
         let inference = attention.valid();
         let dims = [case.batch, case.layout.tokens(), case.shape.dim];
         let run = |module: &Attention, device: &Device| {
-            let x = tensor(dims, 7 + i as u64, device);
-            match case.shape.projection {
-                Projection::External { .. } => {
-                    let part = |s| tensor(dims, 7 + i as u64 + s, device);
-                    module.forward_qkv(part(0), part(1), part(2), case.layout)
-                }
-                _ => module.forward(x, case.layout),
-            }
+            forward_on(
+                module,
+                &case.shape,
+                case.layout,
+                dims,
+                7 + i as u64,
+                device,
+                None,
+            )
         };
         let op_path = host(run(&attention, &ad));
         let fused = host(run(&inference, &Device::flex()));
@@ -372,14 +393,16 @@ fn fused_window_softmax_on_flex_matches_the_op_path() {
             })
         };
         let run = |module: &Attention, device: &Device| {
-            let x = tensor(dims, 9 + i as u64, device);
-            match case.shape.projection {
-                Projection::External { .. } => {
-                    let part = |s| tensor(dims, 9 + i as u64 + s, device);
-                    module.forward_qkv(part(0), part(1), part(2), case.layout)
-                }
-                _ => module.forward_masked(x, case.layout, mask(device)),
-            }
+            let mask = mask(device);
+            forward_on(
+                module,
+                &case.shape,
+                case.layout,
+                dims,
+                9 + i as u64,
+                device,
+                mask,
+            )
         };
         let op_path = host(run(&attention, &ad));
         let fused = host(run(&inference, &Device::flex()));

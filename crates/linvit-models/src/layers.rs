@@ -192,7 +192,7 @@ pub fn stage_letter(layout: &str, stage: usize) -> Result<char, String> {
 
 /// The classifier of the pyramid backbones: mean over tokens `[B, N, C]`, then `head`.
 pub fn mean_pool_head(head: &Linear, x: Tensor<3>) -> Tensor<2> {
-    head.forward(x.mean_dim(1).squeeze_dim::<2>(1))
+    ops::linear(head, x.mean_dim(1).squeeze_dim::<2>(1))
 }
 
 /// Resizes a learned position embedding `[1, h*w, C]` bilinearly (`align_corners=False`) to a

@@ -8,7 +8,7 @@
 use burn::module::{Module, Param};
 use burn::nn::{LayerNorm, Linear};
 use burn::tensor::{Device, Distribution, Tensor};
-use linvit_attention::{AttentionConfig, MixerShape, TokenLayout};
+use linvit_attention::{ops, AttentionConfig, MixerShape, TokenLayout};
 use serde::{Deserialize, Serialize};
 
 use crate::block::{Block, BlockSpec};
@@ -146,6 +146,6 @@ impl VisionTransformer {
             x = block.forward(x, layout);
         }
         let x = self.norm.forward(x);
-        self.head.forward(x.narrow(1, 0, 1).squeeze_dim::<2>(1))
+        ops::linear(&self.head, x.narrow(1, 0, 1).squeeze_dim::<2>(1))
     }
 }
