@@ -315,7 +315,7 @@ impl FocusedLinearAttention {
             dwc: match &conv {
                 Some((weight, bias, Some(kernel))) => Some(HeadSharedDwc {
                     weight: weight.as_slice()?,
-                    bias: ops::bias_slice(bias)?,
+                    bias: ops::optional_slice(bias)?,
                     kernel: *kernel,
                     grid: layout.hw(),
                 }),

@@ -82,11 +82,7 @@ fn is_flex(device: &Device) -> bool {
 /// a kernel may stand in for Burn's ops: `t` is f32, on flex, with autodiff off and tracked by no
 /// graph (inference). Contiguous, copied only where `t` is a strided view. `None` elsewhere.
 pub fn kernel_input<const D: usize>(t: &Tensor<D>) -> Option<FlexTensor> {
-    if t.dtype() != DType::F32 || t.is_tracked() {
-        return None;
-    }
-    // Fails on other backends and on flex under autodiff (`Autodiff<Flex>` is another backend).
-    let t = t.clone().try_into_primitive::<Flex>().ok()?;
+    let t = flex_view(t)?;
     Some(if t.is_contiguous() {
         t
     } else {
@@ -94,55 +90,59 @@ pub fn kernel_input<const D: usize>(t: &Tensor<D>) -> Option<FlexTensor> {
     })
 }
 
+/// The gate of every fused kernel: the flex tensor behind `t`, as it lies (maybe a strided view),
+/// where `t` is f32, on flex, with autodiff off and tracked by no graph. `None` elsewhere.
+fn flex_view<const D: usize>(t: &Tensor<D>) -> Option<FlexTensor> {
+    if t.dtype() != DType::F32 || t.is_tracked() {
+        return None;
+    }
+    // Fails on other backends and on flex under autodiff (`Autodiff<Flex>` is another backend).
+    t.clone().try_into_primitive::<Flex>().ok()
+}
+
 /// Token rows `[B, N, C]` for a fused CPU kernel, under [`kernel_input`]'s conditions, read in
 /// place where their rows are evenly spaced and contiguous (a `narrow` of a fused `qkv`
 /// projection's output is), copied to contiguous rows otherwise. `None` where no kernel applies.
 pub fn kernel_rows(t: &Tensor<3>) -> Option<KernelRows> {
-    if t.dtype() != DType::F32 || t.is_tracked() {
-        return None;
-    }
-    let t = t.clone().try_into_primitive::<Flex>().ok()?;
+    let t = flex_view(t)?;
     let [b, n, c] = t.layout().shape().dims::<3>();
-    let (strides, offset) = (t.layout().strides().to_vec(), t.layout().start_offset());
+    let strides = t.layout().strides();
     let evenly_spaced = strides[2] == 1
         && strides[1] >= c as isize
         && (b == 1 || strides[0] == n as isize * strides[1]);
     Some(if evenly_spaced {
+        let (offset, stride) = (t.layout().start_offset(), strides[1] as usize);
         KernelRows {
             tensor: t,
             offset,
-            stride: strides[1] as usize,
-            width: c,
-            rows: b * n,
+            stride,
         }
     } else {
         KernelRows {
             tensor: t.to_contiguous(),
             offset: 0,
             stride: c,
-            width: c,
-            rows: b * n,
         }
     })
 }
 
-/// The flex tensor behind [`kernel_rows`] and where its rows lie.
+/// The flex tensor behind [`kernel_rows`] and where its rows lie (its shape gives their width
+/// and count).
 pub struct KernelRows {
     tensor: FlexTensor,
     offset: usize,
     stride: usize,
-    width: usize,
-    rows: usize,
 }
 
 impl KernelRows {
     pub fn rows(&self) -> Rows<'_> {
+        let [b, n, c] = self.tensor.layout().shape().dims::<3>();
         Rows::new(
             self.tensor.storage::<f32>(),
             self.offset,
             self.stride,
-            self.width,
-            self.rows,
+            c,
+            b * n,
         )
     }
 }
@@ -160,7 +160,7 @@ pub fn linear<const D: usize>(layer: &Linear, x: Tensor<D>) -> Tensor<D> {
             input.as_slice()?,
             width,
             weight.as_slice()?,
-            bias_slice(&bias)?,
+            optional_slice(&bias)?,
         );
         let mut dims = x.dims();
         dims[D - 1] = out;
@@ -185,15 +185,12 @@ pub fn conv_to_tokens(conv: &Conv2d, image: Tensor<4>) -> (Tensor<3>, [usize; 2]
     );
     let patches = conv.stride == [kh, kw] && conv.dilation == [1, 1] && conv.groups == 1;
     let fused = || {
-        if !(unpadded && patches) || image.dtype() != DType::F32 || image.is_tracked() {
-            return None;
-        }
         let [b, c, h, w] = image.dims();
         let [rows, cols] = [h / kh, w / kw];
-        if rows == 0 || cols == 0 {
+        if !(unpadded && patches) || rows == 0 || cols == 0 {
             return None;
         }
-        let t = image.clone().try_into_primitive::<Flex>().ok()?;
+        let t = flex_view(&image)?;
         let strides: Vec<usize> = t
             .layout()
             .strides()
@@ -214,7 +211,7 @@ pub fn conv_to_tokens(conv: &Conv2d, image: Tensor<4>) -> (Tensor<3>, [usize; 2]
             &rows_in,
             kh * kw * c,
             weight.as_slice()?,
-            bias_slice(&bias)?,
+            optional_slice(&bias)?,
         );
         let tokens = TensorData::new(y, [b, rows * cols, out]);
         Some((Tensor::from_data(tokens, &image.device()), [rows, cols]))
@@ -237,9 +234,10 @@ pub fn optional_kernel_input<const D: usize>(
     }
 }
 
-/// The elements of an optional [`kernel_input`] (a bias): `Some(None)` where there is none.
-pub fn bias_slice(bias: &Option<FlexTensor>) -> Option<Option<&[f32]>> {
-    match bias {
+/// The elements of an optional [`kernel_input`] (a bias, a mask): `Some(None)` where there is
+/// none.
+pub fn optional_slice(t: &Option<FlexTensor>) -> Option<Option<&[f32]>> {
+    match t {
         Some(b) => Some(Some(b.as_slice()?)),
         None => Some(None),
     }

@@ -177,9 +177,8 @@ impl SoftmaxAttention {
             Some(_) => return None,
             None => None,
         };
-        let mask = mask.map(ops::kernel_input);
-        let mask = match &mask {
-            Some(m) => Some(m.as_ref()?.as_slice()?),
+        let mask = match mask {
+            Some(m) => Some(ops::kernel_input(m)?),
             None => None,
         };
         let (q_in, k_in, v_in) = (
@@ -190,11 +189,8 @@ impl SoftmaxAttention {
         let kernel = WindowAttention {
             heads: self.num_heads,
             scale: scale as f32,
-            bias: match &bias {
-                Some(b) => Some(b.as_slice()?),
-                None => None,
-            },
-            mask,
+            bias: ops::optional_slice(&bias)?,
+            mask: ops::optional_slice(&mask)?,
         };
         let out = kernel.forward(n, q_in.rows(), k_in.rows(), v_in.rows());
         Some(Tensor::from_data(

@@ -14,7 +14,7 @@ use rayon::prelude::*;
 
 use crate::matmul::{product, Operand};
 use crate::rows::Rows;
-use crate::simd::multiversion;
+use crate::simd::{dot, multiversion, LANES};
 
 /// The head-shared depthwise conv on the values (`nn.Conv2d(d, d, k, padding=k//2, groups=d)`
 /// applied to every head's `[d, H, W]` image), fused only where the values lie on the query grid.
@@ -184,46 +184,11 @@ multiversion! {
                 }
             }
         }
-        let norm2 = sum_of_squares(x);
+        let norm2 = dot(x, x);
         power_in_place(x, p);
-        let factor = norm2.sqrt() / sum_of_squares(x).sqrt() * times;
+        let factor = norm2.sqrt() / dot(x, x).sqrt() * times;
         x.iter_mut().for_each(|v| *v *= factor);
     }
-}
-
-/// Width of the partial sums in reductions: a float sum in one accumulator is a serial chain
-/// LLVM may not reorder, so it would not vectorise.
-const LANES: usize = 16;
-
-#[inline(always)]
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    let mut acc = [0f32; LANES];
-    let (mut a_chunks, mut b_chunks) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
-    for (a, b) in (&mut a_chunks).zip(&mut b_chunks) {
-        for ((s, x), y) in acc.iter_mut().zip(a).zip(b) {
-            *s += x * y;
-        }
-    }
-    let tail: f32 = a_chunks
-        .remainder()
-        .iter()
-        .zip(b_chunks.remainder())
-        .map(|(x, y)| x * y)
-        .sum();
-    acc.iter().sum::<f32>() + tail
-}
-
-#[inline(always)]
-fn sum_of_squares(x: &[f32]) -> f32 {
-    let mut acc = [0f32; LANES];
-    let mut chunks = x.chunks_exact(LANES);
-    for chunk in &mut chunks {
-        for (a, v) in acc.iter_mut().zip(chunk) {
-            *a += v * v;
-        }
-    }
-    let tail: f32 = chunks.remainder().iter().map(|v| v * v).sum();
-    acc.iter().sum::<f32>() + tail
 }
 
 /// `x^p` by squaring and multiplying, rounded as `linvit_attention::focused::powi_by_mul`.

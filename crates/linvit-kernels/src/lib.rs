@@ -21,3 +21,12 @@ mod simd;
 pub mod window;
 
 pub use rows::Rows;
+
+/// Inputs for the unit tests.
+#[cfg(test)]
+mod testing {
+    /// `sin(i * step)` for `i < len`: smooth, signed, no two neighbours equal.
+    pub fn wave(len: usize, step: f32) -> Vec<f32> {
+        (0..len).map(|i| (i as f32 * step).sin()).collect()
+    }
+}

@@ -70,16 +70,7 @@ fn linear_with(
         |first, out, parallelism| {
             let rows = out.len() / out_width;
             let x = &x[first * width..][..rows * width];
-            product_on(
-                parallelism,
-                out,
-                [out_width, 1],
-                Operand(x, [width, 1]),
-                Operand(weight.0, weight.1),
-                [rows, out_width, width],
-                true,
-                1.0,
-            );
+            accumulate_product(parallelism, out, x, weight, [rows, width, out_width]);
         },
     )
 }
@@ -129,21 +120,21 @@ fn fill<'a>(
     unsafe { std::slice::from_raw_parts_mut(chunk.as_mut_ptr().cast::<f32>(), len) }
 }
 
-/// `dst += x w` for `x` `[m, k]`, `w` `[k, n]`, on gemm.
+/// `dst += x w` for `x` `[m, k]` (dense rows) and `w` `[k, n]` (any strides), on gemm.
 pub(crate) fn accumulate_product(
     parallelism: Parallelism,
     dst: &mut [f32],
     x: &[f32],
-    w: &[f32],
+    w: Operand,
     [m, k, n]: [usize; 3],
 ) {
-    assert!(dst.len() == m * n && x.len() == m * k && w.len() == k * n);
+    assert!(dst.len() == m * n && x.len() == m * k);
     product_on(
         parallelism,
         dst,
         [n, 1],
         Operand(x, [k, 1]),
-        Operand(w, [n, 1]),
+        w,
         [m, n, k],
         true,
         1.0,
@@ -153,6 +144,7 @@ pub(crate) fn accumulate_product(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testing::wave;
 
     #[test]
     fn matches_the_product_written_out_with_and_without_bias_and_transposed() {
@@ -164,7 +156,6 @@ mod tests {
 
     fn check_rows(rows: usize) {
         let (width, out) = (9, 5);
-        let wave = |n: usize, s: f32| (0..n).map(|i| (i as f32 * s).sin()).collect::<Vec<_>>();
         let (x, w, b) = (
             wave(rows * width, 0.37),
             wave(width * out, 0.71),

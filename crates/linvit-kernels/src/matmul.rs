@@ -3,6 +3,7 @@
 pub(crate) use gemm::Parallelism;
 
 /// A matrix operand: a slice and its `[row, column]` strides.
+#[derive(Clone, Copy)]
 pub(crate) struct Operand<'a>(pub &'a [f32], pub [usize; 2]);
 
 /// `dst = beta * lhs rhs` (`dst += ...` with `accumulate`) for `[m, n, k]` = rows of `lhs`,

@@ -11,7 +11,7 @@ use crate::activation::gelu_in_place;
 use rayon::prelude::*;
 
 use crate::linear::{accumulate_product, new_rows};
-use crate::matmul::Parallelism;
+use crate::matmul::{Operand, Parallelism};
 
 /// Weights as Burn's `Linear` stores them: `[in, out]` row-major, biases `[out]`.
 #[derive(Clone, Copy, Debug)]
@@ -39,6 +39,8 @@ impl Mlp<'_> {
         assert!(self.fc2_bias.is_none_or(|b| b.len() == out_width));
         assert!(x.len().is_multiple_of(width));
         let rows = x.len() / width;
+        let fc1 = Operand(self.fc1_weight, [hidden, 1]);
+        let fc2 = Operand(self.fc2_weight, [out_width, 1]);
         new_rows(rows, out_width, self.fc2_bias, |first, out, parallelism| {
             let n = out.len() / out_width;
             let x = &x[first * width..][..n * width];
@@ -46,7 +48,7 @@ impl Mlp<'_> {
                 Some(bias) => bias.repeat(n),
                 None => vec![0f32; n * hidden],
             };
-            accumulate_product(parallelism, &mut h, x, self.fc1_weight, [n, width, hidden]);
+            accumulate_product(parallelism, &mut h, x, fc1, [n, width, hidden]);
             let activate = |h: &mut [f32]| {
                 if self.relu {
                     h.iter_mut().for_each(|v| *v = v.max(0.0));
@@ -58,13 +60,7 @@ impl Mlp<'_> {
                 Parallelism::Rayon(_) => h.par_chunks_mut(1 << 14).for_each(activate),
                 _ => activate(&mut h),
             }
-            accumulate_product(
-                parallelism,
-                out,
-                &h,
-                self.fc2_weight,
-                [n, hidden, out_width],
-            );
+            accumulate_product(parallelism, out, &h, fc2, [n, hidden, out_width]);
         })
     }
 }
@@ -72,6 +68,7 @@ impl Mlp<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testing::wave;
 
     #[test]
     fn matches_the_layers_written_out_on_a_small_case() {
@@ -84,7 +81,6 @@ mod tests {
 
     fn check_rows(rows: usize) {
         let (width, hidden, out) = (5, 7, 3);
-        let wave = |n: usize, s: f32| (0..n).map(|i| (i as f32 * s).sin()).collect::<Vec<_>>();
         let (x, w1, b1, w2, b2) = (
             wave(rows * width, 0.37),
             wave(width * hidden, 0.71),

@@ -50,3 +50,51 @@ pub(crate) fn has_avx512() -> bool {
 pub(crate) fn has_avx2_fma() -> bool {
     std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
 }
+
+/// Width of the partial results in the reductions below: a float sum in one accumulator is a
+/// serial chain LLVM may not reorder, so it would not vectorise; `LANES` interleaved ones do.
+pub(crate) const LANES: usize = 16;
+
+/// Folds `x` with `step` into `LANES` partial results from `init`, joins them with `join`, then
+/// folds in the elements past the last full group.
+#[inline(always)]
+fn fold_lanes(
+    x: &[f32],
+    init: f32,
+    step: impl Fn(f32, f32) -> f32,
+    join: impl Fn(f32, f32) -> f32,
+) -> f32 {
+    let mut acc = [init; LANES];
+    let mut chunks = x.chunks_exact(LANES);
+    for chunk in &mut chunks {
+        acc.iter_mut()
+            .zip(chunk)
+            .for_each(|(a, &v)| *a = step(*a, v));
+    }
+    let joined = acc.into_iter().fold(init, &join);
+    chunks.remainder().iter().fold(joined, |a, &v| step(a, v))
+}
+
+#[inline(always)]
+pub(crate) fn sum(x: &[f32]) -> f32 {
+    fold_lanes(x, 0.0, |a, v| a + v, |a, b| a + b)
+}
+
+#[inline(always)]
+pub(crate) fn max(x: &[f32]) -> f32 {
+    fold_lanes(x, f32::NEG_INFINITY, f32::max, f32::max)
+}
+
+/// `a . b` over their common length.
+#[inline(always)]
+pub(crate) fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0f32; LANES];
+    let (mut a_chunks, mut b_chunks) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
+    for (a, b) in (&mut a_chunks).zip(&mut b_chunks) {
+        for ((s, x), y) in acc.iter_mut().zip(a).zip(b) {
+            *s += x * y;
+        }
+    }
+    let tail = a_chunks.remainder().iter().zip(b_chunks.remainder());
+    tail.fold(acc.iter().sum::<f32>(), |s, (x, y)| s + x * y)
+}

@@ -15,7 +15,7 @@ use rayon::prelude::*;
 use crate::activation::exp;
 use crate::matmul::{product, Operand};
 use crate::rows::Rows;
-use crate::simd::multiversion;
+use crate::simd::{max, multiversion, sum};
 
 /// Softmax attention within windows of `tokens` rows; see the module docs.
 #[derive(Clone, Copy, Debug)]
@@ -107,34 +107,10 @@ multiversion! {
     }
 }
 
-/// Width of the partial sums and maxima: a float sum in one accumulator is a serial chain LLVM may not
-/// reorder, so it would not vectorise.
-const LANES: usize = 16;
-
-#[inline(always)]
-fn max(x: &[f32]) -> f32 {
-    let mut acc = [f32::NEG_INFINITY; LANES];
-    let mut chunks = x.chunks_exact(LANES);
-    for chunk in &mut chunks {
-        acc.iter_mut().zip(chunk).for_each(|(a, &v)| *a = a.max(v));
-    }
-    let lanes = acc.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
-    chunks.remainder().iter().fold(lanes, |a, &b| a.max(b))
-}
-
-#[inline(always)]
-fn sum(x: &[f32]) -> f32 {
-    let mut acc = [0f32; LANES];
-    let mut chunks = x.chunks_exact(LANES);
-    for chunk in &mut chunks {
-        acc.iter_mut().zip(chunk).for_each(|(a, v)| *a += v);
-    }
-    acc.iter().sum::<f32>() + chunks.remainder().iter().sum::<f32>()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testing::wave;
 
     /// The attention written out in f64, one window and head at a time.
     #[allow(clippy::too_many_arguments)]
@@ -183,7 +159,6 @@ mod tests {
     fn matches_the_attention_written_out_on_views_of_one_qkv_buffer() {
         // 6 windows of 7 tokens (3 images of 2 windows, so 2 masks), 3 heads of 5 channels.
         let (n, c, heads, windows, masks) = (7, 15, 3, 6, 2);
-        let wave = |len: usize, s: f32| (0..len).map(|i| (i as f32 * s).sin()).collect::<Vec<_>>();
         let qkv = wave(windows * n * 3 * c, 0.37);
         let bias = wave(heads * n * n, 1.3);
         let mask: Vec<f32> = (0..masks * n * n)

@@ -7,7 +7,7 @@ use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{LayerNorm, LayerNormConfig, Linear, LinearConfig, PaddingConfig2d};
 use burn::tensor::activation::relu;
 use burn::tensor::{Device, Distribution, Tensor, TensorData};
-use linvit_attention::ops::{self, bias_slice, gelu, kernel_input, optional_kernel_input};
+use linvit_attention::ops::{self, gelu, kernel_input, optional_kernel_input, optional_slice};
 
 use linvit_attention::ops::{image_to_tokens, tokens_to_image};
 
@@ -103,9 +103,9 @@ impl Mlp {
         let x_in = kernel_input(x)?;
         let mlp = linvit_kernels::mlp::Mlp {
             fc1_weight: w1.as_slice()?,
-            fc1_bias: bias_slice(&b1)?,
+            fc1_bias: optional_slice(&b1)?,
             fc2_weight: w2.as_slice()?,
-            fc2_bias: bias_slice(&b2)?,
+            fc2_bias: optional_slice(&b2)?,
             relu: self.relu,
         };
         let [b, n, c] = x.dims();
