@@ -86,6 +86,35 @@ impl SoftmaxAttention {
         })
     }
 
+    /// Swin's window attention on whole images, `[B, H*W, C]` in image order -> same: the
+    /// windows of side `window`, after a cyclic shift of `-shift` (`mask` as in [`Self::forward`]),
+    /// are read and written in place by the fused kernel, so the image is neither rolled nor
+    /// partitioned before and after (four copies of it per block). `None` where the kernel does
+    /// not apply (training, other backends); the caller then partitions and calls `forward`.
+    pub fn forward_image_windows(
+        &self,
+        x: &Tensor<3>,
+        grid: [usize; 2],
+        window: usize,
+        shift: usize,
+        mask: Option<&Tensor<3>>,
+    ) -> Option<Tensor<3>> {
+        let (qkv, proj) = (self.qkv.as_ref()?, self.proj.as_ref()?);
+        ops::kernel_input(x)?;
+        let layout = TokenLayout::grid(window, window);
+        if window * window > FUSED_TOKENS || (self.window != [window; 2]) {
+            return None;
+        }
+        let [b, _, c] = x.dims();
+        let t = ops::linear(qkv, x.clone());
+        let [q, k, v] = [0, 1, 2].map(|i| t.clone().narrow(2, i * c, c));
+        let scale = ((c / self.num_heads) as f64).powf(-0.5);
+        // One unshifted window per image is already in window order.
+        let rows = (shift > 0 || grid != [window; 2]).then(|| window_rows(b, grid, window, shift));
+        let out = self.attend_fused(&q, &k, &v, layout, mask, scale, rows.as_deref())?;
+        Some(ops::linear(proj, out))
+    }
+
     /// `[1, h, N, N]` relative position bias of Swin for a `wh x ww` window.
     fn relative_position_bias(&self, table: Tensor<2>) -> Tensor<4> {
         let [wh, ww] = self.window;
@@ -118,7 +147,7 @@ impl SoftmaxAttention {
         let heads = self.num_heads;
         let [_, _, c] = q.dims();
         let scale = ((c / heads) as f64).powf(-0.5);
-        if let Some(out) = self.attend_fused(&q, &k, &v, layout, mask.as_ref(), scale) {
+        if let Some(out) = self.attend_fused(&q, &k, &v, layout, mask.as_ref(), scale, None) {
             return out;
         }
         if self.relative_position_bias_table.is_none() && mask.is_none() {
@@ -157,6 +186,9 @@ impl SoftmaxAttention {
     /// tokens (Swin's windows; up to [`FUSED_TOKENS`], where one head's scores stay in L2).
     /// Reads `q, k, v` in place from the `qkv` projection. Computes what the op path above
     /// computes (`tests/fast_paths.rs` holds the two together); `None` where it does not apply.
+    /// With `rows`, `q, k, v` and the output hold whole images in image order and the windows'
+    /// tokens are found through `rows` (see [`window_rows`]).
+    #[allow(clippy::too_many_arguments)]
     fn attend_fused(
         &self,
         q: &Tensor<3>,
@@ -165,9 +197,14 @@ impl SoftmaxAttention {
         layout: TokenLayout,
         mask: Option<&Tensor<3>>,
         scale: f64,
+        rows: Option<&[usize]>,
     ) -> Option<Tensor<3>> {
         let [b, n, c] = q.dims();
-        if n > FUSED_TOKENS || k.dims()[1] != n {
+        let tokens = match rows {
+            Some(_) => layout.prefix + layout.grid_tokens(),
+            None => n,
+        };
+        if tokens > FUSED_TOKENS || k.dims()[1] != n {
             return None;
         }
         let bias = match &self.relative_position_bias_table {
@@ -191,13 +228,34 @@ impl SoftmaxAttention {
             scale: scale as f32,
             bias: ops::optional_slice(&bias)?,
             mask: ops::optional_slice(&mask)?,
+            rows,
         };
-        let out = kernel.forward(n, q_in.rows(), k_in.rows(), v_in.rows());
+        let out = kernel.forward(tokens, q_in.rows(), k_in.rows(), v_in.rows());
         Some(Tensor::from_data(
             TensorData::new(out, [b, n, c]),
             &q.device(),
         ))
     }
+}
+
+/// The row, among `batch` images of `[h, w]` tokens in image order, of each token of Swin's
+/// windows in window order (images, then windows row-major, then tokens row-major), the image
+/// cyclically shifted by `-shift` first: token `(y, x)` of the shifted image is `((y + shift) mod
+/// h, (x + shift) mod w)` of the image, as `roll(-shift)` then the window partition gives.
+fn window_rows(batch: usize, [h, w]: [usize; 2], window: usize, shift: usize) -> Vec<usize> {
+    let mut rows = Vec::with_capacity(batch * h * w);
+    for image in 0..batch {
+        for wy in (0..h).step_by(window) {
+            for wx in (0..w).step_by(window) {
+                for y in wy..wy + window {
+                    for x in wx..wx + window {
+                        rows.push(image * h * w + (y + shift) % h * w + (x + shift) % w);
+                    }
+                }
+            }
+        }
+    }
+    rows
 }
 
 /// Longest token run the fused kernel takes: its `[N, N]` scores of one head (1 MiB at 512)

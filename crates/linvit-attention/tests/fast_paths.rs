@@ -424,6 +424,63 @@ fn fused_window_softmax_on_flex_matches_the_op_path() {
 
 /// The fused linear layer (inference on flex) equals Burn's `Linear` (autodiff on), with and
 /// without a bias, on 2 x 150 rows (two full row blocks of the kernel and a partial one).
+/// Swin's windows read and written in place on whole images (`forward_image_windows`) against
+/// the op path on rolled and partitioned images: an 8x12 grid of 4x4 windows, shifted by 2 with
+/// one mask per window, and unshifted.
+#[test]
+fn swin_windows_read_in_place_match_roll_and_partition() {
+    use burn::module::{Module, Param};
+    use linvit_attention::Attention;
+
+    let (b, [h, w], win, c) = (2, [8, 12], 4, 16);
+    let shape = MixerShape::new(c, 2, [win, win]).with_relative_position_bias(true);
+    let ad = Device::flex().autodiff();
+    let mut attention = AttentionConfig::Softmax.init(&shape, &ad);
+    if let Attention::Softmax(m) = &mut attention {
+        let table = m.relative_position_bias_table.as_ref().unwrap();
+        m.relative_position_bias_table = Some(Param::from_tensor(tensor(table.dims(), 51, &ad)));
+    }
+    let inference = attention.valid();
+    let Attention::Softmax(fused_module) = &inference else {
+        unreachable!()
+    };
+    let (n, windows) = (win * win, (h / win) * (w / win));
+    for shift in [2, 0] {
+        let mask = |device: &Device| {
+            (shift > 0).then(|| {
+                let values = lcg(windows * n * n, 52)
+                    .into_iter()
+                    .map(|v| if v > 0.3 { -100.0 } else { 0.0 })
+                    .collect::<Vec<f32>>();
+                Tensor::<3>::from_data(TensorData::new(values, [windows, n, n]), device)
+            })
+        };
+        // Roll by -shift, partition, attend, reverse, roll back: Swin's op path.
+        let x = tensor([b, h * w, c], 53, &ad);
+        let s = shift as i64;
+        let image = x.reshape([b, h, w, c]).roll(&[-s, -s], &[1, 2]);
+        let parts = image
+            .reshape([b, h / win, win, w / win, win * c])
+            .swap_dims(2, 3)
+            .reshape([b * windows, n, c]);
+        let out = attention.forward_masked(parts, TokenLayout::grid(win, win), mask(&ad));
+        let op_path = out
+            .reshape([b, h / win, w / win, win, win * c])
+            .swap_dims(2, 3)
+            .reshape([b, h, w, c])
+            .roll(&[s, s], &[1, 2])
+            .reshape([b, h * w, c]);
+        let x = tensor([b, h * w, c], 53, &Device::flex());
+        let fused = fused_module
+            .forward_image_windows(&x, [h, w], win, shift, mask(&Device::flex()).as_ref())
+            .expect("the fused path applies to f32 inference on flex");
+        let (fused, op_path) = (host(fused), host(op_path));
+        let name = format!("Swin 4x4 windows on 8x12, shift {shift}");
+        println!("{name}: fused vs op path {:.1e}", rel_err(&fused, &op_path));
+        assert_close(&name, &fused, &op_path, 2e-5);
+    }
+}
+
 #[test]
 fn fused_linear_on_flex_matches_burns_linear() {
     use burn::module::Module;

@@ -3,18 +3,18 @@
 //! head-shared depthwise conv on the values. The mathematics and the order of operations follow
 //! `linvit_attention::focused` (which follows upstream's `models/flatten_*.py`); see SPEC.md.
 //!
-//! Three passes, each split over rayon's threads: (1) the focusing function on every key row;
-//! (2) per batch and head, `kv = k'^T v / sqrt(n)` (`d x d`) and `mean(k)` as two products on
-//! gemm (the multiply flex runs on); (3) per block of 64 query rows, while it is in cache: the
-//! focusing function, `q kv / (q . mean(k) + 1e-6)` per head and the depthwise conv read from
-//! the neighbouring value rows. Nothing `N x N`, and each `[B, N, C]` tensor is read or written
-//! about once.
+//! Two passes, each split over rayon's threads: (1) per chunk of 256 key rows, while it is in
+//! cache: the focusing function, then per head `kv = k'^T v / sqrt(n)` (`d x d`, on gemm, the
+//! multiply flex runs on) and `mean(k')`, summed over the chunks; (2) per block of 64 query rows,
+//! while it is in cache: the focusing function, `q kv / (q . mean(k') + 1e-6)` per head and the
+//! depthwise conv read from the neighbouring value rows. Nothing `N x N`; `q` and `k` are read
+//! once, `v` twice, the output written once.
 
 use rayon::prelude::*;
 
 use crate::matmul::{product, Operand};
 use crate::rows::Rows;
-use crate::simd::{dot, multiversion, LANES};
+use crate::simd::{dot, join_lanes, multiversion, LANES};
 
 /// The head-shared depthwise conv on the values (`nn.Conv2d(d, d, k, padding=k//2, groups=d)`
 /// applied to every head's `[d, H, W]` image), fused only where the values lie on the query grid.
@@ -71,56 +71,13 @@ impl FocusedAttention<'_> {
         }
 
         let key_scale = (n_k as f32).powf(-0.5);
-        let mut k_focused = vec![0f32; k.rows() * c];
-        k_focused
-            .par_chunks_mut(c)
-            .enumerate()
-            .for_each(|(row, out)| {
-                let offset = &self.key_offset[(row % n_k) * c..][..c];
-                focus_row(
-                    out,
-                    k.row(row),
-                    &inv_sp,
-                    Some(offset),
-                    self.power,
-                    key_scale,
-                );
-            });
+        let sums = self.key_sums(batch, k, v, &inv_sp, key_scale);
 
-        // Per (batch, head): `kv = s k_h^T v_h` (`d x d`, row-major) and `mean = s k_h^T 1`.
-        let ones = vec![1f32; n_k];
-        let sums: Vec<(Vec<f32>, Vec<f32>)> = (0..batch * heads)
-            .into_par_iter()
-            .map(|bh| {
-                let (b, h) = (bh / heads, bh % heads);
-                let k = &k_focused[b * n_k * c + h * d..];
-                let (mut kv, mut mean) = (vec![0f32; d * d], vec![0f32; d]);
-                product(
-                    &mut kv,
-                    [d, 1],
-                    Operand(k, [1, c]),
-                    v.operand(b * n_k, h * d),
-                    [d, d, n_k],
-                    false,
-                    key_scale,
-                );
-                product(
-                    &mut mean,
-                    [1, 1],
-                    Operand(k, [1, c]),
-                    Operand(&ones, [1, 1]),
-                    [d, 1, n_k],
-                    false,
-                    key_scale,
-                );
-                (kv, mean)
-            })
-            .collect();
-
-        // Blocks of query rows, each finished while it is in cache: focusing function, the
-        // product per head, the division, the conv.
-        let mut out = vec![0f32; q.rows() * c];
-        out.par_chunks_mut(n_q * c)
+        // Blocks of query rows, each finished in a small buffer while it is in cache (focusing
+        // function, the product per head, the division, the conv), then written out once.
+        let mut out = Vec::with_capacity(q.rows() * c);
+        out.spare_capacity_mut()
+            .par_chunks_mut(n_q * c)
             .enumerate()
             .for_each(|(b, out)| {
                 let sums = &sums[b * heads..(b + 1) * heads];
@@ -134,8 +91,10 @@ impl FocusedAttention<'_> {
                             let q = q.row(first + i);
                             focus_row(f, q, &inv_sp, None, self.power, 1.0);
                         }
-                        for (h, (kv, mean)) in sums.iter().enumerate() {
-                            let (q, out) = (&focused[h * d..], &mut out[h * d..]);
+                        let mut block_out = vec![0f32; rows * c];
+                        for (h, sums) in sums.iter().enumerate() {
+                            let (kv, mean) = sums.split_at(d * d);
+                            let (q, out) = (&focused[h * d..], &mut block_out[h * d..]);
                             product(
                                 out,
                                 [c, 1],
@@ -149,11 +108,94 @@ impl FocusedAttention<'_> {
                         }
                         if let (Some(dwc), Some(taps)) = (&self.dwc, &taps) {
                             let image = v.from(b * n_k, 0);
-                            dwc.add_to_tokens(out, image, v.stride(), taps, block * QUERY_BLOCK);
+                            let first = block * QUERY_BLOCK;
+                            dwc.add_to_tokens(&mut block_out, image, v.stride(), taps, first);
+                        }
+                        for (o, x) in out.iter_mut().zip(block_out) {
+                            o.write(x);
                         }
                     });
             });
+        // SAFETY: the blocks above cover all `q.rows() * c` elements of the spare capacity and
+        // each writes every element of its block.
+        unsafe { out.set_len(q.rows() * c) };
         out
+    }
+
+    /// Per batch and head, `kv = s k_h'^T v_h` (`d x d`, row-major) followed by `mean = s k_h'^T
+    /// 1` (`d`), `k'` the focused keys and `s = key_scale`: `[batch * heads][d * d + d]`.
+    ///
+    /// The keys are focused a chunk of rows at a time into a buffer that stays in cache, and
+    /// each chunk's sums are added up per batch in chunk order (so the result does not depend on
+    /// the thread count). Writing the focused keys out whole and reading them back cost a third
+    /// of the kernel's memory traffic.
+    fn key_sums(
+        &self,
+        batch: usize,
+        k: Rows,
+        v: Rows,
+        inv_sp: &[f32],
+        key_scale: f32,
+    ) -> Vec<Vec<f32>> {
+        let (c, heads) = (k.width(), self.heads);
+        let d = c / heads;
+        let n_k = k.rows() / batch;
+        let chunks = n_k.div_ceil(KEY_CHUNK);
+        let partial: Vec<Vec<f32>> = (0..batch * chunks)
+            .into_par_iter()
+            .map(|task| {
+                let (b, start) = (task / chunks, (task % chunks) * KEY_CHUNK);
+                let rows = KEY_CHUNK.min(n_k - start);
+                let mut focused = vec![0f32; rows * c];
+                let mut column_sums = vec![0f32; c];
+                for (i, f) in focused.chunks_exact_mut(c).enumerate() {
+                    let offset = &self.key_offset[(start + i) * c..][..c];
+                    let k = k.row(b * n_k + start + i);
+                    focus_row(f, k, inv_sp, Some(offset), self.power, key_scale);
+                    add_to(&mut column_sums, f);
+                }
+                let mut sums = vec![0f32; heads * (d * d + d)];
+                for (h, sums) in sums.chunks_exact_mut(d * d + d).enumerate() {
+                    let (kv, mean) = sums.split_at_mut(d * d);
+                    product(
+                        kv,
+                        [d, 1],
+                        Operand(&focused[h * d..], [1, c]),
+                        v.operand(b * n_k + start, h * d),
+                        [d, d, rows],
+                        false,
+                        key_scale,
+                    );
+                    for (m, s) in mean.iter_mut().zip(&column_sums[h * d..]) {
+                        *m = s * key_scale;
+                    }
+                }
+                sums
+            })
+            .collect();
+        partial
+            .chunks(chunks)
+            .flat_map(|chunks| {
+                let mut total = chunks[0].clone();
+                for chunk in &chunks[1..] {
+                    add_to(&mut total, chunk);
+                }
+                total
+                    .chunks_exact(d * d + d)
+                    .map(<[f32]>::to_vec)
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    }
+}
+
+/// Key rows per task of the first pass: a `[256, C]` chunk of focused keys stays in L2.
+const KEY_CHUNK: usize = 256;
+
+multiversion! {
+    /// `acc += x` element-wise.
+    fn add_to(acc: &mut [f32], x: &[f32]) {
+        acc.iter_mut().zip(x).for_each(|(a, x)| *a += x);
     }
 }
 
@@ -172,37 +214,74 @@ multiversion! {
         p: u32,
         times: f32,
     ) {
-        match off {
-            Some(off) => {
-                for (((v, &i), &o), &s) in x.iter_mut().zip(input).zip(off).zip(inv_sp) {
-                    *v = ((i + o).max(0.0) + 1e-6) * s;
-                }
-            }
-            None => {
-                for ((v, &i), &s) in x.iter_mut().zip(input).zip(inv_sp) {
-                    *v = (i.max(0.0) + 1e-6) * s;
-                }
-            }
-        }
-        let norm2 = dot(x, x);
-        power_in_place(x, p);
-        let factor = norm2.sqrt() / dot(x, x).sqrt() * times;
+        // One pass for the kernel, the power and both squared norms, one for the scale; the
+        // power is picked outside the loop so each exponent gets its own vector loop.
+        let (norm2, power_norm2) = match p {
+            1 => kernel_and_norms(x, input, inv_sp, off, power::<1>),
+            2 => kernel_and_norms(x, input, inv_sp, off, power::<2>),
+            3 => kernel_and_norms(x, input, inv_sp, off, power::<3>),
+            4 => kernel_and_norms(x, input, inv_sp, off, power::<4>),
+            _ => kernel_and_norms(x, input, inv_sp, off, |v| powi(v, p)),
+        };
+        let factor = norm2.sqrt() / power_norm2.sqrt() * times;
         x.iter_mut().for_each(|v| *v *= factor);
     }
 }
 
-/// `x^p` by squaring and multiplying, rounded as `linvit_attention::focused::powi_by_mul`.
+/// Writes `power(kernel(input))` to `x` and returns `(||kernel||^2, ||power(kernel)||^2)`, the
+/// sums kept in [`LANES`] partial sums over whole groups of lanes (fixed-size arrays, so the
+/// loop vectorises), then the rest one by one.
 #[inline(always)]
-fn power_in_place(x: &mut [f32], p: u32) {
-    match p {
-        1 => {}
-        2 => x.iter_mut().for_each(|v| *v *= *v),
-        3 => x.iter_mut().for_each(|v| *v = *v * *v * *v),
-        4 => x.iter_mut().for_each(|v| {
-            let s = *v * *v;
-            *v = s * s
-        }),
-        _ => x.iter_mut().for_each(|v| *v = powi(*v, p)),
+fn kernel_and_norms(
+    x: &mut [f32],
+    input: &[f32],
+    inv_sp: &[f32],
+    off: Option<&[f32]>,
+    power: impl Fn(f32) -> f32,
+) -> (f32, f32) {
+    let c = x.len();
+    assert!(input.len() == c && inv_sp.len() == c && off.is_none_or(|o| o.len() == c));
+    let kernel = |i: f32, o: f32, s: f32| ((i + o).max(0.0) + 1e-6) * s;
+    let (mut n2, mut np2) = ([0f32; LANES], [0f32; LANES]);
+    let full = c - c % LANES;
+    for start in (0..full).step_by(LANES) {
+        let group = start..start + LANES;
+        let xs: &mut [f32; LANES] = (&mut x[group.clone()]).try_into().unwrap();
+        let is: &[f32; LANES] = input[group.clone()].try_into().unwrap();
+        let ss: &[f32; LANES] = inv_sp[group.clone()].try_into().unwrap();
+        let os: [f32; LANES] = off.map_or([0.0; LANES], |o| o[group].try_into().unwrap());
+        for l in 0..LANES {
+            let v = kernel(is[l], os[l], ss[l]);
+            let pv = power(v);
+            n2[l] += v * v;
+            np2[l] += pv * pv;
+            xs[l] = pv;
+        }
+    }
+    let (mut n2, mut np2) = (join_lanes(n2, |a, b| a + b), join_lanes(np2, |a, b| a + b));
+    for i in full..c {
+        let v = kernel(input[i], off.map_or(0.0, |o| o[i]), inv_sp[i]);
+        let pv = power(v);
+        n2 += v * v;
+        np2 += pv * pv;
+        x[i] = pv;
+    }
+    (n2, np2)
+}
+
+/// `x^P` for the common exponents, rounded as [`powi`] (and as
+/// `linvit_attention::focused::powi_by_mul`), written so each vectorises.
+#[inline(always)]
+fn power<const P: u32>(v: f32) -> f32 {
+    match P {
+        1 => v,
+        2 => v * v,
+        3 => v * v * v,
+        4 => {
+            let s = v * v;
+            s * s
+        }
+        _ => powi(v, P),
     }
 }
 
@@ -356,10 +435,11 @@ mod tests {
     #[test]
     fn powers_round_as_repeated_squaring() {
         for &x in &[0.3f32, 1.7, 2.5e-3] {
-            for p in 1..=9 {
-                let mut v = [x];
-                power_in_place(&mut v, p);
-                assert_eq!(v[0], powi(x, p), "x={x} p={p}");
+            for (p, got) in [power::<1>, power::<2>, power::<3>, power::<4>]
+                .iter()
+                .enumerate()
+            {
+                assert_eq!(got(x), powi(x, p as u32 + 1), "x={x} p={}", p + 1);
             }
             assert_eq!(powi(x, 3), (x * x) * x);
         }

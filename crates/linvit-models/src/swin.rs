@@ -292,21 +292,33 @@ impl SwinBlock {
     /// # Shapes
     /// - x: `[B, H*W, C]` -> same
     pub fn forward(&self, x: Tensor<3>, grid: [usize; 2]) -> Tensor<3> {
-        let [b, n, c] = x.dims();
+        let h = self.norm1.forward(x.clone());
         let (w, s) = (self.window, self.shift);
-        let mut image = self
-            .norm1
-            .forward(x.clone())
-            .reshape([b, grid[0], grid[1], c]);
-        if s > 0 {
-            image = image.roll(&[-(s as i64), -(s as i64)], &[1, 2]);
-        }
         let mask = match (&self.attn, s) {
             (Attention::Softmax(_), s) if s > 0 => {
                 Some(shift_mask(grid, w, s, &x.device()).cast(x.dtype()))
             }
             _ => None,
         };
+        let fused = match &self.attn {
+            Attention::Softmax(m) => m.forward_image_windows(&h, grid, w, s, mask.as_ref()),
+            _ => None,
+        };
+        let h = fused.unwrap_or_else(|| self.attend_windows(h, grid, mask));
+        let x = x + self.drop_path.forward(h);
+        let h = self.mlp.forward(self.norm2.forward(x.clone()), grid);
+        x + self.drop_path.forward(h)
+    }
+
+    /// The mixer on the shifted windows of `h` (`[B, H*W, C]`): roll, partition, mix,
+    /// reverse, roll back.
+    fn attend_windows(&self, h: Tensor<3>, grid: [usize; 2], mask: Option<Tensor<3>>) -> Tensor<3> {
+        let [b, n, c] = h.dims();
+        let (w, s) = (self.window, self.shift);
+        let mut image = h.reshape([b, grid[0], grid[1], c]);
+        if s > 0 {
+            image = image.roll(&[-(s as i64), -(s as i64)], &[1, 2]);
+        }
         let windows = self
             .attn
             .forward_masked(partition(image, w), TokenLayout::grid(w, w), mask);
@@ -314,9 +326,7 @@ impl SwinBlock {
         if s > 0 {
             image = image.roll(&[s as i64, s as i64], &[1, 2]);
         }
-        let x = x + self.drop_path.forward(image.reshape([b, n, c]));
-        let h = self.mlp.forward(self.norm2.forward(x.clone()), grid);
-        x + self.drop_path.forward(h)
+        image.reshape([b, n, c])
     }
 }
 
