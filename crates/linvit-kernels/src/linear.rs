@@ -67,6 +67,7 @@ fn linear_with(
         x.len() / width,
         out_width,
         bias,
+        None,
         |first, out, parallelism| {
             let rows = out.len() / out_width;
             let x = &x[first * width..][..rows * width];
@@ -75,43 +76,58 @@ fn linear_with(
     )
 }
 
-/// A new `[rows, width]` buffer, each row first `bias` (zeros without one), handed to `work` in
-/// blocks of rows (first row, block, the parallelism for gemm within it; see [`blocks`]) on
-/// rayon's threads.
+/// A new `[rows, width]` buffer, each row first `residual`'s row plus `bias` (either may be
+/// absent; zeros without both), handed to `work` in blocks of rows (first row, block, the
+/// parallelism for gemm within it; see [`blocks`]) on rayon's threads.
 pub(crate) fn new_rows(
     rows: usize,
     width: usize,
     bias: Option<&[f32]>,
+    residual: Option<&[f32]>,
     work: impl Fn(usize, &mut [f32], Parallelism) + Sync,
 ) -> Vec<f32> {
     assert!(bias.is_none_or(|b| b.len() == width));
+    assert!(residual.is_none_or(|r| r.len() == rows * width));
     let (block, parallelism) = blocks(rows);
     let mut out = Vec::with_capacity(rows * width);
     out.spare_capacity_mut()
         .par_chunks_mut(block * width)
         .enumerate()
-        .for_each(|(i, chunk)| work(i * block, fill(chunk, bias, width), parallelism));
+        .for_each(|(i, chunk)| {
+            let residual = residual.map(|r| &r[i * block * width..][..chunk.len()]);
+            work(i * block, fill(chunk, bias, residual, width), parallelism)
+        });
     // SAFETY: the chunks cover all `rows * width` elements of the spare capacity, and `fill`
     // wrote every one of them.
     unsafe { out.set_len(rows * width) };
     out
 }
 
-/// Writes `bias` (or zeros) into every `width`-wide row of `chunk` and returns it initialised.
-/// Written into the spare capacity: zeroing the new buffer first would be a second pass over it.
+/// Writes `residual + bias` (either may be absent, zeros without both) into every `width`-wide
+/// row of `chunk` (`residual` as long as `chunk`) and returns it initialised. Written into the
+/// spare capacity: zeroing the new buffer first would be a second pass over it.
 fn fill<'a>(
     chunk: &'a mut [MaybeUninit<f32>],
     bias: Option<&[f32]>,
+    residual: Option<&[f32]>,
     width: usize,
 ) -> &'a mut [f32] {
-    for row in chunk.chunks_exact_mut(width) {
-        match bias {
-            Some(bias) => row.iter_mut().zip(bias).for_each(|(o, &b)| {
-                o.write(b);
-            }),
-            None => row.iter_mut().for_each(|o| {
-                o.write(0.0);
-            }),
+    let zeros = vec![0f32; if bias.is_none() { width } else { 0 }];
+    let bias = bias.unwrap_or(&zeros);
+    match residual {
+        Some(residual) => {
+            for (row, res) in chunk.chunks_exact_mut(width).zip(residual.chunks_exact(width)) {
+                for ((o, &r), &b) in row.iter_mut().zip(res).zip(bias) {
+                    o.write(r + b);
+                }
+            }
+        }
+        None => {
+            for row in chunk.chunks_exact_mut(width) {
+                for (o, &b) in row.iter_mut().zip(bias) {
+                    o.write(b);
+                }
+            }
         }
     }
     let len = chunk.len();

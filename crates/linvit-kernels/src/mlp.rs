@@ -25,11 +25,13 @@ pub struct Mlp<'a> {
 }
 
 impl Mlp<'_> {
-    /// `x` `[rows, in]` -> `[rows, out]`.
+    /// `x` `[rows, in]` -> `[rows, out]`, plus `residual` `[rows, out]` where given (a block's
+    /// `x + mlp(norm(x))`: the output rows start as `residual + fc2.bias` and `fc2` accumulates
+    /// into them, so the residual add is not a pass of its own).
     ///
     /// # Panics
-    /// On weight and bias sizes that do not chain (a caller bug).
-    pub fn forward(&self, x: &[f32], width: usize) -> Vec<f32> {
+    /// On weight, bias and residual sizes that do not chain (a caller bug).
+    pub fn forward(&self, x: &[f32], width: usize, residual: Option<&[f32]>) -> Vec<f32> {
         let hidden = self.fc1_weight.len() / width;
         let out_width = self.fc2_weight.len() / hidden;
         assert!(
@@ -41,7 +43,7 @@ impl Mlp<'_> {
         let rows = x.len() / width;
         let fc1 = Operand(self.fc1_weight, [hidden, 1]);
         let fc2 = Operand(self.fc2_weight, [out_width, 1]);
-        new_rows(rows, out_width, self.fc2_bias, |first, out, parallelism| {
+        new_rows(rows, out_width, self.fc2_bias, residual, |first, out, parallelism| {
             let n = out.len() / out_width;
             let x = &x[first * width..][..n * width];
             let mut h = match self.fc1_bias {
@@ -73,13 +75,14 @@ mod tests {
     #[test]
     fn matches_the_layers_written_out_on_a_small_case() {
         // 300 rows (one block, gemm's threads) and 2100 (blocks on rayon's threads, the
-        // last shorter), 5 -> 7 -> 3.
+        // last shorter), 5 -> 7 -> 3, without and with a residual.
         for rows in [300, 2100] {
-            check_rows(rows);
+            check_rows(rows, false);
+            check_rows(rows, true);
         }
     }
 
-    fn check_rows(rows: usize) {
+    fn check_rows(rows: usize, with_residual: bool) {
         let (width, hidden, out) = (5, 7, 3);
         let (x, w1, b1, w2, b2) = (
             wave(rows * width, 0.37),
@@ -95,7 +98,8 @@ mod tests {
             fc2_bias: Some(&b2),
             relu: false,
         };
-        let got = mlp.forward(&x, width);
+        let residual = wave(rows * out, 0.29);
+        let got = mlp.forward(&x, width, with_residual.then_some(&residual[..]));
         let gelu =
             |v: f64| v * (1.0 + crate::activation::erf((v / 2f64.sqrt()) as f32) as f64) / 2.0;
         for r in 0..rows {
@@ -111,7 +115,8 @@ mod tests {
                 let y: f64 = (0..hidden)
                     .map(|j| h[j] * w2[j * out + o] as f64)
                     .sum::<f64>()
-                    + b2[o] as f64;
+                    + b2[o] as f64
+                    + if with_residual { residual[r * out + o] as f64 } else { 0.0 };
                 let g = got[r * out + o] as f64;
                 assert!(
                     (g - y).abs() < 1e-5 * y.abs().max(1.0),

@@ -60,7 +60,7 @@ impl Block {
                 .drop_path
                 .forward(self.attn.forward(self.norm1.forward(x), layout));
         // Only PVTv2's MLP uses the grid (its depthwise conv), and PVT has no prefix tokens.
-        let h = self.mlp.forward(self.norm2.forward(x.clone()), layout.hw());
-        x + self.drop_path.forward(h)
+        let h = self.norm2.forward(x.clone());
+        self.mlp.residual(x, h, layout.hw(), &self.drop_path)
     }
 }

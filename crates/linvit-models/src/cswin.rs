@@ -217,8 +217,8 @@ impl CswinBlock {
             .collect();
         let mixed = self.proj.forward(Tensor::cat(branches, 2));
         let x = x + self.drop_path.forward(mixed);
-        let h = self.mlp.forward(self.norm2.forward(x.clone()), grid);
-        x + self.drop_path.forward(h)
+        let h = self.norm2.forward(x.clone());
+        self.mlp.residual(x, h, grid, &self.drop_path)
     }
 }
 

@@ -69,7 +69,7 @@ impl Mlp {
     /// # Shapes
     /// - x: `[B, H*W, C]` (the grid is used by the depthwise conv only) -> `[B, H*W, C]`
     pub fn forward(&self, x: Tensor<3>, grid: [usize; 2]) -> Tensor<3> {
-        if let Some(y) = self.forward_fused(&x) {
+        if let Some(y) = self.forward_fused(&x, None) {
             return y;
         }
         let mut x = ops::linear(&self.fc1, x);
@@ -81,6 +81,24 @@ impl Mlp {
         }
         ops::linear(&self.fc2, gelu(x))
     }
+
+    /// A block's second half, `x + drop_path(mlp(h))` (`h` the normalised `x`). In inference,
+    /// where the fused kernel applies, the output rows start as `x` and the MLP accumulates into
+    /// them: no separate residual add.
+    pub fn residual(
+        &self,
+        x: Tensor<3>,
+        h: Tensor<3>,
+        grid: [usize; 2],
+        drop_path: &DropPath,
+    ) -> Tensor<3> {
+        if drop_path.is_identity(&x.device()) {
+            if let Some(y) = self.forward_fused(&h, Some(&x)) {
+                return y;
+            }
+        }
+        x + drop_path.forward(self.forward(h, grid))
+    }
 }
 
 impl Mlp {
@@ -88,7 +106,7 @@ impl Mlp {
     /// tensors on flex that no autodiff graph tracks (inference). Same mathematics as the layers
     /// above, which training and every other backend run (`tests/models.rs` holds them
     /// together); `None` where it does not apply.
-    fn forward_fused(&self, x: &Tensor<3>) -> Option<Tensor<3>> {
+    fn forward_fused(&self, x: &Tensor<3>, residual: Option<&Tensor<3>>) -> Option<Tensor<3>> {
         if self.dwconv.is_some() {
             return None;
         }
@@ -101,6 +119,10 @@ impl Mlp {
             bias(&self.fc2)?,
         );
         let x_in = kernel_input(x)?;
+        let residual = match residual {
+            Some(r) => Some(kernel_input(r)?),
+            None => None,
+        };
         let mlp = linvit_kernels::mlp::Mlp {
             fc1_weight: w1.as_slice()?,
             fc1_bias: optional_slice(&b1)?,
@@ -109,7 +131,7 @@ impl Mlp {
             relu: self.relu,
         };
         let [b, n, c] = x.dims();
-        let out = mlp.forward(x_in.as_slice()?, c);
+        let out = mlp.forward(x_in.as_slice()?, c, optional_slice(&residual)?);
         let width = out.len() / (b * n);
         Some(Tensor::from_data(
             TensorData::new(out, [b, n, width]),
@@ -135,8 +157,14 @@ impl DropPath {
         }
     }
 
+    /// Whether `forward` passes its input through on `device`: no drop probability, eval mode,
+    /// or no autodiff.
+    pub fn is_identity(&self, device: &Device) -> bool {
+        self.prob == 0.0 || !self.training.is_enabled() || !device.is_autodiff()
+    }
+
     pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
-        if self.prob == 0.0 || !self.training.is_enabled() || !x.device().is_autodiff() {
+        if self.is_identity(&x.device()) {
             return x;
         }
         let keep = 1.0 - self.prob;
