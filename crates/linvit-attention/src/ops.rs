@@ -13,7 +13,8 @@ use std::sync::{Mutex, OnceLock};
 
 use burn::module::Param;
 use burn::nn::conv::Conv2d;
-use burn::nn::{Linear, PaddingConfig2d};
+use burn::module::{Content, DisplaySettings, ModuleDisplay};
+use burn::nn::{LayerNorm, Linear, PaddingConfig2d};
 use burn::tensor::{DType, Device, Tensor, TensorData};
 pub use burn_dispatch::backends::flex::FlexTensor;
 use burn_dispatch::backends::Flex;
@@ -170,6 +171,16 @@ pub fn linear<const D: usize>(layer: &Linear, x: Tensor<D>) -> Tensor<D> {
         Some(y) => y,
         None => layer.forward(x),
     }
+}
+
+/// A `LayerNorm`'s epsilon, for kernels that fuse the norm. Burn 0.22 keeps the field private;
+/// its module display (a public API, `ModuleDisplay::custom_content`) lists it, written by
+/// Rust's float formatting, which parses back to the same `f64`. `None` if a later Burn stops
+/// listing it (the callers then run the layers unfused).
+pub fn layer_norm_epsilon(norm: &LayerNorm) -> Option<f64> {
+    let content = norm.custom_content(Content::new(DisplaySettings::new()))?;
+    let attribute = content.attributes.iter().find(|a| a.name == "epsilon")?;
+    attribute.value.trim().parse().ok()
 }
 
 /// `image_to_tokens(conv.forward(image))` and the output grid: a conv on `[B, C, H, W]` as
@@ -440,6 +451,15 @@ pub fn resample_axis<const D: usize>(x: Tensor<D>, matrix: Tensor<2>, dim: usize
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn layer_norm_epsilon_reads_back_the_configured_value() {
+        use burn::nn::LayerNormConfig;
+        for eps in [1e-5, 1e-6, 0.1, 1e-12] {
+            let norm = LayerNormConfig::new(8).with_epsilon(eps).init(&Device::flex());
+            assert_eq!(layer_norm_epsilon(&norm), Some(eps));
+        }
+    }
 
     #[test]
     fn linear_resize_matches_pytorch_upsampling_by_two() {

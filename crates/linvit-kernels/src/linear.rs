@@ -9,6 +9,7 @@ use std::mem::MaybeUninit;
 use rayon::prelude::*;
 
 use crate::matmul::{product_on, Operand, Parallelism};
+use crate::simd::multiversion;
 
 /// How [`new_rows`] splits `rows`: `(rows per block, gemm's parallelism within a block)`.
 ///
@@ -113,27 +114,36 @@ fn fill<'a>(
     width: usize,
 ) -> &'a mut [f32] {
     let zeros = vec![0f32; if bias.is_none() { width } else { 0 }];
-    let bias = bias.unwrap_or(&zeros);
-    match residual {
-        Some(residual) => {
-            for (row, res) in chunk.chunks_exact_mut(width).zip(residual.chunks_exact(width)) {
-                for ((o, &r), &b) in row.iter_mut().zip(res).zip(bias) {
-                    o.write(r + b);
+    fill_rows(chunk, bias.unwrap_or(&zeros), residual);
+    let len = chunk.len();
+    // SAFETY: `fill_rows` wrote every element (`chunk.len()` is a multiple of `width`, as
+    // `new_rows` cuts whole rows), and `MaybeUninit<f32>` has `f32`'s layout.
+    unsafe { std::slice::from_raw_parts_mut(chunk.as_mut_ptr().cast::<f32>(), len) }
+}
+
+multiversion! {
+    /// [`fill`]'s loop: `bias` repeated, plus `residual` where given.
+    fn fill_rows(chunk: &mut [MaybeUninit<f32>], bias: &[f32], residual: Option<&[f32]>) {
+        let width = bias.len();
+        assert!(chunk.len().is_multiple_of(width));
+        match residual {
+            Some(residual) => {
+                assert_eq!(residual.len(), chunk.len());
+                for (row, res) in chunk.chunks_exact_mut(width).zip(residual.chunks_exact(width)) {
+                    for ((o, &r), &b) in row.iter_mut().zip(res).zip(bias) {
+                        o.write(r + b);
+                    }
                 }
             }
-        }
-        None => {
-            for row in chunk.chunks_exact_mut(width) {
-                for (o, &b) in row.iter_mut().zip(bias) {
-                    o.write(b);
+            None => {
+                for row in chunk.chunks_exact_mut(width) {
+                    for (o, &b) in row.iter_mut().zip(bias) {
+                        o.write(b);
+                    }
                 }
             }
         }
     }
-    let len = chunk.len();
-    // SAFETY: every element was written above (`chunk.len()` is a multiple of `width`, as
-    // `new_rows` cuts whole rows), and `MaybeUninit<f32>` has `f32`'s layout.
-    unsafe { std::slice::from_raw_parts_mut(chunk.as_mut_ptr().cast::<f32>(), len) }
 }
 
 /// `dst += x w` for `x` `[m, k]` (dense rows) and `w` `[k, n]` (any strides), on gemm.

@@ -217,8 +217,7 @@ impl CswinBlock {
             .collect();
         let mixed = self.proj.forward(Tensor::cat(branches, 2));
         let x = x + self.drop_path.forward(mixed);
-        let h = self.norm2.forward(x.clone());
-        self.mlp.residual(x, h, grid, &self.drop_path)
+        self.mlp.residual(x, &self.norm2, grid, &self.drop_path)
     }
 }
 

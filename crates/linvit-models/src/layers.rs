@@ -10,6 +10,7 @@ use burn::tensor::{Device, Distribution, Tensor, TensorData};
 use linvit_attention::ops::{self, gelu, kernel_input, optional_kernel_input, optional_slice};
 
 use linvit_attention::ops::{image_to_tokens, tokens_to_image};
+use linvit_kernels::mlp::RowNorm;
 
 pub fn layer_norm(dim: usize, eps: f64, device: &Device) -> LayerNorm {
     LayerNormConfig::new(dim).with_epsilon(eps).init(device)
@@ -69,7 +70,7 @@ impl Mlp {
     /// # Shapes
     /// - x: `[B, H*W, C]` (the grid is used by the depthwise conv only) -> `[B, H*W, C]`
     pub fn forward(&self, x: Tensor<3>, grid: [usize; 2]) -> Tensor<3> {
-        if let Some(y) = self.forward_fused(&x, None) {
+        if let Some(y) = self.forward_fused(&x, None, false) {
             return y;
         }
         let mut x = ops::linear(&self.fc1, x);
@@ -82,22 +83,24 @@ impl Mlp {
         ops::linear(&self.fc2, gelu(x))
     }
 
-    /// A block's second half, `x + drop_path(mlp(h))` (`h` the normalised `x`). In inference,
-    /// where the fused kernel applies, the output rows start as `x` and the MLP accumulates into
-    /// them: no separate residual add.
+    /// A block's second half, `x + drop_path(mlp(norm(x)))`. In inference, where the fused
+    /// kernel applies, it is one kernel call: each block of rows is normalised in cache and the
+    /// output rows start as `x`, so neither the normalised tensor nor the residual add is a pass
+    /// of its own.
     pub fn residual(
         &self,
         x: Tensor<3>,
-        h: Tensor<3>,
+        norm: &LayerNorm,
         grid: [usize; 2],
         drop_path: &DropPath,
     ) -> Tensor<3> {
         if drop_path.is_identity(&x.device()) {
-            if let Some(y) = self.forward_fused(&h, Some(&x)) {
+            if let Some(y) = self.forward_fused(&x, Some(norm), true) {
                 return y;
             }
         }
-        x + drop_path.forward(self.forward(h, grid))
+        let h = self.forward(norm.forward(x.clone()), grid);
+        x + drop_path.forward(h)
     }
 }
 
@@ -105,8 +108,14 @@ impl Mlp {
     /// The fused CPU kernel ([`linvit_kernels::mlp`]) where it applies: no depthwise conv, f32
     /// tensors on flex that no autodiff graph tracks (inference). Same mathematics as the layers
     /// above, which training and every other backend run (`tests/models.rs` holds them
-    /// together); `None` where it does not apply.
-    fn forward_fused(&self, x: &Tensor<3>, residual: Option<&Tensor<3>>) -> Option<Tensor<3>> {
+    /// together); `None` where it does not apply. `norm` runs in front of `fc1`; with
+    /// `residual`, `x` is added to the output.
+    fn forward_fused(
+        &self,
+        x: &Tensor<3>,
+        norm: Option<&LayerNorm>,
+        residual: bool,
+    ) -> Option<Tensor<3>> {
         if self.dwconv.is_some() {
             return None;
         }
@@ -119,11 +128,23 @@ impl Mlp {
             bias(&self.fc2)?,
         );
         let x_in = kernel_input(x)?;
-        let residual = match residual {
-            Some(r) => Some(kernel_input(r)?),
+        let norm = match norm {
+            Some(n) => Some((
+                kernel_input(&n.gamma.val())?,
+                optional_kernel_input(n.beta.as_ref())?,
+                ops::layer_norm_epsilon(n)? as f32,
+            )),
             None => None,
         };
         let mlp = linvit_kernels::mlp::Mlp {
+            norm: match &norm {
+                Some((gamma, beta, eps)) => Some(RowNorm {
+                    gamma: gamma.as_slice()?,
+                    beta: optional_slice(beta)?,
+                    eps: *eps,
+                }),
+                None => None,
+            },
             fc1_weight: w1.as_slice()?,
             fc1_bias: optional_slice(&b1)?,
             fc2_weight: w2.as_slice()?,
@@ -131,7 +152,8 @@ impl Mlp {
             relu: self.relu,
         };
         let [b, n, c] = x.dims();
-        let out = mlp.forward(x_in.as_slice()?, c, optional_slice(&residual)?);
+        let input = x_in.as_slice()?;
+        let out = mlp.forward(input, c, residual.then_some(input));
         let width = out.len() / (b * n);
         Some(Tensor::from_data(
             TensorData::new(out, [b, n, width]),

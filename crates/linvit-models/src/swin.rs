@@ -306,8 +306,7 @@ impl SwinBlock {
         };
         let h = fused.unwrap_or_else(|| self.attend_windows(h, grid, mask));
         let x = x + self.drop_path.forward(h);
-        let h = self.norm2.forward(x.clone());
-        self.mlp.residual(x, h, grid, &self.drop_path)
+        self.mlp.residual(x, &self.norm2, grid, &self.drop_path)
     }
 
     /// The mixer on the shifted windows of `h` (`[B, H*W, C]`): roll, partition, mix,
