@@ -61,7 +61,8 @@ impl FocusedAttention<'_> {
         let n_q = q.rows() / batch;
         let n_k = k.rows() / batch;
         assert!(
-            k.rows() == v.rows()
+            n_k > 0
+                && k.rows() == v.rows()
                 && k.rows().is_multiple_of(batch)
                 && self.key_offset.len() == n_k * c
         );
