@@ -12,8 +12,8 @@ use std::collections::HashMap;
 use std::sync::{Mutex, OnceLock};
 
 use burn::module::Param;
-use burn::nn::conv::Conv2d;
 use burn::module::{Content, DisplaySettings, ModuleDisplay};
+use burn::nn::conv::Conv2d;
 use burn::nn::{LayerNorm, Linear, PaddingConfig2d};
 use burn::tensor::{DType, Device, Tensor, TensorData};
 pub use burn_dispatch::backends::flex::FlexTensor;
@@ -456,7 +456,9 @@ mod tests {
     fn layer_norm_epsilon_reads_back_the_configured_value() {
         use burn::nn::LayerNormConfig;
         for eps in [1e-5, 1e-6, 0.1, 1e-12] {
-            let norm = LayerNormConfig::new(8).with_epsilon(eps).init(&Device::flex());
+            let norm = LayerNormConfig::new(8)
+                .with_epsilon(eps)
+                .init(&Device::flex());
             assert_eq!(layer_norm_epsilon(&norm), Some(eps));
         }
     }

@@ -94,45 +94,51 @@ impl Mlp<'_> {
         let rows = x.len() / width;
         let fc1 = Operand(self.fc1_weight, [hidden, 1]);
         let fc2 = Operand(self.fc2_weight, [out_width, 1]);
-        new_rows(rows, out_width, self.fc2_bias, residual, |first, out, parallelism| {
-            let n = out.len() / out_width;
-            let x = &x[first * width..][..n * width];
-            let normalised;
-            let x = match &self.norm {
-                Some(norm) => {
-                    normalised = {
-                        let mut out = vec![0f32; x.len()];
-                        match parallelism {
-                            Parallelism::Rayon(_) => out
-                                .par_chunks_mut(width * 64)
-                                .zip(x.par_chunks(width * 64))
-                                .for_each(|(o, x)| norm.rows(x, o)),
-                            _ => norm.rows(x, &mut out),
-                        }
-                        out
-                    };
-                    &normalised[..]
+        new_rows(
+            rows,
+            out_width,
+            self.fc2_bias,
+            residual,
+            |first, out, parallelism| {
+                let n = out.len() / out_width;
+                let x = &x[first * width..][..n * width];
+                let normalised;
+                let x = match &self.norm {
+                    Some(norm) => {
+                        normalised = {
+                            let mut out = vec![0f32; x.len()];
+                            match parallelism {
+                                Parallelism::Rayon(_) => out
+                                    .par_chunks_mut(width * 64)
+                                    .zip(x.par_chunks(width * 64))
+                                    .for_each(|(o, x)| norm.rows(x, o)),
+                                _ => norm.rows(x, &mut out),
+                            }
+                            out
+                        };
+                        &normalised[..]
+                    }
+                    None => x,
+                };
+                let mut h = match self.fc1_bias {
+                    Some(bias) => bias.repeat(n),
+                    None => vec![0f32; n * hidden],
+                };
+                accumulate_product(parallelism, &mut h, x, fc1, [n, width, hidden]);
+                let activate = |h: &mut [f32]| {
+                    if self.relu {
+                        h.iter_mut().for_each(|v| *v = v.max(0.0));
+                    }
+                    gelu_in_place(h);
+                };
+                match parallelism {
+                    // One block for all rows: its activation is split over the threads too.
+                    Parallelism::Rayon(_) => h.par_chunks_mut(1 << 14).for_each(activate),
+                    _ => activate(&mut h),
                 }
-                None => x,
-            };
-            let mut h = match self.fc1_bias {
-                Some(bias) => bias.repeat(n),
-                None => vec![0f32; n * hidden],
-            };
-            accumulate_product(parallelism, &mut h, x, fc1, [n, width, hidden]);
-            let activate = |h: &mut [f32]| {
-                if self.relu {
-                    h.iter_mut().for_each(|v| *v = v.max(0.0));
-                }
-                gelu_in_place(h);
-            };
-            match parallelism {
-                // One block for all rows: its activation is split over the threads too.
-                Parallelism::Rayon(_) => h.par_chunks_mut(1 << 14).for_each(activate),
-                _ => activate(&mut h),
-            }
-            accumulate_product(parallelism, out, &h, fc2, [n, hidden, out_width]);
-        })
+                accumulate_product(parallelism, out, &h, fc2, [n, hidden, out_width]);
+            },
+        )
     }
 }
 
@@ -208,7 +214,11 @@ mod tests {
                     .map(|j| h[j] * w2[j * out + o] as f64)
                     .sum::<f64>()
                     + b2[o] as f64
-                    + if with_residual { residual[r * out + o] as f64 } else { 0.0 };
+                    + if with_residual {
+                        residual[r * out + o] as f64
+                    } else {
+                        0.0
+                    };
                 let g = got[r * out + o] as f64;
                 assert!(
                     (g - y).abs() < 1e-5 * y.abs().max(1.0),

@@ -125,7 +125,10 @@ fn inverse_permutation(rows: &[usize], len: usize) -> Vec<usize> {
     assert_eq!(rows.len(), len, "the row map must cover every row once");
     let mut inverse = vec![usize::MAX; len];
     for (i, &r) in rows.iter().enumerate() {
-        assert!(inverse[r] == usize::MAX, "row {r} appears twice in the row map");
+        assert!(
+            inverse[r] == usize::MAX,
+            "row {r} appears twice in the row map"
+        );
         inverse[r] = i;
     }
     inverse

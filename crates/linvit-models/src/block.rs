@@ -60,6 +60,7 @@ impl Block {
                 .drop_path
                 .forward(self.attn.forward(self.norm1.forward(x), layout));
         // Only PVTv2's MLP uses the grid (its depthwise conv), and PVT has no prefix tokens.
-        self.mlp.residual(x, &self.norm2, layout.hw(), &self.drop_path)
+        self.mlp
+            .residual(x, &self.norm2, layout.hw(), &self.drop_path)
     }
 }
