@@ -101,8 +101,10 @@ impl SoftmaxAttention {
     ) -> Option<Tensor<3>> {
         let (qkv, proj) = (self.qkv.as_ref()?, self.proj.as_ref()?);
         ops::kernel_input(x)?;
+        // What `attend_fused` declines, declined before the projection rather than after.
         let layout = TokenLayout::grid(window, window);
-        if window * window > FUSED_TOKENS || (self.window != [window; 2]) {
+        let table_fits = self.relative_position_bias_table.is_none() || self.window == [window; 2];
+        if window * window > FUSED_TOKENS || !table_fits {
             return None;
         }
         let [b, _, c] = x.dims();

@@ -242,7 +242,12 @@ fn kernel_and_norms(
 ) -> (f32, f32) {
     let c = x.len();
     assert!(input.len() == c && inv_sp.len() == c && off.is_none_or(|o| o.len() == c));
-    let kernel = |i: f32, o: f32, s: f32| ((i + o).max(0.0) + 1e-6) * s;
+    // The kernel and its power at one element: (kernel^2, power^2, power).
+    let element = |i: f32, o: f32, s: f32| {
+        let v = ((i + o).max(0.0) + 1e-6) * s;
+        let pv = power(v);
+        (v * v, pv * pv, pv)
+    };
     let (mut n2, mut np2) = ([0f32; LANES], [0f32; LANES]);
     let full = c - c % LANES;
     for start in (0..full).step_by(LANES) {
@@ -252,19 +257,17 @@ fn kernel_and_norms(
         let ss: &[f32; LANES] = inv_sp[group.clone()].try_into().unwrap();
         let os: [f32; LANES] = off.map_or([0.0; LANES], |o| o[group].try_into().unwrap());
         for l in 0..LANES {
-            let v = kernel(is[l], os[l], ss[l]);
-            let pv = power(v);
-            n2[l] += v * v;
-            np2[l] += pv * pv;
+            let (v2, pv2, pv) = element(is[l], os[l], ss[l]);
+            n2[l] += v2;
+            np2[l] += pv2;
             xs[l] = pv;
         }
     }
     let (mut n2, mut np2) = (join_lanes(n2, |a, b| a + b), join_lanes(np2, |a, b| a + b));
     for i in full..c {
-        let v = kernel(input[i], off.map_or(0.0, |o| o[i]), inv_sp[i]);
-        let pv = power(v);
-        n2 += v * v;
-        np2 += pv * pv;
+        let (v2, pv2, pv) = element(input[i], off.map_or(0.0, |o| o[i]), inv_sp[i]);
+        n2 += v2;
+        np2 += pv2;
         x[i] = pv;
     }
     (n2, np2)

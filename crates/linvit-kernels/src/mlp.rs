@@ -39,24 +39,24 @@ pub struct RowNorm<'a> {
 }
 
 impl RowNorm<'_> {
-    /// Normalises each `gamma.len()`-wide row of `x` into `out`.
-    pub fn rows(&self, x: &[f32], out: &mut [f32]) {
+    /// Normalises each `gamma.len()`-wide row of `x` in place.
+    pub fn rows(&self, x: &mut [f32]) {
         let width = self.gamma.len();
-        assert!(x.len() == out.len() && x.len().is_multiple_of(width));
+        assert!(x.len().is_multiple_of(width));
         assert!(self.beta.is_none_or(|b| b.len() == width));
-        for (x, out) in x.chunks_exact(width).zip(out.chunks_exact_mut(width)) {
-            normalise_row(x, out, self.gamma, self.beta, self.eps);
+        for row in x.chunks_exact_mut(width) {
+            normalise_row(row, self.gamma, self.beta, self.eps);
         }
     }
 }
 
 multiversion! {
-    /// One row of [`RowNorm`]: mean, then the variance around it (two passes over a row in L1,
-    /// no cancellation), then the affine map.
-    fn normalise_row(x: &[f32], out: &mut [f32], gamma: &[f32], beta: Option<&[f32]>, eps: f32) {
-        let n = x.len() as f32;
-        let mean = sum(x) / n;
-        out.iter_mut().zip(x).for_each(|(o, &v)| *o = v - mean);
+    /// One row of [`RowNorm`], in place: mean, then the variance around it (two passes over a
+    /// row in L1, no cancellation), then the affine map.
+    fn normalise_row(out: &mut [f32], gamma: &[f32], beta: Option<&[f32]>, eps: f32) {
+        let n = out.len() as f32;
+        let mean = sum(out) / n;
+        out.iter_mut().for_each(|o| *o -= mean);
         let inv = 1.0 / (dot(out, out) / n + eps).sqrt();
         match beta {
             Some(beta) => {
@@ -105,17 +105,9 @@ impl Mlp<'_> {
                 let normalised;
                 let x = match &self.norm {
                     Some(norm) => {
-                        normalised = {
-                            let mut out = vec![0f32; x.len()];
-                            match parallelism {
-                                Parallelism::Rayon(_) => out
-                                    .par_chunks_mut(width * 64)
-                                    .zip(x.par_chunks(width * 64))
-                                    .for_each(|(o, x)| norm.rows(x, o)),
-                                _ => norm.rows(x, &mut out),
-                            }
-                            out
-                        };
+                        let mut rows = x.to_vec();
+                        element_wise(parallelism, &mut rows, width * 64, |r| norm.rows(r));
+                        normalised = rows;
                         &normalised[..]
                     }
                     None => x,
@@ -125,20 +117,30 @@ impl Mlp<'_> {
                     None => vec![0f32; n * hidden],
                 };
                 accumulate_product(parallelism, &mut h, x, fc1, [n, width, hidden]);
-                let activate = |h: &mut [f32]| {
+                element_wise(parallelism, &mut h, 1 << 14, |h| {
                     if self.relu {
                         h.iter_mut().for_each(|v| *v = v.max(0.0));
                     }
                     gelu_in_place(h);
-                };
-                match parallelism {
-                    // One block for all rows: its activation is split over the threads too.
-                    Parallelism::Rayon(_) => h.par_chunks_mut(1 << 14).for_each(activate),
-                    _ => activate(&mut h),
-                }
+                });
                 accumulate_product(parallelism, out, &h, fc2, [n, hidden, out_width]);
             },
         )
+    }
+}
+
+/// `f` over `data` in chunks of `chunk` elements (a multiple of the row width): on this thread
+/// within a block of rows, split over the threads where the block is all rows (gemm's threads,
+/// `Parallelism::Rayon`), so that work does not run on one core.
+fn element_wise(
+    parallelism: Parallelism,
+    data: &mut [f32],
+    chunk: usize,
+    f: impl Fn(&mut [f32]) + Send + Sync,
+) {
+    match parallelism {
+        Parallelism::Rayon(_) => data.par_chunks_mut(chunk).for_each(f),
+        _ => f(data),
     }
 }
 
