@@ -25,7 +25,7 @@ use crate::ops::{
     adaptive_pool_matrix, bilinear_matrix, image_to_tokens, linear_matrix, merge_heads,
     resample_axis, split_heads, tokens_to_image,
 };
-use crate::proj::{self, Qkv};
+use crate::proj::{self, MixerInput, Qkv};
 use crate::{MixerShape, Projection, TokenLayout};
 
 /// Side of the learned bias grids `an_bias`/`na_bias`, resized to the token grid at run time.
@@ -141,9 +141,11 @@ fn fit_axis<const D: usize>(bias: Tensor<D>, dim: usize, len: usize) -> Tensor<D
 proj::impl_projected!(AgentAttention);
 
 impl AgentAttention {
+    /// Mixes tokens, or for a block `x + attn(norm(x))` (see [`MixerInput`]).
+    ///
     /// # Shapes
     /// - x: `[B, prefix + H*W, C]` -> `[B, prefix + H*W, C]`
-    pub fn forward(&self, x: Tensor<3>, layout: TokenLayout) -> Tensor<3> {
+    pub fn forward<'a>(&self, x: impl Into<MixerInput<'a>>, layout: TokenLayout) -> Tensor<3> {
         proj::forward(self, x, layout, |qkv, layout| self.attend(qkv, layout))
     }
 

@@ -18,7 +18,7 @@ use linvit_kernels::focused::{FocusedAttention, HeadSharedDwc};
 use serde::{Deserialize, Serialize};
 
 use crate::ops::{self, bilinear_matrix, linear_matrix, merge_heads, resample_axis, split_heads};
-use crate::proj::{self, Qkv};
+use crate::proj::{self, MixerInput, Qkv};
 use crate::{MixerShape, Projection, TokenLayout};
 
 /// Hyper-parameters of focused linear attention.
@@ -188,9 +188,11 @@ pub fn head_shared_dwc(dwc: &Conv2d, v: Tensor<4>, [h, w]: [usize; 2]) -> Tensor
 proj::impl_projected!(FocusedLinearAttention);
 
 impl FocusedLinearAttention {
+    /// Mixes tokens, or for a block `x + attn(norm(x))` (see [`MixerInput`]).
+    ///
     /// # Shapes
     /// - x: `[B, prefix + H*W, C]` -> `[B, prefix + H*W, C]`
-    pub fn forward(&self, x: Tensor<3>, layout: TokenLayout) -> Tensor<3> {
+    pub fn forward<'a>(&self, x: impl Into<MixerInput<'a>>, layout: TokenLayout) -> Tensor<3> {
         proj::forward(self, x, layout, |qkv, layout| self.attend(qkv, layout))
     }
 

@@ -30,6 +30,7 @@ pub use agent::{AgentAttention, AgentConfig};
 pub use focused::{FocusedConfig, FocusedLinearAttention};
 pub use linear::{LinearAttention, LinearConfig};
 pub use norm::{NormAttention, NormConfig};
+pub use proj::MixerInput;
 pub use softmax::SoftmaxAttention;
 
 /// Where the tokens of one forward call sit on the image.
@@ -310,19 +311,20 @@ pub enum Attention {
 }
 
 impl Attention {
-    /// Mixes tokens `[B, N, C]` laid out as `layout` (fused/reduced projections).
+    /// Mixes tokens `[B, N, C]` laid out as `layout` (fused/reduced projections), or for a
+    /// pre-norm block returns `x + attn(norm(x))` (see [`MixerInput`]).
     ///
     /// # Shapes
     /// - x: `[B, prefix + H*W, C]` -> `[B, prefix + H*W, C]`
-    pub fn forward(&self, x: Tensor<3>, layout: TokenLayout) -> Tensor<3> {
+    pub fn forward<'a>(&self, x: impl Into<MixerInput<'a>>, layout: TokenLayout) -> Tensor<3> {
         self.forward_masked(x, layout, None)
     }
 
     /// As [`Attention::forward`], with Swin's shifted-window mask `[nW, N, N]` (windows are the
     /// inner batch index). Only softmax uses it; the linear families ignore it, as upstream.
-    pub fn forward_masked(
+    pub fn forward_masked<'a>(
         &self,
-        x: Tensor<3>,
+        x: impl Into<MixerInput<'a>>,
         layout: TokenLayout,
         mask: Option<Tensor<3>>,
     ) -> Tensor<3> {

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::focused::{add_head_shared_dwc, linear_attend};
 use crate::ops::{merge_heads, split_heads};
-use crate::proj::{self, Qkv};
+use crate::proj::{self, MixerInput, Qkv};
 use crate::{MixerShape, Projection, TokenLayout};
 
 /// Hyper-parameters of plain linear attention.
@@ -60,9 +60,11 @@ impl LinearConfig {
 proj::impl_projected!(LinearAttention, |_m| None);
 
 impl LinearAttention {
+    /// Mixes tokens, or for a block `x + attn(norm(x))` (see [`MixerInput`]).
+    ///
     /// # Shapes
     /// - x: `[B, prefix + H*W, C]` -> `[B, prefix + H*W, C]`
-    pub fn forward(&self, x: Tensor<3>, layout: TokenLayout) -> Tensor<3> {
+    pub fn forward<'a>(&self, x: impl Into<MixerInput<'a>>, layout: TokenLayout) -> Tensor<3> {
         proj::forward(self, x, layout, |qkv, layout| self.attend(qkv, layout))
     }
 

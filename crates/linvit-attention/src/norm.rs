@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::lightning::{causal_linear_attention, CausalForm, Decay};
 use crate::ops::{merge_heads, split_heads};
-use crate::proj::{self, Qkv};
+use crate::proj::{self, MixerInput, Qkv};
 use crate::{MixerShape, Projection, TokenLayout};
 
 /// SRMSNorm's epsilon in every released configuration.
@@ -245,11 +245,16 @@ impl NormConfig {
 proj::impl_projected!(NormAttention, |_m| None);
 
 impl NormAttention {
+    /// Mixes tokens, or for a block `x + attn(norm(x))` (see [`MixerInput`]).
+    ///
     /// # Shapes
     /// - x: `[B, prefix + H*W, C]` -> `[B, prefix + H*W, C]`
-    pub fn forward(&self, x: Tensor<3>, layout: TokenLayout) -> Tensor<3> {
-        let gate = self.gate.forward(x.clone());
-        proj::forward(self, x, layout, |qkv, _| self.attend(qkv) * gate)
+    pub fn forward<'a>(&self, x: impl Into<MixerInput<'a>>, layout: TokenLayout) -> Tensor<3> {
+        // The gate reads the normalised tokens too, so a block's norm is not fused here.
+        x.into().unfused(|x| {
+            let gate = self.gate.forward(x.clone());
+            proj::forward(self, x, layout, |qkv, _| self.attend(qkv) * gate)
+        })
     }
 
     /// `q, k, v` each `[B, H*W, C]` projected by the caller (CSwin), in the projection's

@@ -18,6 +18,7 @@ use burn::nn::{LayerNorm, Linear, PaddingConfig2d};
 use burn::tensor::{DType, Device, Tensor, TensorData};
 pub use burn_dispatch::backends::flex::FlexTensor;
 use burn_dispatch::backends::Flex;
+pub use linvit_kernels::norm::RowNorm;
 pub use linvit_kernels::Rows;
 
 /// Which resampling a cached matrix is, its sizes, and the device it lives on.
@@ -152,24 +153,101 @@ impl KernelRows {
 /// CPU kernel [`linvit_kernels::linear`] (the bias preloaded, no separate zeroing and bias
 /// passes), Burn's op elsewhere.
 pub fn linear<const D: usize>(layer: &Linear, x: Tensor<D>) -> Tensor<D> {
-    let fused = || {
-        let weight = kernel_input(&layer.weight.val())?;
-        let bias = optional_kernel_input(layer.bias.as_ref())?;
-        let input = kernel_input(&x)?;
-        let [width, out] = weight.layout().shape().dims::<2>();
-        let y = linvit_kernels::linear::linear(
-            input.as_slice()?,
-            width,
-            weight.as_slice()?,
-            optional_slice(&bias)?,
-        );
-        let mut dims = x.dims();
-        dims[D - 1] = out;
-        Some(Tensor::from_data(TensorData::new(y, dims), &x.device()))
-    };
-    match fused() {
+    match linear_in_block(layer, &x, None, None) {
         Some(y) => y,
         None => layer.forward(x),
+    }
+}
+
+/// `layer(norm(x))`: one fused kernel call in inference on flex (see [`linear_in_block`]),
+/// the two layers elsewhere.
+pub fn normed_linear<const D: usize>(layer: &Linear, norm: &LayerNorm, x: Tensor<D>) -> Tensor<D> {
+    match linear_in_block(layer, &x, Some(norm), None) {
+        Some(y) => y,
+        None => linear(layer, norm.forward(x)),
+    }
+}
+
+/// `residual + layer(x)`: one fused kernel call in inference on flex (see
+/// [`linear_in_block`]), the layer and an add elsewhere.
+pub fn linear_residual<const D: usize>(
+    layer: &Linear,
+    x: Tensor<D>,
+    residual: Tensor<D>,
+) -> Tensor<D> {
+    match linear_in_block(layer, &x, None, Some(&residual)) {
+        Some(y) => y,
+        None => residual + linear(layer, x),
+    }
+}
+
+/// `residual + layer(norm(x))` (`norm` and `residual` each optional) as one fused CPU kernel
+/// call ([`linvit_kernels::linear::linear_in_block`]: the rows normalised per block in cache,
+/// the output rows starting as `residual`), in inference on flex (see [`kernel_input`]). `None`
+/// elsewhere: the caller then runs the layers.
+pub fn linear_in_block<const D: usize>(
+    layer: &Linear,
+    x: &Tensor<D>,
+    norm: Option<&LayerNorm>,
+    residual: Option<&Tensor<D>>,
+) -> Option<Tensor<D>> {
+    let weight = kernel_input(&layer.weight.val())?;
+    let bias = optional_kernel_input(layer.bias.as_ref())?;
+    let input = kernel_input(x)?;
+    let norm = optional(norm, NormInput::new)?;
+    let residual = optional(residual, kernel_input)?;
+    let [width, out] = weight.layout().shape().dims::<2>();
+    let mut dims = x.dims();
+    dims[D - 1] = out;
+    let residual = match &residual {
+        Some(r) if r.layout().shape().dims::<D>() != dims => return None,
+        Some(r) => Some(r.as_slice()?),
+        None => None,
+    };
+    let y = linvit_kernels::linear::linear_in_block(
+        input.as_slice()?,
+        width,
+        weight.as_slice()?,
+        optional_slice(&bias)?,
+        optional(norm.as_ref(), NormInput::row_norm)?,
+        residual,
+    );
+    Some(Tensor::from_data(TensorData::new(y, dims), &x.device()))
+}
+
+/// `f` on what `value` holds, for a kernel's optional input: `Some(None)` where `value` is
+/// `None`, `None` where `f` declines.
+pub fn optional<T, U>(value: Option<T>, f: impl FnOnce(T) -> Option<U>) -> Option<Option<U>> {
+    match value {
+        Some(v) => f(v).map(Some),
+        None => Some(None),
+    }
+}
+
+/// A `LayerNorm`'s parameters for a fused kernel, under [`kernel_input`]'s conditions.
+pub struct NormInput {
+    gamma: FlexTensor,
+    beta: Option<FlexTensor>,
+    eps: f32,
+}
+
+impl NormInput {
+    /// `None` where no kernel applies, or where the epsilon cannot be read (see
+    /// [`layer_norm_epsilon`]).
+    pub fn new(norm: &LayerNorm) -> Option<Self> {
+        Some(NormInput {
+            gamma: kernel_input(&norm.gamma.val())?,
+            beta: optional_kernel_input(norm.beta.as_ref())?,
+            eps: layer_norm_epsilon(norm)? as f32,
+        })
+    }
+
+    pub fn row_norm(&self) -> Option<RowNorm<'_>> {
+        Some(RowNorm {
+            gamma: self.gamma.as_slice()?,
+            beta: optional_slice(&self.beta)?,
+            eps: self.eps,
+        })
     }
 }
 

@@ -70,18 +70,58 @@ macro_rules! impl_projected {
 }
 pub(crate) use impl_projected;
 
+/// What a mixer's forward is given: tokens to mix, or a pre-norm block's stream `x` with the
+/// norm in front of the mixer. For a block the forward returns the block's first half, `x +
+/// mixer(norm(x))`: in inference on flex the norm runs inside the input projection's kernel and
+/// the output projection's rows start as `x`, so neither the normalised tokens nor the residual
+/// add is a pass of its own (one write of `[B, N, C]` each saved). Stochastic depth is the
+/// caller's: it passes a block only where that is the identity.
+pub enum MixerInput<'a> {
+    Tokens(Tensor<3>),
+    Block { x: Tensor<3>, norm: &'a LayerNorm },
+}
+
+impl From<Tensor<3>> for MixerInput<'_> {
+    fn from(x: Tensor<3>) -> Self {
+        MixerInput::Tokens(x)
+    }
+}
+
+impl<'a> MixerInput<'a> {
+    /// The tokens and, for a block, its norm.
+    pub(crate) fn parts(self) -> (Tensor<3>, Option<&'a LayerNorm>) {
+        match self {
+            MixerInput::Tokens(x) => (x, None),
+            MixerInput::Block { x, norm } => (x, Some(norm)),
+        }
+    }
+
+    /// `mix` on the tokens, or for a block `x + mix(norm(x))` with the layers run one by one:
+    /// for mixers that need the normalised tokens themselves.
+    pub(crate) fn unfused(self, mix: impl FnOnce(Tensor<3>) -> Tensor<3>) -> Tensor<3> {
+        match self {
+            MixerInput::Tokens(x) => mix(x),
+            MixerInput::Block { x, norm } => x.clone() + mix(norm.forward(x)),
+        }
+    }
+}
+
 /// Tokens in, projections, `attend`, output projection: the forward of every mixer whose
-/// projections are its own.
-pub(crate) fn forward<M: Projected>(
+/// projections are its own (for a block, plus the block's input, see [`MixerInput`]).
+pub(crate) fn forward<'a, M: Projected>(
     mixer: &M,
-    x: Tensor<3>,
+    input: impl Into<MixerInput<'a>>,
     layout: TokenLayout,
     attend: impl FnOnce(Qkv, TokenLayout) -> Tensor<3>,
 ) -> Tensor<3> {
-    let out = attend(mixer.projection_refs().project(x, layout), layout);
-    match mixer.output_proj() {
-        Some(proj) => ops::linear(proj, out),
-        None => out,
+    let (x, norm) = input.into().parts();
+    let out = attend(mixer.projection_refs().project(&x, norm, layout), layout);
+    let residual = norm.map(|_| x);
+    match (mixer.output_proj(), residual) {
+        (Some(proj), Some(x)) => ops::linear_residual(proj, out, x),
+        (Some(proj), None) => ops::linear(proj, out),
+        (None, Some(x)) => x + out,
+        (None, None) => out,
     }
 }
 
@@ -167,11 +207,20 @@ pub(crate) fn init(shape: &MixerShape, device: &Device) -> Projections {
 }
 
 impl ProjectionRefs<'_> {
-    /// Projects tokens `[B, N, C]` to queries (all tokens) and keys/values.
-    pub fn project(&self, x: Tensor<3>, layout: TokenLayout) -> Qkv {
+    /// Projects tokens `[B, N, C]` (`block_norm(x)` where a block's norm is given) to queries
+    /// (all tokens) and keys/values.
+    pub fn project(
+        &self,
+        x: &Tensor<3>,
+        block_norm: Option<&LayerNorm>,
+        layout: TokenLayout,
+    ) -> Qkv {
         let [_, _, c] = x.dims();
         if let Some(qkv) = self.qkv {
-            let t = ops::linear(qkv, x);
+            let t = match block_norm {
+                Some(norm) => ops::normed_linear(qkv, norm, x.clone()),
+                None => ops::linear(qkv, x.clone()),
+            };
             return Qkv {
                 q: t.clone().narrow(2, 0, c),
                 k: t.clone().narrow(2, c, c),
@@ -184,6 +233,11 @@ impl ProjectionRefs<'_> {
             _ => panic!("this mixer has an external projection: call forward_qkv"),
         };
         let key_grid = self.projection.key_grid(layout.hw());
+        // Queries and the spatial reduction both read the normalised tokens: written out once.
+        let x = match block_norm {
+            Some(norm) => norm.forward(x.clone()),
+            None => x.clone(),
+        };
         let reduced = match (self.sr, self.norm) {
             (Some(sr), Some(norm)) => {
                 let mut image = tokens_to_image(x.clone(), layout.hw());

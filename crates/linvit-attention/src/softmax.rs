@@ -15,7 +15,7 @@ use linvit_kernels::window::WindowAttention;
 
 use crate::agent::bias_init;
 use crate::ops::{self, merge_heads, split_heads};
-use crate::proj;
+use crate::proj::{self, MixerInput};
 use crate::{MixerShape, Projection, TokenLayout};
 
 /// Softmax attention; fields carry the upstream state-dict names.
@@ -64,10 +64,17 @@ impl SoftmaxAttention {
         }
     }
 
+    /// Mixes tokens, or for a block `x + attn(norm(x))` (see [`MixerInput`]).
+    ///
     /// # Shapes
     /// - x: `[B, prefix + H*W, C]` -> same; with Swin, B counts windows and H x W is the window
     /// - mask: `[nW, N, N]` added to the scores of window `b % nW` (0 or -100 upstream)
-    pub fn forward(&self, x: Tensor<3>, layout: TokenLayout, mask: Option<Tensor<3>>) -> Tensor<3> {
+    pub fn forward<'a>(
+        &self,
+        x: impl Into<MixerInput<'a>>,
+        layout: TokenLayout,
+        mask: Option<Tensor<3>>,
+    ) -> Tensor<3> {
         proj::forward(self, x, layout, |qkv, layout| {
             self.attend(qkv.q, qkv.k, qkv.v, layout, mask)
         })
@@ -91,9 +98,13 @@ impl SoftmaxAttention {
     /// are read and written in place by the fused kernel, so the image is neither rolled nor
     /// partitioned before and after (four copies of it per block). `None` where the kernel does
     /// not apply (training, other backends); the caller then partitions and calls `forward`.
+    /// With `block_norm`, `x` is a pre-norm block's stream and the result the block's first
+    /// half `x + attn(block_norm(x))`, the norm and the add fused into the projections (see
+    /// [`MixerInput`]).
     pub fn forward_image_windows(
         &self,
         x: &Tensor<3>,
+        block_norm: Option<&LayerNorm>,
         grid: [usize; 2],
         window: usize,
         shift: usize,
@@ -108,13 +119,19 @@ impl SoftmaxAttention {
             return None;
         }
         let [b, _, c] = x.dims();
-        let t = ops::linear(qkv, x.clone());
+        let t = match block_norm {
+            Some(norm) => ops::normed_linear(qkv, norm, x.clone()),
+            None => ops::linear(qkv, x.clone()),
+        };
         let [q, k, v] = [0, 1, 2].map(|i| t.clone().narrow(2, i * c, c));
         let scale = ((c / self.num_heads) as f64).powf(-0.5);
         // One unshifted window per image is already in window order.
         let rows = (shift > 0 || grid != [window; 2]).then(|| window_rows(b, grid, window, shift));
         let out = self.attend_fused(&q, &k, &v, layout, mask, scale, rows.as_deref())?;
-        Some(ops::linear(proj, out))
+        Some(match block_norm {
+            Some(_) => ops::linear_residual(proj, out, x.clone()),
+            None => ops::linear(proj, out),
+        })
     }
 
     /// `[1, h, N, N]` relative position bias of Swin for a `wh x ww` window.

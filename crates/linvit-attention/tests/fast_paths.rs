@@ -422,14 +422,14 @@ fn fused_window_softmax_on_flex_matches_the_op_path() {
     }
 }
 
-/// The fused linear layer (inference on flex) equals Burn's `Linear` (autodiff on), with and
-/// without a bias, on 2 x 150 rows (two full row blocks of the kernel and a partial one).
 /// Swin's windows read and written in place on whole images (`forward_image_windows`) against
 /// the op path on rolled and partitioned images: an 8x12 grid of 4x4 windows, shifted by 2 with
-/// one mask per window, and unshifted.
+/// one mask per window, and unshifted; alone, and as a block's first half `x + attn(norm(x))`
+/// with the norm and the add fused into the projections.
 #[test]
 fn swin_windows_read_in_place_match_roll_and_partition() {
     use burn::module::{Module, Param};
+    use burn::nn::LayerNormConfig;
     use linvit_attention::Attention;
 
     let (b, [h, w], win, c) = (2, [8, 12], 4, 16);
@@ -444,8 +444,12 @@ fn swin_windows_read_in_place_match_roll_and_partition() {
     let Attention::Softmax(fused_module) = &inference else {
         unreachable!()
     };
+    let mut norm = LayerNormConfig::new(c).init(&ad);
+    norm.gamma = Param::from_tensor(tensor([c], 54, &ad));
+    norm.beta = Some(Param::from_tensor(tensor([c], 55, &ad)));
+    let inference_norm = norm.valid();
     let (n, windows) = (win * win, (h / win) * (w / win));
-    for shift in [2, 0] {
+    for (shift, block) in [(2, false), (0, false), (2, true), (0, true)] {
         let mask = |device: &Device| {
             (shift > 0).then(|| {
                 let values = lcg(windows * n * n, 52)
@@ -458,7 +462,12 @@ fn swin_windows_read_in_place_match_roll_and_partition() {
         // Roll by -shift, partition, attend, reverse, roll back: Swin's op path.
         let x = tensor([b, h * w, c], 53, &ad);
         let s = shift as i64;
-        let image = x.reshape([b, h, w, c]).roll(&[-s, -s], &[1, 2]);
+        let input = if block {
+            norm.forward(x.clone())
+        } else {
+            x.clone()
+        };
+        let image = input.reshape([b, h, w, c]).roll(&[-s, -s], &[1, 2]);
         let parts = image
             .reshape([b, h / win, win, w / win, win * c])
             .swap_dims(2, 3)
@@ -470,17 +479,22 @@ fn swin_windows_read_in_place_match_roll_and_partition() {
             .reshape([b, h, w, c])
             .roll(&[s, s], &[1, 2])
             .reshape([b, h * w, c]);
+        let op_path = if block { x + op_path } else { op_path };
         let x = tensor([b, h * w, c], 53, &Device::flex());
+        let block_norm = block.then_some(&inference_norm);
+        let mask = mask(&Device::flex());
         let fused = fused_module
-            .forward_image_windows(&x, [h, w], win, shift, mask(&Device::flex()).as_ref())
+            .forward_image_windows(&x, block_norm, [h, w], win, shift, mask.as_ref())
             .expect("the fused path applies to f32 inference on flex");
         let (fused, op_path) = (host(fused), host(op_path));
-        let name = format!("Swin 4x4 windows on 8x12, shift {shift}");
+        let name = format!("Swin 4x4 windows on 8x12, shift {shift}, block {block}");
         println!("{name}: fused vs op path {:.1e}", rel_err(&fused, &op_path));
         assert_close(&name, &fused, &op_path, 2e-5);
     }
 }
 
+/// The fused linear layer (inference on flex) equals Burn's `Linear` (autodiff on), with and
+/// without a bias, on 2 x 150 rows (two full row blocks of the kernel and a partial one).
 #[test]
 fn fused_linear_on_flex_matches_burns_linear() {
     use burn::module::Module;
@@ -498,6 +512,46 @@ fn fused_linear_on_flex_matches_burns_linear() {
         // Bit for bit: gemm adds its finished product to the preloaded bias, as flex's bias
         // add does to the finished product.
         assert_eq!(fused, op_path, "linear, bias {bias}");
+    }
+}
+
+/// The linear layer of a pre-norm block, fused (inference on flex): `layer(norm(x))` with the
+/// norm inside the kernel, and `residual + layer(x)` with the rows starting as the residual,
+/// against Burn's `LayerNorm`, `Linear` and add (autodiff on), on 2 x 700 rows (blocks of rows on
+/// rayon's threads) and 2 x 150 (one block on gemm's threads).
+#[test]
+fn linear_in_a_block_on_flex_matches_burns_layers() {
+    use burn::module::{Module, Param};
+    use burn::nn::{LayerNormConfig, LinearConfig};
+    use linvit_attention::ops::{linear_residual, normed_linear};
+
+    let ad = Device::flex().autodiff();
+    let layer = LinearConfig::new(37, 29).init(&ad);
+    let mut norm = LayerNormConfig::new(37).with_epsilon(1e-6).init(&ad);
+    norm.gamma = Param::from_tensor(tensor([37], 61, &ad));
+    norm.beta = Some(Param::from_tensor(tensor([37], 62, &ad)));
+    let (layer_i, norm_i) = (layer.valid(), norm.valid());
+    let flex = Device::flex();
+    for rows in [700, 150] {
+        let x = |device: &Device| tensor([2, rows, 37], 63, device);
+        let residual = |device: &Device| tensor([2, rows, 29], 64, device);
+        let cases = [
+            (
+                "normed",
+                host(layer.forward(norm.forward(x(&ad)))),
+                host(normed_linear(&layer_i, &norm_i, x(&flex))),
+            ),
+            (
+                "residual",
+                host(residual(&ad) + layer.forward(x(&ad))),
+                host(linear_residual(&layer_i, x(&flex), residual(&flex))),
+            ),
+        ];
+        for (name, op_path, fused) in cases {
+            let name = format!("linear {name}, {rows} rows");
+            println!("{name}: fused vs op path {:.1e}", rel_err(&fused, &op_path));
+            assert_close(&name, &fused, &op_path, 1e-5);
+        }
     }
 }
 

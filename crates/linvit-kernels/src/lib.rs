@@ -15,6 +15,7 @@ pub mod focused;
 pub mod linear;
 mod matmul;
 pub mod mlp;
+pub mod norm;
 pub mod patch;
 mod rows;
 mod simd;
@@ -28,5 +29,20 @@ mod testing {
     /// `sin(i * step)` for `i < len`: smooth, signed, no two neighbours equal.
     pub fn wave(len: usize, step: f32) -> Vec<f32> {
         (0..len).map(|i| (i as f32 * step).sin()).collect()
+    }
+
+    /// Each `gamma.len()`-wide row of `x` through LayerNorm, in f64: the reference for kernels
+    /// that fuse a block's pre-norm.
+    pub fn layer_norm_rows(x: &[f32], gamma: &[f32], beta: &[f32], eps: f64) -> Vec<f64> {
+        let width = gamma.len();
+        x.chunks(width)
+            .flat_map(|row| {
+                let row: Vec<f64> = row.iter().map(|&v| v as f64).collect();
+                let mean = row.iter().sum::<f64>() / width as f64;
+                let var = row.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / width as f64;
+                let inv = 1.0 / (var + eps).sqrt();
+                (0..width).map(move |i| (row[i] - mean) * inv * gamma[i] as f64 + beta[i] as f64)
+            })
+            .collect()
     }
 }

@@ -4,11 +4,13 @@
 //! over the output. Here each block of rows starts as the bias and gemm accumulates into it
 //! while it is in cache: one write of the output instead of three.
 
+use std::borrow::Cow;
 use std::mem::MaybeUninit;
 
 use rayon::prelude::*;
 
 use crate::matmul::{product_on, Operand, Parallelism};
+use crate::norm::RowNorm;
 use crate::simd::multiversion;
 
 /// How [`new_rows`] splits `rows`: `(rows per block, gemm's parallelism within a block)`.
@@ -35,9 +37,30 @@ fn blocks(rows: usize) -> (usize, Parallelism) {
 /// # Panics
 /// On sizes that disagree (a caller bug).
 pub fn linear(x: &[f32], width: usize, weight: &[f32], bias: Option<&[f32]>) -> Vec<f32> {
+    linear_in_block(x, width, weight, bias, None, None)
+}
+
+/// A linear layer inside a pre-norm block: `residual + norm(x) weight + bias`, `norm` and
+/// `residual` each optional. The rows are normalised per block of rows while they are in cache
+/// (a block's `qkv` projection behind its `norm1`), and the output rows start as `residual +
+/// bias` for gemm to accumulate into (a block's output projection adding the block's input), so
+/// neither the normalised tensor nor the residual add is a pass of its own.
+///
+/// # Panics
+/// On sizes that disagree (a caller bug).
+pub fn linear_in_block(
+    x: &[f32],
+    width: usize,
+    weight: &[f32],
+    bias: Option<&[f32]>,
+    norm: Option<RowNorm>,
+    residual: Option<&[f32]>,
+) -> Vec<f32> {
     assert!(width > 0 && weight.len().is_multiple_of(width));
+    assert!(norm.is_none_or(|n| n.gamma.len() == width));
     let out_width = weight.len() / width;
-    linear_with(x, width, Operand(weight, [out_width, 1]), out_width, bias)
+    let weight = Operand(weight, [out_width, 1]);
+    linear_with(x, width, weight, out_width, bias, norm, residual)
 }
 
 /// [`linear`] with the weight stored `[out, in]` (PyTorch's `Linear`, a conv's flattened
@@ -53,7 +76,8 @@ pub fn linear_transposed(
 ) -> Vec<f32> {
     assert!(width > 0 && weight.len().is_multiple_of(width));
     let out_width = weight.len() / width;
-    linear_with(x, width, Operand(weight, [1, width]), out_width, bias)
+    let weight = Operand(weight, [1, width]);
+    linear_with(x, width, weight, out_width, bias, None, None)
 }
 
 fn linear_with(
@@ -62,19 +86,54 @@ fn linear_with(
     weight: Operand,
     out_width: usize,
     bias: Option<&[f32]>,
+    norm: Option<RowNorm>,
+    residual: Option<&[f32]>,
 ) -> Vec<f32> {
     assert!(x.len().is_multiple_of(width));
     new_rows(
         x.len() / width,
         out_width,
         bias,
-        None,
+        residual,
         |first, out, parallelism| {
             let rows = out.len() / out_width;
-            let x = &x[first * width..][..rows * width];
-            accumulate_product(parallelism, out, x, weight, [rows, width, out_width]);
+            let x = normalised(&x[first * width..][..rows * width], norm, parallelism);
+            accumulate_product(parallelism, out, &x, weight, [rows, width, out_width]);
         },
     )
+}
+
+/// A block's input rows, normalised by `norm` where given (a copy, made while the rows are in
+/// cache), else `x` itself.
+pub(crate) fn normalised<'a>(
+    x: &'a [f32],
+    norm: Option<RowNorm>,
+    parallelism: Parallelism,
+) -> Cow<'a, [f32]> {
+    match norm {
+        Some(norm) => {
+            let mut rows = x.to_vec();
+            let chunk = norm.gamma.len() * 64;
+            element_wise(parallelism, &mut rows, chunk, |r| norm.rows(r));
+            Cow::Owned(rows)
+        }
+        None => Cow::Borrowed(x),
+    }
+}
+
+/// `f` over `data` in chunks of `chunk` elements (a multiple of the row width): on this thread
+/// within a block of rows, split over the threads where the block is all rows (gemm's threads,
+/// `Parallelism::Rayon`), so that work does not run on one core.
+pub(crate) fn element_wise(
+    parallelism: Parallelism,
+    data: &mut [f32],
+    chunk: usize,
+    f: impl Fn(&mut [f32]) + Send + Sync,
+) {
+    match parallelism {
+        Parallelism::Rayon(_) => data.par_chunks_mut(chunk).for_each(f),
+        _ => f(data),
+    }
 }
 
 /// A new `[rows, width]` buffer, each row first `residual`'s row plus `bias` (either may be
@@ -170,7 +229,7 @@ pub(crate) fn accumulate_product(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testing::wave;
+    use crate::testing::{layer_norm_rows, wave};
 
     #[test]
     fn matches_the_product_written_out_with_and_without_bias_and_transposed() {
@@ -205,6 +264,38 @@ mod tests {
                         + bias.map_or(0.0, |b| b[o] as f64);
                     let g = got[r * out + o] as f64;
                     assert!((g - want).abs() < 1e-6, "row {r} out {o}: {g} vs {want}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn in_a_block_normalises_the_rows_first_and_adds_the_residual() {
+        let (width, out) = (9, 5);
+        for rows in [300, 2100] {
+            let (x, w, b) = (
+                wave(rows * width, 0.37),
+                wave(width * out, 0.71),
+                wave(out, 1.3),
+            );
+            let (gamma, beta, residual) =
+                (wave(width, 0.9), wave(width, 1.7), wave(rows * out, 0.29));
+            let norm = RowNorm {
+                gamma: &gamma,
+                beta: Some(&beta),
+                eps: 1e-5,
+            };
+            let got = linear_in_block(&x, width, &w, Some(&b), Some(norm), Some(&residual));
+            let input = layer_norm_rows(&x, &gamma, &beta, 1e-5);
+            for r in 0..rows {
+                for o in 0..out {
+                    let want: f64 = (0..width)
+                        .map(|i| input[r * width + i] * w[i * out + o] as f64)
+                        .sum::<f64>()
+                        + b[o] as f64
+                        + residual[r * out + o] as f64;
+                    let g = got[r * out + o] as f64;
+                    assert!((g - want).abs() < 1e-5, "row {r} out {o}: {g} vs {want}");
                 }
             }
         }

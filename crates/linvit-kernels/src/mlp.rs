@@ -8,11 +8,9 @@
 //! rows are in cache.
 
 use crate::activation::gelu_in_place;
-use rayon::prelude::*;
-
-use crate::linear::{accumulate_product, new_rows};
-use crate::matmul::{Operand, Parallelism};
-use crate::simd::{dot, multiversion, sum};
+use crate::linear::{accumulate_product, element_wise, new_rows, normalised};
+use crate::matmul::Operand;
+use crate::norm::RowNorm;
 
 /// Weights as Burn's `Linear` stores them: `[in, out]` row-major, biases `[out]`; optionally
 /// the block's LayerNorm in front of `fc1`.
@@ -27,50 +25,6 @@ pub struct Mlp<'a> {
     pub fc2_bias: Option<&'a [f32]>,
     /// ReLU after `fc1` (PVTv2's `linear` variant).
     pub relu: bool,
-}
-
-/// LayerNorm over each row: `(x - mean) / sqrt(var + eps) * gamma + beta`, the variance biased
-/// (PyTorch's and Burn's `LayerNorm`).
-#[derive(Clone, Copy, Debug)]
-pub struct RowNorm<'a> {
-    pub gamma: &'a [f32],
-    pub beta: Option<&'a [f32]>,
-    pub eps: f32,
-}
-
-impl RowNorm<'_> {
-    /// Normalises each `gamma.len()`-wide row of `x` in place.
-    pub fn rows(&self, x: &mut [f32]) {
-        let width = self.gamma.len();
-        assert!(x.len().is_multiple_of(width));
-        assert!(self.beta.is_none_or(|b| b.len() == width));
-        for row in x.chunks_exact_mut(width) {
-            normalise_row(row, self.gamma, self.beta, self.eps);
-        }
-    }
-}
-
-multiversion! {
-    /// One row of [`RowNorm`], in place: mean, then the variance around it (two passes over a
-    /// row in L1, no cancellation), then the affine map.
-    fn normalise_row(out: &mut [f32], gamma: &[f32], beta: Option<&[f32]>, eps: f32) {
-        let n = out.len() as f32;
-        let mean = sum(out) / n;
-        out.iter_mut().for_each(|o| *o -= mean);
-        let inv = 1.0 / (dot(out, out) / n + eps).sqrt();
-        match beta {
-            Some(beta) => {
-                for ((o, &g), &b) in out.iter_mut().zip(gamma).zip(beta) {
-                    *o = *o * inv * g + b;
-                }
-            }
-            None => {
-                for (o, &g) in out.iter_mut().zip(gamma) {
-                    *o = *o * inv * g;
-                }
-            }
-        }
-    }
 }
 
 impl Mlp<'_> {
@@ -101,22 +55,12 @@ impl Mlp<'_> {
             residual,
             |first, out, parallelism| {
                 let n = out.len() / out_width;
-                let x = &x[first * width..][..n * width];
-                let normalised;
-                let x = match &self.norm {
-                    Some(norm) => {
-                        let mut rows = x.to_vec();
-                        element_wise(parallelism, &mut rows, width * 64, |r| norm.rows(r));
-                        normalised = rows;
-                        &normalised[..]
-                    }
-                    None => x,
-                };
+                let x = normalised(&x[first * width..][..n * width], self.norm, parallelism);
                 let mut h = match self.fc1_bias {
                     Some(bias) => bias.repeat(n),
                     None => vec![0f32; n * hidden],
                 };
-                accumulate_product(parallelism, &mut h, x, fc1, [n, width, hidden]);
+                accumulate_product(parallelism, &mut h, &x, fc1, [n, width, hidden]);
                 element_wise(parallelism, &mut h, 1 << 14, |h| {
                     if self.relu {
                         h.iter_mut().for_each(|v| *v = v.max(0.0));
@@ -129,25 +73,10 @@ impl Mlp<'_> {
     }
 }
 
-/// `f` over `data` in chunks of `chunk` elements (a multiple of the row width): on this thread
-/// within a block of rows, split over the threads where the block is all rows (gemm's threads,
-/// `Parallelism::Rayon`), so that work does not run on one core.
-fn element_wise(
-    parallelism: Parallelism,
-    data: &mut [f32],
-    chunk: usize,
-    f: impl Fn(&mut [f32]) + Send + Sync,
-) {
-    match parallelism {
-        Parallelism::Rayon(_) => data.par_chunks_mut(chunk).for_each(f),
-        _ => f(data),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testing::wave;
+    use crate::testing::{layer_norm_rows, wave};
 
     #[test]
     fn matches_the_layers_written_out_on_a_small_case() {
@@ -185,21 +114,11 @@ mod tests {
         };
         let residual = wave(rows * out, 0.29);
         let got = mlp.forward(&x, width, with_residual.then_some(&residual[..]));
-        let input: Vec<f64> = x
-            .chunks(width)
-            .flat_map(|row| {
-                let row: Vec<f64> = row.iter().map(|&v| v as f64).collect();
-                if !with_norm {
-                    return row;
-                }
-                let mean = row.iter().sum::<f64>() / width as f64;
-                let var = row.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / width as f64;
-                let inv = 1.0 / (var + 1e-5).sqrt();
-                (0..width)
-                    .map(|i| (row[i] - mean) * inv * gamma[i] as f64 + beta[i] as f64)
-                    .collect()
-            })
-            .collect();
+        let input: Vec<f64> = if with_norm {
+            layer_norm_rows(&x, &gamma, &beta, 1e-5)
+        } else {
+            x.iter().map(|&v| v as f64).collect()
+        };
         let gelu =
             |v: f64| v * (1.0 + crate::activation::erf((v / 2f64.sqrt()) as f32) as f64) / 2.0;
         for r in 0..rows {

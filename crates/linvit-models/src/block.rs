@@ -4,7 +4,7 @@
 use burn::module::Module;
 use burn::nn::LayerNorm;
 use burn::tensor::{Device, Tensor};
-use linvit_attention::{Attention, AttentionConfig, MixerShape, TokenLayout};
+use linvit_attention::{Attention, AttentionConfig, MixerInput, MixerShape, TokenLayout};
 
 use crate::layers::{layer_norm, DropPath, Mlp};
 
@@ -55,10 +55,13 @@ impl Block {
     /// # Shapes
     /// - x: `[B, prefix + H*W, C]` -> same
     pub fn forward(&self, x: Tensor<3>, layout: TokenLayout) -> Tensor<3> {
-        let x = x.clone()
-            + self
-                .drop_path
-                .forward(self.attn.forward(self.norm1.forward(x), layout));
+        let x = if self.drop_path.is_identity(&x.device()) {
+            let norm = &self.norm1;
+            self.attn.forward(MixerInput::Block { x, norm }, layout)
+        } else {
+            let h = self.attn.forward(self.norm1.forward(x.clone()), layout);
+            x + self.drop_path.forward(h)
+        };
         // Only PVTv2's MLP uses the grid (its depthwise conv), and PVT has no prefix tokens.
         self.mlp
             .residual(x, &self.norm2, layout.hw(), &self.drop_path)

@@ -11,7 +11,7 @@ use burn::module::Module;
 use burn::nn::conv::Conv2d;
 use burn::nn::{LayerNorm, Linear};
 use burn::tensor::{Device, Tensor};
-use linvit_attention::ops::{image_to_tokens, tokens_to_image};
+use linvit_attention::ops::{self, image_to_tokens, tokens_to_image};
 use linvit_attention::{Attention, AttentionConfig, MixerShape, Projection, TokenLayout};
 use serde::{Deserialize, Serialize};
 
@@ -203,7 +203,7 @@ impl CswinBlock {
     /// - x: `[B, H*W, C]` -> same
     pub fn forward(&self, x: Tensor<3>, grid: [usize; 2]) -> Tensor<3> {
         let [_, _, c] = x.dims();
-        let qkv = self.qkv.forward(self.norm1.forward(x.clone()));
+        let qkv = ops::normed_linear(&self.qkv, &self.norm1, x.clone());
         let layout = TokenLayout::grid(grid[0], grid[1]);
         let width = c / self.attns.len();
         let branches = self
@@ -215,8 +215,12 @@ impl CswinBlock {
                 attn.forward_qkv(part(0), part(1), part(2), layout)
             })
             .collect();
-        let mixed = self.proj.forward(Tensor::cat(branches, 2));
-        let x = x + self.drop_path.forward(mixed);
+        let mixed = Tensor::cat(branches, 2);
+        let x = if self.drop_path.is_identity(&x.device()) {
+            ops::linear_residual(&self.proj, mixed, x)
+        } else {
+            x + self.drop_path.forward(ops::linear(&self.proj, mixed))
+        };
         self.mlp.residual(x, &self.norm2, grid, &self.drop_path)
     }
 }

@@ -7,10 +7,11 @@ use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{LayerNorm, LayerNormConfig, Linear, LinearConfig, PaddingConfig2d};
 use burn::tensor::activation::relu;
 use burn::tensor::{Device, Distribution, Tensor, TensorData};
-use linvit_attention::ops::{self, gelu, kernel_input, optional_kernel_input, optional_slice};
+use linvit_attention::ops::{
+    self, gelu, kernel_input, optional_kernel_input, optional_slice, NormInput,
+};
 
 use linvit_attention::ops::{image_to_tokens, tokens_to_image};
-use linvit_kernels::mlp::RowNorm;
 
 pub fn layer_norm(dim: usize, eps: f64, device: &Device) -> LayerNorm {
     LayerNormConfig::new(dim).with_epsilon(eps).init(device)
@@ -128,23 +129,9 @@ impl Mlp {
             bias(&self.fc2)?,
         );
         let x_in = kernel_input(x)?;
-        let norm = match norm {
-            Some(n) => Some((
-                kernel_input(&n.gamma.val())?,
-                optional_kernel_input(n.beta.as_ref())?,
-                ops::layer_norm_epsilon(n)? as f32,
-            )),
-            None => None,
-        };
+        let norm = ops::optional(norm, NormInput::new)?;
         let mlp = linvit_kernels::mlp::Mlp {
-            norm: match &norm {
-                Some((gamma, beta, eps)) => Some(RowNorm {
-                    gamma: gamma.as_slice()?,
-                    beta: optional_slice(beta)?,
-                    eps: *eps,
-                }),
-                None => None,
-            },
+            norm: ops::optional(norm.as_ref(), NormInput::row_norm)?,
             fc1_weight: w1.as_slice()?,
             fc1_bias: optional_slice(&b1)?,
             fc2_weight: w2.as_slice()?,

@@ -11,7 +11,7 @@
 use burn::module::Module;
 use burn::nn::{LayerNorm, Linear};
 use burn::tensor::{Device, Tensor, TensorData};
-use linvit_attention::{ops, Attention, AttentionConfig, MixerShape, TokenLayout};
+use linvit_attention::{ops, Attention, AttentionConfig, MixerInput, MixerShape, TokenLayout};
 use serde::{Deserialize, Serialize};
 
 use crate::layers::{
@@ -292,7 +292,6 @@ impl SwinBlock {
     /// # Shapes
     /// - x: `[B, H*W, C]` -> same
     pub fn forward(&self, x: Tensor<3>, grid: [usize; 2]) -> Tensor<3> {
-        let h = self.norm1.forward(x.clone());
         let (w, s) = (self.window, self.shift);
         let mask = match (&self.attn, s) {
             (Attention::Softmax(_), s) if s > 0 => {
@@ -300,13 +299,38 @@ impl SwinBlock {
             }
             _ => None,
         };
-        let fused = match &self.attn {
-            Attention::Softmax(m) => m.forward_image_windows(&h, grid, w, s, mask.as_ref()),
-            _ => None,
+        let x = match self.attention_in_place(&x, grid, mask.as_ref()) {
+            Some(x) => x,
+            None => {
+                let h = self.attend_windows(self.norm1.forward(x.clone()), grid, mask);
+                x + self.drop_path.forward(h)
+            }
         };
-        let h = fused.unwrap_or_else(|| self.attend_windows(h, grid, mask));
-        let x = x + self.drop_path.forward(h);
         self.mlp.residual(x, &self.norm2, grid, &self.drop_path)
+    }
+
+    /// The block's first half `x + attn(norm1(x))` on the image as it lies, where stochastic
+    /// depth is the identity: softmax windows read in place by the fused kernel, or another
+    /// mixer on one unshifted window (the whole grid), with the norm and the residual add fused
+    /// into the projections (see [`MixerInput`]). `None` where the windows must be cut out.
+    fn attention_in_place(
+        &self,
+        x: &Tensor<3>,
+        grid: [usize; 2],
+        mask: Option<&Tensor<3>>,
+    ) -> Option<Tensor<3>> {
+        if !self.drop_path.is_identity(&x.device()) {
+            return None;
+        }
+        let (w, s, norm) = (self.window, self.shift, &self.norm1);
+        match &self.attn {
+            Attention::Softmax(m) => m.forward_image_windows(x, Some(norm), grid, w, s, mask),
+            attn if s == 0 && grid == [w, w] => {
+                let x = x.clone();
+                Some(attn.forward(MixerInput::Block { x, norm }, TokenLayout::grid(w, w)))
+            }
+            _ => None,
+        }
     }
 
     /// The mixer on the shifted windows of `h` (`[B, H*W, C]`): roll, partition, mix,
@@ -335,7 +359,7 @@ impl PatchMerging {
         let [b, _, c] = x.dims();
         let x: Tensor<6> = x.reshape([b, h / 2, 2, w / 2, 2, c]);
         let x = x.permute([0, 1, 3, 4, 2, 5]).reshape([b, h * w / 4, 4 * c]);
-        ops::linear(&self.reduction, self.norm.forward(x))
+        ops::normed_linear(&self.reduction, &self.norm, x)
     }
 }
 
