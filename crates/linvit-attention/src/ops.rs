@@ -18,6 +18,7 @@ use burn::nn::{LayerNorm, Linear, PaddingConfig2d};
 use burn::tensor::{DType, Device, Tensor, TensorData};
 pub use burn_dispatch::backends::flex::FlexTensor;
 use burn_dispatch::backends::Flex;
+use linvit_kernels::linear::BlockInput;
 pub use linvit_kernels::norm::RowNorm;
 pub use linvit_kernels::Rows;
 
@@ -153,7 +154,7 @@ impl KernelRows {
 /// CPU kernel [`linvit_kernels::linear`] (the bias preloaded, no separate zeroing and bias
 /// passes), Burn's op elsewhere.
 pub fn linear<const D: usize>(layer: &Linear, x: Tensor<D>) -> Tensor<D> {
-    match linear_in_block(layer, &x, None, None) {
+    match linear_in_block(layer, &x, None, None, None) {
         Some(y) => y,
         None => layer.forward(x),
     }
@@ -162,7 +163,7 @@ pub fn linear<const D: usize>(layer: &Linear, x: Tensor<D>) -> Tensor<D> {
 /// `layer(norm(x))`: one fused kernel call in inference on flex (see [`linear_in_block`]),
 /// the two layers elsewhere.
 pub fn normed_linear<const D: usize>(layer: &Linear, norm: &LayerNorm, x: Tensor<D>) -> Tensor<D> {
-    match linear_in_block(layer, &x, Some(norm), None) {
+    match linear_in_block(layer, &x, None, Some(norm), None) {
         Some(y) => y,
         None => linear(layer, norm.forward(x)),
     }
@@ -175,7 +176,7 @@ pub fn linear_residual<const D: usize>(
     x: Tensor<D>,
     residual: Tensor<D>,
 ) -> Tensor<D> {
-    match linear_in_block(layer, &x, None, Some(&residual)) {
+    match linear_in_block(layer, &x, None, None, Some(&residual)) {
         Some(y) => y,
         None => residual + linear(layer, x),
     }
@@ -183,11 +184,17 @@ pub fn linear_residual<const D: usize>(
 
 /// `residual + layer(norm(x))` (`norm` and `residual` each optional) as one fused CPU kernel
 /// call ([`linvit_kernels::linear::linear_in_block`]: the rows normalised per block in cache,
-/// the output rows starting as `residual`), in inference on flex (see [`kernel_input`]). `None`
-/// elsewhere: the caller then runs the layers.
+/// the output rows starting as `residual`), in inference on flex (see [`kernel_input`]). With
+/// `order`, a permutation of `x`'s rows (counted over all leading dims), the layer reads its
+/// input row `i` from row `order[i]` of `x` (the gather done in cache too). `None` elsewhere:
+/// the caller then runs the layers.
+///
+/// # Panics
+/// Where `order` is not as long as `x` has rows (a caller bug).
 pub fn linear_in_block<const D: usize>(
     layer: &Linear,
     x: &Tensor<D>,
+    order: Option<&[usize]>,
     norm: Option<&LayerNorm>,
     residual: Option<&Tensor<D>>,
 ) -> Option<Tensor<D>> {
@@ -199,17 +206,25 @@ pub fn linear_in_block<const D: usize>(
     let [width, out] = weight.layout().shape().dims::<2>();
     let mut dims = x.dims();
     dims[D - 1] = out;
+    if let Some(order) = order {
+        let rows: usize = dims[..D - 1].iter().product();
+        assert_eq!(order.len(), rows, "the row order must name every row once");
+    }
     let residual = match &residual {
         Some(r) if r.layout().shape().dims::<D>() != dims => return None,
         Some(r) => Some(r.as_slice()?),
         None => None,
     };
-    let y = linvit_kernels::linear::linear_in_block(
-        input.as_slice()?,
+    let input = BlockInput {
+        x: input.as_slice()?,
         width,
+        order,
+        norm: optional(norm.as_ref(), NormInput::row_norm)?,
+    };
+    let y = linvit_kernels::linear::linear_in_block(
+        input,
         weight.as_slice()?,
         optional_slice(&bias)?,
-        optional(norm.as_ref(), NormInput::row_norm)?,
         residual,
     );
     Some(Tensor::from_data(TensorData::new(y, dims), &x.device()))

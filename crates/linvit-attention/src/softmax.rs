@@ -95,11 +95,13 @@ impl SoftmaxAttention {
 
     /// Swin's window attention on whole images, `[B, H*W, C]` in image order -> same: the
     /// windows of side `window`, after a cyclic shift of `-shift` (`mask` as in [`Self::forward`]),
-    /// are read and written in place by the fused kernel, so the image is neither rolled nor
-    /// partitioned before and after (four copies of it per block). `None` where the kernel does
-    /// not apply (training, other backends); the caller then partitions and calls `forward`.
-    /// With `block_norm`, `x` is a pre-norm block's stream and the result the block's first
-    /// half `x + attn(block_norm(x))`, the norm and the add fused into the projections (see
+    /// are cut out by the projections' kernels, so the image is neither rolled nor partitioned
+    /// before and after (four copies of it per block): `qkv` reads its input rows in window
+    /// order (see [`window_rows`]) and `proj` reads the windows' output back in image order,
+    /// each gathering the rows of a block while it is in cache. `None` where the kernels do not
+    /// apply (training, other backends); the caller then partitions and calls `forward`. With
+    /// `block_norm`, `x` is a pre-norm block's stream and the result the block's first half `x +
+    /// attn(block_norm(x))`, the norm and the add fused into the projections (see
     /// [`MixerInput`]).
     pub fn forward_image_windows(
         &self,
@@ -118,20 +120,23 @@ impl SoftmaxAttention {
         if window * window > FUSED_TOKENS || !table_fits {
             return None;
         }
-        let [b, _, c] = x.dims();
-        let t = match block_norm {
-            Some(norm) => ops::normed_linear(qkv, norm, x.clone()),
-            None => ops::linear(qkv, x.clone()),
-        };
-        let [q, k, v] = [0, 1, 2].map(|i| t.clone().narrow(2, i * c, c));
-        let scale = ((c / self.num_heads) as f64).powf(-0.5);
+        let [b, n, c] = x.dims();
         // One unshifted window per image is already in window order.
-        let rows = (shift > 0 || grid != [window; 2]).then(|| window_rows(b, grid, window, shift));
-        let out = self.attend_fused(&q, &k, &v, layout, mask, scale, rows.as_deref())?;
-        Some(match block_norm {
-            Some(_) => ops::linear_residual(proj, out, x.clone()),
-            None => ops::linear(proj, out),
-        })
+        let order = (shift > 0 || grid != [window; 2]).then(|| window_rows(b, grid, window, shift));
+        let back = order.as_deref().map(inverse_permutation);
+        let t = ops::linear_in_block(qkv, x, order.as_deref(), block_norm, None)?;
+        let windows = t.reshape([b * n / (window * window), window * window, 3 * c]);
+        let [q, k, v] = [0, 1, 2].map(|i| windows.clone().narrow(2, i * c, c));
+        let scale = ((c / self.num_heads) as f64).powf(-0.5);
+        let out = self.attend_fused(&q, &k, &v, layout, mask, scale)?;
+        let residual = block_norm.map(|_| x);
+        ops::linear_in_block(
+            proj,
+            &out.reshape([b, n, c]),
+            back.as_deref(),
+            None,
+            residual,
+        )
     }
 
     /// `[1, h, N, N]` relative position bias of Swin for a `wh x ww` window.
@@ -166,7 +171,7 @@ impl SoftmaxAttention {
         let heads = self.num_heads;
         let [_, _, c] = q.dims();
         let scale = ((c / heads) as f64).powf(-0.5);
-        if let Some(out) = self.attend_fused(&q, &k, &v, layout, mask.as_ref(), scale, None) {
+        if let Some(out) = self.attend_fused(&q, &k, &v, layout, mask.as_ref(), scale) {
             return out;
         }
         if self.relative_position_bias_table.is_none() && mask.is_none() {
@@ -205,9 +210,6 @@ impl SoftmaxAttention {
     /// tokens (Swin's windows; up to [`FUSED_TOKENS`], where one head's scores stay in L2).
     /// Reads `q, k, v` in place from the `qkv` projection. Computes what the op path above
     /// computes (`tests/fast_paths.rs` holds the two together); `None` where it does not apply.
-    /// With `rows`, `q, k, v` and the output hold whole images in image order and the windows'
-    /// tokens are found through `rows` (see [`window_rows`]).
-    #[allow(clippy::too_many_arguments)]
     fn attend_fused(
         &self,
         q: &Tensor<3>,
@@ -216,14 +218,9 @@ impl SoftmaxAttention {
         layout: TokenLayout,
         mask: Option<&Tensor<3>>,
         scale: f64,
-        rows: Option<&[usize]>,
     ) -> Option<Tensor<3>> {
         let [b, n, c] = q.dims();
-        let tokens = match rows {
-            Some(_) => layout.prefix + layout.grid_tokens(),
-            None => n,
-        };
-        if tokens > FUSED_TOKENS || k.dims()[1] != n {
+        if n > FUSED_TOKENS || k.dims()[1] != n {
             return None;
         }
         let bias = match &self.relative_position_bias_table {
@@ -247,9 +244,8 @@ impl SoftmaxAttention {
             scale: scale as f32,
             bias: ops::optional_slice(&bias)?,
             mask: ops::optional_slice(&mask)?,
-            rows,
         };
-        let out = kernel.forward(tokens, q_in.rows(), k_in.rows(), v_in.rows());
+        let out = kernel.forward(n, q_in.rows(), k_in.rows(), v_in.rows());
         Some(Tensor::from_data(
             TensorData::new(out, [b, n, c]),
             &q.device(),
@@ -275,6 +271,22 @@ fn window_rows(batch: usize, [h, w]: [usize; 2], window: usize, shift: usize) ->
         }
     }
     rows
+}
+
+/// `inverse[order[i]] = i`.
+///
+/// # Panics
+/// Where `order` is not a permutation of its indices (a caller bug).
+fn inverse_permutation(order: &[usize]) -> Vec<usize> {
+    let mut inverse = vec![usize::MAX; order.len()];
+    for (i, &r) in order.iter().enumerate() {
+        assert!(
+            inverse[r] == usize::MAX,
+            "row {r} appears twice in the row order"
+        );
+        inverse[r] = i;
+    }
+    inverse
 }
 
 /// Longest token run the fused kernel takes: its `[N, N]` scores of one head (1 MiB at 512)

@@ -37,30 +37,84 @@ fn blocks(rows: usize) -> (usize, Parallelism) {
 /// # Panics
 /// On sizes that disagree (a caller bug).
 pub fn linear(x: &[f32], width: usize, weight: &[f32], bias: Option<&[f32]>) -> Vec<f32> {
-    linear_in_block(x, width, weight, bias, None, None)
+    linear_in_block(BlockInput::dense(x, width), weight, bias, None)
 }
 
-/// A linear layer inside a pre-norm block: `residual + norm(x) weight + bias`, `norm` and
-/// `residual` each optional. The rows are normalised per block of rows while they are in cache
-/// (a block's `qkv` projection behind its `norm1`), and the output rows start as `residual +
-/// bias` for gemm to accumulate into (a block's output projection adding the block's input), so
-/// neither the normalised tensor nor the residual add is a pass of its own.
+/// The input rows of a kernel inside a transformer block: `x`'s `width`-wide rows, taken in the
+/// order `order` (input row `i` is row `order[i]` of `x`) where given, through the block's
+/// LayerNorm `norm` where given. Both are done per block of rows while it is in cache (a copy
+/// of the rows), so neither a reordered nor a normalised tensor is written out.
+#[derive(Clone, Copy, Debug)]
+pub struct BlockInput<'a> {
+    pub x: &'a [f32],
+    pub width: usize,
+    /// A permutation of `x`'s rows (Swin's windows, read in window order from an image).
+    pub order: Option<&'a [usize]>,
+    pub norm: Option<RowNorm<'a>>,
+}
+
+impl<'a> BlockInput<'a> {
+    /// `x`'s rows as they are.
+    pub fn dense(x: &'a [f32], width: usize) -> Self {
+        BlockInput {
+            x,
+            width,
+            order: None,
+            norm: None,
+        }
+    }
+
+    fn rows(&self) -> usize {
+        self.order.map_or(self.x.len() / self.width, <[usize]>::len)
+    }
+
+    /// Input rows `first..first + count`: a slice of `x` where they need neither reordering nor
+    /// normalising, else a copy, gathered and normalised.
+    pub(crate) fn block(
+        &self,
+        first: usize,
+        count: usize,
+        parallelism: Parallelism,
+    ) -> Cow<'a, [f32]> {
+        let width = self.width;
+        let mut rows = match self.order {
+            Some(order) => {
+                let mut rows = Vec::with_capacity(count * width);
+                for &r in &order[first..][..count] {
+                    rows.extend_from_slice(&self.x[r * width..][..width]);
+                }
+                rows
+            }
+            None if self.norm.is_some() => self.x[first * width..][..count * width].to_vec(),
+            None => return Cow::Borrowed(&self.x[first * width..][..count * width]),
+        };
+        if let Some(norm) = self.norm {
+            element_wise(parallelism, &mut rows, width * 64, |r| norm.rows(r));
+        }
+        Cow::Owned(rows)
+    }
+}
+
+/// A linear layer inside a pre-norm block: `residual + input weight + bias`, the input's rows
+/// reordered and normalised per block of rows while they are in cache (see [`BlockInput`]: a
+/// block's `qkv` projection behind its `norm1`), `residual` optional. The output rows start as
+/// `residual + bias` for gemm to accumulate into (a block's output projection adding the
+/// block's input), so the residual add is not a pass of its own either.
 ///
 /// # Panics
-/// On sizes that disagree (a caller bug).
+/// On sizes that disagree, or an `order` reaching past `x` (a caller bug).
 pub fn linear_in_block(
-    x: &[f32],
-    width: usize,
+    input: BlockInput,
     weight: &[f32],
     bias: Option<&[f32]>,
-    norm: Option<RowNorm>,
     residual: Option<&[f32]>,
 ) -> Vec<f32> {
+    let width = input.width;
     assert!(width > 0 && weight.len().is_multiple_of(width));
-    assert!(norm.is_none_or(|n| n.gamma.len() == width));
+    assert!(input.norm.is_none_or(|n| n.gamma.len() == width));
     let out_width = weight.len() / width;
     let weight = Operand(weight, [out_width, 1]);
-    linear_with(x, width, weight, out_width, bias, norm, residual)
+    linear_with(input, weight, out_width, bias, residual)
 }
 
 /// [`linear`] with the weight stored `[out, in]` (PyTorch's `Linear`, a conv's flattened
@@ -77,48 +131,29 @@ pub fn linear_transposed(
     assert!(width > 0 && weight.len().is_multiple_of(width));
     let out_width = weight.len() / width;
     let weight = Operand(weight, [1, width]);
-    linear_with(x, width, weight, out_width, bias, None, None)
+    linear_with(BlockInput::dense(x, width), weight, out_width, bias, None)
 }
 
 fn linear_with(
-    x: &[f32],
-    width: usize,
+    input: BlockInput,
     weight: Operand,
     out_width: usize,
     bias: Option<&[f32]>,
-    norm: Option<RowNorm>,
     residual: Option<&[f32]>,
 ) -> Vec<f32> {
-    assert!(x.len().is_multiple_of(width));
+    let width = input.width;
+    assert!(input.x.len().is_multiple_of(width));
     new_rows(
-        x.len() / width,
+        input.rows(),
         out_width,
         bias,
         residual,
         |first, out, parallelism| {
             let rows = out.len() / out_width;
-            let x = normalised(&x[first * width..][..rows * width], norm, parallelism);
+            let x = input.block(first, rows, parallelism);
             accumulate_product(parallelism, out, &x, weight, [rows, width, out_width]);
         },
     )
-}
-
-/// A block's input rows, normalised by `norm` where given (a copy, made while the rows are in
-/// cache), else `x` itself.
-pub(crate) fn normalised<'a>(
-    x: &'a [f32],
-    norm: Option<RowNorm>,
-    parallelism: Parallelism,
-) -> Cow<'a, [f32]> {
-    match norm {
-        Some(norm) => {
-            let mut rows = x.to_vec();
-            let chunk = norm.gamma.len() * 64;
-            element_wise(parallelism, &mut rows, chunk, |r| norm.rows(r));
-            Cow::Owned(rows)
-        }
-        None => Cow::Borrowed(x),
-    }
 }
 
 /// `f` over `data` in chunks of `chunk` elements (a multiple of the row width): on this thread
@@ -270,7 +305,7 @@ mod tests {
     }
 
     #[test]
-    fn in_a_block_normalises_the_rows_first_and_adds_the_residual() {
+    fn in_a_block_reorders_and_normalises_the_rows_first_and_adds_the_residual() {
         let (width, out) = (9, 5);
         for rows in [300, 2100] {
             let (x, w, b) = (
@@ -285,12 +320,21 @@ mod tests {
                 beta: Some(&beta),
                 eps: 1e-5,
             };
-            let got = linear_in_block(&x, width, &w, Some(&b), Some(norm), Some(&residual));
-            let input = layer_norm_rows(&x, &gamma, &beta, 1e-5);
+            // Input row r is row (11 r + 3) mod rows of x (11 is prime to 300 and 2100).
+            let order: Vec<usize> = (0..rows).map(|r| (11 * r + 3) % rows).collect();
+            let input = BlockInput {
+                x: &x,
+                width,
+                order: Some(&order),
+                norm: Some(norm),
+            };
+            let got = linear_in_block(input, &w, Some(&b), Some(&residual));
+            let normed = layer_norm_rows(&x, &gamma, &beta, 1e-5);
             for r in 0..rows {
+                let row = order[r];
                 for o in 0..out {
                     let want: f64 = (0..width)
-                        .map(|i| input[r * width + i] * w[i * out + o] as f64)
+                        .map(|i| normed[row * width + i] * w[i * out + o] as f64)
                         .sum::<f64>()
                         + b[o] as f64
                         + residual[r * out + o] as f64;

@@ -8,7 +8,7 @@
 //! rows are in cache.
 
 use crate::activation::gelu_in_place;
-use crate::linear::{accumulate_product, element_wise, new_rows, normalised};
+use crate::linear::{accumulate_product, element_wise, new_rows, BlockInput};
 use crate::matmul::Operand;
 use crate::norm::RowNorm;
 
@@ -55,7 +55,13 @@ impl Mlp<'_> {
             residual,
             |first, out, parallelism| {
                 let n = out.len() / out_width;
-                let x = normalised(&x[first * width..][..n * width], self.norm, parallelism);
+                let input = BlockInput {
+                    x,
+                    width,
+                    order: None,
+                    norm: self.norm,
+                };
+                let x = input.block(first, n, parallelism);
                 let mut h = match self.fc1_bias {
                     Some(bias) => bias.repeat(n),
                     None => vec![0f32; n * hidden],

@@ -28,11 +28,6 @@ pub struct WindowAttention<'a> {
     /// `[masks, tokens, tokens]`, added to the scores of window `w % masks` (the shifted-window
     /// mask of one image's windows, windows of an image consecutive).
     pub mask: Option<&'a [f32]>,
-    /// Where the windows' tokens lie: row `i` of window order is row `rows[i]` of `q, k, v` and
-    /// of the output (a permutation). Swin's windows, shifted or not, are read and written in
-    /// image order this way, without rolling and partitioning the image before and after;
-    /// `None` where the rows are already in window order.
-    pub rows: Option<&'a [usize]>,
 }
 
 impl WindowAttention<'_> {
@@ -53,20 +48,10 @@ impl WindowAttention<'_> {
             .mask
             .is_none_or(|m| !m.is_empty() && m.len() % (n * n) == 0));
         let masks = self.mask.map_or(1, |m| m.len() / (n * n));
-        let inverse = self.rows.map(|rows| inverse_permutation(rows, q.rows()));
 
         let mut out = vec![0f32; q.rows() * c];
         out.par_chunks_mut(n * c).enumerate().for_each(|(w, out)| {
-            let gathered;
-            let (q, k, v, first) = match self.rows {
-                Some(rows) => {
-                    let rows = &rows[w * n..][..n];
-                    gathered = [q, k, v].map(|t| gather(t, rows));
-                    let [q, k, v] = gathered.each_ref().map(|t| Rows::dense(t, c));
-                    (q, k, v, 0)
-                }
-                None => (q, k, v, w * n),
-            };
+            let first = w * n;
             let mask = self.mask.map(|m| &m[(w % masks) * n * n..][..n * n]);
             let mut scores = vec![0f32; n * n];
             for h in 0..heads {
@@ -93,45 +78,8 @@ impl WindowAttention<'_> {
                 );
             }
         });
-        match inverse {
-            // Back to the rows' own order: one pass over the output, on all threads.
-            Some(inverse) => {
-                let mut tokens = vec![0f32; out.len()];
-                tokens
-                    .par_chunks_mut(c)
-                    .zip(inverse)
-                    .for_each(|(t, i)| t.copy_from_slice(&out[i * c..][..c]));
-                tokens
-            }
-            None => out,
-        }
+        out
     }
-}
-
-/// The rows `rows` of `t`, packed `[rows.len(), width]`.
-fn gather(t: Rows, rows: &[usize]) -> Vec<f32> {
-    let mut packed = Vec::with_capacity(rows.len() * t.width());
-    for &r in rows {
-        packed.extend_from_slice(t.row(r));
-    }
-    packed
-}
-
-/// `inverse[rows[i]] = i`.
-///
-/// # Panics
-/// Where `rows` is not a permutation of `0..len` (a caller bug).
-fn inverse_permutation(rows: &[usize], len: usize) -> Vec<usize> {
-    assert_eq!(rows.len(), len, "the row map must cover every row once");
-    let mut inverse = vec![usize::MAX; len];
-    for (i, &r) in rows.iter().enumerate() {
-        assert!(
-            inverse[r] == usize::MAX,
-            "row {r} appears twice in the row map"
-        );
-        inverse[r] = i;
-    }
-    inverse
 }
 
 /// Writes `bias + mask` (either may be absent) into `scores`; false where there is neither.
@@ -207,20 +155,10 @@ mod tests {
         out
     }
 
+    /// 6 windows of 7 tokens (3 images of 2 windows, so 2 masks), 3 heads of 5 channels, on
+    /// views of one `qkv` buffer.
     #[test]
     fn matches_the_attention_written_out_on_views_of_one_qkv_buffer() {
-        check(false);
-    }
-
-    #[test]
-    fn reads_and_writes_the_windows_rows_through_the_row_map() {
-        check(true);
-    }
-
-    /// 6 windows of 7 tokens (3 images of 2 windows, so 2 masks), 3 heads of 5 channels, on
-    /// views of one `qkv` buffer; with `permuted`, that buffer holds the rows in another order
-    /// and the kernel finds them through `rows`.
-    fn check(permuted: bool) {
         let (n, c, heads, windows, masks) = (7, 15, 3, 6, 2);
         let qkv = wave(windows * n * 3 * c, 0.37);
         let bias = wave(heads * n * n, 1.3);
@@ -228,32 +166,20 @@ mod tests {
             .map(|i| if (i * 7) % 5 == 0 { -100.0 } else { 0.0 })
             .collect();
         let rows = windows * n;
-        // Window-order row i sits at row (11 i + 5) mod 42 (11 is prime to 42).
-        let map: Vec<usize> = (0..rows).map(|i| (11 * i + 5) % rows).collect();
-        let mut stored = qkv.clone();
-        if permuted {
-            for (i, &r) in map.iter().enumerate() {
-                stored[r * 3 * c..][..3 * c].copy_from_slice(&qkv[i * 3 * c..][..3 * c]);
-            }
-        }
-        let part = |i: usize| Rows::new(&stored, i * c, 3 * c, c, rows);
+        let part = |i: usize| Rows::new(&qkv, i * c, 3 * c, c, rows);
         let scale = 0.45;
         let attention = WindowAttention {
             heads,
             scale,
             bias: Some(&bias),
             mask: Some(&mask),
-            rows: permuted.then_some(&map[..]),
         };
         let got = attention.forward(n, part(0), part(1), part(2));
         let want = naive(n, c, heads, scale as f64, &qkv, &bias, &mask, masks);
-        let mut worst = 0f64;
-        for i in 0..rows {
-            let r = if permuted { map[i] } else { i };
-            for ch in 0..c {
-                worst = worst.max((got[r * c + ch] as f64 - want[i * c + ch]).abs());
-            }
-        }
+        let worst = got
+            .iter()
+            .zip(&want)
+            .fold(0f64, |m, (&g, w)| m.max((g as f64 - w).abs()));
         assert!(worst < 1e-6, "worst error {worst:e}");
     }
 }
