@@ -93,6 +93,11 @@ pub fn kernel_input<const D: usize>(t: &Tensor<D>) -> Option<FlexTensor> {
     })
 }
 
+/// Whether a fused CPU kernel may take `t` (see [`kernel_input`]), checked without copying it.
+pub fn kernel_applies<const D: usize>(t: &Tensor<D>) -> bool {
+    flex_view(t).is_some()
+}
+
 /// The gate of every fused kernel: the flex tensor behind `t`, as it lies (maybe a strided view),
 /// where `t` is f32, on flex, with autodiff off and tracked by no graph. `None` elsewhere.
 fn flex_view<const D: usize>(t: &Tensor<D>) -> Option<FlexTensor> {
@@ -332,19 +337,13 @@ pub fn conv_to_tokens(conv: &Conv2d, image: Tensor<4>) -> (Tensor<3>, [usize; 2]
 pub fn optional_kernel_input<const D: usize>(
     param: Option<&Param<Tensor<D>>>,
 ) -> Option<Option<FlexTensor>> {
-    match param {
-        Some(p) => kernel_input(&p.val()).map(Some),
-        None => Some(None),
-    }
+    optional(param, |p| kernel_input(&p.val()))
 }
 
 /// The elements of an optional [`kernel_input`] (a bias, a mask): `Some(None)` where there is
 /// none.
 pub fn optional_slice(t: &Option<FlexTensor>) -> Option<Option<&[f32]>> {
-    match t {
-        Some(b) => Some(Some(b.as_slice()?)),
-        None => Some(None),
-    }
+    optional(t.as_ref(), FlexTensor::as_slice)
 }
 
 /// `x * (erf(x / sqrt 2) + 1) / 2`, op by op (public so the tests can check it on flex).

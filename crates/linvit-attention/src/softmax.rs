@@ -113,7 +113,9 @@ impl SoftmaxAttention {
         mask: Option<&Tensor<3>>,
     ) -> Option<Tensor<3>> {
         let (qkv, proj) = (self.qkv.as_ref()?, self.proj.as_ref()?);
-        ops::kernel_input(x)?;
+        if !ops::kernel_applies(x) {
+            return None;
+        }
         // What `attend_fused` declines, declined before the projection rather than after.
         let layout = TokenLayout::grid(window, window);
         let table_fits = self.relative_position_bias_table.is_none() || self.window == [window; 2];

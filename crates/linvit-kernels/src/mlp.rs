@@ -48,6 +48,12 @@ impl Mlp<'_> {
         let rows = x.len() / width;
         let fc1 = Operand(self.fc1_weight, [hidden, 1]);
         let fc2 = Operand(self.fc2_weight, [out_width, 1]);
+        let input = BlockInput {
+            x,
+            width,
+            order: None,
+            norm: self.norm,
+        };
         new_rows(
             rows,
             out_width,
@@ -55,12 +61,6 @@ impl Mlp<'_> {
             residual,
             |first, out, parallelism| {
                 let n = out.len() / out_width;
-                let input = BlockInput {
-                    x,
-                    width,
-                    order: None,
-                    norm: self.norm,
-                };
                 let x = input.block(first, n, parallelism);
                 let mut h = match self.fc1_bias {
                     Some(bias) => bias.repeat(n),
