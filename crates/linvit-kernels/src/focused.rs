@@ -379,32 +379,64 @@ multiversion! {
         let [h, w] = grid;
         let c = bias.len();
         let r = k / 2;
-        let mut offsets = Vec::with_capacity(k * k);
+        // (source row, tap row) of every tap, the source counted from the first row of the
+        // token's neighbourhood: the taps of every token whose neighbourhood is inside the grid.
+        let inner: Vec<(usize, usize)> = (0..k * k)
+            .map(|t| (((t / k) * w + t % k) * stride, t * c))
+            .collect();
+        let mut border = Vec::with_capacity(k * k);
+        #[cfg(target_arch = "x86_64")]
+        let vectors = crate::simd::has_avx512();
         for (i, acc) in out.chunks_exact_mut(c).enumerate() {
             let (y, x) = ((first + i) / w, (first + i) % w);
-            // (source row, tap row) of the taps that land inside the grid, in tap order.
-            offsets.clear();
-            for dy in r.saturating_sub(y)..k.min(h + r - y) {
-                for dx in r.saturating_sub(x)..k.min(w + r - x) {
-                    let source = ((y + dy - r) * w + x + dx - r) * stride;
-                    offsets.push((source, (dy * k + dx) * c));
+            let (start, offsets) = if y >= r && y + r < h && x >= r && x + r < w {
+                (((y - r) * w + x - r) * stride, &inner[..])
+            } else {
+                // Near the border, only the taps that land inside the grid, in tap order.
+                border.clear();
+                for dy in r.saturating_sub(y)..k.min(h + r - y) {
+                    for dx in r.saturating_sub(x)..k.min(w + r - x) {
+                        let source = ((y + dy - r) * w + x + dx - r) * stride;
+                        border.push((source, (dy * k + dx) * c));
+                    }
                 }
+                (0, &border[..])
+            };
+            let image = &image[start..];
+            #[cfg(target_arch = "x86_64")]
+            if vectors {
+                // SAFETY: the CPU has AVX-512 (`vectors`).
+                unsafe { x86::conv_token(acc, bias, image, taps, offsets) };
+                continue;
             }
-            // Channels in groups whose sums stay in registers across the taps: 64 wide (four
-            // independent add chains), then 16, then one at a time.
-            let mut ch = 0;
-            while ch + 64 <= c {
-                conv_channels::<64>(acc, ch, bias, image, taps, &offsets);
-                ch += 64;
-            }
-            while ch + LANES <= c {
-                conv_channels::<LANES>(acc, ch, bias, image, taps, &offsets);
-                ch += LANES;
-            }
-            for ch in ch..c {
-                conv_channels::<1>(acc, ch, bias, image, taps, &offsets);
-            }
+            conv_token(acc, bias, image, taps, offsets);
         }
+    }
+}
+
+/// Adds one token's conv output to `acc` (all its channels): in groups of channels whose sums
+/// stay in registers across the taps, 64 wide (four independent add chains), then 16, then
+/// one at a time.
+#[inline(always)]
+fn conv_token(
+    acc: &mut [f32],
+    bias: &[f32],
+    image: &[f32],
+    taps: &[f32],
+    offsets: &[(usize, usize)],
+) {
+    let c = acc.len();
+    let mut ch = 0;
+    while ch + 64 <= c {
+        conv_channels::<64>(acc, ch, bias, image, taps, offsets);
+        ch += 64;
+    }
+    while ch + LANES <= c {
+        conv_channels::<LANES>(acc, ch, bias, image, taps, offsets);
+        ch += LANES;
+    }
+    for ch in ch..c {
+        conv_channels::<1>(acc, ch, bias, image, taps, offsets);
     }
 }
 
@@ -432,6 +464,78 @@ fn conv_channels<const N: usize>(
     }
 }
 
+/// The depthwise conv's sums written with AVX-512 intrinsics. Why: in the compiled loops of
+/// [`conv_token`], LLVM kept one vector of sums in memory, a store and a reload on the add chain
+/// at every tap; here each group's sums are registers, up to 128 channels (8 vectors) at once,
+/// which made the whole focused kernel 15-20% faster at Swin-T's first stage and 7-9% at
+/// its second (experiments/bench/README.md). Same arithmetic in the same order, so the same bits.
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use std::arch::x86_64::*;
+
+    /// [`super::conv_token`] on AVX-512.
+    ///
+    /// # Safety
+    /// AVX-512F.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn conv_token(
+        acc: &mut [f32],
+        bias: &[f32],
+        image: &[f32],
+        taps: &[f32],
+        offsets: &[(usize, usize)],
+    ) {
+        let c = acc.len();
+        let mut ch = 0;
+        while ch + 16 <= c {
+            let vectors = ((c - ch) / 16).min(8);
+            match vectors {
+                8 => conv_vectors::<8>(acc, ch, bias, image, taps, offsets),
+                7 => conv_vectors::<7>(acc, ch, bias, image, taps, offsets),
+                6 => conv_vectors::<6>(acc, ch, bias, image, taps, offsets),
+                5 => conv_vectors::<5>(acc, ch, bias, image, taps, offsets),
+                4 => conv_vectors::<4>(acc, ch, bias, image, taps, offsets),
+                3 => conv_vectors::<3>(acc, ch, bias, image, taps, offsets),
+                2 => conv_vectors::<2>(acc, ch, bias, image, taps, offsets),
+                _ => conv_vectors::<1>(acc, ch, bias, image, taps, offsets),
+            }
+            ch += 16 * vectors;
+        }
+        for ch in ch..c {
+            super::conv_channels::<1>(acc, ch, bias, image, taps, offsets);
+        }
+    }
+
+    /// [`super::conv_channels`] on `V` whole vectors of channels from `ch`: the bias, then
+    /// per tap a multiply and an add, as there.
+    #[inline(always)]
+    unsafe fn conv_vectors<const V: usize>(
+        acc: &mut [f32],
+        ch: usize,
+        bias: &[f32],
+        image: &[f32],
+        taps: &[f32],
+        offsets: &[(usize, usize)],
+    ) {
+        let width = 16 * V;
+        let (acc, bias) = (&mut acc[ch..][..width], &bias[ch..][..width]);
+        let mut sum: [__m512; V] =
+            std::array::from_fn(|v| _mm512_loadu_ps(bias[16 * v..].as_ptr()));
+        for &(source, tap) in offsets {
+            let (src, tap) = (&image[source + ch..][..width], &taps[tap + ch..][..width]);
+            for (v, sum) in sum.iter_mut().enumerate() {
+                let t = _mm512_loadu_ps(tap[16 * v..].as_ptr());
+                let x = _mm512_loadu_ps(src[16 * v..].as_ptr());
+                *sum = _mm512_add_ps(*sum, _mm512_mul_ps(t, x));
+            }
+        }
+        for (v, &sum) in sum.iter().enumerate() {
+            let a = acc[16 * v..].as_mut_ptr();
+            _mm512_storeu_ps(a, _mm512_add_ps(_mm512_loadu_ps(a), sum));
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -446,6 +550,28 @@ mod tests {
                 assert_eq!(got(x), powi(x, p as u32 + 1), "x={x} p={}", p + 1);
             }
             assert_eq!(powi(x, 3), (x * x) * x);
+        }
+    }
+
+    /// The AVX-512 conv against the compiled loops, bit for bit: widths of whole groups of 8
+    /// vectors, fewer, and a tail of single channels.
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn vectorised_conv_gives_the_same_bits_as_the_compiled_loops() {
+        if !crate::simd::has_avx512() {
+            eprintln!("SKIPPED: no AVX-512 on this CPU, so the vectorised conv never runs");
+            return;
+        }
+        use crate::testing::wave;
+        for c in [16, 40, 96, 200, 272] {
+            let (image, taps, bias) = (wave(30 * c, 0.37), wave(25 * c, 0.71), wave(c, 1.3));
+            let offsets: Vec<(usize, usize)> = (0..25).map(|t| ((t * 7 % 30) * c, t * c)).collect();
+            let start = wave(c, 0.13);
+            let (mut compiled, mut vectorised) = (start.clone(), start);
+            conv_token(&mut compiled, &bias, &image, &taps, &offsets);
+            // SAFETY: checked above that the CPU has AVX-512.
+            unsafe { x86::conv_token(&mut vectorised, &bias, &image, &taps, &offsets) };
+            assert_eq!(compiled, vectorised, "{c} channels");
         }
     }
 
