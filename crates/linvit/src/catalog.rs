@@ -19,6 +19,10 @@ pub struct PresetRow {
     pub paper: &'static str,
     /// Why the paper's count differs from the released code's, where it does.
     pub discrepancy: Option<&'static str>,
+    /// The authors' model the preset follows: their file, or timm's class.
+    pub upstream: &'static str,
+    /// The constructor arguments of the authors' model class, which build this preset.
+    pub args: serde_json::Value,
 }
 
 pub fn row(preset: &Preset) -> PresetRow {
@@ -32,6 +36,8 @@ pub fn row(preset: &Preset) -> PresetRow {
         paper_params_m: preset.params_m,
         paper: preset.paper,
         discrepancy: preset.discrepancy,
+        upstream: preset.upstream,
+        args,
     }
 }
 

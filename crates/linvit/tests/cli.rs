@@ -126,6 +126,13 @@ fn models_json_lists_every_preset_with_params_and_flops() {
     let pvt = find("flatten_pvt_t");
     let params = pvt["params"].as_f64().unwrap() / 1e6;
     assert!((params - 12.2).abs() <= 0.1, "{params}");
+    // The authors' constructor arguments, which `import --arg` and the PyTorch baseline use.
+    assert_eq!(pvt["upstream"], "flatten_pvt.py");
+    assert_eq!(
+        pvt["args"]["embed_dims"],
+        serde_json::json!([64, 128, 320, 512])
+    );
+    assert_eq!(find("flatten_swin_t")["args"]["attn_type"], "LLSS");
     let deit = find("agent_deit_s");
     assert!((deit["params"].as_f64().unwrap() / 1e6 - 22.7).abs() <= 0.1);
     assert!(deit["flops"].as_f64().unwrap() > 4e9);
