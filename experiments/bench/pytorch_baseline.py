@@ -34,7 +34,10 @@ UPSTREAM = {
 
 def preset_args(linvit, name):
     """The preset's constructor arguments, as `linvit models --json` lists them."""
-    out = subprocess.run([linvit, "models", "--json"], check=True, capture_output=True, text=True)
+    try:
+        out = subprocess.run([linvit, "models", "--json"], check=True, capture_output=True, text=True)
+    except (OSError, subprocess.CalledProcessError) as e:
+        sys.exit(f"pytorch_baseline: cannot run `{linvit} models --json` (set --linvit or LINVIT): {e}")
     for row in json.loads(out.stdout):
         if row["name"] == name:
             return dict(row["args"])
@@ -49,7 +52,10 @@ def build(upstream, name, args, resolution):
         sys.exit(f"pytorch_baseline: preset {name!r} has no upstream class here ({', '.join(UPSTREAM)})")
     module_name, class_name = UPSTREAM[family]
     sys.path.insert(0, os.path.join(upstream, "models"))
-    cls = getattr(importlib.import_module(module_name), class_name)
+    try:
+        cls = getattr(importlib.import_module(module_name), class_name)
+    except (ImportError, AttributeError) as e:
+        sys.exit(f"pytorch_baseline: no {class_name} in {os.path.join(upstream, 'models', module_name)}.py: {e}")
     args = dict(args)
     args["img_size"] = resolution
     if family == "flatten_pvt":

@@ -28,11 +28,11 @@ for r in json.load(open(sys.argv[1]))["rows"]:
 
 theirs() {
     LINVIT=$B "$PY" experiments/bench/pytorch_baseline.py --upstream "$UPSTREAM" --presets $PRESETS \
-        --resolution 224 --batch 8 --seconds 3 --json 2>/dev/null |
-        "$PY" -c 'import json, sys
+        --resolution 224 --batch 8 --seconds 3 --json >"$TMP/theirs.jsonl"
+    "$PY" -c 'import json, sys
 for line in sys.stdin:
     r = json.loads(line)
-    print(json.dumps({"pair": int(sys.argv[1]), "side": "pytorch", **r}))' "$1" >>"$OUT"
+    print(json.dumps({"pair": int(sys.argv[1]), "side": "pytorch", **r}))' "$1" <"$TMP/theirs.jsonl" >>"$OUT"
 }
 
 i=1
