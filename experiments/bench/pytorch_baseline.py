@@ -32,16 +32,17 @@ UPSTREAM = {
 }
 
 
-def preset_args(linvit, name):
-    """The preset's constructor arguments, as `linvit models --json` lists them."""
+def preset_args(linvit, names):
+    """Each named preset's constructor arguments, as `linvit models --json` lists them."""
     try:
         out = subprocess.run([linvit, "models", "--json"], check=True, capture_output=True, text=True)
     except (OSError, subprocess.CalledProcessError) as e:
         sys.exit(f"pytorch_baseline: cannot run `{linvit} models --json` (set --linvit or LINVIT): {e}")
-    for row in json.loads(out.stdout):
-        if row["name"] == name:
-            return dict(row["args"])
-    sys.exit(f"pytorch_baseline: no preset {name!r} in `{linvit} models --json`")
+    listed = {row["name"]: row["args"] for row in json.loads(out.stdout)}
+    for name in names:
+        if name not in listed:
+            sys.exit(f"pytorch_baseline: no preset {name!r} in `{linvit} models --json`")
+    return [(name, listed[name]) for name in names]
 
 
 def build(upstream, name, args, resolution):
@@ -51,7 +52,6 @@ def build(upstream, name, args, resolution):
     if family is None:
         sys.exit(f"pytorch_baseline: preset {name!r} has no upstream class here ({', '.join(UPSTREAM)})")
     module_name, class_name = UPSTREAM[family]
-    sys.path.insert(0, os.path.join(upstream, "models"))
     try:
         cls = getattr(importlib.import_module(module_name), class_name)
     except (ImportError, AttributeError) as e:
@@ -132,8 +132,9 @@ def main():
 
     torch.manual_seed(0)
     torch.set_num_threads(a.threads)
-    for name in a.presets.split(","):
-        model = build(a.upstream, name, preset_args(a.linvit, name), a.resolution)
+    sys.path.insert(0, os.path.join(a.upstream, "models"))
+    for name, args in preset_args(a.linvit, a.presets.split(",")):
+        model = build(a.upstream, name, args, a.resolution)
         x = torch.randn(a.batch, 3, a.resolution, a.resolution)
         with torch.inference_mode():
             forward_ms = median_ms(a.seconds, lambda: model(x))

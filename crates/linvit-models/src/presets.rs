@@ -28,9 +28,14 @@ pub struct Preset {
 }
 
 impl Preset {
+    /// The constructor arguments of the authors' model class, parsed.
+    pub fn arguments(&self) -> Value {
+        serde_json::from_str(self.args).expect("preset arguments are valid JSON")
+    }
+
     pub fn config(&self) -> ModelConfig {
-        let args: Value = serde_json::from_str(self.args).expect("preset arguments are valid JSON");
-        upstream::model_config(self.upstream, &args).expect("presets map to valid configs")
+        upstream::model_config(self.upstream, &self.arguments())
+            .expect("presets map to valid configs")
     }
 
     /// Whether `params` (a count) matches the published number: within 0.1M, or within the
@@ -48,8 +53,7 @@ impl Preset {
 
     /// The preset with other constructor arguments changed (e.g. `num_classes`, `img_size`).
     pub fn config_with(&self, overrides: &Value) -> Result<ModelConfig, String> {
-        let mut args: Value =
-            serde_json::from_str(self.args).expect("preset arguments are valid JSON");
+        let mut args = self.arguments();
         if let (Some(base), Some(extra)) = (args.as_object_mut(), overrides.as_object()) {
             for (k, v) in extra {
                 base.insert(k.clone(), v.clone());

@@ -21,8 +21,9 @@ fn images(b: usize, size: usize, device: &Device) -> Tensor<4> {
 }
 
 fn img_size(name: &str) -> usize {
-    let args: serde_json::Value = serde_json::from_str(preset(name).unwrap().args).unwrap();
-    args["img_size"].as_u64().unwrap() as usize
+    preset(name).unwrap().arguments()["img_size"]
+        .as_u64()
+        .unwrap() as usize
 }
 
 /// Names of float parameters that received no gradient.

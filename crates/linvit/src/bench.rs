@@ -679,7 +679,7 @@ fn resolution_args(
     preset: &presets::Preset,
     resolution: usize,
 ) -> (serde_json::Value, Option<String>) {
-    let args: serde_json::Value = serde_json::from_str(preset.args).unwrap_or_default();
+    let args = preset.arguments();
     let size = args.get("img_size").and_then(|v| v.as_u64()).unwrap_or(224) as usize;
     let mut out = serde_json::json!({ "img_size": resolution });
     let mut adjusted = None;
@@ -764,10 +764,7 @@ impl ModelBench {
         }
         let ad = device.clone().autodiff();
         let mut model = Some(config.init(&ad));
-        let classes = serde_json::from_str::<serde_json::Value>(preset.args)
-            .ok()
-            .and_then(|a| a.get("num_classes").and_then(|v| v.as_u64()))
-            .unwrap_or(1000) as usize;
+        let classes = preset.arguments()["num_classes"].as_u64().unwrap_or(1000) as usize;
         let x = images(&ad);
         let mut onehot = vec![0f32; b * classes];
         for i in 0..b {

@@ -27,7 +27,7 @@ pub struct PresetRow {
 
 pub fn row(preset: &Preset) -> PresetRow {
     let config = preset.config();
-    let args: serde_json::Value = serde_json::from_str(preset.args).unwrap_or_default();
+    let args = preset.arguments();
     PresetRow {
         name: preset.name,
         params: config.init(&Device::flex()).num_params(),

@@ -746,8 +746,10 @@ fn preset_overrides(
     preset: &presets::Preset,
     args: &[String],
 ) -> Result<serde_json::Map<String, serde_json::Value>, String> {
-    let known: serde_json::Map<String, serde_json::Value> =
-        serde_json::from_str(preset.args).map_err(|e| e.to_string())?;
+    let arguments = preset.arguments();
+    let known = arguments
+        .as_object()
+        .ok_or_else(|| format!("{}: its arguments are not a JSON object", preset.name))?;
     let mut out = serde_json::Map::new();
     for arg in args {
         let (key, value) = arg
