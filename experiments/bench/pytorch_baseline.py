@@ -64,6 +64,29 @@ def build(upstream, name, args, resolution):
     return cls(**args).eval()
 
 
+def check_reference(upstream, root):
+    """Load the reference cases' weights into the upstream classes and compare their outputs with
+    the stored ones under the cases' own rule, to show that --upstream is the authors' code."""
+    import torch
+    from safetensors.torch import load_file
+
+    for case in ("flatten_swin_reduced_model", "flatten_pvt_reduced_model"):
+        folder = os.path.join(root, case)
+        meta = json.load(open(os.path.join(folder, "case.json")))
+        args = dict(meta["args"])
+        model = build(upstream, case, {k: v for k, v in args.items() if k != "norm_layer"},
+                      args["img_size"])
+        missing, unexpected = model.load_state_dict(
+            load_file(os.path.join(folder, "weights.safetensors")), strict=False)
+        io = load_file(os.path.join(folder, "io.safetensors"))
+        with torch.no_grad():
+            out = model(io["input"])
+        tol, want = meta["tolerance"], io["output"]
+        ratio = ((out - want).abs() / (tol["abs"] + tol["rel"] * want.abs())).max().item()
+        print(f"{case}: missing keys {missing}, unexpected keys {unexpected}, "
+              f"worst ratio to the tolerance {ratio:.4f}" + (" FAIL" if ratio > 1 else ""))
+
+
 def cpu_name():
     try:
         with open("/proc/cpuinfo") as f:
@@ -119,6 +142,9 @@ def main():
     p.add_argument("--train", action="store_true",
                    help="also time a training step (forward, cross entropy, backward, AdamW)")
     p.add_argument("--json", action="store_true", help="print one JSON object per preset")
+    p.add_argument("--check", metavar="REFERENCE_DIR",
+                   help="only check --upstream against the FLatten model reference cases in "
+                   "REFERENCE_DIR (e.g. ../shared/reference); needs safetensors")
     p.add_argument("--summary", metavar="JSONL",
                    help="only summarise the pairs `vs_pytorch.sh` wrote to JSONL (no torch needed)")
     a = p.parse_args()
@@ -127,12 +153,15 @@ def main():
     if not a.upstream:
         p.error("--upstream is required (a checkout of LeapLabTHU/FLatten-Transformer)")
 
+    sys.path.insert(0, os.path.join(a.upstream, "models"))
+    if a.check:
+        return check_reference(a.upstream, a.check)
+
     import torch
     import torch.nn as nn
 
     torch.manual_seed(0)
     torch.set_num_threads(a.threads)
-    sys.path.insert(0, os.path.join(a.upstream, "models"))
     for name, args in preset_args(a.linvit, a.presets.split(",")):
         model = build(a.upstream, name, args, a.resolution)
         x = torch.randn(a.batch, 3, a.resolution, a.resolution)
