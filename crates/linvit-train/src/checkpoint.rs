@@ -239,11 +239,14 @@ pub(crate) fn checkpoints_dir(run_dir: &Path) -> PathBuf {
     run_dir.join("checkpoints")
 }
 
-/// Fault injection for the crash tests: `LINVIT_FAULT_CHECKPOINT_PAUSE_MS` holds every
-/// checkpoint write open half-way (weights written, optimizer state not yet) for that long, so
-/// a test can kill the process there on purpose rather than by luck. Unset, it costs nothing.
-fn fault_pause() {
-    let pause = std::env::var("LINVIT_FAULT_CHECKPOINT_PAUSE_MS")
+/// Fault injection for the crash tests, so a test can kill the process at a chosen point on
+/// purpose rather than by luck (unset, they cost nothing):
+/// - `LINVIT_FAULT_CHECKPOINT_PAUSE_MS` holds every checkpoint write open half-way (weights
+///   written, optimizer state not yet) for that long;
+/// - `LINVIT_FAULT_COMMIT_PAUSE_MS` holds the run for that long right after a checkpoint is
+///   committed (renamed into place and named by the manifest).
+fn fault_pause(variable: &str) {
+    let pause = std::env::var(variable)
         .ok()
         .and_then(|v| v.parse::<u64>().ok());
     if let Some(ms) = pause {
@@ -274,7 +277,7 @@ pub(crate) fn save(run_dir: &Path, snap: &Snapshot, keep: usize) -> Result<PathB
         snap.classes,
         snap.config_toml,
     )?;
-    fault_pause();
+    fault_pause("LINVIT_FAULT_CHECKPOINT_PAUSE_MS");
     save_adam(&tmp.join("optimizer.safetensors"), snap.adam)?;
     if let Some(ema) = snap.ema {
         let ema_dir = tmp.join("ema");
@@ -297,6 +300,7 @@ pub(crate) fn save(run_dir: &Path, snap: &Snapshot, keep: usize) -> Result<PathB
         },
     )?;
     prune(&root, keep)?;
+    fault_pause("LINVIT_FAULT_COMMIT_PAUSE_MS");
     Ok(dir)
 }
 

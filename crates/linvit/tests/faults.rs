@@ -5,10 +5,12 @@
 //! disk) must stop the run with an error naming the file while the previous checkpoint stays
 //! the newest and loads.
 
+use std::collections::BTreeSet;
+use std::fs::File;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use burn::tensor::Device;
 use linvit_models::checkpoint::load_model;
@@ -87,22 +89,34 @@ fn resumes_mid_epoch(run: &Path) -> bool {
         .is_some_and(|dir| dir.to_string_lossy().contains("-batch-"))
 }
 
-/// Whether a checkpoint is being written (its temporary folder holds the weights already).
-fn writing(run: &Path) -> bool {
+/// The checkpoint writes under way or cut short: temporary folders that hold the weights
+/// already, with the time their weights were written (a killed write leaves its folder behind,
+/// so a new write is one not in an earlier snapshot).
+fn writes(run: &Path) -> BTreeSet<(PathBuf, SystemTime)> {
     std::fs::read_dir(run.join("checkpoints"))
         .into_iter()
         .flatten()
         .flatten()
-        .any(|e| {
-            e.file_name().to_string_lossy().starts_with(".tmp-")
-                && e.path().join("model.bpk").is_file()
+        .filter(|e| e.file_name().to_string_lossy().starts_with(".tmp-"))
+        .filter_map(|e| {
+            let weights = e.path().join("model.bpk");
+            let written = weights.metadata().and_then(|m| m.modified()).ok()?;
+            Some((weights, written))
         })
+        .collect()
 }
 
-/// Deterministic delays from a seed (xorshift), in milliseconds within `[lo, hi)`.
-struct Delays(u64);
+/// Training steps written so far (rows of `steps.csv`; the run logs every step).
+fn steps_written(run: &Path) -> usize {
+    std::fs::read_to_string(run.join("steps.csv"))
+        .map(|text| text.lines().count().saturating_sub(1))
+        .unwrap_or(0)
+}
 
-impl Delays {
+/// Deterministic choices from a seed (xorshift), within `[lo, hi)`.
+struct Choices(u64);
+
+impl Choices {
     fn next(&mut self, lo: u64, hi: u64) -> u64 {
         self.0 ^= self.0 << 13;
         self.0 ^= self.0 >> 7;
@@ -111,23 +125,66 @@ impl Delays {
     }
 }
 
+/// Where an attempt is killed. Every moment is read from the run's own progress markers (steps
+/// written, checkpoint folders renamed into place), never from a clock, so the coverage counts
+/// hold however loaded the machine is.
+#[derive(Clone, Copy, Debug)]
+enum KillAt {
+    /// As soon as the process exists: during startup or while resuming.
+    Startup,
+    /// Once this many more training steps are written.
+    Steps(usize),
+    /// Inside a checkpoint write: the weights are in the temporary folder, the rest is not.
+    InWrite,
+    /// Right after a new mid-epoch checkpoint is committed, so the next attempt resumes inside
+    /// an epoch (the run is held there by `LINVIT_FAULT_COMMIT_PAUSE_MS`).
+    AfterMidEpochCheckpoint,
+}
+
+/// Waits (polling the run directory) until `moment` is reached or the child exits; true if the
+/// moment was reached with the child still running.
+fn wait_for(moment: KillAt, run: &Path, child: &mut std::process::Child) -> bool {
+    let steps0 = steps_written(run);
+    let latest0 = latest(run).ok().flatten();
+    let writes0 = writes(run);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let reached = match moment {
+            KillAt::Startup => true,
+            KillAt::Steps(k) => steps_written(run) >= steps0 + k,
+            KillAt::InWrite => !writes(run).is_subset(&writes0),
+            KillAt::AfterMidEpochCheckpoint => latest(run).ok().flatten().is_some_and(|dir| {
+                Some(&dir) != latest0.as_ref() && dir.to_string_lossy().contains("-batch-")
+            }),
+        };
+        if reached {
+            return true;
+        }
+        if child.try_wait().unwrap().is_some() {
+            return false;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the run made no progress towards {moment:?} in 120 s"
+        );
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
 #[test]
 fn training_killed_at_random_moments_resumes_to_the_uninterrupted_weights() {
     let dir = scratch("kill");
     let clean = dir.join("clean");
-    let start = Instant::now();
     let out = command(&clean, false).output().unwrap();
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let clean_time = start.elapsed();
 
     let run = dir.join("killed");
-    let mut delays = Delays(0x5eed_1234_abcd_0001);
+    let mut choices = Choices(0x5eed_1234_abcd_0001);
     let (mut kills, mut attempts, mut mid_write, mut mid_epoch) = (0usize, 0usize, 0usize, 0usize);
-    let span = clean_time.as_millis().max(400) as u64;
     loop {
         attempts += 1;
         assert!(attempts < 200, "no progress after {attempts} attempts");
@@ -135,15 +192,9 @@ fn training_killed_at_random_moments_resumes_to_the_uninterrupted_weights() {
         if started {
             mid_epoch += usize::from(resumes_mid_epoch(&run));
         }
-        // Every third attempt holds its checkpoint writes open and is killed inside one.
-        let in_write = attempts % 3 == 0 && kills < 20;
         let mut cmd = command(&run, started);
-        if in_write {
-            cmd.env("LINVIT_FAULT_CHECKPOINT_PAUSE_MS", "400");
-        }
-        let mut child = cmd.spawn().unwrap();
         if kills >= 20 {
-            let out = child.wait_with_output().unwrap();
+            let out = cmd.output().unwrap();
             assert!(
                 out.status.success(),
                 "{}",
@@ -151,30 +202,47 @@ fn training_killed_at_random_moments_resumes_to_the_uninterrupted_weights() {
             );
             break;
         }
-        if in_write {
-            let deadline = Instant::now() + Duration::from_secs(60);
-            while !writing(&run) && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(5));
+        // Every third attempt is killed inside a checkpoint write, every third right after a
+        // mid-epoch checkpoint; the rest at a seeded number of steps (0: during startup).
+        let moment = match attempts % 3 {
+            0 => KillAt::InWrite,
+            1 => KillAt::AfterMidEpochCheckpoint,
+            _ => match choices.next(0, 10) as usize {
+                0 => KillAt::Startup,
+                k => KillAt::Steps(k),
+            },
+        };
+        // The pauses only hold the run at the chosen point until the kill arrives; a run that
+        // is not killed there goes on after them.
+        match moment {
+            KillAt::InWrite => {
+                cmd.env("LINVIT_FAULT_CHECKPOINT_PAUSE_MS", "3000");
             }
-        } else {
-            // Anywhere from startup to the end of a whole run, so kills land in every phase.
-            std::thread::sleep(Duration::from_millis(delays.next(20, span)));
+            KillAt::AfterMidEpochCheckpoint => {
+                cmd.env("LINVIT_FAULT_COMMIT_PAUSE_MS", "3000");
+            }
+            _ => {}
         }
-        match child.try_wait().unwrap() {
-            Some(status) => {
-                // It finished before the kill: fine, but keep killing fresh attempts.
-                assert!(status.success(), "a run failed on its own: {status}");
-                if kills < 20 {
-                    std::fs::remove_dir_all(&run).unwrap();
-                }
-            }
-            None => {
-                child.kill().unwrap();
-                child.wait().unwrap();
-                kills += 1;
-                mid_write += usize::from(writing(&run));
-                all_checkpoints_load(&run);
-            }
+        // Its messages go to a file: a pipe nobody reads could fill and stall the run.
+        let log = dir.join("attempt.log");
+        cmd.stderr(File::create(&log).unwrap());
+        let writes_before = writes(&run);
+        let mut child = cmd.spawn().unwrap();
+        if wait_for(moment, &run, &mut child) {
+            child.kill().unwrap();
+            child.wait().unwrap();
+            kills += 1;
+            mid_write += usize::from(!writes(&run).is_subset(&writes_before));
+            all_checkpoints_load(&run);
+        } else {
+            // It finished before the kill: fine, but start over so the kills go on.
+            let status = child.wait().unwrap();
+            assert!(
+                status.success(),
+                "a run failed on its own ({status}): {}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
+            std::fs::remove_dir_all(&run).unwrap();
         }
     }
     let checkpoints = all_checkpoints_load(&run);
