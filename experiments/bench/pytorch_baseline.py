@@ -20,6 +20,7 @@ import importlib
 import json
 import os
 import platform
+import re
 import statistics
 import subprocess
 import sys
@@ -58,9 +59,11 @@ def build(upstream, name, args, resolution):
         sys.exit(f"pytorch_baseline: no {class_name} in {os.path.join(upstream, 'models', module_name)}.py: {e}")
     args = dict(args)
     args["img_size"] = resolution
-    if family == "flatten_pvt":
-        # The authors' flatten_pvt_tiny factory passes this norm; the class default differs.
-        args["norm_layer"] = functools.partial(nn.LayerNorm, eps=1e-6)
+    if isinstance(args.get("norm_layer"), str):
+        # `linvit models --json` writes the factories' norm as source text, e.g.
+        # "partial(nn.LayerNorm, eps=1e-6)"; the class default is plain nn.LayerNorm.
+        eps = re.search(r"eps\s*=\s*([0-9.eE+-]+)", args["norm_layer"])
+        args["norm_layer"] = functools.partial(nn.LayerNorm, eps=float(eps.group(1))) if eps else nn.LayerNorm
     return cls(**args).eval()
 
 
@@ -74,8 +77,7 @@ def check_reference(upstream, root):
         folder = os.path.join(root, case)
         meta = json.load(open(os.path.join(folder, "case.json")))
         args = dict(meta["args"])
-        model = build(upstream, case, {k: v for k, v in args.items() if k != "norm_layer"},
-                      args["img_size"])
+        model = build(upstream, case, args, args["img_size"])
         missing, unexpected = model.load_state_dict(
             load_file(os.path.join(folder, "weights.safetensors")), strict=False)
         io = load_file(os.path.join(folder, "io.safetensors"))

@@ -3,8 +3,9 @@
 //! embedding + blocks, no CLS token, mean-pooled head.
 //!
 //! v1: non-overlapping patch embedding (`patch_size`, then 2) + LayerNorm(1e-5), a learned
-//! `pos_embed` per stage, block norms 1e-6. v2: overlapping embedding (7/4/3 then 3/2/1), no
-//! position embedding, a depthwise conv in the MLP, a LayerNorm(1e-6) closing every stage.
+//! `pos_embed` per stage, block norms of `norm_eps` (1e-6 in every factory). v2: overlapping
+//! embedding (7/4/3 then 3/2/1), no position embedding, a depthwise conv in the MLP, a
+//! LayerNorm(`norm_eps`) closing every stage.
 //! FLatten's PVT v1 builds a final `norm` it never applies; `unused_norm` keeps it so the
 //! authors' checkpoints load, and it gets no gradient, as upstream.
 
@@ -49,9 +50,19 @@ pub struct PvtConfig {
     pub linear: bool,
     #[serde(default)]
     pub drop_path_rate: f64,
+    /// Epsilon of the `norm_layer` LayerNorms (the blocks', v2's stage norms, v1's final norm):
+    /// upstream's class default is `nn.LayerNorm` (1e-5), every factory passes 1e-6. The patch
+    /// embeddings' norms are always 1e-5.
+    #[serde(default = "default_norm_eps")]
+    pub norm_eps: f64,
     /// Keep FLatten-PVT's never-applied final norm (for its checkpoints).
     #[serde(default)]
     pub unused_norm: bool,
+}
+
+/// Model folders saved before `norm_eps` existed hold the factories' 1e-6.
+fn default_norm_eps() -> f64 {
+    1e-6
 }
 
 #[derive(Module, Debug)]
@@ -175,7 +186,7 @@ impl PvtConfig {
                     .map(|_| {
                         let spec = BlockSpec {
                             mlp_ratio: self.mlp_ratios[i],
-                            eps: 1e-6,
+                            eps: self.norm_eps,
                             drop_path: rates.next().unwrap_or(0.0),
                             mlp_dwconv: v2,
                             mlp_relu: v2 && self.linear,
@@ -196,7 +207,7 @@ impl PvtConfig {
                         ))
                     }),
                     blocks,
-                    norm: v2.then(|| layer_norm(c, 1e-6, device)),
+                    norm: v2.then(|| layer_norm(c, self.norm_eps, device)),
                     grid,
                 }
             })
@@ -204,7 +215,9 @@ impl PvtConfig {
         let last = *self.embed_dims.last().unwrap_or(&0);
         Pvt {
             stages,
-            norm: self.unused_norm.then(|| layer_norm(last, 1e-6, device)),
+            norm: self
+                .unused_norm
+                .then(|| layer_norm(last, self.norm_eps, device)),
             head: linear(last, self.num_classes, true, device),
         }
     }

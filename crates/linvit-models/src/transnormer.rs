@@ -309,8 +309,8 @@ impl Glu {
     }
 
     /// # Shapes
-    /// - x: `[B, n, D]` -> `[B, n, D]`
-    pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
+    /// - x: `[..., D]` -> `[..., D]` (any number of leading dimensions, as upstream)
+    pub fn forward<const R: usize>(&self, x: Tensor<R>) -> Tensor<R> {
         self.l3
             .forward(self.l1.forward(x.clone()) * self.l2.forward(x))
     }

@@ -1,26 +1,390 @@
-//! The authors' constructor arguments (as recorded in the reference cases' `case.json`, or in
-//! their model factories) turned into our configs: which upstream class maps to which family,
-//! and the per-stage mixer rules each repository hard-codes.
+//! The authors' constructor arguments (as recorded in the reference cases' `case.json`, in
+//! their model factories, or in a run config's `model.args`) turned into our configs: each
+//! upstream class with its keyword defaults, the authors' factory functions, which class maps to
+//! which family, and the per-stage mixer rules each repository hard-codes.
+//!
+//! An upstream call may be written in any of the forms the authors' code accepts: every keyword
+//! spelled out, only those that differ from the class defaults, or a factory name plus overrides
+//! (`create_model(name, **kwargs)`); numbers as strings where upstream `int()`s them
+//! (`agent_num`); upstream's sentinels (`agent_layer <= 0`: every block). A keyword the class does
+//! not take is an error naming the nearest one it does. (Some upstream classes also take and
+//! ignore `**kwargs`; we do not, so a typo cannot pass silently.)
 
 use linvit_attention::{AgentConfig, AttentionConfig, FocusedConfig};
-use serde_json::Value;
+use serde_json::{Map, Value};
 
+use crate::presets::edit_distance;
 use crate::{CswinConfig, ModelConfig, PvtConfig, SwinConfig, SwinNaming, VitConfig};
 
-/// The upstream model classes we build, by source file (or timm class).
+/// An upstream model class and its `__init__` keyword defaults.
+#[derive(Clone, Copy, Debug)]
+pub struct UpstreamClass {
+    /// The source file in the authors' repository (or timm's class path): how cases and presets
+    /// name it.
+    pub file: &'static str,
+    pub class: &'static str,
+    /// Every keyword argument with its default, as JSON (Python tuples as lists, callables as
+    /// their source text).
+    pub defaults: &'static str,
+}
+
+impl UpstreamClass {
+    pub fn defaults(&self) -> Value {
+        serde_json::from_str(self.defaults).expect("class defaults are valid JSON")
+    }
+}
+
+/// The upstream classes we build, with their defaults as their `__init__` writes them
+/// (FLatten-Transformer @ abdb115, Agent-Attention @ 207ce3e, timm 1.0.31).
+pub const CLASSES: &[UpstreamClass] = &[
+    UpstreamClass {
+        file: "flatten_pvt.py",
+        class: "PyramidVisionTransformer",
+        defaults: r#"{"img_size":224,"patch_size":16,"in_chans":3,"num_classes":1000,"embed_dims":[64,128,256,512],"num_heads":[1,2,4,8],"mlp_ratios":[4,4,4,4],"qkv_bias":false,"qk_scale":null,"drop_rate":0.0,"attn_drop_rate":0.0,"drop_path_rate":0.0,"norm_layer":"nn.LayerNorm","depths":[3,4,6,3],"sr_ratios":[8,4,2,1],"la_sr_ratios":"8421","num_stages":4,"focusing_factor":3,"kernel_size":5,"attn_type":"LLLL"}"#,
+    },
+    UpstreamClass {
+        file: "flatten_pvt_v2.py",
+        class: "PyramidVisionTransformerV2",
+        defaults: r#"{"img_size":224,"patch_size":16,"in_chans":3,"num_classes":1000,"embed_dims":[64,128,256,512],"num_heads":[1,2,4,8],"mlp_ratios":[4,4,4,4],"qkv_bias":false,"qk_scale":null,"drop_rate":0.0,"attn_drop_rate":0.0,"drop_path_rate":0.0,"norm_layer":"nn.LayerNorm","depths":[3,4,6,3],"sr_ratios":[8,4,2,1],"la_sr_ratios":"8421","num_stages":4,"linear":false,"focusing_factor":3,"kernel_size":5,"attn_type":"LLLL"}"#,
+    },
+    UpstreamClass {
+        file: "flatten_swin.py",
+        class: "FLattenSwinTransformer",
+        defaults: r#"{"img_size":224,"patch_size":4,"in_chans":3,"num_classes":1000,"embed_dim":96,"depths":[2,2,6,2],"num_heads":[3,6,12,24],"window_size":7,"mlp_ratio":4.0,"qkv_bias":true,"qk_scale":null,"drop_rate":0.0,"attn_drop_rate":0.0,"drop_path_rate":0.1,"norm_layer":"nn.LayerNorm","ape":false,"patch_norm":true,"use_checkpoint":false,"focusing_factor":3,"kernel_size":5,"attn_type":"LLLL"}"#,
+    },
+    UpstreamClass {
+        file: "flatten_cswin.py",
+        class: "CSWinTransformer",
+        defaults: r#"{"img_size":224,"patch_size":16,"in_chans":3,"num_classes":1000,"embed_dim":96,"depth":[2,2,6,2],"split_size":[1,2,7,7],"la_split_size":"1-2-7-7","num_heads":[2,4,8,16],"mlp_ratio":4.0,"qkv_bias":true,"qk_scale":null,"drop_rate":0.0,"attn_drop_rate":0.0,"drop_path_rate":0.0,"hybrid_backbone":null,"norm_layer":"nn.LayerNorm","use_chk":false,"focusing_factor":3,"kernel_size":5,"attn_type":"LLLL"}"#,
+    },
+    UpstreamClass {
+        file: "agent_deit.py",
+        class: "VisionTransformer",
+        defaults: r#"{"img_size":224,"patch_size":16,"in_chans":3,"num_classes":1000,"embed_dim":768,"depth":12,"num_heads":12,"mlp_ratio":4.0,"qkv_bias":true,"representation_size":null,"distilled":false,"drop_rate":0.0,"attn_drop_rate":0.0,"drop_path_rate":0.0,"embed_layer":"PatchEmbed","norm_layer":null,"act_layer":null,"weight_init":"","agent_num":[49,49,49,49],"agent_layer":-1}"#,
+    },
+    UpstreamClass {
+        file: "agent_pvt.py",
+        class: "PyramidVisionTransformer",
+        defaults: r#"{"img_size":224,"patch_size":16,"in_chans":3,"num_classes":1000,"embed_dims":[64,128,256,512],"num_heads":[1,2,4,8],"mlp_ratios":[4,4,4,4],"qkv_bias":false,"qk_scale":null,"drop_rate":0.0,"attn_drop_rate":0.0,"drop_path_rate":0.0,"norm_layer":"nn.LayerNorm","depths":[3,4,6,3],"sr_ratios":[8,4,2,1],"agent_sr_ratios":"1111","num_stages":4,"agent_num":[9,16,49,49],"attn_type":"AAAA"}"#,
+    },
+    UpstreamClass {
+        file: "agent_swin.py",
+        class: "AgentSwinTransformer",
+        defaults: r#"{"img_size":224,"patch_size":4,"in_chans":3,"num_classes":1000,"embed_dim":96,"depths":[2,2,6,2],"num_heads":[3,6,12,24],"window_size":7,"mlp_ratio":4.0,"qkv_bias":true,"qk_scale":null,"drop_rate":0.0,"attn_drop_rate":0.0,"drop_path_rate":0.1,"norm_layer":"nn.LayerNorm","ape":false,"patch_norm":true,"use_checkpoint":false,"agent_num":[9,16,49,49],"attn_type":"BBBB"}"#,
+    },
+    UpstreamClass {
+        file: "agent_cswin.py",
+        class: "CSWinTransformer",
+        defaults: r#"{"img_size":224,"patch_size":16,"in_chans":3,"num_classes":1000,"embed_dim":96,"depth":[2,2,6,2],"split_size":[1,2,7,7],"la_split_size":"1-2-7-7","num_heads":[2,4,8,16],"mlp_ratio":4.0,"qkv_bias":true,"qk_scale":null,"drop_rate":0.0,"attn_drop_rate":0.0,"drop_path_rate":0.0,"hybrid_backbone":null,"norm_layer":"nn.LayerNorm","use_chk":false,"agent_num":49,"attn_type":"AAAA"}"#,
+    },
+    UpstreamClass {
+        file: "timm.models.vision_transformer.VisionTransformer",
+        class: "VisionTransformer",
+        defaults: r#"{"img_size":224,"patch_size":16,"in_chans":3,"num_classes":1000,"embed_dim":768,"depth":12,"num_heads":12,"mlp_ratio":4.0,"qkv_bias":true,"drop_path_rate":0.0}"#,
+    },
+    UpstreamClass {
+        file: "timm.models.swin_transformer.SwinTransformer",
+        class: "SwinTransformer",
+        defaults: r#"{"img_size":224,"patch_size":4,"in_chans":3,"num_classes":1000,"embed_dim":96,"depths":[2,2,6,2],"num_heads":[3,6,12,24],"window_size":7,"mlp_ratio":4.0,"qkv_bias":true,"drop_path_rate":0.1}"#,
+    },
+];
+
+/// One of the authors' model factory functions: the keyword arguments it passes to its class.
+#[derive(Clone, Copy, Debug)]
+pub struct Factory {
+    pub name: &'static str,
+    /// The file of the class it builds.
+    pub file: &'static str,
+    /// As JSON; every factory also forwards the caller's `**kwargs`, which win.
+    pub kwargs: &'static str,
+}
+
+impl Factory {
+    pub fn kwargs(&self) -> Value {
+        serde_json::from_str(self.kwargs).expect("factory arguments are valid JSON")
+    }
+}
+
+/// The authors' factories (the Swin models have none: their `build.py` calls the class with a
+/// config's values, which the Swin presets spell out).
+pub const FACTORIES: &[Factory] = &[
+    Factory {
+        name: "flatten_pvt_tiny",
+        file: "flatten_pvt.py",
+        kwargs: r#"{"patch_size":4,"embed_dims":[64,128,320,512],"num_heads":[1,2,5,8],"mlp_ratios":[8,8,4,4],"qkv_bias":true,"norm_layer":"partial(nn.LayerNorm, eps=1e-6)","depths":[2,2,2,2],"sr_ratios":[8,4,2,1]}"#,
+    },
+    Factory {
+        name: "flatten_pvt_small",
+        file: "flatten_pvt.py",
+        kwargs: r#"{"patch_size":4,"embed_dims":[64,128,320,512],"num_heads":[1,2,5,8],"mlp_ratios":[8,8,4,4],"qkv_bias":true,"norm_layer":"partial(nn.LayerNorm, eps=1e-6)","depths":[3,4,6,3],"sr_ratios":[8,4,2,1]}"#,
+    },
+    Factory {
+        name: "flatten_pvt_medium",
+        file: "flatten_pvt.py",
+        kwargs: r#"{"patch_size":4,"embed_dims":[64,128,320,512],"num_heads":[1,2,5,8],"mlp_ratios":[8,8,4,4],"qkv_bias":true,"norm_layer":"partial(nn.LayerNorm, eps=1e-6)","depths":[3,4,18,3],"sr_ratios":[8,4,2,1]}"#,
+    },
+    Factory {
+        name: "flatten_pvt_large",
+        file: "flatten_pvt.py",
+        kwargs: r#"{"patch_size":4,"embed_dims":[64,128,320,512],"num_heads":[1,2,5,8],"mlp_ratios":[8,8,4,4],"qkv_bias":true,"norm_layer":"partial(nn.LayerNorm, eps=1e-6)","depths":[3,8,27,3],"sr_ratios":[8,4,2,1]}"#,
+    },
+    Factory {
+        name: "flatten_pvt_v2_b0",
+        file: "flatten_pvt_v2.py",
+        kwargs: r#"{"patch_size":4,"embed_dims":[32,64,160,256],"num_heads":[1,2,5,8],"mlp_ratios":[8,8,4,4],"qkv_bias":true,"norm_layer":"partial(nn.LayerNorm, eps=1e-6)","depths":[2,2,2,2],"sr_ratios":[8,4,2,1]}"#,
+    },
+    Factory {
+        name: "flatten_pvt_v2_b1",
+        file: "flatten_pvt_v2.py",
+        kwargs: r#"{"patch_size":4,"embed_dims":[64,128,320,512],"num_heads":[1,2,5,8],"mlp_ratios":[8,8,4,4],"qkv_bias":true,"norm_layer":"partial(nn.LayerNorm, eps=1e-6)","depths":[2,2,2,2],"sr_ratios":[8,4,2,1]}"#,
+    },
+    Factory {
+        name: "flatten_pvt_v2_b2",
+        file: "flatten_pvt_v2.py",
+        kwargs: r#"{"patch_size":4,"embed_dims":[64,128,320,512],"num_heads":[1,2,5,8],"mlp_ratios":[8,8,4,4],"qkv_bias":true,"norm_layer":"partial(nn.LayerNorm, eps=1e-6)","depths":[3,4,6,3],"sr_ratios":[8,4,2,1]}"#,
+    },
+    Factory {
+        name: "flatten_pvt_v2_b3",
+        file: "flatten_pvt_v2.py",
+        kwargs: r#"{"patch_size":4,"embed_dims":[64,128,320,512],"num_heads":[1,2,5,8],"mlp_ratios":[8,8,4,4],"qkv_bias":true,"norm_layer":"partial(nn.LayerNorm, eps=1e-6)","depths":[3,4,18,3],"sr_ratios":[8,4,2,1]}"#,
+    },
+    Factory {
+        name: "flatten_pvt_v2_b4",
+        file: "flatten_pvt_v2.py",
+        kwargs: r#"{"patch_size":4,"embed_dims":[64,128,320,512],"num_heads":[1,2,5,8],"mlp_ratios":[8,8,4,4],"qkv_bias":true,"norm_layer":"partial(nn.LayerNorm, eps=1e-6)","depths":[3,8,27,3],"sr_ratios":[8,4,2,1]}"#,
+    },
+    Factory {
+        name: "flatten_pvt_v2_b5",
+        file: "flatten_pvt_v2.py",
+        kwargs: r#"{"patch_size":4,"embed_dims":[64,128,320,512],"num_heads":[1,2,5,8],"mlp_ratios":[4,4,4,4],"qkv_bias":true,"norm_layer":"partial(nn.LayerNorm, eps=1e-6)","depths":[3,6,40,3],"sr_ratios":[8,4,2,1]}"#,
+    },
+    Factory {
+        name: "FLatten_CSWin_64_24181_tiny_224",
+        file: "flatten_cswin.py",
+        kwargs: r#"{"patch_size":4,"embed_dim":64,"depth":[2,4,18,1],"split_size":[1,2,7,7],"num_heads":[2,4,8,16],"mlp_ratio":4.0}"#,
+    },
+    Factory {
+        name: "FLatten_CSWin_64_24322_small_224",
+        file: "flatten_cswin.py",
+        kwargs: r#"{"patch_size":4,"embed_dim":64,"depth":[2,4,32,2],"split_size":[1,2,7,7],"num_heads":[2,4,8,16],"mlp_ratio":4.0}"#,
+    },
+    Factory {
+        name: "FLatten_CSWin_96_36292_base_224",
+        file: "flatten_cswin.py",
+        kwargs: r#"{"patch_size":4,"embed_dim":96,"depth":[3,6,29,2],"split_size":[1,2,7,7],"num_heads":[4,8,16,32],"mlp_ratio":4.0}"#,
+    },
+    Factory {
+        name: "FLatten_CSWin_96_36292_base_384",
+        file: "flatten_cswin.py",
+        kwargs: r#"{"patch_size":4,"embed_dim":96,"depth":[3,6,29,2],"split_size":[1,2,12,12],"num_heads":[4,8,16,32],"mlp_ratio":4.0}"#,
+    },
+    Factory {
+        name: "agent_deit_tiny",
+        file: "agent_deit.py",
+        kwargs: r#"{"patch_size":16,"embed_dim":192,"depth":12,"num_heads":3}"#,
+    },
+    Factory {
+        name: "agent_deit_small",
+        file: "agent_deit.py",
+        kwargs: r#"{"patch_size":16,"embed_dim":384,"depth":12,"num_heads":6}"#,
+    },
+    Factory {
+        name: "agent_deit_base",
+        file: "agent_deit.py",
+        kwargs: r#"{"patch_size":16,"embed_dim":768,"depth":12,"num_heads":12,"agent_layer":4}"#,
+    },
+    Factory {
+        name: "agent_pvt_tiny",
+        file: "agent_pvt.py",
+        kwargs: r#"{"patch_size":4,"embed_dims":[64,128,320,512],"num_heads":[1,2,5,8],"mlp_ratios":[8,8,4,4],"qkv_bias":true,"norm_layer":"partial(nn.LayerNorm, eps=1e-6)","depths":[2,2,2,2],"sr_ratios":[8,4,2,1]}"#,
+    },
+    Factory {
+        name: "agent_pvt_small",
+        file: "agent_pvt.py",
+        kwargs: r#"{"patch_size":4,"embed_dims":[64,128,320,512],"num_heads":[1,2,5,8],"mlp_ratios":[8,8,4,4],"qkv_bias":true,"norm_layer":"partial(nn.LayerNorm, eps=1e-6)","depths":[3,4,6,3],"sr_ratios":[8,4,2,1]}"#,
+    },
+    Factory {
+        name: "agent_pvt_medium",
+        file: "agent_pvt.py",
+        kwargs: r#"{"patch_size":4,"embed_dims":[64,128,320,512],"num_heads":[1,2,5,8],"mlp_ratios":[8,8,4,4],"qkv_bias":true,"norm_layer":"partial(nn.LayerNorm, eps=1e-6)","depths":[3,4,18,3],"sr_ratios":[8,4,2,1]}"#,
+    },
+    Factory {
+        name: "agent_pvt_large",
+        file: "agent_pvt.py",
+        kwargs: r#"{"patch_size":4,"embed_dims":[64,128,320,512],"num_heads":[1,2,5,8],"mlp_ratios":[8,8,4,4],"qkv_bias":true,"norm_layer":"partial(nn.LayerNorm, eps=1e-6)","depths":[3,8,27,3],"sr_ratios":[8,4,2,1]}"#,
+    },
+    Factory {
+        name: "Agent_CSWin_64_24181_tiny_224",
+        file: "agent_cswin.py",
+        kwargs: r#"{"patch_size":4,"embed_dim":64,"depth":[2,4,18,1],"split_size":[1,2,7,7],"num_heads":[2,4,8,16],"mlp_ratio":4.0}"#,
+    },
+    Factory {
+        name: "Agent_CSWin_64_36292_small_224",
+        file: "agent_cswin.py",
+        kwargs: r#"{"patch_size":4,"embed_dim":64,"depth":[3,6,29,2],"split_size":[1,2,7,7],"num_heads":[2,4,8,16],"mlp_ratio":4.0}"#,
+    },
+    Factory {
+        name: "Agent_CSWin_96_36292_base_224",
+        file: "agent_cswin.py",
+        kwargs: r#"{"patch_size":4,"embed_dim":96,"depth":[3,6,29,2],"split_size":[1,2,7,7],"num_heads":[4,8,16,32],"mlp_ratio":4.0}"#,
+    },
+    Factory {
+        name: "Agent_CSWin_96_36292_base_384",
+        file: "agent_cswin.py",
+        kwargs: r#"{"patch_size":4,"embed_dim":96,"depth":[3,6,29,2],"split_size":[1,2,12,12],"num_heads":[4,8,16,32],"mlp_ratio":4.0}"#,
+    },
+];
+
+/// The class that `file` (as in `case.json`'s `upstream.file`, or a timm class path) defines.
+pub fn class(file: &str) -> Result<&'static UpstreamClass, String> {
+    let timm = if file.ends_with("VisionTransformer") {
+        Some("timm.models.vision_transformer.VisionTransformer")
+    } else if file.ends_with("SwinTransformer") {
+        Some("timm.models.swin_transformer.SwinTransformer")
+    } else {
+        None
+    };
+    let file = timm.unwrap_or(file);
+    CLASSES
+        .iter()
+        .find(|c| c.file == file)
+        .ok_or_else(|| format!("no builder for upstream model {file:?}"))
+}
+
+/// One of the authors' factories by name; the error names the nearest.
+pub fn factory(name: &str) -> Result<&'static Factory, String> {
+    FACTORIES.iter().find(|f| f.name == name).ok_or_else(|| {
+        let nearest = nearest(FACTORIES.iter().map(|f| f.name), name);
+        format!("unknown upstream factory {name:?}; did you mean {nearest:?}?")
+    })
+}
+
+/// The valid name closest to `name`.
+fn nearest<'a>(names: impl Iterator<Item = &'a str>, name: &str) -> &'a str {
+    names
+        .min_by_key(|candidate| edit_distance(candidate, name))
+        .unwrap_or("")
+}
+
+/// `base` with the keys of `over` replaced or added (both JSON objects).
+pub fn overlay(base: Value, over: &Value) -> Value {
+    let mut merged: Map<String, Value> = match base {
+        Value::Object(map) => map,
+        _ => Map::new(),
+    };
+    if let Some(extra) = over.as_object() {
+        for (k, v) in extra {
+            merged.insert(k.clone(), v.clone());
+        }
+    }
+    Value::Object(merged)
+}
+
+/// Every keyword argument the class's `__init__` ends up with: its defaults with `args` on top.
+/// A key the class does not take is an error naming it and the nearest one it does.
+pub fn resolve(file: &str, args: &Value) -> Result<Value, String> {
+    let class = class(file)?;
+    let defaults = class.defaults();
+    let known = defaults.as_object().expect("class defaults are an object");
+    let given = match args {
+        Value::Object(map) => map,
+        Value::Null => &Map::new(),
+        _ => return Err("args must be a table of keyword arguments".into()),
+    };
+    for key in given.keys() {
+        if !known.contains_key(key) {
+            return Err(format!(
+                "args.{key}: {} ({}) takes no argument {key:?}; did you mean {:?}?",
+                class.class,
+                class.file,
+                nearest(known.keys().map(String::as_str), key)
+            ));
+        }
+    }
+    Ok(overlay(defaults.clone(), args))
+}
+
+/// Arguments of the upstream classes that change nothing linvit builds differently only at
+/// their default: dropout we do not train with, options we do not implement. Any other value
+/// is an error rather than a silently different model.
+const DEFAULT_ONLY: &[&str] = &[
+    "qk_scale",
+    "drop_rate",
+    "attn_drop_rate",
+    "num_stages",
+    "ape",
+    "patch_norm",
+    "hybrid_backbone",
+    "representation_size",
+    "distilled",
+    "embed_layer",
+    "act_layer",
+    "weight_init",
+];
+
+/// Whether two JSON values are the same argument (numbers compared as numbers: `0` and `0.0`).
+fn same(a: &Value, b: &Value) -> bool {
+    match (a, b) {
+        (Value::Number(x), Value::Number(y)) => x.as_f64() == y.as_f64(),
+        (Value::Array(x), Value::Array(y)) => {
+            x.len() == y.len() && x.iter().zip(y).all(|(x, y)| same(x, y))
+        }
+        _ => a == b,
+    }
+}
+
+/// Checks the [`DEFAULT_ONLY`] arguments and `norm_layer` (beside the PVT families, which
+/// read it) against the class defaults.
+fn check_default_only(file: &str, resolved: &Value) -> Result<(), String> {
+    let defaults = class(file)?.defaults();
+    let pvt = file.contains("pvt");
+    for key in DEFAULT_ONLY
+        .iter()
+        .copied()
+        .chain((!pvt).then_some("norm_layer"))
+    {
+        if let (Some(given), Some(default)) = (resolved.get(key), defaults.get(key)) {
+            if !same(given, default) {
+                return Err(format!(
+                    "args.{key} = {given}: linvit builds this class only with the default, {default}"
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The LayerNorm epsilon of a PVT `norm_layer`: `nn.LayerNorm` (1e-5) or a partial of it with
+/// `eps=...`, written as the factories' source (`partial(nn.LayerNorm, eps=1e-6)`) or as the
+/// reference cases record it (`functools.partial(torch.nn.LayerNorm, eps=1e-06)`).
+fn layer_norm_eps(norm_layer: &Value) -> Result<f64, String> {
+    let bad = || {
+        format!(
+            "args.norm_layer = {norm_layer}: expected nn.LayerNorm or partial(nn.LayerNorm, eps=...)"
+        )
+    };
+    let text: String = norm_layer
+        .as_str()
+        .ok_or_else(bad)?
+        .chars()
+        .filter(|c| !c.is_whitespace())
+        .collect();
+    let text = text
+        .trim_start_matches("functools.")
+        .replace("torch.nn.", "nn.");
+    if text == "nn.LayerNorm" {
+        return Ok(1e-5);
+    }
+    text.strip_prefix("partial(nn.LayerNorm,eps=")
+        .and_then(|rest| rest.strip_suffix(')'))
+        .and_then(|eps| eps.parse::<f64>().ok())
+        .filter(|eps| *eps > 0.0)
+        .ok_or_else(bad)
+}
+
+/// Whether linvit builds models of this upstream class.
 pub fn supports(file: &str) -> bool {
-    matches!(
-        file,
-        "agent_deit.py"
-            | "flatten_pvt.py"
-            | "flatten_pvt_v2.py"
-            | "agent_pvt.py"
-            | "flatten_swin.py"
-            | "agent_swin.py"
-            | "flatten_cswin.py"
-            | "agent_cswin.py"
-    ) || file.ends_with("VisionTransformer")
-        || file.ends_with("SwinTransformer")
+    class(file).is_ok()
 }
 
 struct Args<'a>(&'a Value);
@@ -167,12 +531,22 @@ fn block_letters(
 /// Our config for an upstream model class (`file` as in `case.json`'s `upstream`) and its
 /// constructor arguments.
 pub fn model_config(file: &str, args: &Value) -> Result<ModelConfig, String> {
-    let a = Args(args);
+    let resolved = resolve(file, args)?;
+    check_default_only(file, &resolved)?;
+    let a = Args(&resolved);
     match file {
         "agent_deit.py" => {
             let depth = a.usize("depth")?;
             let agents = a.list("agent_num")?;
-            let agent_layer = a.usize_or("agent_layer", depth)?;
+            // Upstream: `agent_layer if agent_layer > 0 else depth` (its default is -1).
+            let agent_layer = a
+                .get("agent_layer")
+                .and_then(Value::as_i64)
+                .ok_or("args.agent_layer is not an integer")?;
+            let agent_layer = usize::try_from(agent_layer)
+                .ok()
+                .filter(|&n| n > 0)
+                .unwrap_or(depth);
             // Upstream: agent_num[{0:0,1:1,2:2,3:2,4:2,5:3}[i//2]].
             let pick = [0, 1, 2, 2, 2, 3];
             let blocks = (0..depth)
@@ -244,6 +618,7 @@ pub fn model_config(file: &str, args: &Value) -> Result<ModelConfig, String> {
                 sr_ratios,
                 linear: a.bool_or("linear", false)?,
                 drop_path_rate: a.f64_or("drop_path_rate", 0.0)?,
+                norm_eps: layer_norm_eps(a.get("norm_layer").unwrap_or(&Value::Null))?,
                 unused_norm: file == "flatten_pvt.py",
             }))
         }

@@ -21,7 +21,7 @@ fn images(b: usize, size: usize, device: &Device) -> Tensor<4> {
 }
 
 fn img_size(name: &str) -> usize {
-    preset(name).unwrap().arguments()["img_size"]
+    preset(name).unwrap().resolved_arguments()["img_size"]
         .as_u64()
         .unwrap() as usize
 }

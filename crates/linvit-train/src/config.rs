@@ -44,6 +44,22 @@ pub enum ConfigError {
     Set { arg: String, message: String },
 }
 
+/// An error of the upstream mapping (`args.KEY: message`, `args.KEY is ...`) as one naming
+/// `model.args.KEY`.
+fn model_args_error(e: String) -> ConfigError {
+    let named = e.strip_prefix("args.").and_then(|rest| {
+        let end = rest.find([':', ' ', '['])?;
+        Some((
+            &rest[..end],
+            rest[end..].trim_start_matches(':').trim_start(),
+        ))
+    });
+    match named {
+        Some((key, message)) => invalid(&format!("model.args.{key}"), message),
+        None => invalid("model.args", e),
+    }
+}
+
 fn invalid(key: &str, message: impl Into<String>) -> ConfigError {
     ConfigError::Invalid {
         key: key.to_string(),
@@ -547,9 +563,7 @@ impl RunConfig {
                 if let Some(p) = self.train.drop_path {
                     obj.insert("drop_path_rate".into(), p.into());
                 }
-                preset
-                    .config_with(&args)
-                    .map_err(|e| invalid("model.args", e))?
+                preset.config_with(&args).map_err(model_args_error)?
             }
             (None, Some(table)) => {
                 let config: ModelConfig = serde_path_to_error::deserialize(toml::Value::Table(

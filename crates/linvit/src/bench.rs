@@ -679,7 +679,7 @@ fn resolution_args(
     preset: &presets::Preset,
     resolution: usize,
 ) -> (serde_json::Value, Option<String>) {
-    let args = preset.arguments();
+    let args = preset.resolved_arguments();
     let size = args.get("img_size").and_then(|v| v.as_u64()).unwrap_or(224) as usize;
     let mut out = serde_json::json!({ "img_size": resolution });
     let mut adjusted = None;
@@ -764,7 +764,9 @@ impl ModelBench {
         }
         let ad = device.clone().autodiff();
         let mut model = Some(config.init(&ad));
-        let classes = preset.arguments()["num_classes"].as_u64().unwrap_or(1000) as usize;
+        let classes = preset.resolved_arguments()["num_classes"]
+            .as_u64()
+            .unwrap_or(1000) as usize;
         let x = images(&ad);
         let mut onehot = vec![0f32; b * classes];
         for i in 0..b {

@@ -21,22 +21,27 @@ pub struct PresetRow {
     pub discrepancy: Option<&'static str>,
     /// The authors' model the preset follows: their file, or timm's class.
     pub upstream: &'static str,
-    /// The constructor arguments of the authors' model class, which build this preset.
+    /// The authors' factory function it starts from, where they have one.
+    pub factory: Option<&'static str>,
+    /// The keyword arguments passed to the authors' model class (the factory's and the
+    /// training config's); the class defaults fill in the rest.
     pub args: serde_json::Value,
 }
 
 pub fn row(preset: &Preset) -> PresetRow {
     let config = preset.config();
     let args = preset.arguments();
+    let resolved = preset.resolved_arguments();
     PresetRow {
         name: preset.name,
         params: config.init(&Device::flex()).num_params(),
         flops: config.macs(),
-        img_size: args.get("img_size").and_then(|v| v.as_u64()),
+        img_size: resolved.get("img_size").and_then(|v| v.as_u64()),
         paper_params_m: preset.params_m,
         paper: preset.paper,
         discrepancy: preset.discrepancy,
         upstream: preset.upstream,
+        factory: preset.factory,
         args,
     }
 }

@@ -741,12 +741,12 @@ fn import(
 }
 
 /// `KEY=VALUE` constructor arguments for a preset; the value is JSON (a bare word is a string),
-/// and the key must be one of the preset's arguments.
+/// and the key must be one of the upstream class's arguments.
 fn preset_overrides(
     preset: &presets::Preset,
     args: &[String],
 ) -> Result<serde_json::Map<String, serde_json::Value>, String> {
-    let arguments = preset.arguments();
+    let arguments = preset.resolved_arguments();
     let known = arguments
         .as_object()
         .ok_or_else(|| format!("{}: its arguments are not a JSON object", preset.name))?;

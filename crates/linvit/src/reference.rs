@@ -60,6 +60,10 @@ pub struct Upstream {
     pub class: Option<String>,
     #[serde(default)]
     pub function: Option<String>,
+    /// The authors' factory function, where the case was built through one (`args` are then
+    /// the keyword arguments passed to it).
+    #[serde(default)]
+    pub factory: Option<String>,
     #[serde(default)]
     pub package: Option<String>,
 }
@@ -111,11 +115,15 @@ pub struct CaseSpec {
 }
 
 impl CaseSpec {
-    /// An integer argument, or an error naming it.
+    /// An integer argument (or a string of digits, as the authors' argparse passes numbers),
+    /// or an error naming it.
     pub fn arg_usize(&self, key: &str) -> Result<usize, String> {
         self.args
             .get(key)
-            .and_then(Value::as_u64)
+            .and_then(|v| {
+                v.as_u64()
+                    .or_else(|| v.as_str().and_then(|s| s.trim().parse().ok()))
+            })
             .map(|v| v as usize)
             .ok_or_else(|| format!("args.{key} is missing or not a non-negative integer"))
     }

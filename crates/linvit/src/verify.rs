@@ -317,7 +317,7 @@ enum Mixer {
 
 impl Flavour {
     fn of(header: &CaseHeader) -> Option<Self> {
-        if header.kind == "model" && upstream::supports(&header.upstream_file()) {
+        if header.kind == "model" && model_class(header).is_ok() {
             return Some(Flavour::Model);
         }
         if header.kind != "attention" {
@@ -336,8 +336,50 @@ impl Flavour {
     }
 }
 
+/// The upstream class file of a model case and the keyword arguments its constructor gets
+/// before the class defaults: the factory's with the case's `args` on top where the case names
+/// a factory (`create_model(name, **args)`), else the case's `args`.
+fn model_class(header: &CaseHeader) -> Result<String, String> {
+    let factory = header.upstream.as_ref().and_then(|u| u.factory.as_deref());
+    match factory {
+        Some(name) => {
+            let factory = upstream::factory(name)?;
+            let file = header.upstream_file();
+            let class = upstream::class(factory.file)?;
+            if !file.is_empty() && file != factory.file && file != class.class {
+                return Err(format!(
+                    "upstream.factory {name:?} builds {} ({}), not {file:?}",
+                    class.class, factory.file
+                ));
+            }
+            Ok(factory.file.to_string())
+        }
+        None => {
+            let file = header.upstream_file();
+            upstream::class(&file).map(|_| file)
+        }
+    }
+}
+
+fn model_arguments(
+    header: &CaseHeader,
+    args: &serde_json::Value,
+) -> Result<serde_json::Value, String> {
+    match header.upstream.as_ref().and_then(|u| u.factory.as_deref()) {
+        Some(name) => Ok(upstream::overlay(upstream::factory(name)?.kwargs(), args)),
+        None => Ok(args.clone()),
+    }
+}
+
 /// Whether this build runs a case; the reason when it does not.
 fn supported(header: &CaseHeader) -> Result<Flavour, String> {
+    let names_factory = header
+        .upstream
+        .as_ref()
+        .is_some_and(|u| u.factory.is_some());
+    if header.kind == "model" && names_factory {
+        model_class(header)?;
+    }
     Flavour::of(header).ok_or_else(|| {
         format!(
             "{} cases from {} ({} family) are not supported yet",
@@ -355,8 +397,13 @@ fn build(case: &Case, flavour: Flavour, device: &Device) -> Result<Subject, Stat
     let mixer = match flavour {
         Flavour::Mixer(mixer) => mixer,
         Flavour::Model => {
-            let file = spec.header.upstream_file();
-            let config = upstream::model_config(&file, &spec.args).map_err(bad)?;
+            let file = model_class(&spec.header).map_err(bad)?;
+            let args = model_arguments(&spec.header, &spec.args).map_err(bad)?;
+            // The cases ran upstream in eval mode, where drop path is the identity (timm's Swin
+            // defaults to a rate of 0.1; our gradients run with autodiff, which would apply it).
+            let eval = serde_json::json!({ "drop_path_rate": 0.0 });
+            let args = upstream::overlay(args, &eval);
+            let config = upstream::model_config(&file, &args).map_err(bad)?;
             config.validate().map_err(bad)?;
             return Ok(Subject::Model {
                 model: config.init(device),

@@ -202,11 +202,8 @@ pub(crate) fn run(
                 )?;
             }
         }
-        Piece::Srms => {
-            let x = case.tensor::<3>("input", &device)?.require_grad();
-            let grads = checks.output(&case, srms_norm(x.clone()), tol, &device)?;
-            checks.grad(&case, "input_grad", x.grad(&grads).map(to_host))?;
-        }
+        // Upstream's SimpleRMSNorm and GLU take any number of leading dimensions.
+        Piece::Srms => by_input_rank!(case, srms_case(&case, tol, &device, &mut checks)),
         Piece::Mixer => {
             let config = NormLinearAttentionConfig {
                 embed_dim: case.arg_usize(&["ctor", "embed_dim"])?,
@@ -228,10 +225,7 @@ pub(crate) fn run(
             let d2 = case.arg_usize(&["ctor", "d2"])?;
             let mut module = Glu::new(d1, d2, case.arg_bool(&["ctor", "bias"]), INIT_STD, &device);
             load(&mut module, &case, &[])?;
-            let x = case.tensor::<3>("input", &device)?.require_grad();
-            let grads = checks.output(&case, module.forward(x.clone()), tol, &device)?;
-            checks.grad(&case, "input_grad", x.grad(&grads).map(to_host))?;
-            checks.params(&case, &module, &grads)?;
+            by_input_rank!(case, glu_case(&case, &module, tol, &device, &mut checks))
         }
         Piece::Layer => {
             let mut config = upstream_config(&case)?;
@@ -273,6 +267,52 @@ pub(crate) fn run(
     report.grad_ratio = Some(checks.worst.0);
     report.worst_grad = Some(checks.worst.1.clone());
     Ok(checks.status())
+}
+
+/// Calls `$f::<D>(...)` with `D` the rank of the case's `input` (1 to 6).
+macro_rules! by_input_rank {
+    ($case:ident, $f:ident($($arg:expr),*)) => {
+        match $case.float("input")?.shape.len() {
+            1 => $f::<1>($($arg),*)?,
+            2 => $f::<2>($($arg),*)?,
+            3 => $f::<3>($($arg),*)?,
+            4 => $f::<4>($($arg),*)?,
+            5 => $f::<5>($($arg),*)?,
+            6 => $f::<6>($($arg),*)?,
+            rank => {
+                return Err(Status::Error(format!(
+                    "input has {rank} dimensions; 1 to 6 are supported"
+                )))
+            }
+        }
+    };
+}
+use by_input_rank;
+
+/// SRMSNorm over the last dimension of a rank-`D` input.
+fn srms_case<const D: usize>(
+    case: &LmCase,
+    tol: Tolerance,
+    device: &Device,
+    checks: &mut Checks,
+) -> Result<(), Status> {
+    let x = case.tensor::<D>("input", device)?.require_grad();
+    let grads = checks.output(case, srms_norm(x.clone()), tol, device)?;
+    checks.grad(case, "input_grad", x.grad(&grads).map(to_host))
+}
+
+/// The GLU channel mixer on a rank-`D` input `[..., d1]`.
+fn glu_case<const D: usize>(
+    case: &LmCase,
+    module: &Glu,
+    tol: Tolerance,
+    device: &Device,
+    checks: &mut Checks,
+) -> Result<(), Status> {
+    let x = case.tensor::<D>("input", device)?.require_grad();
+    let grads = checks.output(case, module.forward(x.clone()), tol, device)?;
+    checks.grad(case, "input_grad", x.grad(&grads).map(to_host))?;
+    checks.params(case, module, &grads)
 }
 
 fn upstream_config(case: &LmCase) -> Result<TransnormerConfig, Status> {

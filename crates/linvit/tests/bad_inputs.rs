@@ -285,11 +285,30 @@ fn every_bad_input_gets_a_one_line_error_naming_it_and_no_panic() {
     });
 
     // Configs.
-    let config_cases: [(&'static str, &[&str], &[&str]); 10] = [
+    let config_cases: [(&'static str, &[&str], &[&str]); 13] = [
         (
             "config_unknown_key",
             &["train.epoch=3"],
             &["train.epoch", "train.epochs"],
+        ),
+        // Inside `model.args` the keys are the upstream class's keyword arguments.
+        (
+            "config_unknown_model_arg",
+            &[
+                "model.preset=\"tiny_agent_pvt\"",
+                "model.args.agent_numm=[4, 9, 16, 4]",
+            ],
+            &["model.args.agent_numm", "\"agent_num\""],
+        ),
+        (
+            "config_model_arg_wrong_type",
+            &["model.args.depths=\"deep\""],
+            &["model.args.depths", "list of integers"],
+        ),
+        (
+            "config_model_arg_not_modelled",
+            &["model.args.qk_scale=0.5"],
+            &["model.args.qk_scale", "default"],
         ),
         ("config_wrong_type", &["train.lr=\"fast\""], &["train.lr"]),
         ("config_negative_lr", &["train.lr=-0.1"], &["train.lr"]),
