@@ -93,9 +93,7 @@ fn remote(address: &str, name: &str) -> Result<Device, String> {
 
 #[cfg(not(feature = "remote"))]
 fn remote(_address: &str, name: &str) -> Result<Device, String> {
-    Err(format!(
-        "device {name:?}: this build has no remote backend; rebuild with the default features"
-    ))
+    Err(format!("device {name:?}: {}", crate::serve::NO_REMOTE))
 }
 
 /// Runs `command` on the devices named in `names`; where one of them is remote, a panic inside

@@ -7,6 +7,11 @@
 
 use burn::tensor::Device;
 
+/// What a build without the `remote` feature says when asked for `serve` or a `ws://` device.
+#[cfg_attr(feature = "remote", allow(dead_code))]
+pub const NO_REMOTE: &str = "this build has no remote backend (the opt-in `remote` feature); \
+     rebuild with `cargo install --path crates/linvit --features remote`";
+
 /// Listens on `bind` (`HOST:PORT`; port 0 picks a free one) and serves `devices` until the process
 /// is stopped. The line `serving N device(s) on ws://ADDRESS` is printed once the socket is bound,
 /// so a script can wait for it and read the address.
@@ -28,5 +33,5 @@ pub fn serve(bind: &str, devices: Vec<Device>) -> Result<String, String> {
 
 #[cfg(not(feature = "remote"))]
 pub fn serve(_bind: &str, _devices: Vec<Device>) -> Result<String, String> {
-    Err("this build has no remote backend; rebuild with the default features".into())
+    Err(NO_REMOTE.into())
 }

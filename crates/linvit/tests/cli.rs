@@ -132,6 +132,7 @@ fn models_json_lists_every_preset_with_params_and_flops() {
         pvt["args"]["embed_dims"],
         serde_json::json!([64, 128, 320, 512])
     );
+    assert_eq!(pvt["factory"], "flatten_pvt_tiny");
     assert_eq!(find("flatten_swin_t")["args"]["attn_type"], "LLSS");
     let deit = find("agent_deit_s");
     assert!((deit["params"].as_f64().unwrap() / 1e6 - 22.7).abs() <= 0.1);
@@ -583,4 +584,23 @@ fn bench_causal_measures_every_form_and_skips_what_would_not_fit() {
     let (code, _, err) = linvit(&["bench", "causal", "--forms", "flash"]);
     assert_eq!(code, 1);
     assert!(err.contains("flash"), "{err}");
+}
+
+/// The remote backend is opt-in; a default build says in one line how to get it.
+#[cfg(not(feature = "remote"))]
+#[test]
+fn serve_and_ws_devices_without_the_remote_feature_say_how_to_enable_it() {
+    let dir = scratch("no-remote");
+    let dir = dir.to_str().unwrap();
+    for args in [
+        &["serve", "--bind", "127.0.0.1:0"][..],
+        &["verify", dir, "--device", "ws://127.0.0.1:1"][..],
+    ] {
+        let (code, _, err) = linvit(args);
+        assert_ne!(code, 0, "{args:?}");
+        assert!(
+            err.contains("--features remote") && err.trim().lines().count() == 1,
+            "{args:?}: {err}"
+        );
+    }
 }
