@@ -106,6 +106,14 @@ fn writes(run: &Path) -> BTreeSet<(PathBuf, SystemTime)> {
         .collect()
 }
 
+/// The checkpoint the manifest names, read without touching anything (unlike
+/// `checkpoint::latest`, which clears unfinished writes and so must not run beside a live run).
+fn committed(run: &Path) -> Option<String> {
+    let text = std::fs::read_to_string(run.join("checkpoints/latest.json")).ok()?;
+    let manifest: serde_json::Value = serde_json::from_str(&text).ok()?;
+    Some(manifest["checkpoint"].as_str()?.to_string())
+}
+
 /// Training steps written so far (rows of `steps.csv`; the run logs every step).
 fn steps_written(run: &Path) -> usize {
     std::fs::read_to_string(run.join("steps.csv"))
@@ -145,7 +153,7 @@ enum KillAt {
 /// moment was reached with the child still running.
 fn wait_for(moment: KillAt, run: &Path, child: &mut std::process::Child) -> bool {
     let steps0 = steps_written(run);
-    let latest0 = latest(run).ok().flatten();
+    let committed0 = committed(run);
     let writes0 = writes(run);
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
@@ -153,9 +161,8 @@ fn wait_for(moment: KillAt, run: &Path, child: &mut std::process::Child) -> bool
             KillAt::Startup => true,
             KillAt::Steps(k) => steps_written(run) >= steps0 + k,
             KillAt::InWrite => !writes(run).is_subset(&writes0),
-            KillAt::AfterMidEpochCheckpoint => latest(run).ok().flatten().is_some_and(|dir| {
-                Some(&dir) != latest0.as_ref() && dir.to_string_lossy().contains("-batch-")
-            }),
+            KillAt::AfterMidEpochCheckpoint => committed(run)
+                .is_some_and(|name| Some(&name) != committed0.as_ref() && name.contains("-batch-")),
         };
         if reached {
             return true;
