@@ -5,7 +5,7 @@
 # data-parallel run is compared too, as a yardstick for float-rounding drift. Prints the largest
 # relative difference of the per-step loss and gradient norm against the local one-device run,
 # over the first 2 steps and over all, and each run's images/s.
-# Usage (repository root, after `cargo build -p linvit`): experiments/remote/run.sh [LINVIT]
+# Usage (repository root, after `cargo build -p linvit --features remote`): experiments/remote/run.sh [LINVIT]
 set -euo pipefail
 LINVIT=${1:-target/debug/linvit}
 OUT=$(mktemp -d)
