@@ -100,12 +100,18 @@ impl FocusedConfig {
 /// FLatten's kernel: `relu(x) + 1e-6`, divided by `softplus(scale)`, then the focusing function
 /// `x^p / ||x^p|| * ||x||` with norms over the full channel dim (all heads together).
 ///
-/// Computed as `x^p * (||x|| / ||x^p||)`: the power by repeated multiplication (an element-wise
-/// `powf` is several times slower on CPU backends) and one full-size multiply by a per-token
-/// factor. The two norms are taken separately, as upstream does: `sqrt(||x||^2 / ||x^p||^2)`
-/// would put `||x^p||^4` in the gradient's denominator, which underflows in f32 for tokens whose
-/// channels relu zeroed (their entries are `1e-6 / softplus(scale)`), and the training diverges.
-/// [`crate::reference::focus`] is the literal form.
+/// Computed as `y^p * (||x|| / ||y^p||)` with `y = x / max(x)` per token: `x^p / ||x^p||` does
+/// not change when a token is scaled, so this is the same number wherever the literal formula
+/// is finite, and finite where it is not. Literally, a token whose channels relu zeroed has every
+/// entry at `1e-6 / softplus(scale)`, and for `p >= 4` its power underflows to 0 in f32: `0/0`,
+/// and the training diverges (the paper trains p up to 32). With `y`'s largest entry 1,
+/// `||y^p|| >= 1`. The maximum is held constant for the gradient, which is exact: the output
+/// does not depend on it.
+///
+/// The power by repeated multiplication (an element-wise `powf` is several times slower on CPU
+/// backends), then one full-size multiply by a per-token factor. The two norms are taken
+/// separately, as upstream does: `sqrt(||x||^2 / ||y^p||^2)` would put `||y^p||^4` in the
+/// gradient's denominator. [`crate::reference::focus`] is the literal form.
 pub fn focus(x: Tensor<3>, scale: Tensor<3>, p: u32) -> Tensor<3> {
     focus_times(x, scale, p, 1.0)
 }
@@ -114,8 +120,9 @@ pub fn focus(x: Tensor<3>, scale: Tensor<3>, p: u32) -> Tensor<3> {
 fn focus_times(x: Tensor<3>, scale: Tensor<3>, p: u32, times: f64) -> Tensor<3> {
     let x = relu(x).add_scalar(1e-6) / softplus(scale, 1.0);
     let norm2 = x.clone().square().sum_dim(2); // [b, n, 1]
-    let xp = powi_by_mul(x, p);
-    let xp_norm2 = xp.clone().square().sum_dim(2); // [b, n, 1]
+    let peak = x.clone().max_dim(2).detach(); // [b, n, 1], > 0
+    let xp = powi_by_mul(x / peak, p);
+    let xp_norm2 = xp.clone().square().sum_dim(2); // [b, n, 1], >= 1
     let factor = norm2.sqrt() / xp_norm2.sqrt();
     let factor = if times == 1.0 {
         factor

@@ -412,3 +412,92 @@ fn norm_attention_gradients_match_finite_differences() {
         check(case);
     }
 }
+
+/// The focusing function on tokens whose channels relu zeroes (every entry then
+/// `1e-6 / softplus(scale)`), for the paper's powers up to 32: finite, and its gradients with
+/// respect to the input and `scale` equal central finite differences of the function itself.
+/// (Literally, `x^p` underflows there from p = 4 on in f32 and `x^p / ||x^p||` is 0/0.)
+#[test]
+fn the_focusing_function_has_exact_gradients_on_relu_zeroed_tokens_for_any_power() {
+    use linvit_attention::focused::focus;
+    let device = device().autodiff();
+    let (b, n, c) = (2, 5, 7);
+    // Tokens 0-2 negative in every channel (relu zeroes them), the rest mixed, no entry within
+    // 1e-3 of relu's kink.
+    let values: Vec<f64> = pseudo_random(b * n * c, 21)
+        .into_iter()
+        .enumerate()
+        .map(|(i, v)| {
+            let v = v.signum() * (v.abs() + 1e-3);
+            if (i / c) % n < 3 {
+                -v.abs()
+            } else {
+                v
+            }
+        })
+        .collect();
+    let x = Tensor::<3>::from_data(TensorData::new(values, [b, n, c]), &device);
+    let scale = tensor([1, 1, c], 22, &device);
+    let g = tensor([b, n, c], 23, &device);
+    let (u, w) = (
+        tensor([b, n, c], 24, &device),
+        tensor([1, 1, c], 25, &device),
+    );
+    for p in [2u32, 3, 4, 8, 16, 32] {
+        let f = |x: Tensor<3>, scale: Tensor<3>| (focus(x, scale, p) * g.clone()).sum();
+        let (ax, ascale) = (x.clone().require_grad(), scale.clone().require_grad());
+        let out = focus(ax.clone(), ascale.clone(), p);
+        let out_values = out
+            .clone()
+            .into_data()
+            .convert::<f64>()
+            .to_vec::<f64>()
+            .unwrap();
+        assert!(
+            out_values.iter().all(|v| v.is_finite()),
+            "p {p}: {out_values:?}"
+        );
+        let grads = (out * g.clone()).sum().backward();
+        let dot = |grad: Option<Tensor<3>>, dir: &Tensor<3>| {
+            (grad.expect("a gradient") * dir.clone())
+                .sum()
+                .into_scalar::<f64>()
+        };
+        let analytic = dot(ax.grad(&grads), &u) + dot(ascale.grad(&grads), &w);
+        assert!(analytic.is_finite(), "p {p}: gradient {analytic}");
+        let eps = 1e-7;
+        let at = |e: f64| {
+            f(
+                x.clone() + u.clone().mul_scalar(e),
+                scale.clone() + w.clone().mul_scalar(e),
+            )
+            .into_scalar::<f64>()
+        };
+        let numeric = (at(eps) - at(-eps)) / (2.0 * eps);
+        assert!(
+            (analytic - numeric).abs() <= 1e-6 + 1e-5 * numeric.abs(),
+            "p {p}: gradient {analytic} vs finite difference {numeric}"
+        );
+        // The zeroed tokens alone: only `scale` moves them.
+        let zeroed = |t: Tensor<3>| t.narrow(1, 0, 3);
+        let (ascale, gz) = (scale.clone().require_grad(), zeroed(g.clone()));
+        let grads = (focus(zeroed(x.clone()), ascale.clone(), p) * gz.clone())
+            .sum()
+            .backward();
+        let analytic = dot(ascale.grad(&grads), &w);
+        let at = |e: f64| {
+            (focus(
+                zeroed(x.clone()),
+                scale.clone() + w.clone().mul_scalar(e),
+                p,
+            ) * gz.clone())
+            .sum()
+            .into_scalar::<f64>()
+        };
+        let numeric = (at(eps) - at(-eps)) / (2.0 * eps);
+        assert!(
+            analytic.is_finite() && (analytic - numeric).abs() <= 1e-12 + 1e-5 * numeric.abs(),
+            "p {p}, zeroed tokens: d/dscale {analytic} vs finite difference {numeric}"
+        );
+    }
+}

@@ -206,7 +206,9 @@ const QUERY_BLOCK: usize = 64;
 multiversion! {
     /// FLatten's kernel on one `c`-channel row: `(relu(x + offset) + 1e-6) / softplus(scale)`
     /// (times `1 / softplus(scale)`, given as `inv_sp`: a division per element cost a fifth of
-    /// the kernel), then `x^p * ||x|| / ||x^p|| * times`, written to `x` from `input`.
+    /// the kernel), then `y^p * ||x|| / ||y^p|| * times` with `y = x / max(x)`, written to `x`
+    /// from `input`: the focusing function `x^p * ||x|| / ||x^p||`, finite for every `p` (as
+    /// `linvit_attention::focused::focus` explains).
     fn focus_row(
         x: &mut [f32],
         input: &[f32],
@@ -217,35 +219,62 @@ multiversion! {
     ) {
         // One pass for the kernel, the power and both squared norms, one for the scale; the
         // power is picked outside the loop so each exponent gets its own vector loop.
+        let inv_peak = 1.0 / kernel_peak(input, inv_sp, off);
         let (norm2, power_norm2) = match p {
-            1 => kernel_and_norms(x, input, inv_sp, off, power::<1>),
-            2 => kernel_and_norms(x, input, inv_sp, off, power::<2>),
-            3 => kernel_and_norms(x, input, inv_sp, off, power::<3>),
-            4 => kernel_and_norms(x, input, inv_sp, off, power::<4>),
-            _ => kernel_and_norms(x, input, inv_sp, off, |v| powi(v, p)),
+            1 => kernel_and_norms(x, input, inv_sp, off, inv_peak, power::<1>),
+            2 => kernel_and_norms(x, input, inv_sp, off, inv_peak, power::<2>),
+            3 => kernel_and_norms(x, input, inv_sp, off, inv_peak, power::<3>),
+            4 => kernel_and_norms(x, input, inv_sp, off, inv_peak, power::<4>),
+            _ => kernel_and_norms(x, input, inv_sp, off, inv_peak, |v| powi(v, p)),
         };
         let factor = norm2.sqrt() / power_norm2.sqrt() * times;
         x.iter_mut().for_each(|v| *v *= factor);
     }
 }
 
-/// Writes `power(kernel(input))` to `x` and returns `(||kernel||^2, ||power(kernel)||^2)`, the
-/// sums kept in [`LANES`] partial sums over whole groups of lanes (fixed-size arrays, so the
-/// loop vectorises), then the rest one by one.
+/// The largest kernel value of a row, `max((relu(input + off) + 1e-6) * inv_sp)` (> 0), in
+/// [`LANES`] partial maxima (so the loop vectorises), then the rest one by one.
+#[inline(always)]
+fn kernel_peak(input: &[f32], inv_sp: &[f32], off: Option<&[f32]>) -> f32 {
+    let c = input.len();
+    assert!(inv_sp.len() == c && off.is_none_or(|o| o.len() == c));
+    let kernel = |i: f32, o: f32, s: f32| ((i + o).max(0.0) + 1e-6) * s;
+    let mut peak = [0f32; LANES];
+    let full = c - c % LANES;
+    for start in (0..full).step_by(LANES) {
+        let group = start..start + LANES;
+        let is: &[f32; LANES] = input[group.clone()].try_into().unwrap();
+        let ss: &[f32; LANES] = inv_sp[group.clone()].try_into().unwrap();
+        let os: [f32; LANES] = off.map_or([0.0; LANES], |o| o[group].try_into().unwrap());
+        for l in 0..LANES {
+            peak[l] = peak[l].max(kernel(is[l], os[l], ss[l]));
+        }
+    }
+    let mut peak = join_lanes(peak, f32::max);
+    for i in full..c {
+        peak = peak.max(kernel(input[i], off.map_or(0.0, |o| o[i]), inv_sp[i]));
+    }
+    peak
+}
+
+/// Writes `power(kernel(input) * inv_peak)` to `x` and returns `(||kernel||^2,
+/// ||power(kernel * inv_peak)||^2)`, the sums kept in [`LANES`] partial sums over whole groups
+/// of lanes (fixed-size arrays, so the loop vectorises), then the rest one by one.
 #[inline(always)]
 fn kernel_and_norms(
     x: &mut [f32],
     input: &[f32],
     inv_sp: &[f32],
     off: Option<&[f32]>,
+    inv_peak: f32,
     power: impl Fn(f32) -> f32,
 ) -> (f32, f32) {
     let c = x.len();
     assert!(input.len() == c && inv_sp.len() == c && off.is_none_or(|o| o.len() == c));
-    // The kernel and its power at one element: (kernel^2, power^2, power).
+    // The kernel and its scaled power at one element: (kernel^2, power^2, power).
     let element = |i: f32, o: f32, s: f32| {
         let v = ((i + o).max(0.0) + 1e-6) * s;
-        let pv = power(v);
+        let pv = power(v * inv_peak);
         (v * v, pv * pv, pv)
     };
     let (mut n2, mut np2) = ([0f32; LANES], [0f32; LANES]);
@@ -550,6 +579,42 @@ mod tests {
                 assert_eq!(got(x), powi(x, p as u32 + 1), "x={x} p={}", p + 1);
             }
             assert_eq!(powi(x, 3), (x * x) * x);
+        }
+    }
+
+    /// The focusing function in f64, scaled by the row's maximum first so that the reference
+    /// itself cannot underflow (`x^p / ||x^p||` does not change under scaling).
+    fn focus_f64(input: &[f32], inv_sp: &[f32], p: i32) -> Vec<f64> {
+        let x: Vec<f64> = input
+            .iter()
+            .zip(inv_sp)
+            .map(|(&i, &s)| (f64::from(i).max(0.0) + 1e-6) * f64::from(s))
+            .collect();
+        let peak = x.iter().cloned().fold(0.0, f64::max);
+        let y: Vec<f64> = x.iter().map(|v| (v / peak).powi(p)).collect();
+        let norm = x.iter().map(|v| v * v).sum::<f64>().sqrt();
+        let y_norm = y.iter().map(|v| v * v).sum::<f64>().sqrt();
+        y.iter().map(|v| v * norm / y_norm).collect()
+    }
+
+    #[test]
+    fn the_focusing_function_is_finite_and_exact_for_any_power_even_on_relu_zeroed_rows() {
+        let c = 37; // whole lane groups and a tail
+        let inv_sp: Vec<f32> = (0..c).map(|i| 0.5 + 0.03 * i as f32).collect();
+        let ordinary: Vec<f32> = (0..c).map(|i| ((i * 7 % 11) as f32 - 4.0) * 0.3).collect();
+        let zeroed: Vec<f32> = (0..c).map(|i| -0.1 - 0.01 * i as f32).collect();
+        for p in [1u32, 2, 3, 4, 5, 8, 16, 32] {
+            for (what, input) in [("ordinary", &ordinary), ("relu-zeroed", &zeroed)] {
+                let mut got = vec![0f32; c];
+                focus_row(&mut got, input, &inv_sp, None, p, 1.0);
+                let want = focus_f64(input, &inv_sp, p as i32);
+                let scale = want.iter().fold(0.0f64, |m, w| m.max(w.abs()));
+                for (g, w) in got.iter().zip(&want) {
+                    assert!(g.is_finite(), "p {p} {what}: {g}");
+                    let err = (f64::from(*g) - w).abs() / scale;
+                    assert!(err < 1e-6, "p {p} {what}: {g} vs {w}");
+                }
+            }
         }
     }
 

@@ -628,7 +628,9 @@ pub fn write_results(
             rs[0].macs as f64 / 1e6,
             im
         );
-        scatter = scatter.with_series(group.clone(), vec![(im, 100.0 * m)]);
+        // The spread over seeds as an error bar (none for one seed).
+        let spread = if finals.len() > 1 { 100.0 * s } else { 0.0 };
+        scatter = scatter.with_error_bars(group.clone(), vec![(im, 100.0 * m)], vec![spread]);
         // Mean validation curve over seeds.
         let mut by_epoch: BTreeMap<usize, Vec<f64>> = BTreeMap::new();
         for r in &rs {

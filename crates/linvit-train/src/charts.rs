@@ -14,7 +14,18 @@ use crate::TrainError;
 pub struct Series {
     pub name: String,
     pub points: Vec<(f64, f64)>,
+    /// A vertical error bar per point, `y ± error` (e.g. the sample std over seeds); empty:
+    /// none.
+    pub errors: Vec<f64>,
 }
+
+/// Panel height in pixels, and what of it the plot area itself gets (less the caption, the
+/// x-label area and margins): the legend's share of the height follows from these.
+const PANEL_HEIGHT: u32 = 440;
+const PLOT_HEIGHT: f64 = 350.0;
+/// A legend row's height in pixels, and the legend box's padding.
+const LEGEND_ROW: f64 = 20.0;
+const LEGEND_PAD: f64 = 16.0;
 
 /// One panel.
 #[derive(Clone, Debug, PartialEq)]
@@ -62,17 +73,52 @@ impl Chart {
         self.series.push(Series {
             name: name.into(),
             points,
+            errors: Vec::new(),
         });
         self
     }
 
-    /// The data range over finite points (positive ones on a log axis), padded a little.
-    fn range(&self) -> Option<((f64, f64), (f64, f64))> {
+    /// A series whose points carry vertical error bars `y ± error` (one per point).
+    pub fn with_error_bars(
+        mut self,
+        name: impl Into<String>,
+        points: Vec<(f64, f64)>,
+        errors: Vec<f64>,
+    ) -> Self {
+        assert_eq!(points.len(), errors.len(), "one error per point");
+        self.series.push(Series {
+            name: name.into(),
+            points,
+            errors,
+        });
+        self
+    }
+
+    /// The share of the plot's height, from the top, that the legend box covers.
+    pub fn legend_share(&self) -> f64 {
+        ((LEGEND_ROW * self.series.len() as f64 + LEGEND_PAD) / PLOT_HEIGHT).min(0.6)
+    }
+
+    /// The axis ranges: every finite point (positive ones on a log axis) and its error bar,
+    /// padded a little, with the y axis extended upwards so that the legend's band at the top
+    /// holds no point: the legend box is opaque, and a point under it (the best accuracy, at
+    /// the top) would be hidden.
+    pub fn range(&self) -> Option<((f64, f64), (f64, f64))> {
         let ok = |v: f64, log: bool| v.is_finite() && (!log || v > 0.0);
         let pts: Vec<(f64, f64)> = self
             .series
             .iter()
-            .flat_map(|s| s.points.iter().copied())
+            .flat_map(|s| {
+                s.points.iter().enumerate().flat_map(|(i, &(x, y))| {
+                    let e = s
+                        .errors
+                        .get(i)
+                        .copied()
+                        .filter(|e| e.is_finite())
+                        .unwrap_or(0.0);
+                    [(x, y - e), (x, y + e)]
+                })
+            })
             .filter(|&(x, y)| ok(x, self.log_x) && ok(y, self.log_y))
             .collect();
         if pts.is_empty() {
@@ -95,7 +141,15 @@ impl Chart {
         };
         let (x0, x1) = fold(|p| p.0);
         let (y0, y1) = fold(|p| p.1);
-        Some((pad(x0, x1, self.log_x), pad(y0, y1, self.log_y)))
+        let (y0, y1) = pad(y0, y1, self.log_y);
+        // Room for the legend: the points' range becomes the lower (1 - share) of the axis.
+        let grow = 1.0 / (1.0 - self.legend_share());
+        let y1 = if self.log_y {
+            y0 * (y1 / y0).powf(grow)
+        } else {
+            y0 + (y1 - y0) * grow
+        };
+        Some((pad(x0, x1, self.log_x), (y0, y1)))
     }
 }
 
@@ -143,6 +197,17 @@ fn draw_chart(
                     ctx.draw_series(LineSeries::new(pts.clone(), color.stroke_width(2)))
                         .map_err(|e| e.to_string())?;
                 }
+                let bars: Vec<(f64, f64, f64)> = s
+                    .points
+                    .iter()
+                    .zip(&s.errors)
+                    .filter(|(p, e)| pts.contains(p) && e.is_finite() && **e > 0.0)
+                    .map(|(&(x, y), &e)| (x, y, e))
+                    .collect();
+                ctx.draw_series(bars.iter().map(|&(x, y, e)| {
+                    ErrorBar::new_vertical(x, y - e, y, y + e, color.stroke_width(2), 10)
+                }))
+                .map_err(|e| e.to_string())?;
                 let drawn = ctx
                     .draw_series(pts.iter().map(|&p| Circle::new(p, 4, color.filled())))
                     .map_err(|e| e.to_string())?;
@@ -176,7 +241,7 @@ fn draw_chart(
 /// Draws `charts` side by side (each 560x440) into the PNG at `path`.
 pub fn draw_charts(path: &Path, charts: &[Chart]) -> Result<(), TrainError> {
     let n = charts.len().max(1) as u32;
-    let size = (560 * n, 440u32);
+    let size = (560 * n, PANEL_HEIGHT);
     let mut buf = vec![255u8; (size.0 * size.1 * 3) as usize];
     {
         let root = BitMapBackend::with_buffer(&mut buf, size).into_drawing_area();
@@ -202,6 +267,39 @@ mod tests {
         let ((x0, x1), (y0, y1)) = chart.range().unwrap();
         assert!(x0 > 0.0 && x0 < 10.0 && x1 > 10.0, "{x0} {x1}");
         assert!(y0 < 100.0 && y1 > 100.0, "{y0} {y1}");
+    }
+
+    #[test]
+    fn every_point_and_error_bar_lies_inside_the_axes_and_below_the_legend() {
+        // An ablation table whose best accuracy is also the slowest point: top left, where the
+        // legend goes (the committed flatten_components plot hid it there).
+        let rows = [
+            ("vanilla linear", 636.0, 79.53, 0.14),
+            ("+ focusing (p=3)", 164.0, 79.50, 0.42),
+            ("+ focusing + DWC (FLatten)", 167.0, 80.38, 0.26),
+            ("softmax", 555.0, 79.43, 0.14),
+        ];
+        let mut chart = Chart::new("acc", "img/s", "top-1").markers_only();
+        for (name, x, y, e) in rows {
+            chart = chart.with_error_bars(name, vec![(x, y)], vec![e]);
+        }
+        let ((x0, x1), (y0, y1)) = chart.range().unwrap();
+        let legend_bottom = y1 - (y1 - y0) * chart.legend_share();
+        for (name, x, y, e) in rows {
+            assert!(x0 < x && x < x1, "{name}: x {x} outside {x0}..{x1}");
+            assert!(y0 < y - e, "{name}: error bar below the axis");
+            assert!(
+                y + e < legend_bottom,
+                "{name}: {y} + {e} under the legend (from {legend_bottom})"
+            );
+        }
+        // On a log axis too.
+        let chart = Chart::new("t", "x", "y")
+            .log_log()
+            .with_series("a", vec![(1.0, 1.0), (10.0, 1000.0)]);
+        let ((_, _), (y0, y1)) = chart.range().unwrap();
+        let share = chart.legend_share();
+        assert!((1000f64.ln() - y0.ln()) / (y1.ln() - y0.ln()) < 1.0 - share);
     }
 
     #[test]
