@@ -223,7 +223,8 @@ enum Command {
     },
     /// Host this machine's devices for `linvit train --device ws://HOST:PORT` on another
     /// machine (Burn's remote backend over WebSocket: unencrypted, for a trusted network).
-    /// Prints the address once listening; serves until stopped.
+    /// Prints the address once listening; serves until stopped. Needs a build with the opt-in
+    /// `remote` feature (`cargo install --path crates/linvit --features remote`), on both sides.
     ///
     /// Example: linvit serve --bind 0.0.0.0:3000 --device wgpu
     ///          linvit train --device ws://gpu-box:3000     (on the other machine)
