@@ -451,7 +451,7 @@ fn the_focusing_function_has_exact_gradients_on_relu_zeroed_tokens_for_any_power
             .clone()
             .into_data()
             .convert::<f64>()
-            .to_vec::<f64>()
+            .try_into_vec::<f64>()
             .unwrap();
         assert!(
             out_values.iter().all(|v| v.is_finite()),

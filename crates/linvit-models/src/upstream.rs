@@ -323,7 +323,7 @@ const DEFAULT_ONLY: &[&str] = &[
 ];
 
 /// Whether two JSON values are the same argument (numbers compared as numbers: `0` and `0.0`).
-fn same(a: &Value, b: &Value) -> bool {
+pub fn same(a: &Value, b: &Value) -> bool {
     match (a, b) {
         (Value::Number(x), Value::Number(y)) => x.as_f64() == y.as_f64(),
         (Value::Array(x), Value::Array(y)) => {

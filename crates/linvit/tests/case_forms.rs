@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use burn::tensor::Device;
 use linvit::reference::{discover, read_header, reference_root};
 use linvit::verify::{verify_case, Status};
-use linvit_models::upstream::{class, FACTORIES};
+use linvit_models::upstream::{class, same, FACTORIES};
 use serde_json::{Map, Value};
 
 fn reference(sub: &str) -> Option<PathBuf> {
@@ -70,17 +70,6 @@ fn all_pass(cases: &[PathBuf], form: &str) {
     }
     eprintln!("{form}: {} cases rewritten, all checked", cases.len());
     assert!(failures.is_empty(), "{form}:\n{}", failures.join("\n"));
-}
-
-/// Whether two keyword values are the same argument (numbers as numbers: `4` and `4.0`).
-fn same(a: &Value, b: &Value) -> bool {
-    match (a, b) {
-        (Value::Number(x), Value::Number(y)) => x.as_f64() == y.as_f64(),
-        (Value::Array(x), Value::Array(y)) => {
-            x.len() == y.len() && x.iter().zip(y).all(|(x, y)| same(x, y))
-        }
-        _ => a == b,
-    }
 }
 
 /// The public model cases with their upstream class file.
