@@ -594,13 +594,16 @@ pub const PRESETS: &[Preset] = &[
 /// A preset by name; the error names the nearest valid one.
 pub fn preset(name: &str) -> Result<&'static Preset, String> {
     PRESETS.iter().find(|p| p.name == name).ok_or_else(|| {
-        let nearest = PRESETS
-            .iter()
-            .min_by_key(|p| edit_distance(p.name, name))
-            .map(|p| p.name)
-            .unwrap_or("");
+        let nearest = nearest(PRESETS.iter().map(|p| p.name), name);
         format!("unknown preset {name:?}; did you mean {nearest:?}? (`linvit models` lists them)")
     })
+}
+
+/// The name among `names` closest to `name` (fewest edits), for "did you mean" suggestions.
+pub fn nearest<'a>(names: impl Iterator<Item = &'a str>, name: &str) -> &'a str {
+    names
+        .min_by_key(|candidate| edit_distance(candidate, name))
+        .unwrap_or("")
 }
 
 /// Levenshtein distance, for "did you mean" suggestions.

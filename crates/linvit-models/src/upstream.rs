@@ -13,7 +13,7 @@
 use linvit_attention::{AgentConfig, AttentionConfig, FocusedConfig};
 use serde_json::{Map, Value};
 
-use crate::presets::edit_distance;
+use crate::presets::nearest;
 use crate::{CswinConfig, ModelConfig, PvtConfig, SwinConfig, SwinNaming, VitConfig};
 
 /// An upstream model class and its `__init__` keyword defaults.
@@ -259,13 +259,6 @@ pub fn factory(name: &str) -> Result<&'static Factory, String> {
     })
 }
 
-/// The valid name closest to `name`.
-fn nearest<'a>(names: impl Iterator<Item = &'a str>, name: &str) -> &'a str {
-    names
-        .min_by_key(|candidate| edit_distance(candidate, name))
-        .unwrap_or("")
-}
-
 /// `base` with the keys of `over` replaced or added (both JSON objects).
 pub fn overlay(base: Value, over: &Value) -> Value {
     let mut merged: Map<String, Value> = match base {
@@ -281,7 +274,8 @@ pub fn overlay(base: Value, over: &Value) -> Value {
 }
 
 /// Every keyword argument the class's `__init__` ends up with: its defaults with `args` on top.
-/// A key the class does not take is an error naming it and the nearest one it does.
+/// A key the class does not take is an error naming it and the nearest one it does; so is one
+/// of the [`DEFAULT_ONLY`] arguments away from its default.
 pub fn resolve(file: &str, args: &Value) -> Result<Value, String> {
     let class = class(file)?;
     let defaults = class.defaults();
@@ -301,7 +295,9 @@ pub fn resolve(file: &str, args: &Value) -> Result<Value, String> {
             ));
         }
     }
-    Ok(overlay(defaults.clone(), args))
+    let resolved = overlay(defaults.clone(), args);
+    check_default_only(file, &resolved, &defaults)?;
+    Ok(resolved)
 }
 
 /// Arguments of the upstream classes that change nothing linvit builds differently only at
@@ -335,8 +331,7 @@ pub fn same(a: &Value, b: &Value) -> bool {
 
 /// Checks the [`DEFAULT_ONLY`] arguments and `norm_layer` (beside the PVT families, which
 /// read it) against the class defaults.
-fn check_default_only(file: &str, resolved: &Value) -> Result<(), String> {
-    let defaults = class(file)?.defaults();
+fn check_default_only(file: &str, resolved: &Value, defaults: &Value) -> Result<(), String> {
     let pvt = file.contains("pvt");
     for key in DEFAULT_ONLY
         .iter()
@@ -380,11 +375,6 @@ fn layer_norm_eps(norm_layer: &Value) -> Result<f64, String> {
         .and_then(|eps| eps.parse::<f64>().ok())
         .filter(|eps| *eps > 0.0)
         .ok_or_else(bad)
-}
-
-/// Whether linvit builds models of this upstream class.
-pub fn supports(file: &str) -> bool {
-    class(file).is_ok()
 }
 
 struct Args<'a>(&'a Value);
@@ -532,7 +522,6 @@ fn block_letters(
 /// constructor arguments.
 pub fn model_config(file: &str, args: &Value) -> Result<ModelConfig, String> {
     let resolved = resolve(file, args)?;
-    check_default_only(file, &resolved)?;
     let a = Args(&resolved);
     match file {
         "agent_deit.py" => {

@@ -94,6 +94,12 @@ impl Chart {
         self
     }
 
+    /// Whether a point can be drawn: finite, and positive on a log axis.
+    fn shows(&self, x: f64, y: f64) -> bool {
+        let ok = |v: f64, log: bool| v.is_finite() && (!log || v > 0.0);
+        ok(x, self.log_x) && ok(y, self.log_y)
+    }
+
     /// The share of the plot's height, from the top, that the legend box covers.
     pub fn legend_share(&self) -> f64 {
         ((LEGEND_ROW * self.series.len() as f64 + LEGEND_PAD) / PLOT_HEIGHT).min(0.6)
@@ -104,7 +110,6 @@ impl Chart {
     /// holds no point: the legend box is opaque, and a point under it (the best accuracy, at
     /// the top) would be hidden.
     pub fn range(&self) -> Option<((f64, f64), (f64, f64))> {
-        let ok = |v: f64, log: bool| v.is_finite() && (!log || v > 0.0);
         let pts: Vec<(f64, f64)> = self
             .series
             .iter()
@@ -119,7 +124,7 @@ impl Chart {
                     [(x, y - e), (x, y + e)]
                 })
             })
-            .filter(|&(x, y)| ok(x, self.log_x) && ok(y, self.log_y))
+            .filter(|&(x, y)| self.shows(x, y))
             .collect();
         if pts.is_empty() {
             return None;
@@ -186,12 +191,7 @@ fn draw_chart(
                     .points
                     .iter()
                     .copied()
-                    .filter(|&(x, y)| {
-                        x.is_finite()
-                            && y.is_finite()
-                            && (!chart.log_x || x > 0.0)
-                            && (!chart.log_y || y > 0.0)
-                    })
+                    .filter(|&(x, y)| chart.shows(x, y))
                     .collect();
                 if chart.lines {
                     ctx.draw_series(LineSeries::new(pts.clone(), color.stroke_width(2)))
@@ -201,7 +201,7 @@ fn draw_chart(
                     .points
                     .iter()
                     .zip(&s.errors)
-                    .filter(|(p, e)| pts.contains(p) && e.is_finite() && **e > 0.0)
+                    .filter(|(&(x, y), e)| chart.shows(x, y) && e.is_finite() && **e > 0.0)
                     .map(|(&(x, y), &e)| (x, y, e))
                     .collect();
                 ctx.draw_series(bars.iter().map(|&(x, y, e)| {

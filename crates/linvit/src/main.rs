@@ -711,11 +711,18 @@ fn import(
 ) -> ExitCode {
     let run = || -> Result<String, String> {
         let preset = presets::preset(name)?;
-        let mut overrides = preset_overrides(preset, args)?;
+        let mut overrides = preset_overrides(args)?;
         if let Some(n) = num_classes {
             overrides.insert("num_classes".into(), n.into());
         }
-        let config = preset.config_with(&overrides.into())?;
+        // The upstream mapping names a bad argument as `args.KEY`; here it came from `--arg`.
+        let config =
+            preset
+                .config_with(&overrides.into())
+                .map_err(|e| match e.strip_prefix("args.") {
+                    Some(rest) => format!("--arg {rest}"),
+                    None => e,
+                })?;
         config.validate()?;
         let mut model = config.init(&Device::flex());
         let (applied, resized) = load_upstream_resized(
@@ -741,30 +748,14 @@ fn import(
     report(run())
 }
 
-/// `KEY=VALUE` constructor arguments for a preset; the value is JSON (a bare word is a string),
-/// and the key must be one of the upstream class's arguments.
-fn preset_overrides(
-    preset: &presets::Preset,
-    args: &[String],
-) -> Result<serde_json::Map<String, serde_json::Value>, String> {
-    let arguments = preset.resolved_arguments();
-    let known = arguments
-        .as_object()
-        .ok_or_else(|| format!("{}: its arguments are not a JSON object", preset.name))?;
+/// `KEY=VALUE` constructor arguments for a preset; the value is JSON (a bare word is a string).
+/// The keys are checked where the arguments resolve ([`linvit_models::upstream::resolve`]).
+fn preset_overrides(args: &[String]) -> Result<serde_json::Map<String, serde_json::Value>, String> {
     let mut out = serde_json::Map::new();
     for arg in args {
         let (key, value) = arg
             .split_once('=')
             .ok_or_else(|| format!("--arg {arg:?}: expected KEY=VALUE"))?;
-        if !known.contains_key(key) {
-            let mut names: Vec<&str> = known.keys().map(String::as_str).collect();
-            names.sort_unstable();
-            return Err(format!(
-                "--arg {key}: {} has no such argument (it has {})",
-                preset.name,
-                names.join(", ")
-            ));
-        }
         let value = serde_json::from_str(value).unwrap_or_else(|_| value.into());
         out.insert(key.to_string(), value);
     }

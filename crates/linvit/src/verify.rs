@@ -317,7 +317,7 @@ enum Mixer {
 
 impl Flavour {
     fn of(header: &CaseHeader) -> Option<Self> {
-        if header.kind == "model" && model_class(header).is_ok() {
+        if header.kind == "model" && model_call(header, &serde_json::Value::Null).is_ok() {
             return Some(Flavour::Model);
         }
         if header.kind != "attention" {
@@ -336,39 +336,30 @@ impl Flavour {
     }
 }
 
-/// The upstream class file of a model case and the keyword arguments its constructor gets
+/// The upstream class file a model case builds and the keyword arguments its constructor gets
 /// before the class defaults: the factory's with the case's `args` on top where the case names
 /// a factory (`create_model(name, **args)`), else the case's `args`.
-fn model_class(header: &CaseHeader) -> Result<String, String> {
-    let factory = header.upstream.as_ref().and_then(|u| u.factory.as_deref());
-    match factory {
-        Some(name) => {
-            let factory = upstream::factory(name)?;
-            let file = header.upstream_file();
-            let class = upstream::class(factory.file)?;
-            if !file.is_empty() && file != factory.file && file != class.class {
-                return Err(format!(
-                    "upstream.factory {name:?} builds {} ({}), not {file:?}",
-                    class.class, factory.file
-                ));
-            }
-            Ok(factory.file.to_string())
-        }
-        None => {
-            let file = header.upstream_file();
-            upstream::class(&file).map(|_| file)
-        }
-    }
-}
-
-fn model_arguments(
+fn model_call(
     header: &CaseHeader,
     args: &serde_json::Value,
-) -> Result<serde_json::Value, String> {
-    match header.upstream.as_ref().and_then(|u| u.factory.as_deref()) {
-        Some(name) => Ok(upstream::overlay(upstream::factory(name)?.kwargs(), args)),
-        None => Ok(args.clone()),
+) -> Result<(String, serde_json::Value), String> {
+    let file = header.upstream_file();
+    let Some(name) = header.upstream.as_ref().and_then(|u| u.factory.as_deref()) else {
+        upstream::class(&file)?;
+        return Ok((file, args.clone()));
+    };
+    let factory = upstream::factory(name)?;
+    let class = upstream::class(factory.file)?;
+    if !file.is_empty() && file != factory.file && file != class.class {
+        return Err(format!(
+            "upstream.factory {name:?} builds {} ({}), not {file:?}",
+            class.class, factory.file
+        ));
     }
+    Ok((
+        factory.file.to_string(),
+        upstream::overlay(factory.kwargs(), args),
+    ))
 }
 
 /// Whether this build runs a case; the reason when it does not.
@@ -378,7 +369,7 @@ fn supported(header: &CaseHeader) -> Result<Flavour, String> {
         .as_ref()
         .is_some_and(|u| u.factory.is_some());
     if header.kind == "model" && names_factory {
-        model_class(header)?;
+        model_call(header, &serde_json::Value::Null)?;
     }
     Flavour::of(header).ok_or_else(|| {
         format!(
@@ -397,8 +388,7 @@ fn build(case: &Case, flavour: Flavour, device: &Device) -> Result<Subject, Stat
     let mixer = match flavour {
         Flavour::Mixer(mixer) => mixer,
         Flavour::Model => {
-            let file = model_class(&spec.header).map_err(bad)?;
-            let args = model_arguments(&spec.header, &spec.args).map_err(bad)?;
+            let (file, args) = model_call(&spec.header, &spec.args).map_err(bad)?;
             // The cases ran upstream in eval mode, where drop path is the identity (timm's Swin
             // defaults to a rate of 0.1; our gradients run with autodiff, which would apply it).
             let eval = serde_json::json!({ "drop_path_rate": 0.0 });
