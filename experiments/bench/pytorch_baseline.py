@@ -162,6 +162,10 @@ def main():
     import torch
     import torch.nn as nn
 
+    # The authors' constructors print (`Linear Attention sr_ratio1 f3 kernel5`): everything but
+    # the results goes to stderr, so that `--json` output is JSON lines only.
+    results = sys.stdout
+    sys.stdout = sys.stderr
     torch.manual_seed(0)
     torch.set_num_threads(a.threads)
     for name, args in preset_args(a.linvit, a.presets.split(",")):
@@ -191,10 +195,11 @@ def main():
             row["train_img_s"] = a.batch * 1e3 / row["train_step_ms"]
         row.update(torch=torch.__version__, threads=torch.get_num_threads(), cpu=cpu_name())
         if a.json:
-            print(json.dumps(row), flush=True)
+            print(json.dumps(row), file=results, flush=True)
         else:
             print(f"{name} {a.resolution}: forward {row['forward_img_s']:.2f} img/s"
-                  + (f", train step {row['train_img_s']:.2f} img/s" if a.train else ""), flush=True)
+                  + (f", train step {row['train_img_s']:.2f} img/s" if a.train else ""),
+                  file=results, flush=True)
 
 
 if __name__ == "__main__":

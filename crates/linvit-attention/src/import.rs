@@ -78,13 +78,24 @@ pub enum ImportError {
     },
 }
 
+/// At most this many keys of each kind are named; the rest are counted.
+const NAMED_KEYS: usize = 12;
+
+fn some_of(keys: &[String]) -> String {
+    let mut text = keys[..keys.len().min(NAMED_KEYS)].join(", ");
+    if keys.len() > NAMED_KEYS {
+        text.push_str(&format!(" and {} more", keys.len() - NAMED_KEYS));
+    }
+    text
+}
+
 fn describe(missing: &[String], unused: &[String], mismatched: &[String]) -> String {
     let mut parts = Vec::new();
     if !missing.is_empty() {
-        parts.push(format!("missing keys: {}", missing.join(", ")));
+        parts.push(format!("missing keys: {}", some_of(missing)));
     }
     if !unused.is_empty() {
-        parts.push(format!("unexpected keys: {}", unused.join(", ")));
+        parts.push(format!("unexpected keys: {}", some_of(unused)));
     }
     if !mismatched.is_empty() {
         parts.push(mismatched.join("; "));
@@ -111,7 +122,7 @@ pub fn load_upstream_except<M: Module + ModuleSnapshot>(
     renames: &[Rename],
     derived: &[String],
 ) -> Result<ApplyResult, ImportError> {
-    load_with(module, path, renames, derived, None)
+    load_with(module, path, renames, derived, None, &|_| false).map(|(applied, _)| applied)
 }
 
 /// As [`load_upstream`], resizing the resolution-dependent parameters (those `rule` names, see
@@ -123,6 +134,34 @@ pub fn load_upstream_resized<M: Module + ModuleSnapshot>(
     renames: &[Rename],
     rule: impl Fn(&str) -> Option<Rule>,
 ) -> Result<(ApplyResult, Vec<String>), ImportError> {
+    let loaded = load_checkpoint(module, path, renames, rule, |_| false)?;
+    Ok((loaded.applied, loaded.resized))
+}
+
+/// What [`load_checkpoint`] did besides loading, per key (the checkpoint's names).
+#[derive(Debug)]
+pub struct Loaded {
+    pub applied: ApplyResult,
+    /// Resized tensors, with what was done.
+    pub resized: Vec<String>,
+    /// Checkpoint tensors left out for another shape, with both shapes; the module keeps its
+    /// own (freshly initialised) values there.
+    pub fresh: Vec<String>,
+}
+
+/// Loads a checkpoint into `module` for fine-tuning: the authors' `.pth`/`.safetensors`
+/// (upstream or timm names, through `renames`; PyTorch layouts converted) or a linvit burnpack
+/// (`.bpk`, our own names). As [`load_upstream_resized`], resolution-dependent parameters are
+/// resized; beyond it, checkpoint tensors whose shape differs from the module's and whose path
+/// `fresh` accepts (a classifier head trained for another class count) are left out, as the
+/// authors' `--finetune` deletes them. Any other missing, unused or mis-shaped key is an error.
+pub fn load_checkpoint<M: Module + ModuleSnapshot>(
+    module: &mut M,
+    path: &Path,
+    renames: &[Rename],
+    rule: impl Fn(&str) -> Option<Rule>,
+    fresh: impl Fn(&str) -> bool,
+) -> Result<Loaded, ImportError> {
     let targets = module
         .collect(None, None, true)
         .into_iter()
@@ -132,7 +171,7 @@ pub fn load_upstream_resized<M: Module + ModuleSnapshot>(
         })
         .collect();
     let resizer = Resizer::new(targets);
-    let result = load_with(module, path, renames, &[], Some(&resizer));
+    let result = load_with(module, path, renames, &[], Some(&resizer), &fresh);
     let (mut done, mut refused) = (Vec::new(), Vec::new());
     for (path, outcome) in resizer.log() {
         let key = to_upstream(&path, renames);
@@ -142,7 +181,11 @@ pub fn load_upstream_resized<M: Module + ModuleSnapshot>(
         }
     }
     match result {
-        Ok(applied) => Ok((applied, done)),
+        Ok((applied, fresh)) => Ok(Loaded {
+            applied,
+            resized: done,
+            fresh,
+        }),
         // A refused resize surfaces as a shape mismatch; say why it was refused.
         Err(ImportError::Mismatch {
             path,
@@ -162,13 +205,55 @@ pub fn load_upstream_resized<M: Module + ModuleSnapshot>(
     }
 }
 
+/// Our parameter path without Burn's enum-variant segments (`Pvt.stages.0.attn.Agent.dwc` ->
+/// `stages.0.attn.dwc`): what a burnpack of an enum module stores, as the upstream-style path
+/// the rest of loading uses. Variant names are the only path segments that start with a capital
+/// letter; field names are snake_case.
+pub fn without_variants(path: &str) -> String {
+    path.split('.')
+        .filter(|s| !s.starts_with(|c: char| c.is_ascii_uppercase()))
+        .collect::<Vec<_>>()
+        .join(".")
+}
+
+/// Splits off the tensors `fresh` accepts whose shape is not the module's (either orientation:
+/// PyTorch's Linear weights are transposed on the way in); returns what was left out, as our
+/// path and a line saying why.
+fn leave_out_fresh<M: Module + ModuleSnapshot>(
+    module: &M,
+    tensors: &mut Vec<PackTensor>,
+    fresh: &dyn Fn(&str) -> bool,
+) -> Vec<(String, String)> {
+    let shapes: std::collections::BTreeMap<String, Vec<usize>> = module
+        .collect(None, None, true)
+        .into_iter()
+        .map(|t| (t.name, t.shape.iter().copied().collect()))
+        .collect();
+    let mut left_out = Vec::new();
+    tensors.retain(|t| {
+        let theirs: Vec<usize> = t.shape.iter().copied().collect();
+        let Some(ours) = shapes.get(&t.name).filter(|_| fresh(&t.name)) else {
+            return true;
+        };
+        let mut reversed = theirs.clone();
+        reversed.reverse();
+        if *ours == theirs || *ours == reversed {
+            return true;
+        }
+        left_out.push((t.name.clone(), format!("{theirs:?} -> {ours:?}")));
+        false
+    });
+    left_out
+}
+
 fn load_with<M: Module + ModuleSnapshot>(
     module: &mut M,
     path: &Path,
     renames: &[Rename],
     derived: &[String],
     resizer: Option<&Resizer>,
-) -> Result<ApplyResult, ImportError> {
+    fresh: &dyn Fn(&str) -> bool,
+) -> Result<(ApplyResult, Vec<String>), ImportError> {
     let read_err = |reason: String| ImportError::Read {
         path: path.to_path_buf(),
         reason,
@@ -183,41 +268,57 @@ fn load_with<M: Module + ModuleSnapshot>(
         regex_check(pattern).map_err(read_err)?;
     }
     let renames = &renames[..];
-    let is_pth = matches!(
-        path.extension().and_then(|e| e.to_str()),
-        Some("pth" | "pt" | "bin")
-    );
-    let mut apply = |tensors: Vec<PackTensor>| {
-        // PyTorch layouts first (Linear transposed, LayerNorm names), then any resizing.
-        let adapter: Box<dyn ModuleAdapter> = match resizer {
-            Some(r) => Box::new(PyTorchToBurnAdapter.chain(r.clone())),
-            None => Box::new(PyTorchToBurnAdapter),
-        };
-        module.apply(tensors, None, Some(adapter), true)
-    };
-    let result = if is_pth {
+    let extension = path.extension().and_then(|e| e.to_str());
+    let burnpack = extension == Some("bpk");
+    let mut tensors = match extension {
         // The authors save `{"model": state_dict}`; timm and others save the bare state dict.
-        let nested = read_pth(path, renames, Some("model")).map_err(read_err)?;
-        let tensors = if nested.is_empty() {
-            read_pth(path, renames, None).map_err(read_err)?
-        } else {
-            nested
-        };
-        apply(tensors)
-    } else {
-        let mut store = SafetensorsStore::from_file(path).map_indices_contiguous(false);
-        for (from, to) in renames {
-            store = store.with_key_remapping(from.as_str(), to.as_str());
+        Some("pth" | "pt" | "bin") => {
+            let nested = read_pth(path, renames, Some("model")).map_err(read_err)?;
+            if nested.is_empty() {
+                read_pth(path, renames, None).map_err(read_err)?
+            } else {
+                nested
+            }
         }
-        let tensors = store
+        // Ours: already our names and layouts, with the enum variants in the paths.
+        Some("bpk") => burn::store::BurnpackStore::from_file(path)
             .get_all_tensors()
             .map_err(|e| read_err(e.to_string()))?
             .values()
             .cloned()
-            .collect();
-        apply(tensors)
+            .map(|mut t| {
+                t.name = without_variants(&t.name);
+                t
+            })
+            .collect(),
+        _ => {
+            let mut store = SafetensorsStore::from_file(path).map_indices_contiguous(false);
+            for (from, to) in renames {
+                store = store.with_key_remapping(from.as_str(), to.as_str());
+            }
+            store
+                .get_all_tensors()
+                .map_err(|e| read_err(e.to_string()))?
+                .values()
+                .cloned()
+                .collect()
+        }
     };
-    check(result, path, names, derived)
+    let left_out = leave_out_fresh(module, &mut tensors, fresh);
+    // PyTorch layouts first (Linear transposed, LayerNorm names), then any resizing.
+    let adapter: Option<Box<dyn ModuleAdapter>> = match (burnpack, resizer) {
+        (false, Some(r)) => Some(Box::new(PyTorchToBurnAdapter.chain(r.clone()))),
+        (false, None) => Some(Box::new(PyTorchToBurnAdapter)),
+        (true, Some(r)) => Some(Box::new(r.clone())),
+        (true, None) => None,
+    };
+    let result = module.apply(tensors, None, adapter, true);
+    let fresh_keys: Vec<String> = left_out.iter().map(|(k, _)| k.clone()).collect();
+    let described = left_out
+        .into_iter()
+        .map(|(k, why)| format!("{}: {why}", to_upstream(&k, names)))
+        .collect();
+    check(result, path, names, derived, &fresh_keys).map(|r| (r, described))
 }
 
 /// Reports what did not fit, under the checkpoint's own (upstream) key names.
@@ -226,9 +327,15 @@ fn check(
     path: &Path,
     renames: &[Rename],
     derived: &[String],
+    left_out: &[String],
 ) -> Result<ApplyResult, ImportError> {
     let upstream = |ours: &String| to_upstream(ours, renames);
-    let missing: Vec<String> = result.missing.iter().map(|(p, _)| upstream(p)).collect();
+    let missing: Vec<String> = result
+        .missing
+        .iter()
+        .filter(|(p, _)| !left_out.contains(p))
+        .map(|(p, _)| upstream(p))
+        .collect();
     let unused: Vec<String> = result
         .unused
         .iter()

@@ -23,6 +23,11 @@ pub mod window;
 
 pub use rows::Rows;
 
+/// Which instruction set the kernels run ([`isa::selected`]), and the `LINVIT_ISA` switch.
+pub mod isa {
+    pub use crate::simd::{detected, requested, selected, Isa};
+}
+
 /// Inputs for the unit tests.
 #[cfg(test)]
 mod testing {

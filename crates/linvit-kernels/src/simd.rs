@@ -39,24 +39,95 @@ macro_rules! multiversion {
 }
 pub(crate) use multiversion;
 
+/// An instruction set the kernels' inner loops are compiled for, widest last.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Isa {
+    /// The build's baseline (SSE2 on x86-64; NEON on aarch64), what LLVM vectorises to unaided.
+    Portable,
+    /// AVX2 with fused multiply-add.
+    Avx2,
+    /// AVX-512 (F and VL) with AVX2 and FMA.
+    Avx512,
+}
+
+impl Isa {
+    /// The spellings `LINVIT_ISA` takes, and [`Isa::name`] gives.
+    pub const NAMES: [(Isa, &'static str); 3] = [
+        (Isa::Portable, "portable"),
+        (Isa::Avx2, "avx2"),
+        (Isa::Avx512, "avx512"),
+    ];
+
+    pub fn name(self) -> &'static str {
+        Self::NAMES
+            .iter()
+            .find(|(i, _)| *i == self)
+            .map_or("portable", |(_, n)| n)
+    }
+
+    fn from_name(name: &str) -> Option<Isa> {
+        Self::NAMES
+            .iter()
+            .find(|(_, n)| *n == name)
+            .map(|(i, _)| *i)
+    }
+}
+
+/// The widest instruction set this CPU runs.
+pub fn detected() -> Isa {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::is_x86_feature_detected as has;
+        if has!("avx512f") && has!("avx512vl") && has!("avx2") && has!("fma") {
+            return Isa::Avx512;
+        }
+        if has!("avx2") && has!("fma") {
+            return Isa::Avx2;
+        }
+    }
+    Isa::Portable
+}
+
+/// `LINVIT_ISA` (`portable`, `avx2` or `avx512`): the widest instruction set the kernels may
+/// use, so that a narrower machine's path can be measured on a wider one. `Ok(None)` where it is
+/// unset; an error names a value that is not one of those, or one this CPU cannot run.
+pub fn requested() -> Result<Option<Isa>, String> {
+    let Ok(value) = std::env::var("LINVIT_ISA") else {
+        return Ok(None);
+    };
+    let names: Vec<&str> = Isa::NAMES.iter().map(|(_, n)| *n).collect();
+    let isa = Isa::from_name(value.trim())
+        .ok_or_else(|| format!("LINVIT_ISA={value}: not one of {}", names.join(", ")))?;
+    if isa > detected() {
+        return Err(format!(
+            "LINVIT_ISA={value}: this CPU's widest instruction set is {}",
+            detected().name()
+        ));
+    }
+    Ok(Some(isa))
+}
+
+/// The instruction set the kernels run: the detected one, narrowed by `LINVIT_ISA` (a value
+/// that [`requested`] refuses is ignored here; callers that can report it check it first).
+/// Read once per process.
+pub fn selected() -> Isa {
+    static SELECTED: std::sync::OnceLock<Isa> = std::sync::OnceLock::new();
+    *SELECTED.get_or_init(|| requested().ok().flatten().unwrap_or_else(detected))
+}
+
 #[cfg(target_arch = "x86_64")]
 pub(crate) fn has_avx512() -> bool {
-    // One load per call: `sum` and `dot` ask per row, and each `is_x86_feature_detected!` is
-    // a load of its own.
-    static DETECTED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *DETECTED.get_or_init(|| {
-        std::arch::is_x86_feature_detected!("avx512f")
-            && std::arch::is_x86_feature_detected!("avx512vl")
-            && has_avx2_fma()
-    })
+    selected() == Isa::Avx512
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+pub(crate) fn has_avx512() -> bool {
+    false
 }
 
 #[cfg(target_arch = "x86_64")]
 pub(crate) fn has_avx2_fma() -> bool {
-    static DETECTED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *DETECTED.get_or_init(|| {
-        std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
-    })
+    selected() >= Isa::Avx2
 }
 
 /// Width of the partial results in the reductions below: a float sum in one accumulator is a

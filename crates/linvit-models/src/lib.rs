@@ -28,6 +28,12 @@ pub use pvt::{Pvt, PvtConfig};
 pub use swin::{Swin, SwinConfig, SwinNaming};
 pub use vit::{VisionTransformer, VitConfig};
 
+/// Whether a parameter path (without enum variants) is the classifier head's: every backbone
+/// names it `head`, as the authors' and timm's models do. Fine-tuning replaces it.
+pub fn is_head(path: &str) -> bool {
+    path == "head" || path.starts_with("head.")
+}
+
 /// Any backbone's configuration: `{ family = "swin", ... }`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "family", rename_all = "snake_case")]
@@ -83,6 +89,26 @@ impl ModelConfig {
             ModelConfig::Pvt(c) => c.macs(),
             ModelConfig::Swin(c) => c.macs(),
             ModelConfig::Cswin(c) => c.macs(),
+        }
+    }
+
+    /// The input a model of this config takes: `[channels, side]` of a square image.
+    pub fn input(&self) -> [usize; 2] {
+        match self {
+            ModelConfig::Vit(c) => [c.in_chans, c.img_size],
+            ModelConfig::Pvt(c) => [c.in_chans, c.img_size],
+            ModelConfig::Swin(c) => [c.in_chans, c.img_size],
+            ModelConfig::Cswin(c) => [c.in_chans, c.img_size],
+        }
+    }
+
+    /// The number of classes the head predicts.
+    pub fn num_classes(&self) -> usize {
+        match self {
+            ModelConfig::Vit(c) => c.num_classes,
+            ModelConfig::Pvt(c) => c.num_classes,
+            ModelConfig::Swin(c) => c.num_classes,
+            ModelConfig::Cswin(c) => c.num_classes,
         }
     }
 

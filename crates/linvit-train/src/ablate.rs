@@ -27,7 +27,11 @@
 //!
 //! Each point trains in its own run directory `RUNS/<hash of the resolved config>`, so a point
 //! that several experiments share runs once. A point whose directory holds `ablate.json` is
-//! finished and not rerun; one with a checkpoint but no `ablate.json` is resumed.
+//! finished and not rerun; one with a checkpoint but no `ablate.json` is resumed. Points may
+//! train side by side (`jobs`), but their throughput is not read from training: once every
+//! point has trained, each point's training step is timed alone ([`crate::bench`]) and kept in
+//! its `ablate.json`, beside the point's place in each experiment that used it. [`report`]
+//! rebuilds the tables and plots from those records alone.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -37,6 +41,7 @@ use burn::module::Module;
 use burn::tensor::Device;
 use serde::{Deserialize, Serialize};
 
+use crate::bench::{interleaved_steps, median, Rounds, TrainStep};
 use crate::charts::{draw_charts, Chart};
 use crate::config::{from_toml, ConfigError};
 use crate::metrics::EpochRow;
@@ -364,11 +369,40 @@ fn parse_value(raw: &str) -> toml::Value {
 /// Written into a point's run directory when it is finished.
 pub const POINT_FILE: &str = "ablate.json";
 
+/// Where a finished point sits in an experiment: with it, `linvit ablate --report` rebuilds an
+/// experiment's tables and plots from run directories alone. A run directory that several
+/// experiments share holds one entry per experiment.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Membership {
+    /// The experiment's name (its file's stem) and file, as the run named it.
+    pub experiment: String,
+    pub path: PathBuf,
+    /// The point's place in the experiment (from 0) and the experiment's number of points.
+    pub index: usize,
+    pub points: usize,
+    pub group: String,
+    pub seed: Option<u64>,
+}
+
+/// The quiet benchmark of a point's training step ([`crate::bench::TrainStep`]): run after
+/// every point of the experiment has trained, the points interleaved
+/// ([`crate::bench::interleaved_steps`]).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct StepTiming {
+    pub batch: usize,
+    /// Median step time over `steps` steps in `rounds` rounds (0 and 0 in records written
+    /// before interleaving, which timed one point at a time).
+    pub step_ms: f64,
+    pub img_s: f64,
+    #[serde(default)]
+    pub steps: usize,
+    #[serde(default)]
+    pub rounds: usize,
+}
+
 /// What one finished point measured.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct PointResult {
-    pub group: String,
-    pub seed: Option<u64>,
     pub run_dir: PathBuf,
     pub epochs: usize,
     pub final_top1: Option<f64>,
@@ -376,17 +410,54 @@ pub struct PointResult {
     pub params: usize,
     /// Multiply-accumulates of one image.
     pub macs: u64,
-    /// Mean training images per second (forward, backward, update).
+    /// Mean training images per second over the run itself (data loading, evaluation pauses
+    /// excluded). It shares the machine with whatever else ran; [`PointResult::step`] does not.
     pub train_img_s: f64,
     /// Peak resident set of the process while the point trained (dataset included); `None`
-    /// where the platform does not report it.
+    /// where the platform does not report it, or where points trained side by side (`jobs > 1`).
     pub peak_rss_bytes: Option<u64>,
+    /// Training wall clock, seconds.
     pub seconds: f64,
     /// Why the point stopped early (a non-finite loss), when it did; such a point is recorded
     /// and not rerun, as training is deterministic.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failed: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub step: Option<StepTiming>,
+    #[serde(default)]
+    pub memberships: Vec<Membership>,
 }
+
+/// How `run_experiment` runs its points.
+#[derive(Clone, Debug)]
+pub struct AblateOptions {
+    pub train: TrainOptions,
+    /// Points trained side by side (each on its own thread). The step benchmark always runs
+    /// alone, after the training.
+    pub jobs: usize,
+    /// Time every point's training step again, also where its record already has a timing.
+    pub rebench: bool,
+    /// The step benchmark's budget per point.
+    pub budget: Rounds,
+}
+
+impl Default for AblateOptions {
+    fn default() -> Self {
+        AblateOptions {
+            train: TrainOptions::default(),
+            jobs: 1,
+            rebench: false,
+            budget: STEP_BUDGET,
+        }
+    }
+}
+
+/// The step benchmark of a point: at least 3 s of steps in 8 rounds, interleaved with the
+/// experiment's other points.
+pub const STEP_BUDGET: Rounds = Rounds {
+    rounds: 8,
+    seconds: 3.0,
+};
 
 fn proc_status_kb(key: &str) -> Option<u64> {
     let text = std::fs::read_to_string("/proc/self/status").ok()?;
@@ -394,100 +465,124 @@ fn proc_status_kb(key: &str) -> Option<u64> {
     line.split_whitespace().nth(1)?.parse().ok()
 }
 
-/// Runs (or resumes) one point unless it is finished; returns its result.
-fn run_point(
+fn io_err(path: &Path, e: impl ToString) -> TrainError {
+    TrainError::Io {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    }
+}
+
+/// A finished point's record, or `None` where the directory holds none.
+fn read_point(dir: &Path) -> Result<Option<PointResult>, TrainError> {
+    let path = dir.join(POINT_FILE);
+    match std::fs::read_to_string(&path) {
+        Ok(text) => serde_json::from_str(&text)
+            .map(Some)
+            .map_err(|e| io_err(&path, format!("not a point record: {e}"))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(io_err(&path, e)),
+    }
+}
+
+/// Trains (or resumes) one point and records it; `measure_peak` where it trains alone.
+fn train_point(
     point: &Point,
-    runs: &Path,
+    dir: &Path,
     device: &Device,
     options: &TrainOptions,
+    measure_peak: bool,
 ) -> Result<PointResult, TrainError> {
-    let dir = runs.join(&point.hash);
-    let done = dir.join(POINT_FILE);
-    if let Ok(text) = std::fs::read_to_string(&done) {
-        if let Ok(mut r) = serde_json::from_str::<PointResult>(&text) {
-            r.group = point.group.clone();
-            r.seed = point.seed;
-            return Ok(r);
-        }
-    }
     // Resets the peak resident set (Linux >= 4.0) so the point's own peak is measured.
-    let _ = std::fs::write("/proc/self/clear_refs", "5");
-    let summary = if checkpoint::latest(&dir).ok().flatten().is_some() {
+    if measure_peak {
+        let _ = std::fs::write("/proc/self/clear_refs", "5");
+    }
+    let summary = if checkpoint::latest(dir).ok().flatten().is_some() {
         eprintln!("resuming {}", dir.display());
-        crate::resume(&dir, device, options)?
+        crate::resume(dir, device, options)
     } else {
         if dir.exists() {
             // Started but not one epoch complete: nothing to keep.
-            std::fs::remove_dir_all(&dir).map_err(|e| TrainError::Io {
-                path: dir.clone(),
-                reason: e.to_string(),
-            })?;
+            std::fs::remove_dir_all(dir).map_err(|e| io_err(dir, e))?;
         }
-        match crate::train(&point.config, &dir, device, options) {
-            Err(e @ TrainError::NonFinite { .. }) => {
-                let result = PointResult {
-                    group: point.group.clone(),
-                    seed: point.seed,
-                    run_dir: dir.clone(),
-                    epochs: 0,
-                    final_top1: None,
-                    best_top1: None,
-                    params: 0,
-                    macs: 0,
-                    train_img_s: 0.0,
-                    peak_rss_bytes: None,
-                    seconds: 0.0,
-                    failed: Some(e.to_string()),
-                };
-                eprintln!("point `{}` diverged: {e}", point.label());
-                write_point(&done, &result)?;
-                return Ok(result);
+        crate::train(&point.config, dir, device, options)
+    };
+    let result = match summary {
+        Err(e @ TrainError::NonFinite { .. }) => {
+            eprintln!("point `{}` diverged: {e}", point.label());
+            PointResult {
+                run_dir: dir.to_path_buf(),
+                epochs: 0,
+                final_top1: None,
+                best_top1: None,
+                params: 0,
+                macs: 0,
+                train_img_s: 0.0,
+                peak_rss_bytes: None,
+                seconds: 0.0,
+                failed: Some(e.to_string()),
+                step: None,
+                memberships: Vec::new(),
             }
-            other => other?,
+        }
+        Err(e) => return Err(e),
+        Ok(summary) => {
+            let config = model_config(dir)?;
+            PointResult {
+                run_dir: dir.to_path_buf(),
+                epochs: summary.epochs,
+                final_top1: summary.final_val_top1,
+                best_top1: summary.best_val_top1,
+                params: config.init(&Device::flex()).num_params(),
+                macs: config.macs(),
+                train_img_s: summary.images_per_s,
+                peak_rss_bytes: if measure_peak {
+                    proc_status_kb("VmHWM:").map(|kb| kb * 1024)
+                } else {
+                    None
+                },
+                seconds: summary.seconds,
+                failed: None,
+                step: None,
+                memberships: Vec::new(),
+            }
         }
     };
-    let peak_rss_bytes = proc_status_kb("VmHWM:").map(|kb| kb * 1024);
-    let (params, macs) = model_size(&dir)?;
-    let result = PointResult {
-        group: point.group.clone(),
-        seed: point.seed,
-        run_dir: dir.clone(),
-        epochs: summary.epochs,
-        final_top1: summary.final_val_top1,
-        best_top1: summary.best_val_top1,
-        params,
-        macs,
-        train_img_s: summary.images_per_s,
-        peak_rss_bytes,
-        seconds: summary.seconds,
-        failed: None,
-    };
-    write_point(&done, &result)?;
+    write_point(dir, &result)?;
     Ok(result)
 }
 
-fn write_point(path: &Path, result: &PointResult) -> Result<(), TrainError> {
+fn write_point(dir: &Path, result: &PointResult) -> Result<(), TrainError> {
     let text = serde_json::to_string_pretty(result).expect("results serialise");
-    linvit_models::checkpoint::write_atomic(path, text.as_bytes()).map_err(|e| TrainError::Io {
-        path: e.path,
-        reason: e.reason,
+    linvit_models::checkpoint::write_atomic(&dir.join(POINT_FILE), text.as_bytes()).map_err(|e| {
+        TrainError::Io {
+            path: e.path,
+            reason: e.reason,
+        }
     })
 }
 
-/// Parameters and MACs of the model a run directory trained (from its resolved config).
-fn model_size(dir: &Path) -> Result<(usize, u64), TrainError> {
+/// The model a run directory trained (from its resolved config).
+fn model_config(dir: &Path) -> Result<linvit_models::ModelConfig, TrainError> {
     let path = dir.join("config.toml");
-    let text = std::fs::read_to_string(&path).map_err(|e| TrainError::Io {
-        path: path.clone(),
-        reason: e.to_string(),
-    })?;
+    let text = std::fs::read_to_string(&path).map_err(|e| io_err(&path, e))?;
     let config = from_toml(&text)?;
-    let model = config.model_config(
+    Ok(config.model_config(
         config.model.num_classes.unwrap_or(10),
         config.data.channels.unwrap_or(3),
-    )?;
-    let params = model.init(&Device::flex()).num_params();
-    Ok((params, model.macs()))
+    )?)
+}
+
+/// The training step of a finished point on `device`: its model, batch size, precision and
+/// frozen parameters.
+fn step_of(dir: &Path, device: &Device) -> Result<TrainStep, TrainError> {
+    let path = dir.join("config.toml");
+    let text = std::fs::read_to_string(&path).map_err(|e| io_err(&path, e))?;
+    let run = from_toml(&text)?;
+    let config = model_config(dir)?;
+    Ok(
+        TrainStep::new(&config, run.train.batch_size, run.train.precision, device)
+            .with_frozen(&run.train)?,
+    )
 }
 
 /// Epoch rows of a run directory (`metrics.jsonl`).
@@ -501,26 +596,267 @@ fn epoch_rows(dir: &Path) -> Vec<EpochRow> {
         .unwrap_or_default()
 }
 
-/// Runs every point in order (finished ones are read back, not rerun), then writes
-/// `results.csv`, `results.md`, `accuracy_vs_throughput.png` and `curves.png` into `out`.
+/// Trains every unfinished point (`options.jobs` at a time), then times each point's training
+/// step alone where its record has no timing yet (or `options.rebench`), records the point's
+/// place in this experiment, and writes `results.csv`, `results.md`,
+/// `accuracy_vs_throughput.png` and `curves.png` into `out`.
 pub fn run_experiment(
     experiment: &Experiment,
     runs: &Path,
     out: &Path,
     device: &Device,
-    options: &TrainOptions,
+    options: &AblateOptions,
 ) -> Result<Vec<PointResult>, AblateError> {
-    let mut results = Vec::new();
+    let run_err = |point: &Point| {
+        let point = point.label();
+        move |source| AblateError::Run { point, source }
+    };
+    let total = experiment.points.len();
+    let mut todo = Vec::new();
     for (i, point) in experiment.points.iter().enumerate() {
-        eprintln!("[{}/{}] {}", i + 1, experiment.points.len(), point.label());
-        let r = run_point(point, runs, device, options).map_err(|source| AblateError::Run {
-            point: point.label(),
-            source,
-        })?;
+        if read_point(&runs.join(&point.hash))
+            .map_err(run_err(point))?
+            .is_none()
+        {
+            todo.push(i);
+        } else {
+            eprintln!("[{}/{total}] {}: finished", i + 1, point.label());
+        }
+    }
+    let jobs = options.jobs.max(1);
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let train_all = || -> Result<(), AblateError> {
+        loop {
+            let k = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let Some(&i) = todo.get(k) else {
+                return Ok(());
+            };
+            let point = &experiment.points[i];
+            eprintln!("[{}/{total}] {}", i + 1, point.label());
+            let dir = runs.join(&point.hash);
+            train_point(point, &dir, device, &options.train, jobs == 1).map_err(run_err(point))?;
+        }
+    };
+    std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..jobs).map(|_| scope.spawn(train_all)).collect();
+        workers
+            .into_iter()
+            .map(|w| w.join().expect("a training thread panicked"))
+            .collect::<Result<Vec<()>, AblateError>>()
+    })?;
+
+    let mut results = Vec::new();
+    for point in &experiment.points {
+        let r = read_point(&runs.join(&point.hash))
+            .map_err(run_err(point))?
+            .expect("every point was trained above");
         results.push(r);
     }
-    write_results(experiment, &results, out)?;
+    let retime = time_steps(experiment, runs, device, options, &mut results)?;
+    for (i, point) in experiment.points.iter().enumerate() {
+        let dir = runs.join(&point.hash);
+        let r = &mut results[i];
+        let mut changed = retime.contains(&i);
+        let member = Membership {
+            experiment: experiment.name.clone(),
+            path: experiment.path.clone(),
+            index: i,
+            points: total,
+            group: point.group.clone(),
+            seed: point.seed,
+        };
+        // One entry per experiment file and point label; a changed file updates its entry.
+        let same = |m: &Membership| {
+            m.path == member.path && m.group == member.group && m.seed == member.seed
+        };
+        match r.memberships.iter_mut().find(|m| same(m)) {
+            Some(m) if *m == member => {}
+            Some(m) => {
+                *m = member;
+                changed = true;
+            }
+            None => {
+                r.memberships.push(member);
+                changed = true;
+            }
+        }
+        if changed {
+            write_point(&dir, r).map_err(run_err(point))?;
+        }
+    }
+    let rows: Vec<Row> = experiment
+        .points
+        .iter()
+        .zip(&results)
+        .map(|(p, r)| Row {
+            group: p.group.clone(),
+            seed: p.seed,
+            dir: runs.join(&p.hash),
+            result: r.clone(),
+        })
+        .collect();
+    write_results(&experiment.name, &experiment.path, &rows, out)?;
     Ok(results)
+}
+
+/// Times the training step of every finished point whose record has no timing yet (every
+/// one with `options.rebench`), interleaved; returns the indices it timed. A run directory that
+/// several points share is timed once.
+fn time_steps(
+    experiment: &Experiment,
+    runs: &Path,
+    device: &Device,
+    options: &AblateOptions,
+    results: &mut [PointResult],
+) -> Result<Vec<usize>, AblateError> {
+    let todo: Vec<usize> = (0..results.len())
+        .filter(|&i| {
+            let r = &results[i];
+            r.failed.is_none() && (r.step.is_none() || options.rebench)
+        })
+        .collect();
+    let mut dirs: Vec<&str> = Vec::new();
+    for &i in &todo {
+        let hash = experiment.points[i].hash.as_str();
+        if !dirs.contains(&hash) {
+            dirs.push(hash);
+        }
+    }
+    if dirs.is_empty() {
+        return Ok(Vec::new());
+    }
+    eprintln!(
+        "timing the training step of {} points, interleaved ({} rounds, {} s each)",
+        dirs.len(),
+        options.budget.rounds,
+        options.budget.seconds
+    );
+    let mut times = interleaved_steps(dirs.len(), options.budget, |k| {
+        step_of(&runs.join(dirs[k]), device).map_err(|source| AblateError::Run {
+            point: dirs[k].to_string(),
+            source,
+        })
+    })?;
+    for &i in &todo {
+        let k = dirs
+            .iter()
+            .position(|d| *d == experiment.points[i].hash)
+            .expect("every point to time has its directory");
+        let text = std::fs::read_to_string(runs.join(dirs[k]).join("config.toml")).ok();
+        let batch = text
+            .and_then(|t| from_toml(&t).ok())
+            .map_or(0, |c| c.train.batch_size);
+        let step_ms = median(&mut times[k]);
+        results[i].step = Some(StepTiming {
+            batch,
+            step_ms,
+            img_s: batch as f64 / (step_ms / 1e3),
+            steps: times[k].len(),
+            rounds: options.budget.rounds,
+        });
+    }
+    Ok(todo)
+}
+
+/// Where an experiment's tables go unless `--out` says otherwise: next to its file, in a folder
+/// named after it.
+pub fn default_out(path: &Path, name: &str) -> PathBuf {
+    path.parent().unwrap_or(Path::new(".")).join(name)
+}
+
+/// Rebuilds the tables and plots of every experiment with points among `dirs` (run directories,
+/// or folders holding them) from the directories alone; trains and times nothing. Every
+/// experiment met must have all its points there. `out` (one experiment only) replaces the
+/// default folder. Returns each experiment's folder.
+pub fn report(dirs: &[PathBuf], out: Option<&Path>) -> Result<Vec<PathBuf>, AblateError> {
+    let mut runs = Vec::new();
+    for dir in dirs {
+        if dir.join(POINT_FILE).is_file() {
+            runs.push(dir.clone());
+            continue;
+        }
+        let entries = std::fs::read_dir(dir).map_err(|e| file_err(dir, e.to_string()))?;
+        let mut inside: Vec<PathBuf> = entries
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.join(POINT_FILE).is_file())
+            .collect();
+        if inside.is_empty() {
+            return Err(file_err(
+                dir,
+                format!("no {POINT_FILE}: not a finished run directory, nor a folder of them"),
+            ));
+        }
+        inside.sort();
+        runs.extend(inside);
+    }
+    // experiment file -> (name, number of points, rows by index)
+    let mut experiments: BTreeMap<PathBuf, (String, usize, BTreeMap<usize, Row>)> = BTreeMap::new();
+    for dir in &runs {
+        let r = read_point(dir)
+            .map_err(|e| file_err(dir, e.to_string()))?
+            .expect("checked above");
+        if r.memberships.is_empty() {
+            return Err(file_err(
+                &dir.join(POINT_FILE),
+                "records no experiment (written before `ablate --report` existed); run `linvit ablate` on its experiment once to add it",
+            ));
+        }
+        for m in &r.memberships {
+            let entry = experiments
+                .entry(m.path.clone())
+                .or_insert_with(|| (m.experiment.clone(), m.points, BTreeMap::new()));
+            entry.1 = entry.1.max(m.points);
+            let row = Row {
+                group: m.group.clone(),
+                seed: m.seed,
+                dir: dir.clone(),
+                result: r.clone(),
+            };
+            if let Some(other) = entry.2.insert(m.index, row) {
+                if other.result.run_dir != r.run_dir {
+                    return Err(file_err(
+                        dir,
+                        format!(
+                            "point {} of {} is also {}; rerun `linvit ablate` on the experiment",
+                            m.index + 1,
+                            m.path.display(),
+                            other.result.run_dir.display()
+                        ),
+                    ));
+                }
+            }
+        }
+    }
+    if out.is_some() && experiments.len() > 1 {
+        return Err(file_err(
+            &dirs[0],
+            format!(
+                "--out takes one experiment; these directories hold {}",
+                experiments.len()
+            ),
+        ));
+    }
+    let mut written = Vec::new();
+    for (path, (name, points, rows)) in experiments {
+        let missing: Vec<String> = (0..points)
+            .filter(|i| !rows.contains_key(i))
+            .map(|i| (i + 1).to_string())
+            .collect();
+        if !missing.is_empty() {
+            return Err(file_err(
+                &path,
+                format!(
+                    "points {} of {points} are not among the given run directories",
+                    missing.join(", ")
+                ),
+            ));
+        }
+        let folder = out.map_or_else(|| default_out(&path, &name), Path::to_path_buf);
+        let rows: Vec<Row> = rows.into_values().collect();
+        write_results(&name, &path, &rows, &folder)?;
+        written.push(folder);
+    }
+    Ok(written)
 }
 
 fn mean_std(xs: &[f64]) -> (f64, f64) {
@@ -534,107 +870,144 @@ fn mean_std(xs: &[f64]) -> (f64, f64) {
     (mean, var.sqrt())
 }
 
-/// Results grouped over seeds, in first-seen order.
-fn groups(results: &[PointResult]) -> Vec<(String, Vec<&PointResult>)> {
-    let mut out: Vec<(String, Vec<&PointResult>)> = Vec::new();
-    for r in results {
-        match out.iter_mut().find(|(g, _)| *g == r.group) {
-            Some((_, v)) => v.push(r),
-            None => out.push((r.group.clone(), vec![r])),
+/// A point as its experiment's tables show it.
+#[derive(Clone, Debug)]
+struct Row {
+    /// The point's label without the seed: rows with the same group are averaged.
+    group: String,
+    seed: Option<u64>,
+    /// Where the run directory is now (its record keeps the path it trained in).
+    dir: PathBuf,
+    result: PointResult,
+}
+
+/// Rows grouped over seeds, in first-seen order.
+fn groups(rows: &[Row]) -> Vec<(String, Vec<&Row>)> {
+    let mut out: Vec<(String, Vec<&Row>)> = Vec::new();
+    for row in rows {
+        match out.iter_mut().find(|(g, _)| *g == row.group) {
+            Some((_, v)) => v.push(row),
+            None => out.push((row.group.clone(), vec![row])),
         }
     }
     out
 }
 
-/// Writes the tables and plots of an experiment's results.
-pub fn write_results(
-    experiment: &Experiment,
-    results: &[PointResult],
-    out: &Path,
-) -> Result<(), AblateError> {
+/// Writes the tables and plots of an experiment (`name`, from the file `path`).
+fn write_results(name: &str, path: &Path, rows: &[Row], out: &Path) -> Result<(), AblateError> {
     std::fs::create_dir_all(out).map_err(|e| file_err(out, e.to_string()))?;
     let opt = |v: Option<f64>| v.map(|x| format!("{x:.4}")).unwrap_or_default();
     let mut csv = String::from(
-        "group,seed,epochs,final_top1,best_top1,params,macs,train_img_s,peak_rss_bytes,seconds,run_dir,failed\n",
+        "group,seed,epochs,final_top1,best_top1,params,macs,step_img_s,step_ms,step_batch,train_seconds,train_img_s,peak_rss_bytes,run_dir,failed\n",
     );
-    for r in results {
+    for Row {
+        group,
+        seed,
+        result: r,
+        ..
+    } in rows
+    {
+        let step = r.step.as_ref();
         let _ = writeln!(
             csv,
-            "\"{}\",{},{},{},{},{},{},{:.1},{},{:.0},{},\"{}\"",
-            r.group.replace('"', "'"),
-            r.seed.map(|s| s.to_string()).unwrap_or_default(),
+            "\"{}\",{},{},{},{},{},{},{},{},{},{:.0},{:.1},{},{},\"{}\"",
+            group.replace('"', "'"),
+            seed.map(|s| s.to_string()).unwrap_or_default(),
             r.epochs,
             opt(r.final_top1),
             opt(r.best_top1),
             r.params,
             r.macs,
+            step.map(|s| format!("{:.1}", s.img_s)).unwrap_or_default(),
+            step.map(|s| format!("{:.3}", s.step_ms))
+                .unwrap_or_default(),
+            step.map(|s| s.batch.to_string()).unwrap_or_default(),
+            r.seconds,
             r.train_img_s,
             r.peak_rss_bytes.map(|b| b.to_string()).unwrap_or_default(),
-            r.seconds,
             r.run_dir.display(),
             r.failed.as_deref().unwrap_or("").replace('"', "'")
         );
     }
-    let path = out.join("results.csv");
-    std::fs::write(&path, csv).map_err(|e| file_err(&path, e.to_string()))?;
+    let file = out.join("results.csv");
+    std::fs::write(&file, csv).map_err(|e| file_err(&file, e.to_string()))?;
 
     let mut md = format!(
-        "# {}\n\nFrom `{}`; {} points. Top-1 is the final validation accuracy, mean ± sample std over \
-         seeds (n = number of seeds). MFLOPs are multiply-accumulates of one image; img/s is \
-         training throughput (forward, backward, update); peak is the process's resident set \
-         while the point trained.\n\n\
-         | point | top-1 (%) | n | best top-1 (%) | params | MFLOPs | train img/s | peak MiB |\n\
-         | --- | --- | --- | --- | --- | --- | --- | --- |\n",
-        experiment.name,
-        experiment.path.display(),
-        results.len()
+        "# {name}\n\nFrom `{}`; {} points. Top-1 is the final validation accuracy, mean ± sample \
+         std over seeds (n = number of seeds). MFLOPs are multiply-accumulates of one image. \
+         Step img/s is the training step (forward, backward, AdamW update) of the point's model \
+         at its batch size, timed after all points trained, the points interleaved in rounds: \
+         the median step of at least 3 s, mean ± std over the seeds' timings. Train wall clock is the whole run's, seconds \
+         (mean over seeds). Peak is the process's resident set while the point trained.\n\n\
+         | point | top-1 (%) | n | best top-1 (%) | params | MFLOPs | step img/s | train wall clock (s) | peak MiB |\n\
+         | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n",
+        path.display(),
+        rows.len()
     );
-    let mut scatter =
-        Chart::new("accuracy vs throughput", "train img/s", "final top-1 (%)").markers_only();
+    let mut scatter = Chart::new(
+        "accuracy vs throughput",
+        "training step img/s",
+        "final top-1 (%)",
+    )
+    .markers_only();
     let mut curves = Chart::new("validation top-1", "epoch", "top-1 (%)");
-    for (group, rs) in groups(results) {
+    for (group, members) in groups(rows) {
+        let rs: Vec<&PointResult> = members.iter().map(|m| &m.result).collect();
         if let Some(why) = rs.iter().find_map(|r| r.failed.as_deref()) {
-            let _ = writeln!(md, "| {group} | diverged: {why} | {} | | | | | |", rs.len());
+            let _ = writeln!(
+                md,
+                "| {group} | diverged: {why} | {} | | | | | | |",
+                rs.len()
+            );
             continue;
         }
         let finals: Vec<f64> = rs.iter().filter_map(|r| r.final_top1).collect();
         let bests: Vec<f64> = rs.iter().filter_map(|r| r.best_top1).collect();
-        let ips: Vec<f64> = rs.iter().map(|r| r.train_img_s).collect();
-        let (m, s) = if finals.is_empty() {
-            (f64::NAN, 0.0)
-        } else {
-            mean_std(&finals)
+        let steps: Vec<f64> = rs
+            .iter()
+            .filter_map(|r| r.step.as_ref().map(|s| s.img_s))
+            .collect();
+        let stat = |xs: &[f64]| {
+            if xs.is_empty() {
+                (f64::NAN, 0.0)
+            } else {
+                mean_std(xs)
+            }
         };
-        let (bm, _) = if bests.is_empty() {
-            (f64::NAN, 0.0)
-        } else {
-            mean_std(&bests)
-        };
-        let (im, _) = mean_std(&ips);
+        let (m, s) = stat(&finals);
+        let (bm, _) = stat(&bests);
+        let (im, istd) = stat(&steps);
+        let (wall, _) = mean_std(&rs.iter().map(|r| r.seconds).collect::<Vec<_>>());
         let peak = rs
             .iter()
             .filter_map(|r| r.peak_rss_bytes)
             .max()
             .map(|b| format!("{:.0}", b as f64 / (1u64 << 20) as f64))
             .unwrap_or("-".into());
+        let step = match steps.len() {
+            0 => "-".to_string(),
+            1 => format!("{im:.0}"),
+            _ => format!("{im:.0} ± {istd:.0}"),
+        };
         let _ = writeln!(
             md,
-            "| {group} | {:.2} ± {:.2} | {} | {:.2} | {:.3}M | {:.2} | {:.0} | {peak} |",
+            "| {group} | {:.2} ± {:.2} | {} | {:.2} | {:.3}M | {:.2} | {step} | {wall:.0} | {peak} |",
             100.0 * m,
             100.0 * s,
             rs.len(),
             100.0 * bm,
             rs[0].params as f64 / 1e6,
             rs[0].macs as f64 / 1e6,
-            im
         );
         // The spread over seeds as an error bar (none for one seed).
         let spread = if finals.len() > 1 { 100.0 * s } else { 0.0 };
-        scatter = scatter.with_error_bars(group.clone(), vec![(im, 100.0 * m)], vec![spread]);
+        if !steps.is_empty() {
+            scatter = scatter.with_error_bars(group.clone(), vec![(im, 100.0 * m)], vec![spread]);
+        }
         // Mean validation curve over seeds.
         let mut by_epoch: BTreeMap<usize, Vec<f64>> = BTreeMap::new();
-        for r in &rs {
-            for e in epoch_rows(&r.run_dir) {
+        for m in &members {
+            for e in epoch_rows(&m.dir) {
                 if let Some(v) = e.val_top1 {
                     by_epoch.entry(e.epoch).or_default().push(v);
                 }
@@ -646,12 +1019,12 @@ pub fn write_results(
             .collect();
         curves = curves.with_series(group, pts);
     }
-    let path = out.join("results.md");
-    std::fs::write(&path, md).map_err(|e| file_err(&path, e.to_string()))?;
-    let path = out.join("accuracy_vs_throughput.png");
-    draw_charts(&path, &[scatter]).map_err(|e| file_err(&path, e.to_string()))?;
-    let path = out.join("curves.png");
-    draw_charts(&path, &[curves]).map_err(|e| file_err(&path, e.to_string()))?;
+    let file = out.join("results.md");
+    std::fs::write(&file, md).map_err(|e| file_err(&file, e.to_string()))?;
+    let file = out.join("accuracy_vs_throughput.png");
+    draw_charts(&file, &[scatter]).map_err(|e| file_err(&file, e.to_string()))?;
+    let file = out.join("curves.png");
+    draw_charts(&file, &[curves]).map_err(|e| file_err(&file, e.to_string()))?;
     Ok(())
 }
 

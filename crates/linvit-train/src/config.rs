@@ -90,6 +90,12 @@ pub struct ModelSection {
     /// The mixer for every non-softmax place (or for the letters of its kind when `layout` is
     /// set): `{ kind = "focused", focusing_factor = 4 }`. Default: the preset's.
     pub attention: Option<linvit_attention::AttentionConfig>,
+    /// Start from these weights instead of a random draw (fine-tuning): a linvit run directory
+    /// (its best checkpoint), a checkpoint or model folder, or the authors' `.pth` /
+    /// `.safetensors` (upstream or timm names). A classifier head of another shape is left
+    /// freshly initialised; other weights must fit, up to the resizing `linvit import` does.
+    /// The optimizer starts fresh. Default: none.
+    pub init: Option<PathBuf>,
 }
 
 impl Default for ModelSection {
@@ -103,6 +109,7 @@ impl Default for ModelSection {
             config: None,
             layout: None,
             attention: None,
+            init: None,
         }
     }
 }
@@ -166,6 +173,18 @@ pub struct TrainConfig {
     /// optimizer state and the summed gradients stay f32 (master weights); `f16` adds dynamic
     /// loss scaling. Default: `f32`.
     pub precision: Precision,
+    /// Layer-wise learning-rate decay (BEiT, timm's `--layer-decay`): the parameters of depth
+    /// `d` of `L` blocks train at `lr * layer_decay^(L + 1 - d)`, the patch embedding (depth 0)
+    /// lowest and everything after the last block (final norm, head) at `lr`. Default: none (1).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub layer_decay: Option<f64>,
+    /// Parameters that do not train, as path patterns over the authors' parameter names
+    /// (`stages.0.blocks.1.attn.qkv.weight`): `*` matches anything, a pattern without `*` also
+    /// matches everything under it, and a leading `!` exempts; the last matching pattern wins.
+    /// `["*", "!head"]` is a linear probe. Frozen parameters get no optimizer state and stay
+    /// bit-identical. The run prints its parameter groups at start. Default: none.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub freeze: Vec<String>,
 }
 
 /// `train.precision`.
@@ -241,6 +260,8 @@ impl Default for TrainConfig {
             skip_nonfinite: false,
             val_limit: None,
             precision: Precision::F32,
+            layer_decay: None,
+            freeze: Vec::new(),
         }
     }
 }
@@ -466,6 +487,24 @@ impl RunConfig {
                     format!("must be in [0, 1), got {b}"),
                 ));
             }
+        }
+        if let Some(d) = t.layer_decay {
+            if !(d > 0.0 && d <= 1.0) {
+                return Err(invalid(
+                    "train.layer_decay",
+                    format!("must be in (0, 1], got {d}"),
+                ));
+            }
+        }
+        if let Some(p) = t
+            .freeze
+            .iter()
+            .find(|p| p.trim_start_matches('!').is_empty())
+        {
+            return Err(invalid(
+                "train.freeze",
+                format!("{p:?} is not a parameter path pattern"),
+            ));
         }
         if !(t.eps > 0.0 && t.eps.is_finite()) {
             return Err(invalid("train.eps", format!("must be > 0, got {}", t.eps)));

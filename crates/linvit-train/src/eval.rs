@@ -57,6 +57,33 @@ pub struct Prediction {
     pub top: Vec<(String, usize, f32)>,
 }
 
+/// A CSV field, quoted where it holds a comma, a quote or a line break (RFC 4180).
+fn csv_field(text: &str) -> String {
+    if text.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", text.replace('"', "\"\""))
+    } else {
+        text.to_string()
+    }
+}
+
+/// Predictions as CSV: `image,class_1,prob_1,...,class_k,prob_k`, one row per image.
+pub fn predictions_csv(predictions: &[Prediction]) -> String {
+    let k = predictions.iter().map(|p| p.top.len()).max().unwrap_or(0);
+    let mut out = String::from("image");
+    for i in 1..=k {
+        out.push_str(&format!(",class_{i},prob_{i}"));
+    }
+    out.push('\n');
+    for p in predictions {
+        out.push_str(&csv_field(&p.image.display().to_string()));
+        for (name, _, prob) in &p.top {
+            out.push_str(&format!(",{},{prob:.6}", csv_field(name)));
+        }
+        out.push('\n');
+    }
+    out
+}
+
 /// Evaluates `model` (inference device) on the val split of `dataset`.
 pub(crate) fn evaluate_model(
     model: &Model,
@@ -258,11 +285,12 @@ pub fn predict(
     top_k: usize,
     device: &Device,
 ) -> Result<Vec<Prediction>, TrainError> {
+    let images = linvit_data::source::folder::image_files(images)?;
     let loaded = load(checkpoint, device)?;
     let data = loaded.config.effective_data();
     let channels = data.channels.unwrap_or(3);
     let files: Arc<dyn Source> = Arc::new(Files {
-        paths: images.to_vec(),
+        paths: images.clone(),
         channels,
     });
     let dataset = Dataset {

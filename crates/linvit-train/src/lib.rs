@@ -16,10 +16,13 @@
 //! metrics files are not ours. The loop here is short; see `train.rs` and `optim.rs`.
 
 pub mod ablate;
+pub mod bench;
 pub mod charts;
 pub mod checkpoint;
 pub mod config;
 pub mod eval;
+pub mod groups;
+pub mod init;
 pub mod lm;
 pub mod metrics;
 pub mod optim;
@@ -29,7 +32,9 @@ pub mod train;
 use std::path::PathBuf;
 
 pub use config::{resolve, ConfigError, ModelSection, RunConfig, TrainConfig, QUICKSTART};
-pub use eval::{checkpoint_dir, evaluate, predict, ClassAccuracy, Evaluation, Prediction};
+pub use eval::{
+    checkpoint_dir, evaluate, predict, predictions_csv, ClassAccuracy, Evaluation, Prediction,
+};
 pub use metrics::{EpochRow, History, StepRow};
 pub use train::{
     resume, resume_with, soft_cross_entropy, train, Progress, TrainOptions, TrainSummary,

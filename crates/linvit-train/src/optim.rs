@@ -149,6 +149,7 @@ struct AdamStep<'a> {
     state: &'a mut AdamState,
     hp: AdamW,
     lr: f64,
+    lr_scale: &'a BTreeMap<String, f64>,
 }
 
 impl ModuleMapper for AdamStep<'_> {
@@ -170,9 +171,11 @@ impl ModuleMapper for AdamStep<'_> {
         let p = tensor.inner().reshape([n]);
         let [b1, b2] = self.hp.betas;
         let step = self.state.step as i32;
+        // A parameter group's rate, decay included (torch uses the group's lr for both).
+        let lr = self.lr * self.lr_scale.get(&key).copied().unwrap_or(1.0);
         // torch: param.mul_(1 - lr * wd)
         let p = if self.hp.weight_decay > 0.0 && decays(&key, D) {
-            p.mul_scalar(1.0 - self.lr * self.hp.weight_decay)
+            p.mul_scalar(1.0 - lr * self.hp.weight_decay)
         } else {
             p
         };
@@ -187,7 +190,7 @@ impl ModuleMapper for AdamStep<'_> {
         };
         let bias1 = 1.0 - b1.powi(step);
         let bias2 = 1.0 - b2.powi(step);
-        let step_size = self.lr / bias1;
+        let step_size = lr / bias1;
         // torch: denom = (exp_avg_sq.sqrt() / sqrt(bias2)).add_(eps); p.addcdiv_(m, denom, -step_size)
         let denom = v
             .clone()
@@ -208,7 +211,20 @@ impl ModuleMapper for AdamStep<'_> {
 impl AdamW {
     /// One AdamW step of `model` with `grads` at learning rate `lr`; parameters without a
     /// gradient are left as they are.
-    pub fn step<M: Module>(&self, model: M, mut grads: Grads, state: &mut AdamState, lr: f64) -> M {
+    pub fn step<M: Module>(&self, model: M, grads: Grads, state: &mut AdamState, lr: f64) -> M {
+        self.step_scaled(model, grads, state, lr, &BTreeMap::new())
+    }
+
+    /// [`AdamW::step`] with a learning-rate scale per parameter path (parameter groups; a path
+    /// not in `lr_scale` trains at `lr`).
+    pub fn step_scaled<M: Module>(
+        &self,
+        model: M,
+        mut grads: Grads,
+        state: &mut AdamState,
+        lr: f64,
+        lr_scale: &BTreeMap<String, f64>,
+    ) -> M {
         state.step += 1;
         model.map(&mut AdamStep {
             path: Vec::new(),
@@ -216,6 +232,7 @@ impl AdamW {
             state,
             hp: *self,
             lr,
+            lr_scale,
         })
     }
 }

@@ -177,26 +177,32 @@ pub fn train(
     device: &Device,
     options: &TrainOptions,
 ) -> Result<TrainSummary, TrainError> {
-    let setup = setup(config)?;
+    // `model.init` is checked before anything is written, and recorded as an absolute path.
+    let mut config = config.clone();
+    if let Some(path) = &config.model.init {
+        crate::init::weights_file(path)?;
+        config.model.init = Some(std::path::absolute(path).map_err(|e| io(path, e))?);
+    }
+    let setup = setup(&config)?;
     if run_dir.join("config.toml").exists() || checkpoint::checkpoints_dir(run_dir).exists() {
         return Err(TrainError::RunExists {
             path: run_dir.to_path_buf(),
         });
     }
+    // Built before anything is written: a checkpoint in `model.init` that does not fit, or a
+    // freeze pattern that matches nothing, leaves no half-made run behind.
+    let ad = device.clone().autodiff();
+    let model = first_model(&setup, &ad, options)?;
     std::fs::create_dir_all(run_dir).map_err(|e| io(run_dir, e))?;
     let path = run_dir.join("config.toml");
     linvit_models::checkpoint::write_atomic(&path, setup.config_toml.as_bytes())
         .map_err(|e| io(&e.path, e.reason))?;
-    start(setup, run_dir, &device.clone().autodiff(), options)
+    start(setup, run_dir, &ad, model, options)
 }
 
-/// Trains from a freshly initialised model (seeded from `train.seed`).
-fn start(
-    setup: Setup,
-    run_dir: &Path,
-    ad: &Device,
-    options: &TrainOptions,
-) -> Result<TrainSummary, TrainError> {
+/// The model a run starts from: drawn from `train.seed`, then, when fine-tuning, loaded from
+/// `model.init` except a head of another shape. Its parameter groups are checked here too.
+fn first_model(setup: &Setup, ad: &Device, options: &TrainOptions) -> Result<Model, TrainError> {
     let model = {
         let _rng = RNG_LOCK.lock().unwrap_or_else(|e| e.into_inner());
         ad.seed(setup.config.train.seed);
@@ -207,6 +213,27 @@ fn start(
         crate::optim::params_by_path(&model);
         model
     };
+    crate::groups::param_groups(&model, &setup.config.train)?;
+    let Some(path) = &setup.config.model.init else {
+        return Ok(model);
+    };
+    let (model, report) = crate::init::load_init(model, &setup.model_config, path)?;
+    if options.progress != Progress::Quiet {
+        for line in &report.lines {
+            eprintln!("{line}");
+        }
+    }
+    Ok(model)
+}
+
+/// Trains from the first model (optimizer state and schedule fresh).
+fn start(
+    setup: Setup,
+    run_dir: &Path,
+    ad: &Device,
+    model: Model,
+    options: &TrainOptions,
+) -> Result<TrainSummary, TrainError> {
     let ema = (setup.config.train.ema > 0.0).then(|| model.valid());
     run(
         setup,
@@ -254,7 +281,8 @@ pub fn resume_with(
     let Some(dir) = checkpoint::latest(run_dir)? else {
         // Stopped before its first checkpoint: start over from the seed, which is exactly
         // where an uninterrupted run started.
-        return start(setup, run_dir, &ad, options);
+        let model = first_model(&setup, &ad, options)?;
+        return start(setup, run_dir, &ad, model, options);
     };
     let loaded = checkpoint::load(&dir, &ad)?;
     let ema = match (setup.config.train.ema > 0.0, loaded.ema) {
@@ -533,7 +561,7 @@ fn run(
     setup: Setup,
     run_dir: &Path,
     ad: &Device,
-    mut model: Model,
+    model: Model,
     mut adam: AdamState,
     mut ema: Option<Model>,
     mut state: TrainState,
@@ -552,6 +580,11 @@ fn run(
         eps: t.eps,
         weight_decay: t.weight_decay,
     };
+    let groups = crate::groups::param_groups(&model, &t)?;
+    let mut model = crate::groups::freeze(model, &groups);
+    if options.progress != Progress::Quiet {
+        eprint!("{}", groups.summary);
+    }
     // The main device first: it holds the model, the optimizer and the summed gradients.
     let workers: Vec<Device> = std::iter::once(ad.clone())
         .chain(options.devices.iter().map(|d| d.clone().autodiff()))
@@ -688,7 +721,7 @@ fn run(
                     _ => false,
                 };
                 if norm.is_finite() {
-                    model = hp.step(model, grads, &mut adam, lr);
+                    model = hp.step_scaled(model, grads, &mut adam, lr, &groups.lr_scale);
                 } else if !overflow {
                     let step = state.position.step + 1;
                     skip_or_stop("gradient norm", norm, epoch + 1, step, &last_checkpoint)?;

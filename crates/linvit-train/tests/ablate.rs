@@ -4,7 +4,10 @@
 use std::path::{Path, PathBuf};
 
 use burn::tensor::Device;
-use linvit_train::ablate::{run_experiment, AblateError, Experiment, PointResult, POINT_FILE};
+use linvit_train::ablate::{
+    report, run_experiment, AblateError, AblateOptions, Experiment, PointResult, POINT_FILE,
+};
+use linvit_train::bench::Rounds;
 use linvit_train::{Progress, TrainOptions};
 
 /// A tiny run on the procedural dataset: seconds per point.
@@ -140,6 +143,22 @@ fn an_axis_that_is_not_a_list_is_an_error() {
     assert!(text.contains("train.lr") && text.contains("list"), "{text}");
 }
 
+/// Quiet training, and a short step benchmark: tests check that it ran, not its figure.
+fn options(jobs: usize) -> AblateOptions {
+    AblateOptions {
+        train: TrainOptions {
+            progress: Progress::Quiet,
+            ..TrainOptions::default()
+        },
+        jobs,
+        budget: Rounds {
+            rounds: 2,
+            seconds: 0.0,
+        },
+        ..AblateOptions::default()
+    }
+}
+
 #[test]
 fn a_finished_point_is_not_trained_again() {
     let dir = scratch("resume");
@@ -152,11 +171,7 @@ fn a_finished_point_is_not_trained_again() {
     let exp = Experiment::load(&path, &[]).unwrap();
     let runs = dir.join("runs");
     let out = dir.join("out");
-    let options = TrainOptions {
-        progress: Progress::Quiet,
-        ..TrainOptions::default()
-    };
-    let first = run_experiment(&exp, &runs, &out, &Device::flex(), &options).unwrap();
+    let first = run_experiment(&exp, &runs, &out, &Device::flex(), &options(1)).unwrap();
     assert_eq!(first.len(), 2);
     for r in &first {
         assert!(
@@ -164,7 +179,13 @@ fn a_finished_point_is_not_trained_again() {
             "{r:?}"
         );
         assert!(r.run_dir.join(POINT_FILE).exists());
+        let step = r.step.as_ref().expect("every point's step is timed");
+        assert!(step.img_s > 0.0 && step.batch == 32, "{step:?}");
+        assert_eq!((step.rounds, step.steps), (2, 4), "{step:?}");
+        assert_eq!(r.memberships.len(), 1);
     }
+    assert_eq!(first[1].memberships[0].index, 1);
+    assert_eq!(first[1].memberships[0].group, "lr=0.002");
     for file in [
         "results.csv",
         "results.md",
@@ -179,23 +200,97 @@ fn a_finished_point_is_not_trained_again() {
         "{md}"
     );
 
-    // Mark the first point's record; a rerun must read it back instead of training.
+    // Mark the first point's record; a rerun must read it back instead of training or timing.
     let record = first[0].run_dir.join(POINT_FILE);
     let mut marked: PointResult =
         serde_json::from_str(&std::fs::read_to_string(&record).unwrap()).unwrap();
     marked.seconds = 12345.0;
+    marked.step.as_mut().unwrap().img_s = 777.0;
     std::fs::write(&record, serde_json::to_string(&marked).unwrap()).unwrap();
     let metrics = first[0].run_dir.join("metrics.csv");
     let before = std::fs::metadata(&metrics).unwrap().modified().unwrap();
     let listing = exp.listing(&runs);
     assert_eq!(listing.matches("finished").count(), 2, "{listing}");
 
-    let second = run_experiment(&exp, &runs, &out, &Device::flex(), &options).unwrap();
+    let second = run_experiment(&exp, &runs, &out, &Device::flex(), &options(1)).unwrap();
     assert_eq!(second[0].seconds, 12345.0);
+    assert_eq!(second[0].step.as_ref().unwrap().img_s, 777.0);
     assert_eq!(
         std::fs::metadata(&metrics).unwrap().modified().unwrap(),
         before
     );
     let csv = std::fs::read_to_string(out.join("results.csv")).unwrap();
-    assert!(csv.contains(",12345,"), "{csv}");
+    assert!(csv.contains(",777.0,") && csv.contains(",12345,"), "{csv}");
+
+    // --rebench times the step again, and only that.
+    let rebench = AblateOptions {
+        rebench: true,
+        ..options(1)
+    };
+    let third = run_experiment(&exp, &runs, &out, &Device::flex(), &rebench).unwrap();
+    assert_ne!(third[0].step.as_ref().unwrap().img_s, 777.0);
+    assert_eq!(third[0].seconds, 12345.0);
+}
+
+#[test]
+fn the_report_rebuilds_every_table_and_plot_from_run_directories_alone() {
+    let dir = scratch("report");
+    let path = experiment_file(
+        &dir,
+        r#"seeds = [0, 1]
+[ablation.axes]
+"model.attention.kind" = ["linear", "softmax"]
+"#,
+    );
+    let exp = Experiment::load(&path, &[]).unwrap();
+    let runs = dir.join("runs");
+    let out = dir.join("out");
+    // Two points at a time: the same numbers as one at a time (training is deterministic).
+    let together = run_experiment(&exp, &runs, &out, &Device::flex(), &options(2)).unwrap();
+    assert!(together.iter().all(|r| r.peak_rss_bytes.is_none()));
+    let alone_runs = dir.join("alone");
+    let alone = run_experiment(
+        &exp,
+        &alone_runs,
+        &dir.join("out1"),
+        &Device::flex(),
+        &options(1),
+    )
+    .unwrap();
+    for (a, b) in together.iter().zip(&alone) {
+        assert_eq!(a.final_top1, b.final_top1);
+        assert!(b.peak_rss_bytes.is_some());
+    }
+
+    // Rebuilt elsewhere, from the run directories given one by one in another order.
+    let mut dirs: Vec<PathBuf> = together.iter().map(|r| r.run_dir.clone()).collect();
+    dirs.reverse();
+    let rebuilt = dir.join("rebuilt");
+    let written = report(&dirs, Some(&rebuilt)).unwrap();
+    assert_eq!(written, vec![rebuilt.clone()]);
+    for file in [
+        "results.csv",
+        "results.md",
+        "accuracy_vs_throughput.png",
+        "curves.png",
+    ] {
+        assert_eq!(
+            std::fs::read(out.join(file)).unwrap(),
+            std::fs::read(rebuilt.join(file)).unwrap(),
+            "{file} differs"
+        );
+    }
+    // A folder of run directories works too, and the default folder is next to the file.
+    let written = report(std::slice::from_ref(&runs), None).unwrap();
+    assert_eq!(written, vec![dir.join("exp")]);
+
+    // A missing point is named.
+    let text = report(&dirs[1..], None).unwrap_err().to_string();
+    assert!(
+        text.contains("exp.toml") && text.contains("points 4 of 4"),
+        "{text}"
+    );
+    // A folder with no finished run is one line naming it.
+    let text = report(&[dir.join("out")], None).unwrap_err().to_string();
+    assert!(text.contains("out") && text.contains(POINT_FILE), "{text}");
 }

@@ -9,51 +9,35 @@ use burn::tensor::Device;
 use linvit_models::checkpoint::load_model;
 use linvit_train::checkpoint::weights;
 use linvit_train::{
-    evaluate, predict, resolve, resume, resume_with, train, Progress, RunConfig, TrainError,
-    TrainOptions,
+    evaluate, predict, resume, resume_with, train, RunConfig, TrainError, TrainOptions,
 };
 
-/// Flex draws from one process-wide RNG. A run is deterministic when no other thread draws from
-/// it meanwhile, as in one `linvit train` process; the tests in this binary run in parallel
-/// threads, so each holds this lock.
-static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
+mod common;
+use common::{config_with, quiet, serial};
 
 fn config(sets: &[&str]) -> RunConfig {
-    let mut all: Vec<String> = [
-        "model.preset=tiny_vit",
-        "data.image_size=32",
-        "data.train_size=1024",
-        "data.val_size=256",
-        "data.num_classes=2",
-        "data.augment.randaugment_ops=0",
-        "data.augment.erase_prob=0.0",
-        "data.augment.scale=[0.6, 1.0]",
-        "data.num_workers=1",
-        "train.batch_size=32",
-        "train.epochs=4",
-        "train.lr=3e-3",
-        "train.warmup_epochs=0.5",
-        "train.mixup=0.0",
-        "train.cutmix=0.0",
-        "train.label_smoothing=0.0",
-        "train.log_every=4",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    all.extend(sets.iter().map(|s| s.to_string()));
-    resolve(None, &all).expect("test config resolves")
-}
-
-fn quiet() -> TrainOptions {
-    TrainOptions {
-        progress: Progress::Quiet,
-        ..TrainOptions::default()
-    }
+    config_with(
+        &[
+            "model.preset=tiny_vit",
+            "data.image_size=32",
+            "data.train_size=1024",
+            "data.val_size=256",
+            "data.num_classes=2",
+            "data.augment.randaugment_ops=0",
+            "data.augment.erase_prob=0.0",
+            "data.augment.scale=[0.6, 1.0]",
+            "data.num_workers=1",
+            "train.batch_size=32",
+            "train.epochs=4",
+            "train.lr=3e-3",
+            "train.warmup_epochs=0.5",
+            "train.mixup=0.0",
+            "train.cutmix=0.0",
+            "train.label_smoothing=0.0",
+            "train.log_every=4",
+        ],
+        sets,
+    )
 }
 
 /// One short run shared by the tests that only read it.

@@ -17,17 +17,16 @@ use std::process::Command;
 use std::time::Instant;
 
 use burn::module::Module;
-use burn::optim::GradientsParams;
 use burn::tensor::activation::softmax;
-use burn::tensor::{Device, Distribution, FloatDType, Tensor, TensorData};
+use burn::tensor::{Device, Distribution, Tensor};
 use linvit_attention::kinds::{default_config, KINDS};
 use linvit_attention::ops::{merge_heads, split_heads};
 use linvit_attention::{AttentionConfig, MixerShape, TokenLayout};
 use linvit_models::presets;
+use linvit_train::bench::{median, time_ms, Budget, TrainStep};
 use linvit_train::charts::{draw_charts, Chart};
 use linvit_train::config::Precision;
-use linvit_train::optim::{cast_params, collect_grads, AdamState, AdamW};
-use linvit_train::soft_cross_entropy;
+use linvit_train::optim::cast_params;
 use serde::{Deserialize, Serialize};
 
 /// Softmax written out as `softmax(q k^T * s) v` with the full score matrix: the textbook path
@@ -48,40 +47,35 @@ pub fn kind_config(name: &str) -> Result<Option<AttentionConfig>, String> {
     })
 }
 
-/// Timing budget of one phase of one point.
-#[derive(Clone, Copy, Debug, Serialize, Deserialize)]
-pub struct Budget {
-    /// Timed calls at least (after one untimed warm-up call).
-    pub min_reps: usize,
-    /// Keep timing until this many seconds have passed (or `max_reps`).
-    pub seconds: f64,
-    pub max_reps: usize,
+/// The machine a benchmark ran on, recorded in its JSON: numbers from another CPU or
+/// instruction set are not comparable.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Machine {
+    /// The CPU model (`/proc/cpuinfo`), else the architecture.
+    pub cpu: String,
+    pub cores: usize,
+    /// The instruction set linvit's CPU kernels ran: the widest this CPU has, or what
+    /// `LINVIT_ISA` narrowed it to (`portable`, `avx2`, `avx512`). Burn's own ops choose theirs.
+    pub isa: String,
 }
 
-impl Default for Budget {
-    fn default() -> Self {
-        Budget {
-            min_reps: 3,
-            seconds: 2.0,
-            max_reps: 50,
+impl Machine {
+    pub fn this() -> Machine {
+        let cpu = std::fs::read_to_string("/proc/cpuinfo")
+            .ok()
+            .and_then(|text| {
+                text.lines()
+                    .find(|l| l.starts_with("model name"))
+                    .and_then(|l| l.split_once(':'))
+                    .map(|(_, name)| name.trim().to_string())
+            })
+            .unwrap_or_else(|| std::env::consts::ARCH.to_string());
+        Machine {
+            cpu,
+            cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            isa: linvit_kernels::isa::selected().name().to_string(),
         }
     }
-}
-
-/// The median wall time in milliseconds of `f` (which must block until its work is done).
-fn time_ms(budget: Budget, mut f: impl FnMut()) -> f64 {
-    f();
-    let start = Instant::now();
-    let mut times = Vec::new();
-    while times.len() < budget.min_reps
-        || (start.elapsed().as_secs_f64() < budget.seconds && times.len() < budget.max_reps)
-    {
-        let t = Instant::now();
-        f();
-        times.push(t.elapsed().as_secs_f64() * 1e3);
-    }
-    times.sort_by(|a, b| a.total_cmp(b));
-    times[times.len() / 2]
 }
 
 /// Peak-memory probe for one phase.
@@ -203,6 +197,8 @@ pub struct AttentionBench {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct AttentionReport {
     pub device: String,
+    #[serde(flatten, default)]
+    pub machine: Machine,
     pub batch: usize,
     pub heads: usize,
     pub head_dim: usize,
@@ -381,15 +377,6 @@ impl AttentionBench {
     }
 }
 
-/// The median of `v` (sorted in place); NaN when empty.
-pub(crate) fn median(v: &mut [f64]) -> f64 {
-    if v.is_empty() {
-        return f64::NAN;
-    }
-    v.sort_by(|a, b| a.total_cmp(b));
-    v[v.len() / 2]
-}
-
 fn gib(bytes: u64) -> String {
     format!("{:.1} GiB", bytes as f64 / (1u64 << 30) as f64)
 }
@@ -453,6 +440,7 @@ pub fn run_attention(
     }
     AttentionReport {
         device: device_name.into(),
+        machine: Machine::this(),
         batch: bench.batch,
         heads: bench.heads,
         head_dim: bench.head_dim,
@@ -665,6 +653,8 @@ pub struct ModelBench {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct ModelReport {
     pub device: String,
+    #[serde(flatten, default)]
+    pub machine: Machine,
     pub batch: usize,
     #[serde(default)]
     pub precision: Precision,
@@ -762,41 +752,11 @@ impl ModelBench {
         if !self.train {
             return row;
         }
-        let ad = device.clone().autodiff();
-        let mut model = Some(config.init(&ad));
-        let classes = preset.resolved_arguments()["num_classes"]
-            .as_u64()
-            .unwrap_or(1000) as usize;
-        let x = images(&ad);
-        let mut onehot = vec![0f32; b * classes];
-        for i in 0..b {
-            onehot[i * classes + (i * 7919) % classes] = 1.0;
-        }
-        let targets = Tensor::<2>::from_data(TensorData::new(onehot, [b, classes]), &ad);
-        let hp = AdamW {
-            betas: [0.9, 0.999],
-            eps: 1e-8,
-            weight_decay: 0.05,
-        };
-        let mut adam = AdamState::default();
+        let mut step = TrainStep::new(&config, b, self.precision, device);
         let probe = MemoryProbe::start(device);
-        let ms = time_ms(self.budget, || {
-            let m = model.take().expect("the model is put back after each step");
-            let logits = match half {
-                None => m.forward(x.clone()),
-                Some(h) => cast_params(m.clone(), h)
-                    .forward(x.clone().cast(h))
-                    .cast(FloatDType::F32),
-            };
-            let loss = soft_cross_entropy(logits, targets.clone());
-            let grads = GradientsParams::from_grads(loss.backward(), &m);
-            let (grads, _) = collect_grads(&m, grads);
-            let m = hp.step(m, grads, &mut adam, 1e-4);
-            let _ = ad.sync();
-            model = Some(m);
-        });
+        let (ms, img_s) = step.time(self.budget);
         row.train_step_ms = Some(ms);
-        row.train_img_s = Some(b as f64 / (ms / 1e3));
+        row.train_img_s = Some(img_s);
         row.peak_bytes = match (row.forward_peak_bytes, probe.peak()) {
             (Some(a), Some(p)) => Some(a.max(p)),
             (a, p) => a.or(p),
@@ -895,6 +855,7 @@ pub fn run_model(
     }
     ModelReport {
         device: device_name.into(),
+        machine: Machine::this(),
         batch: bench.batch,
         precision: bench.precision,
         memory: memory_method(device).into(),

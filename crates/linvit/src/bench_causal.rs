@@ -9,8 +9,6 @@
 //! `--max-bytes` is reported as skipped with that reason rather than run into an allocation
 //! failure.
 
-use std::time::Instant;
-
 use burn::tensor::module::attention;
 use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::{Device, Distribution, Tensor};
@@ -133,17 +131,15 @@ pub fn run(
     rows
 }
 
-/// Median seconds of `repeats` runs after one warm-up.
-fn time(bench: &CausalBench, mut f: impl FnMut()) -> f64 {
-    f();
-    let mut times: Vec<f64> = (0..bench.repeats.max(1))
-        .map(|_| {
-            let start = Instant::now();
-            f();
-            start.elapsed().as_secs_f64()
-        })
-        .collect();
-    crate::bench::median(&mut times)
+/// Median seconds of `repeats` runs after one warm-up (the benchmarks' one timing loop).
+fn time(bench: &CausalBench, f: impl FnMut()) -> f64 {
+    let reps = bench.repeats.max(1);
+    let budget = linvit_train::bench::Budget {
+        min_reps: reps,
+        seconds: 0.0,
+        max_reps: reps,
+    };
+    linvit_train::bench::time_ms(budget, f) / 1e3
 }
 
 /// One forward (and backward when `train`), synchronised by reading a scalar back.

@@ -206,18 +206,24 @@ enum Command {
         #[arg(long, default_value = "flex", help = format!("Backend: {DEVICE_NAMES}"))]
         device: String,
     },
-    /// The most probable classes of images (PNG/JPEG) under a checkpoint.
+    /// The most probable classes of images (PNG/JPEG) under a checkpoint, in batches of the
+    /// run's batch size.
     ///
-    /// Example: linvit predict --checkpoint runs/quickstart cat.png dog.jpg
+    /// Example: linvit predict --checkpoint runs/quickstart cat.png photos/ --csv predictions.csv
     Predict {
         #[arg(long)]
         checkpoint: PathBuf,
+        /// Image files, and folders (every .jpg/.jpeg/.png below them, sorted).
         #[arg(required = true)]
         images: Vec<PathBuf>,
         #[arg(long, default_value_t = 5)]
         top_k: usize,
         #[arg(long)]
         json: bool,
+        /// Also write the predictions to this CSV file: image, then class and probability for
+        /// each of the top k.
+        #[arg(long, value_name = "FILE")]
+        csv: Option<PathBuf>,
         #[arg(long, default_value = "flex", help = format!("Backend: {DEVICE_NAMES}"))]
         device: String,
     },
@@ -310,6 +316,10 @@ fn main() -> ExitCode {
     restore_sigpipe();
     keep_freed_memory();
     let cli = Cli::parse();
+    // A bad `LINVIT_ISA` is named before any work (the kernels would otherwise ignore it).
+    if let Err(e) = linvit_kernels::isa::requested() {
+        return report(Err(e));
+    }
     match cli.command {
         Command::Train {
             config,
@@ -396,9 +406,15 @@ fn main() -> ExitCode {
             images,
             top_k,
             json,
+            csv,
             device,
         } => with_device(&device, |device| {
             let predictions = run::predict_command(&checkpoint, &images, top_k, device)?;
+            if let Some(path) = &csv {
+                let text = linvit_train::predictions_csv(&predictions);
+                linvit_models::checkpoint::write_atomic(path, text.as_bytes())
+                    .map_err(|e| e.to_string())?;
+            }
             if json {
                 return serde_json::to_string_pretty(&predictions).map_err(|e| e.to_string());
             }

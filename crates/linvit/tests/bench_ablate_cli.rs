@@ -1,7 +1,7 @@
 //! `linvit bench attention|model` and `linvit ablate` as a user runs them.
 
 mod common;
-use common::{linvit, scratch};
+use common::{linvit, linvit_env, scratch};
 
 #[test]
 fn bench_attention_reports_every_kind_at_every_token_count_with_memory() {
@@ -62,15 +62,15 @@ fn bench_attention_rejects_a_token_count_that_is_not_a_grid() {
     assert!(err.contains("\"softmx\""), "{err}");
 }
 
-#[test]
-fn bench_model_times_a_tiny_preset() {
-    let (code, out, err) = linvit(&[
+/// `linvit bench model --json` of one tiny preset at one resolution, timed once.
+fn tiny_bench_model(preset: &str, resolution: &str, more: &[&str]) -> Vec<String> {
+    let mut args = vec![
         "bench",
         "model",
         "--presets",
-        "tiny_flatten_pvt",
+        preset,
         "--resolutions",
-        "64",
+        resolution,
         "--batch",
         "2",
         "--seconds",
@@ -78,7 +78,16 @@ fn bench_model_times_a_tiny_preset() {
         "--min-reps",
         "1",
         "--json",
-    ]);
+    ];
+    args.extend(more);
+    args.into_iter().map(String::from).collect()
+}
+
+#[test]
+fn bench_model_times_a_tiny_preset() {
+    let args = tiny_bench_model("tiny_flatten_pvt", "64", &[]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (code, out, err) = linvit(&args);
     assert_eq!(code, 0, "{err}");
     let report: serde_json::Value = serde_json::from_str(&out).unwrap();
     let row = &report["rows"][0];
@@ -88,6 +97,46 @@ fn bench_model_times_a_tiny_preset() {
     let (code, _, err) = linvit(&["bench", "model", "--presets", "flaten_pvt_t"]);
     assert_eq!(code, 1);
     assert!(err.contains("flatten_pvt_t"), "{err}");
+}
+
+#[test]
+fn bench_json_names_the_cpu_and_the_instruction_set_that_linvit_isa_narrows() {
+    let args = tiny_bench_model("tiny_vit", "32", &["--no-train"]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (code, out, err) = linvit(&args);
+    assert_eq!(code, 0, "{err}");
+    let report: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert!(!report["cpu"].as_str().unwrap().is_empty(), "{report}");
+    assert!(report["cores"].as_u64().unwrap() >= 1, "{report}");
+    let widest = report["isa"].as_str().unwrap().to_string();
+    assert!(
+        ["portable", "avx2", "avx512"].contains(&widest.as_str()),
+        "{report}"
+    );
+
+    // Forcing the baseline path runs and says so.
+    let (code, out, err) = linvit_env(&args, &[("LINVIT_ISA", "portable")]);
+    assert_eq!(code, 0, "{err}");
+    let report: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(report["isa"], "portable", "{report}");
+    assert!(report["rows"][0]["forward_img_s"].as_f64().unwrap() > 0.0);
+
+    // A value that is not an instruction set, or one this CPU lacks, is one line naming it.
+    let (code, _, err) = linvit_env(&["models"], &[("LINVIT_ISA", "avx3")]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("LINVIT_ISA=avx3") && err.contains("avx2"),
+        "{err}"
+    );
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    if widest != "avx512" {
+        let (code, _, err) = linvit_env(&["models"], &[("LINVIT_ISA", "avx512")]);
+        assert_eq!(code, 1);
+        assert!(
+            err.contains(&format!("widest instruction set is {widest}")),
+            "{err}"
+        );
+    }
 }
 
 #[test]

@@ -197,12 +197,9 @@ fn import_at_another_resolution_resizes_and_names_a_bad_argument() {
     );
 }
 
-#[test]
-fn train_then_eval_and_predict_on_the_saved_checkpoint() {
-    let dir = scratch("train");
-    let run = dir.join("run");
-    let run_s = run.to_str().unwrap();
-    let (code, out, err) = linvit(&[
+/// `linvit train` for one short epoch on the quickstart's data into `out`, with `sets`.
+fn short_run(out: &str, sets: &[&str]) -> (i32, String, String) {
+    let mut args = vec![
         "train",
         "--set",
         "train.epochs=1",
@@ -211,8 +208,20 @@ fn train_then_eval_and_predict_on_the_saved_checkpoint() {
         "--set",
         "data.val_size=128",
         "--out",
-        run_s,
-    ]);
+        out,
+    ];
+    for set in sets {
+        args.extend(["--set", set]);
+    }
+    linvit(&args)
+}
+
+#[test]
+fn train_then_eval_and_predict_on_the_saved_checkpoint() {
+    let dir = scratch("train");
+    let run = dir.join("run");
+    let run_s = run.to_str().unwrap();
+    let (code, out, err) = short_run(run_s, &[]);
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.contains("trained 1 epochs"), "{out}");
     for file in ["config.toml", "metrics.csv", "metrics.jsonl", "curves.png"] {
@@ -266,6 +275,79 @@ fn train_then_eval_and_predict_on_the_saved_checkpoint() {
     assert_eq!(top.len(), 3);
     let total: f64 = top.iter().map(|t| t[2].as_f64().unwrap()).sum();
     assert!(total > 0.0 && total <= 1.0 + 1e-6, "{total}");
+
+    // A folder of images (nested), predicted in batches, written as CSV.
+    let folder = dir.join("images");
+    std::fs::create_dir_all(folder.join("b")).unwrap();
+    std::fs::copy(&sample, folder.join("a.png")).unwrap();
+    std::fs::copy(&sample, folder.join("b/c.png")).unwrap();
+    std::fs::write(folder.join("notes.txt"), "not an image").unwrap();
+    let csv = dir.join("predictions.csv");
+    let (code, _, err) = linvit(&[
+        "predict",
+        "--checkpoint",
+        run_s,
+        "--top-k",
+        "2",
+        "--csv",
+        csv.to_str().unwrap(),
+        folder.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let text = std::fs::read_to_string(&csv).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines[0], "image,class_1,prob_1,class_2,prob_2");
+    assert_eq!(lines.len(), 3, "{text}");
+    assert!(
+        lines[1].contains("a.png") && lines[2].contains("c.png"),
+        "{text}"
+    );
+    let empty = dir.join("empty");
+    std::fs::create_dir_all(&empty).unwrap();
+    let (code, _, err) = linvit(&["predict", "--checkpoint", run_s, empty.to_str().unwrap()]);
+    assert_eq!(code, 1);
+    assert!(err.contains("empty") && err.contains(".png"), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+
+    // Fine-tuning from the run with another class count: the head starts fresh, every other
+    // weight is loaded, and the run trains.
+    let tuned = dir.join("tuned");
+    let init = format!("model.init={run_s}");
+    let (code, out, err) = short_run(
+        tuned.to_str().unwrap(),
+        &["data.num_classes=3", &init, "train.layer_decay=0.75"],
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(err.contains("model.init: loaded"), "{err}");
+    assert!(
+        err.contains("model.init: left fresh (another shape): head.weight"),
+        "{err}"
+    );
+    assert!(err.contains("lr x 1.0000"), "{err}");
+    assert!(out.contains("trained 1 epochs"), "{out}");
+    let config = std::fs::read_to_string(tuned.join("config.toml")).unwrap();
+    assert!(
+        config.contains("init = ") && config.contains("layer_decay = 0.75"),
+        "{config}"
+    );
+    // A checkpoint that does not fit is one line naming the keys.
+    let (code, _, err) = short_run(
+        dir.join("misfit").to_str().unwrap(),
+        &["model.preset=tiny_vit", &init],
+    );
+    assert_eq!(code, 1);
+    let error: Vec<&str> = err.lines().filter(|l| l.starts_with("error:")).collect();
+    assert_eq!(error.len(), 1, "{err}");
+    assert!(
+        error[0].contains("model.init") && error[0].contains("missing keys: blocks.0."),
+        "{err}"
+    );
+    assert!(error[0].contains(" more"), "long key lists are cut: {err}");
+    assert!(!err.contains("panicked"), "{err}");
+    assert!(
+        !dir.join("misfit").exists(),
+        "nothing is written for a failed start"
+    );
     std::fs::remove_dir_all(&dir).ok();
 }
 

@@ -37,6 +37,42 @@ fn sorted_entries(dir: &Path) -> Result<Vec<PathBuf>, DataError> {
     Ok(out)
 }
 
+/// The images `paths` name, in order: a file as it is (any extension; decoding decides), a
+/// folder as every `.jpg`/`.jpeg`/`.png` under it, recursively, sorted. A folder without one is
+/// an error naming it.
+pub fn image_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>, DataError> {
+    let mut out = Vec::new();
+    for path in paths {
+        if !path.is_dir() {
+            out.push(path.clone());
+            continue;
+        }
+        let before = out.len();
+        let mut stack = vec![path.clone()];
+        while let Some(dir) = stack.pop() {
+            let mut files = Vec::new();
+            let mut dirs = Vec::new();
+            for entry in sorted_entries(&dir)? {
+                if entry.is_dir() {
+                    dirs.push(entry);
+                } else if is_image(&entry) {
+                    files.push(entry);
+                }
+            }
+            out.extend(files);
+            // Depth first, in sorted order: reversed onto the stack.
+            stack.extend(dirs.into_iter().rev());
+        }
+        if out.len() == before {
+            return Err(DataError::corrupt(
+                path,
+                "no .jpg, .jpeg or .png file in this folder or below it",
+            ));
+        }
+    }
+    Ok(out)
+}
+
 /// Decodes one file to RGB.
 pub fn decode_file(path: &Path) -> Result<Image, DataError> {
     let bytes = std::fs::read(path).map_err(|e| DataError::io(path, e))?;

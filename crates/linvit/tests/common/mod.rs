@@ -5,8 +5,14 @@ use std::process::Command;
 
 /// Runs `linvit ARGS...`: exit code, stdout, stderr.
 pub fn linvit(args: &[&str]) -> (i32, String, String) {
+    linvit_env(args, &[])
+}
+
+/// [`linvit`] with environment variables set.
+pub fn linvit_env(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_linvit"))
         .args(args)
+        .envs(env.iter().copied())
         .output()
         .expect("the binary runs");
     (
