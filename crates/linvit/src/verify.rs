@@ -6,7 +6,7 @@
 use std::path::Path;
 use std::time::Instant;
 
-use burn::module::{Module, ModuleVisitor, Param};
+use burn::module::Module;
 use burn::tensor::{Device, Gradients, Tensor, TensorData};
 use std::collections::BTreeMap;
 
@@ -15,47 +15,12 @@ use linvit_attention::{
     AgentConfig, Attention, AttentionConfig, FocusedConfig, MixerShape, Projection, TokenLayout,
 };
 use linvit_models::{upstream, Model};
-use serde::Serialize;
 
 use crate::reference::{
-    load_case, read_header, worst_ratio, Case, CaseError, CaseHeader, HostTensor,
+    load_case, parameter_grads, read_header, to_host, worst_ratio, Case, CaseError, CaseHeader,
+    HostTensor,
 };
-
-/// How a case ended.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-#[serde(tag = "status", content = "reason", rename_all = "snake_case")]
-pub enum Status {
-    Pass,
-    /// Numbers out of tolerance; the reason names the worst tensor.
-    Fail(String),
-    /// A kind of case this build does not implement yet.
-    Unsupported(String),
-    /// The case could not be run (bad files, weights that do not fit).
-    Error(String),
-}
-
-/// One row of the report.
-#[derive(Debug, Clone, Serialize)]
-pub struct CaseReport {
-    pub case: String,
-    pub kind: String,
-    pub family: String,
-    /// Worst output ratio (`<= 1` passes).
-    pub output_ratio: Option<f64>,
-    /// Worst ratio over the input gradient and all parameter gradients.
-    pub grad_ratio: Option<f64>,
-    /// The tensor that gave `grad_ratio`.
-    pub worst_grad: Option<String>,
-    pub seconds: f64,
-    #[serde(flatten)]
-    pub status: Status,
-}
-
-impl CaseReport {
-    pub fn passed(&self) -> bool {
-        self.status == Status::Pass
-    }
-}
+pub use crate::reference::{CaseReport, Status};
 
 /// A module built from a case, and how to feed it.
 enum Subject {
@@ -284,16 +249,6 @@ fn to_tensor<const D: usize>(t: &HostTensor, device: &Device) -> Result<Tensor<D
     ))
 }
 
-pub(crate) fn to_host<const D: usize>(t: Tensor<D>) -> HostTensor {
-    let shape = t.dims().to_vec();
-    let data = t
-        .into_data()
-        .convert::<f32>()
-        .try_into_vec::<f32>()
-        .expect("float tensor");
-    HostTensor { shape, data }
-}
-
 /// The upstream attention modules linvit builds, by the file that defines them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Flavour {
@@ -485,77 +440,4 @@ fn build(case: &Case, flavour: Flavour, device: &Device) -> Result<Subject, Stat
     } else {
         Subject::Tokens { module, layout }
     })
-}
-
-/// Gradients of every float parameter, by upstream name and in PyTorch layout: Linear weights
-/// transposed back to `[out, in]`, LayerNorm `gamma/beta` named `weight/bias`.
-pub fn parameter_grads<M: Module>(
-    module: &M,
-    grads: &Gradients,
-) -> std::collections::BTreeMap<String, HostTensor> {
-    let mut visitor = GradVisitor {
-        grads,
-        path: Vec::new(),
-        containers: Vec::new(),
-        out: Default::default(),
-    };
-    module.visit(&mut visitor);
-    visitor.out
-}
-
-struct GradVisitor<'a> {
-    grads: &'a Gradients,
-    path: Vec<String>,
-    containers: Vec<String>,
-    out: std::collections::BTreeMap<String, HostTensor>,
-}
-
-impl ModuleVisitor for GradVisitor<'_> {
-    fn enter_module(&mut self, name: &str, container_type: &str) {
-        self.path.push(name.to_string());
-        self.containers.push(container_type.to_string());
-    }
-
-    fn exit_module(&mut self, _name: &str, _container_type: &str) {
-        self.path.pop();
-        self.containers.pop();
-    }
-
-    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
-        let Some(grad) = param.val().grad(self.grads) else {
-            return;
-        };
-        let owner = self.containers.last().map(String::as_str).unwrap_or("");
-        let mut names: Vec<String> = self
-            .path
-            .iter()
-            .zip(&self.containers)
-            .filter(|(_, c)| !c.starts_with("Enum:"))
-            .map(|(p, _)| p.clone())
-            .collect();
-        let mut host = to_host(grad);
-        if let Some(last) = names.last_mut() {
-            match (owner, last.as_str()) {
-                ("Struct:Linear", "weight") if host.shape.len() == 2 => host = transpose(host),
-                ("Struct:LayerNorm", "gamma") => *last = "weight".into(),
-                ("Struct:LayerNorm", "beta") => *last = "bias".into(),
-                _ => {}
-            }
-        }
-        self.out.insert(names.join("."), host);
-    }
-}
-
-fn transpose(t: HostTensor) -> HostTensor {
-    let [r, c] = [t.shape[0], t.shape[1]];
-    let mut data = vec![0.0; r * c];
-    for i in 0..r {
-        for j in 0..c {
-            data[j * r + i] = t.data[i * c + j];
-        }
-    }
-    HostTensor {
-        shape: vec![c, r],
-        data,
-    }
 }

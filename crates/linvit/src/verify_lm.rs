@@ -20,10 +20,9 @@ use linvit_attention::norm::{srms_norm, NormLinearAttentionConfig, INIT_STD};
 use linvit_models::transnormer::{Glu, TransnormerConfig, TransnormerDecoderLayer};
 
 use crate::reference::{
-    read_tensors, worst_ratio, CaseError, CaseHeader, GradTolerance, HostTensor, IntTensors,
-    Tolerance,
+    parameter_grads, read_tensors, to_host, worst_ratio, CaseError, CaseHeader, CaseReport,
+    GradTolerance, HostTensor, IntTensors, Status, Tolerance,
 };
-use crate::verify::{parameter_grads, to_host, CaseReport, Status};
 
 /// The block size verify runs the blocked form with: small enough that every case spans
 /// several blocks and a ragged last one.
