@@ -263,57 +263,7 @@ impl Experiment {
         for variant in &variants {
             for combo in &combos {
                 for &seed in &seeds {
-                    let mut sets: Vec<(String, toml::Value)> = variant
-                        .set
-                        .iter()
-                        .map(|(k, v)| (k.clone(), v.clone()))
-                        .collect();
-                    sets.sort_by_key(|(k, _)| !k.ends_with(".kind"));
-                    sets.extend(combo.iter().cloned());
-                    if let Some(s) = seed {
-                        sets.push(("train.seed".into(), toml::Value::Integer(s as i64)));
-                    }
-                    let mut doc = table.clone();
-                    for (k, v) in &sets {
-                        set_key(&mut doc, k, v.clone()).map_err(|m| key_err(k, m))?;
-                    }
-                    let mut group: Vec<String> = Vec::new();
-                    if !variant.name.is_empty() {
-                        group.push(variant.name.clone());
-                    }
-                    for (k, v) in combo {
-                        let short = k.rsplit('.').next().unwrap_or(k);
-                        group.push(format!("{short}={}", show(v)));
-                    }
-                    let group = if group.is_empty() {
-                        "base".to_string()
-                    } else {
-                        group.join(", ")
-                    };
-                    let text = toml::to_string(&doc).map_err(|e| file_err(path, e.to_string()))?;
-                    let config = from_toml(&text).map_err(|source| {
-                        // An unknown key inside an axis or variant names the axis key itself.
-                        match &source {
-                            ConfigError::UnknownKey { key, .. }
-                                if sets.iter().any(|(k, _)| k == key) =>
-                            {
-                                key_err(key, source.to_string())
-                            }
-                            _ => AblateError::Point {
-                                path: path.to_path_buf(),
-                                point: group.clone(),
-                                source,
-                            },
-                        }
-                    })?;
-                    let hash = fnv1a(&config.to_toml());
-                    points.push(Point {
-                        group,
-                        seed,
-                        sets,
-                        config,
-                        hash,
-                    });
+                    points.push(resolve_point(path, &table, variant, combo, seed)?);
                 }
             }
         }
@@ -354,6 +304,71 @@ impl Experiment {
         }
         s.trim_end().to_string()
     }
+}
+
+/// One point of an experiment: `table` (the base config) with `variant`'s overrides, then the
+/// axis values of `combo`, then `seed`, resolved and checked.
+fn resolve_point(
+    path: &Path,
+    table: &toml::Table,
+    variant: &VariantSpec,
+    combo: &[(String, toml::Value)],
+    seed: Option<u64>,
+) -> Result<Point, AblateError> {
+    let key_err = |key: &str, message: String| AblateError::Key {
+        path: path.to_path_buf(),
+        key: key.to_string(),
+        message,
+    };
+    let mut sets: Vec<(String, toml::Value)> = variant
+        .set
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    sets.sort_by_key(|(k, _)| !k.ends_with(".kind"));
+    sets.extend(combo.iter().cloned());
+    if let Some(s) = seed {
+        sets.push(("train.seed".into(), toml::Value::Integer(s as i64)));
+    }
+    let mut doc = table.clone();
+    for (k, v) in &sets {
+        set_key(&mut doc, k, v.clone()).map_err(|m| key_err(k, m))?;
+    }
+    let mut group: Vec<String> = Vec::new();
+    if !variant.name.is_empty() {
+        group.push(variant.name.clone());
+    }
+    for (k, v) in combo {
+        let short = k.rsplit('.').next().unwrap_or(k);
+        group.push(format!("{short}={}", show(v)));
+    }
+    let group = if group.is_empty() {
+        "base".to_string()
+    } else {
+        group.join(", ")
+    };
+    let text = toml::to_string(&doc).map_err(|e| file_err(path, e.to_string()))?;
+    let config = from_toml(&text).map_err(|source| {
+        // An unknown key inside an axis or variant names the axis key itself.
+        match &source {
+            ConfigError::UnknownKey { key, .. } if sets.iter().any(|(k, _)| k == key) => {
+                key_err(key, source.to_string())
+            }
+            _ => AblateError::Point {
+                path: path.to_path_buf(),
+                point: group.clone(),
+                source,
+            },
+        }
+    })?;
+    let hash = fnv1a(&config.to_toml());
+    Ok(Point {
+        group,
+        seed,
+        sets,
+        config,
+        hash,
+    })
 }
 
 /// `key=value` as `--set` reads it: a TOML value, else a bare string.
@@ -433,7 +448,9 @@ pub struct PointResult {
 pub struct AblateOptions {
     pub train: TrainOptions,
     /// Points trained side by side (each on its own thread). The step benchmark always runs
-    /// alone, after the training.
+    /// alone, after the training. Above 1, a point's numbers may differ from a one-at-a-time
+    /// run by float rounding (the points share flex's thread pool, so reductions may split
+    /// differently); 1 is deterministic.
     pub jobs: usize,
     /// Time every point's training step again, also where its record already has a timing.
     pub rebench: bool,
@@ -893,9 +910,8 @@ fn groups(rows: &[Row]) -> Vec<(String, Vec<&Row>)> {
     out
 }
 
-/// Writes the tables and plots of an experiment (`name`, from the file `path`).
-fn write_results(name: &str, path: &Path, rows: &[Row], out: &Path) -> Result<(), AblateError> {
-    std::fs::create_dir_all(out).map_err(|e| file_err(out, e.to_string()))?;
+/// `results.csv`: one line per point and seed.
+fn results_csv(rows: &[Row]) -> String {
     let opt = |v: Option<f64>| v.map(|x| format!("{x:.4}")).unwrap_or_default();
     let mut csv = String::from(
         "group,seed,epochs,final_top1,best_top1,params,macs,step_img_s,step_ms,step_batch,train_seconds,train_img_s,peak_rss_bytes,run_dir,failed\n",
@@ -929,9 +945,113 @@ fn write_results(name: &str, path: &Path, rows: &[Row], out: &Path) -> Result<()
             r.failed.as_deref().unwrap_or("").replace('"', "'")
         );
     }
-    let file = out.join("results.csv");
-    std::fs::write(&file, csv).map_err(|e| file_err(&file, e.to_string()))?;
+    csv
+}
 
+/// A group's seeds summarised: what its line of `results.md` and its point on the plot show.
+struct GroupStats {
+    /// Final top-1: mean and sample std, in %; how many seeds had one.
+    top1: (f64, f64, usize),
+    best_top1: f64,
+    /// Step img/s: mean and std over the seeds' timings, and how many were timed.
+    step: (f64, f64, usize),
+    wall_s: f64,
+    peak_mib: Option<f64>,
+    params: usize,
+    macs: u64,
+}
+
+impl GroupStats {
+    /// The statistics of a group's seeds, or why the group diverged.
+    fn of(members: &[&Row]) -> Result<GroupStats, String> {
+        let rs: Vec<&PointResult> = members.iter().map(|m| &m.result).collect();
+        if let Some(why) = rs.iter().find_map(|r| r.failed.as_deref()) {
+            return Err(why.to_string());
+        }
+        let stat = |xs: Vec<f64>| {
+            let n = xs.len();
+            let (m, s) = if xs.is_empty() {
+                (f64::NAN, 0.0)
+            } else {
+                mean_std(&xs)
+            };
+            (m, s, n)
+        };
+        let (m, s, n) = stat(rs.iter().filter_map(|r| r.final_top1).collect());
+        let (best, _, _) = stat(rs.iter().filter_map(|r| r.best_top1).collect());
+        Ok(GroupStats {
+            top1: (100.0 * m, 100.0 * s, n),
+            best_top1: 100.0 * best,
+            step: stat(
+                rs.iter()
+                    .filter_map(|r| r.step.as_ref().map(|s| s.img_s))
+                    .collect(),
+            ),
+            wall_s: mean_std(&rs.iter().map(|r| r.seconds).collect::<Vec<_>>()).0,
+            peak_mib: rs
+                .iter()
+                .filter_map(|r| r.peak_rss_bytes)
+                .max()
+                .map(|b| b as f64 / (1u64 << 20) as f64),
+            params: rs[0].params,
+            macs: rs[0].macs,
+        })
+    }
+
+    /// The group's line of `results.md`.
+    fn md_row(&self, group: &str, n: usize) -> String {
+        let (m, s, _) = self.top1;
+        let step = match self.step {
+            (_, _, 0) => "-".to_string(),
+            (im, _, 1) => format!("{im:.0}"),
+            (im, istd, _) => format!("{im:.0} ± {istd:.0}"),
+        };
+        let peak = self
+            .peak_mib
+            .map(|p| format!("{p:.0}"))
+            .unwrap_or("-".into());
+        format!(
+            "| {group} | {m:.2} ± {s:.2} | {n} | {:.2} | {:.3}M | {:.2} | {step} | {:.0} | {peak} |",
+            self.best_top1,
+            self.params as f64 / 1e6,
+            self.macs as f64 / 1e6,
+            self.wall_s,
+        )
+    }
+
+    /// The plot's point (step img/s, top-1) and its error bar (the spread over seeds, none for
+    /// one seed); `None` where no seed was timed.
+    fn point(&self) -> Option<((f64, f64), f64)> {
+        let (m, s, n) = self.top1;
+        let spread = if n > 1 { s } else { 0.0 };
+        (self.step.2 > 0).then_some(((self.step.0, m), spread))
+    }
+}
+
+/// The mean validation top-1 (%) per epoch over a group's seeds.
+fn mean_curve(members: &[&Row]) -> Vec<(f64, f64)> {
+    let mut by_epoch: BTreeMap<usize, Vec<f64>> = BTreeMap::new();
+    for m in members {
+        for e in epoch_rows(&m.dir) {
+            if let Some(v) = e.val_top1 {
+                by_epoch.entry(e.epoch).or_default().push(v);
+            }
+        }
+    }
+    by_epoch
+        .into_iter()
+        .map(|(e, v)| (e as f64, 100.0 * mean_std(&v).0))
+        .collect()
+}
+
+fn write_file(path: &Path, text: &str) -> Result<(), AblateError> {
+    std::fs::write(path, text).map_err(|e| file_err(path, e.to_string()))
+}
+
+/// Writes the tables and plots of an experiment (`name`, from the file `path`).
+fn write_results(name: &str, path: &Path, rows: &[Row], out: &Path) -> Result<(), AblateError> {
+    std::fs::create_dir_all(out).map_err(|e| file_err(out, e.to_string()))?;
+    write_file(&out.join("results.csv"), &results_csv(rows))?;
     let mut md = format!(
         "# {name}\n\nFrom `{}`; {} points. Top-1 is the final validation accuracy, mean ± sample \
          std over seeds (n = number of seeds). MFLOPs are multiply-accumulates of one image. \
@@ -952,75 +1072,21 @@ fn write_results(name: &str, path: &Path, rows: &[Row], out: &Path) -> Result<()
     .markers_only();
     let mut curves = Chart::new("validation top-1", "epoch", "top-1 (%)");
     for (group, members) in groups(rows) {
-        let rs: Vec<&PointResult> = members.iter().map(|m| &m.result).collect();
-        if let Some(why) = rs.iter().find_map(|r| r.failed.as_deref()) {
-            let _ = writeln!(
-                md,
-                "| {group} | diverged: {why} | {} | | | | | | |",
-                rs.len()
-            );
-            continue;
-        }
-        let finals: Vec<f64> = rs.iter().filter_map(|r| r.final_top1).collect();
-        let bests: Vec<f64> = rs.iter().filter_map(|r| r.best_top1).collect();
-        let steps: Vec<f64> = rs
-            .iter()
-            .filter_map(|r| r.step.as_ref().map(|s| s.img_s))
-            .collect();
-        let stat = |xs: &[f64]| {
-            if xs.is_empty() {
-                (f64::NAN, 0.0)
-            } else {
-                mean_std(xs)
+        match GroupStats::of(&members) {
+            Err(why) => {
+                let n = members.len();
+                let _ = writeln!(md, "| {group} | diverged: {why} | {n} | | | | | | |");
             }
-        };
-        let (m, s) = stat(&finals);
-        let (bm, _) = stat(&bests);
-        let (im, istd) = stat(&steps);
-        let (wall, _) = mean_std(&rs.iter().map(|r| r.seconds).collect::<Vec<_>>());
-        let peak = rs
-            .iter()
-            .filter_map(|r| r.peak_rss_bytes)
-            .max()
-            .map(|b| format!("{:.0}", b as f64 / (1u64 << 20) as f64))
-            .unwrap_or("-".into());
-        let step = match steps.len() {
-            0 => "-".to_string(),
-            1 => format!("{im:.0}"),
-            _ => format!("{im:.0} ± {istd:.0}"),
-        };
-        let _ = writeln!(
-            md,
-            "| {group} | {:.2} ± {:.2} | {} | {:.2} | {:.3}M | {:.2} | {step} | {wall:.0} | {peak} |",
-            100.0 * m,
-            100.0 * s,
-            rs.len(),
-            100.0 * bm,
-            rs[0].params as f64 / 1e6,
-            rs[0].macs as f64 / 1e6,
-        );
-        // The spread over seeds as an error bar (none for one seed).
-        let spread = if finals.len() > 1 { 100.0 * s } else { 0.0 };
-        if !steps.is_empty() {
-            scatter = scatter.with_error_bars(group.clone(), vec![(im, 100.0 * m)], vec![spread]);
-        }
-        // Mean validation curve over seeds.
-        let mut by_epoch: BTreeMap<usize, Vec<f64>> = BTreeMap::new();
-        for m in &members {
-            for e in epoch_rows(&m.dir) {
-                if let Some(v) = e.val_top1 {
-                    by_epoch.entry(e.epoch).or_default().push(v);
+            Ok(stats) => {
+                let _ = writeln!(md, "{}", stats.md_row(&group, members.len()));
+                if let Some((at, spread)) = stats.point() {
+                    scatter = scatter.with_error_bars(group.clone(), vec![at], vec![spread]);
                 }
+                curves = curves.with_series(group, mean_curve(&members));
             }
         }
-        let pts = by_epoch
-            .into_iter()
-            .map(|(e, v)| (e as f64, 100.0 * mean_std(&v).0))
-            .collect();
-        curves = curves.with_series(group, pts);
     }
-    let file = out.join("results.md");
-    std::fs::write(&file, md).map_err(|e| file_err(&file, e.to_string()))?;
+    write_file(&out.join("results.md"), &md)?;
     let file = out.join("accuracy_vs_throughput.png");
     draw_charts(&file, &[scatter]).map_err(|e| file_err(&file, e.to_string()))?;
     let file = out.join("curves.png");

@@ -71,6 +71,14 @@ impl TrainStep {
     /// `device` (made autodiff here).
     pub fn new(config: &ModelConfig, batch: usize, precision: Precision, device: &Device) -> Self {
         let device = device.clone().autodiff();
+        // Flex draws from one process-wide RNG (see `train::RNG_LOCK`): the draws here (the
+        // weights, materialised now, and the batch) and in every step (drop path) hold the lock,
+        // so that a run training beside a benchmark stays deterministic.
+        let _rng = crate::train::RNG_LOCK
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let model = config.init(&device);
+        crate::optim::params_by_path(&model);
         let [channels, side] = config.input();
         let classes = config.num_classes();
         let images = Tensor::<4>::random(
@@ -84,7 +92,7 @@ impl TrainStep {
         }
         let targets = Tensor::<2>::from_data(TensorData::new(onehot, [batch, classes]), &device);
         TrainStep {
-            model: Some(config.init(&device)),
+            model: Some(model),
             device,
             images,
             targets,
@@ -117,6 +125,9 @@ impl TrainStep {
             .model
             .take()
             .expect("the model is put back after each step");
+        let _rng = crate::train::RNG_LOCK
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         let logits = match self.half {
             None => m.forward(self.images.clone()),
             Some(h) => cast_params(m.clone(), h)

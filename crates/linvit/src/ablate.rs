@@ -29,7 +29,9 @@ pub struct AblateArgs {
     #[arg(long)]
     pub out: Option<PathBuf>,
     /// Points trained at once. The training step of each point is timed afterwards, alone,
-    /// whatever this is; above 1 the table has no peak memory (the points share the process).
+    /// whatever this is. Above 1 the table has no peak memory (the points share the process),
+    /// and a point's numbers may differ from a one-at-a-time run in the last bits (the points
+    /// share the thread pool); 1 gives the same numbers for the same seed every time.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
     pub jobs: u32,
     /// Time every point's training step again, also where it was timed before.
