@@ -5,6 +5,7 @@ pub mod ablate;
 pub mod bench;
 pub mod bench_causal;
 pub mod catalog;
+pub mod commands;
 pub mod device;
 pub mod lm;
 pub mod reference;
