@@ -21,6 +21,7 @@ use burn::tensor::activation::softmax;
 use burn::tensor::{Device, Distribution, Tensor};
 use serde::{Deserialize, Serialize};
 
+use crate::explain;
 use crate::ops::{
     adaptive_pool_matrix, bilinear_matrix, image_to_tokens, linear_matrix, merge_heads,
     resample_axis, split_heads, tokens_to_image,
@@ -224,13 +225,27 @@ impl AgentAttention {
                 + self.agent_to_key_bias(key_grid, prefix),
             3,
         );
-        let agent_v = gather.matmul(v_heads); // [b, h, m, d]
+        let agent_v = gather.clone().matmul(v_heads.clone()); // [b, h, m, d]
         let broadcast = softmax(
             q.mul_scalar(scale).matmul(agents.swap_dims(2, 3))
                 + self.query_to_agent_bias(grid, prefix),
             3,
         );
-        let out = merge_heads(broadcast.matmul(agent_v)); // [b, N, c]
+        let out = merge_heads(broadcast.clone().matmul(agent_v)); // [b, N, c]
+        explain::push(|| explain::Record {
+            kind: "agent",
+            layout,
+            key_grid,
+            windows: None,
+            maps: vec![
+                ("attention", broadcast.clone().matmul(gather.clone())),
+                ("query_to_agent", broadcast),
+                ("agent_to_key", gather),
+            ],
+            values: v_heads,
+            output: out.clone(),
+            normalised: true,
+        });
 
         let Some(dwc) = &self.dwc else {
             return out;

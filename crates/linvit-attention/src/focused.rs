@@ -17,6 +17,7 @@ use burn::tensor::{DType, Device, Tensor, TensorData};
 use linvit_kernels::focused::{FocusedAttention, HeadSharedDwc};
 use serde::{Deserialize, Serialize};
 
+use crate::explain;
 use crate::ops::{self, bilinear_matrix, linear_matrix, merge_heads, resample_axis, split_heads};
 use crate::proj::{self, MixerInput, Qkv};
 use crate::{MixerShape, Projection, TokenLayout};
@@ -245,7 +246,11 @@ impl FocusedLinearAttention {
                 1,
             )
         };
-        if let Some(out) = self.attend_fused(&q, &k, &v, &pe, key_grid, layout) {
+        let record = explain::recording();
+        if let Some(out) = (!record)
+            .then(|| self.attend_fused(&q, &k, &v, &pe, key_grid, layout))
+            .flatten()
+        {
             return out;
         }
         let k = k + pe;
@@ -267,12 +272,23 @@ impl FocusedLinearAttention {
         // The keys' 1/sqrt(n) of `linear_attend` rides on the focusing factor.
         let k = focus_times(k, scale, self.focusing_factor, (n_keys as f64).powf(-0.5));
         let heads = self.num_heads;
-        let out = merge_heads(linear_attend_prescaled(
+        let (q, k, v32) = (
             split_heads(q, heads),
             split_heads(k, heads),
             split_heads(v32, heads),
-        ));
+        );
+        let out = merge_heads(linear_attend_prescaled(q.clone(), k.clone(), v32.clone()));
         let out = to(out, dtype);
+        explain::push(|| explain::Record {
+            kind: "focused",
+            layout,
+            key_grid,
+            windows: None,
+            maps: vec![("attention", explain::implied_linear(q, k))],
+            values: v32,
+            output: out.clone(),
+            normalised: true,
+        });
         let v = split_heads(v, heads);
         match &self.dwc {
             Some(dwc) => add_head_shared_dwc(dwc, out, v, key_grid, layout),

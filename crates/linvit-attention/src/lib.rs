@@ -10,6 +10,7 @@
 //! The mathematics and the upstream quirks each family reproduces are in `shared/SPEC.md`.
 
 pub mod agent;
+pub mod explain;
 pub mod focused;
 pub mod import;
 pub mod kinds;
@@ -367,12 +368,12 @@ impl Attention {
             key_grid: layout.hw(),
         };
         match self {
-            Attention::Softmax(m) => m.attend(qkv.q, qkv.k, qkv.v, layout, None),
+            Attention::Softmax(m) => m.attend(qkv, layout, None),
             Attention::Linear(m) => m.attend(qkv, layout),
             Attention::Focused(m) => m.attend(qkv, layout),
             Attention::Agent(m) => m.attend(qkv, layout),
             // The gate is a projection of the input, outside the mixing proper.
-            Attention::Norm(m) => m.attend(qkv),
+            Attention::Norm(m) => m.attend(qkv, layout),
         }
     }
 }

@@ -9,6 +9,7 @@ use burn::tensor::activation::relu;
 use burn::tensor::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
+use crate::explain;
 use crate::focused::{add_head_shared_dwc, linear_attend};
 use crate::ops::{merge_heads, split_heads};
 use crate::proj::{self, MixerInput, Qkv};
@@ -87,7 +88,25 @@ impl LinearAttention {
         let heads = self.num_heads;
         let phi = |x: Tensor<3>| split_heads(relu(x).add_scalar(1e-6), heads);
         let v = split_heads(v, heads);
-        let out = merge_heads(linear_attend(phi(q), phi(k), v.clone()));
+        let (q, k) = (phi(q), phi(k));
+        let out = merge_heads(linear_attend(q.clone(), k.clone(), v.clone()));
+        explain::push(|| {
+            // `linear_attend` divides the keys by sqrt(n) before the prescaled form.
+            let n = k.dims()[2] as f64;
+            explain::Record {
+                kind: "linear",
+                layout,
+                key_grid,
+                windows: None,
+                maps: vec![(
+                    "attention",
+                    explain::implied_linear(q, k.mul_scalar(n.powf(-0.5))),
+                )],
+                values: v.clone(),
+                output: out.clone(),
+                normalised: true,
+            }
+        });
         match &self.dwc {
             Some(dwc) => add_head_shared_dwc(dwc, out, v, key_grid, layout),
             None => out,

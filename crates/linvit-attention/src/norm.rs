@@ -20,6 +20,7 @@ use burn::tensor::activation::silu;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
+use crate::explain;
 use crate::lightning::{causal_linear_attention, CausalForm, Decay};
 use crate::ops::{merge_heads, split_heads};
 use crate::proj::{self, MixerInput, Qkv};
@@ -253,7 +254,9 @@ impl NormAttention {
         // The gate reads the normalised tokens too, so a block's norm is not fused here.
         x.into().unfused(|x| {
             let gate = self.gate.forward(x.clone());
-            proj::forward(self, x, layout, |qkv, _| self.attend(qkv) * gate)
+            proj::forward(self, x, layout, |qkv, layout| {
+                self.attend(qkv, layout) * gate
+            })
         })
     }
 
@@ -266,18 +269,33 @@ impl NormAttention {
         v: Tensor<3>,
         layout: TokenLayout,
     ) -> Tensor<3> {
-        proj::forward_windows(self, [q, k, v], layout, |qkv, _| {
+        proj::forward_windows(self, [q, k, v], layout, |qkv, layout| {
             let gate = self.gate.forward(qkv.v.clone());
-            self.attend(qkv) * gate
+            self.attend(qkv, layout) * gate
         })
     }
 
     /// `SRMSNorm(Q (K^T V))` with silu feature maps, heads merged.
-    pub(crate) fn attend(&self, qkv: Qkv) -> Tensor<3> {
+    pub(crate) fn attend(&self, qkv: Qkv, layout: TokenLayout) -> Tensor<3> {
         let heads = self.num_heads;
+        let key_grid = qkv.key_grid;
         let q = silu(split_heads(qkv.q, heads));
         let k = silu(split_heads(qkv.k, heads));
         let v = split_heads(qkv.v, heads);
-        srms_norm(merge_heads(q.matmul(k.swap_dims(2, 3).matmul(v))))
+        let mixed = merge_heads(
+            q.clone()
+                .matmul(k.clone().swap_dims(2, 3).matmul(v.clone())),
+        );
+        explain::push(|| explain::Record {
+            kind: "norm",
+            layout,
+            key_grid,
+            windows: None,
+            maps: vec![("attention", q.matmul(k.swap_dims(2, 3)))],
+            values: v,
+            output: mixed.clone(),
+            normalised: false,
+        });
+        srms_norm(mixed)
     }
 }

@@ -146,7 +146,17 @@ pub(crate) fn forward_windows<M: Projected>(
         v,
         key_grid: window,
     };
-    let mut out = attend(qkv, TokenLayout::grid(window[0], window[1]));
+    let call = || attend(qkv, TokenLayout::grid(window[0], window[1]));
+    let mut out = if window == grid {
+        call()
+    } else {
+        let windows = crate::explain::Windows {
+            grid,
+            window,
+            shift: 0,
+        };
+        crate::explain::in_windows(windows, call)
+    };
     if let Some(lepe) = lepe {
         out = out + lepe;
     }

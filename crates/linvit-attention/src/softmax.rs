@@ -14,8 +14,9 @@ use burn::tensor::{Device, Int, Tensor, TensorData};
 use linvit_kernels::window::WindowAttention;
 
 use crate::agent::bias_init;
+use crate::explain;
 use crate::ops::{self, merge_heads, split_heads};
-use crate::proj::{self, MixerInput};
+use crate::proj::{self, MixerInput, Qkv};
 use crate::{MixerShape, Projection, TokenLayout};
 
 /// Softmax attention; fields carry the upstream state-dict names.
@@ -76,7 +77,7 @@ impl SoftmaxAttention {
         mask: Option<Tensor<3>>,
     ) -> Tensor<3> {
         proj::forward(self, x, layout, |qkv, layout| {
-            self.attend(qkv.q, qkv.k, qkv.v, layout, mask)
+            self.attend(qkv, layout, mask)
         })
     }
 
@@ -89,7 +90,7 @@ impl SoftmaxAttention {
         layout: TokenLayout,
     ) -> Tensor<3> {
         proj::forward_windows(self, [q, k, v], layout, |qkv, layout| {
-            self.attend(qkv.q, qkv.k, qkv.v, layout, None)
+            self.attend(qkv, layout, None)
         })
     }
 
@@ -113,7 +114,7 @@ impl SoftmaxAttention {
         mask: Option<&Tensor<3>>,
     ) -> Option<Tensor<3>> {
         let (qkv, proj) = (self.qkv.as_ref()?, self.proj.as_ref()?);
-        if !ops::kernel_applies(x) {
+        if !ops::kernel_applies(x) || explain::recording() {
             return None;
         }
         // What `attend_fused` declines, declined before the projection rather than after.
@@ -164,19 +165,23 @@ impl SoftmaxAttention {
 
     pub(crate) fn attend(
         &self,
-        q: Tensor<3>,
-        k: Tensor<3>,
-        v: Tensor<3>,
+        qkv: Qkv,
         layout: TokenLayout,
         mask: Option<Tensor<3>>,
     ) -> Tensor<3> {
+        let Qkv { q, k, v, key_grid } = qkv;
         let heads = self.num_heads;
         let [_, _, c] = q.dims();
         let scale = ((c / heads) as f64).powf(-0.5);
-        if let Some(out) = self.attend_fused(&q, &k, &v, layout, mask.as_ref(), scale) {
+        // Recording (`linvit explain`) needs the score matrix: the explicit path below.
+        let record = explain::recording();
+        if let Some(out) = (!record)
+            .then(|| self.attend_fused(&q, &k, &v, layout, mask.as_ref(), scale))
+            .flatten()
+        {
             return out;
         }
-        if self.relative_position_bias_table.is_none() && mask.is_none() {
+        if !record && self.relative_position_bias_table.is_none() && mask.is_none() {
             // Burn's attention op: tiled with an online softmax on flex (no N x n scores), flash
             // kernels on CubeCL; under autodiff it is the same matmul-softmax-matmul as below.
             // Only without bias or mask: CubeCL's flash kernels drop an additive bias.
@@ -204,7 +209,20 @@ impl SoftmaxAttention {
             scores = (scores.reshape([bw / nw, nw, h, n, m]) + mask.reshape([1, nw, 1, n, m]))
                 .reshape([bw, h, n, m]);
         }
-        merge_heads(softmax(scores, 3).matmul(split_heads(v, heads)))
+        let attention = softmax(scores, 3);
+        let values = split_heads(v, heads);
+        let out = merge_heads(attention.clone().matmul(values.clone()));
+        explain::push(|| explain::Record {
+            kind: "softmax",
+            layout,
+            key_grid,
+            windows: None,
+            maps: vec![("attention", attention)],
+            values,
+            output: out.clone(),
+            normalised: true,
+        });
+        out
     }
 
     /// The fused CPU kernel ([`linvit_kernels::window`]) where it applies: f32 tensors on flex

@@ -342,9 +342,15 @@ impl SwinBlock {
         if s > 0 {
             image = image.roll(&[-(s as i64), -(s as i64)], &[1, 2]);
         }
-        let windows = self
-            .attn
-            .forward_masked(partition(image, w), TokenLayout::grid(w, w), mask);
+        let frame = linvit_attention::explain::Windows {
+            grid,
+            window: [w, w],
+            shift: s,
+        };
+        let windows = linvit_attention::explain::in_windows(frame, || {
+            self.attn
+                .forward_masked(partition(image, w), TokenLayout::grid(w, w), mask)
+        });
         let mut image = reverse(windows, w, grid);
         if s > 0 {
             image = image.roll(&[s as i64, s as i64], &[1, 2]);

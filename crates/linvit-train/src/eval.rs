@@ -179,13 +179,13 @@ pub fn checkpoint_dir(path: &Path) -> Result<PathBuf, TrainError> {
     })
 }
 
-struct Loaded {
-    model: Model,
-    config: RunConfig,
-    classes: Vec<String>,
+pub(crate) struct Loaded {
+    pub model: Model,
+    pub config: RunConfig,
+    pub classes: Vec<String>,
 }
 
-fn load(checkpoint: &Path, device: &Device) -> Result<Loaded, TrainError> {
+pub(crate) fn load(checkpoint: &Path, device: &Device) -> Result<Loaded, TrainError> {
     let dir = checkpoint_dir(checkpoint)?;
     let (_, model) =
         load_model(&dir, &device.clone().inner()).map_err(|e| TrainError::Checkpoint {
@@ -277,6 +277,23 @@ impl Source for Files {
     }
 }
 
+/// Image files as a dataset whose validation split is preprocessed as the run's validation
+/// images are (its `[data]`), with that `[data]`.
+pub(crate) fn files_dataset(loaded: &Loaded, paths: &[PathBuf]) -> (Dataset, DataConfig) {
+    let data = loaded.config.effective_data();
+    let files: Arc<dyn Source> = Arc::new(Files {
+        paths: paths.to_vec(),
+        channels: data.channels.unwrap_or(3),
+    });
+    let dataset = Dataset {
+        kind: data.kind,
+        train: files.clone(),
+        val: files,
+        class_names: loaded.classes.clone(),
+    };
+    (dataset, data)
+}
+
 /// The `top_k` most probable classes of each image (PNG or JPEG), preprocessed as the run's
 /// validation images.
 pub fn predict(
@@ -287,18 +304,7 @@ pub fn predict(
 ) -> Result<Vec<Prediction>, TrainError> {
     let images = linvit_data::source::folder::image_files(images)?;
     let loaded = load(checkpoint, device)?;
-    let data = loaded.config.effective_data();
-    let channels = data.channels.unwrap_or(3);
-    let files: Arc<dyn Source> = Arc::new(Files {
-        paths: images.clone(),
-        channels,
-    });
-    let dataset = Dataset {
-        kind: data.kind,
-        train: files.clone(),
-        val: files,
-        class_names: loaded.classes.clone(),
-    };
+    let (dataset, data) = files_dataset(&loaded, &images);
     let k = loaded.classes.len();
     let top_k = top_k.clamp(1, k);
     let inner = device.clone().inner();

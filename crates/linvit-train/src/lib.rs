@@ -21,6 +21,7 @@ pub mod charts;
 pub mod checkpoint;
 pub mod config;
 pub mod eval;
+pub mod explain;
 pub mod groups;
 pub mod init;
 pub mod lm;

@@ -1,6 +1,8 @@
 //! The `linvit` binary as a user runs it: clear one-line errors and exit codes for bad input.
 
 mod common;
+use std::path::PathBuf;
+
 use common::{linvit, scratch};
 
 #[test]
@@ -216,6 +218,22 @@ fn short_run(out: &str, sets: &[&str]) -> (i32, String, String) {
     linvit(&args)
 }
 
+/// A PNG to predict on or explain: `linvit data inspect`'s grid of augmented samples.
+fn sample_image(path: &std::path::Path) -> PathBuf {
+    let (code, _, err) = linvit(&[
+        "data",
+        "inspect",
+        "--set",
+        "data.train_size=64",
+        "--set",
+        "data.val_size=32",
+        "--grid",
+        path.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    path.to_path_buf()
+}
+
 #[test]
 fn train_then_eval_and_predict_on_the_saved_checkpoint() {
     let dir = scratch("train");
@@ -248,18 +266,7 @@ fn train_then_eval_and_predict_on_the_saved_checkpoint() {
     assert!((0.0..=1.0).contains(&top1));
     assert!(png.is_file());
 
-    let sample = dir.join("sample.png");
-    let (code, _, err) = linvit(&[
-        "data",
-        "inspect",
-        "--set",
-        "data.train_size=64",
-        "--set",
-        "data.val_size=32",
-        "--grid",
-        sample.to_str().unwrap(),
-    ]);
-    assert_eq!(code, 0, "{err}");
+    let sample = sample_image(&dir.join("sample.png"));
     let (code, out, err) = linvit(&[
         "predict",
         "--checkpoint",
@@ -685,4 +692,89 @@ fn serve_and_ws_devices_without_the_remote_feature_say_how_to_enable_it() {
             "{args:?}: {err}"
         );
     }
+}
+
+#[test]
+fn explain_writes_maps_ranks_and_entropies_for_softmax_focused_and_agent_models() {
+    let dir = scratch("explain");
+    let runs: Vec<(PathBuf, &[&str])> = vec![
+        (dir.join("focused"), &[]),
+        (dir.join("softmax"), &["model.layout=SSSS"]),
+        (dir.join("agent"), &["model.preset=tiny_agent_pvt"]),
+    ];
+    for (run, sets) in &runs {
+        let (code, out, err) = short_run(run.to_str().unwrap(), sets);
+        assert_eq!(code, 0, "{out}{err}");
+    }
+    let image = sample_image(&dir.join("sample.png"));
+
+    let out = dir.join("explained");
+    let explain = |model: &PathBuf, compare: Option<&PathBuf>| {
+        let mut args = vec![
+            "explain".to_string(),
+            "--checkpoint".into(),
+            model.to_str().unwrap().into(),
+            image.to_str().unwrap().into(),
+            "--out".into(),
+            out.to_str().unwrap().into(),
+            "--query".into(),
+            "0.25,0.75".into(),
+        ];
+        if let Some(c) = compare {
+            args.extend(["--compare".into(), c.to_str().unwrap().into()]);
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        linvit(&args)
+    };
+    let (code, stdout, err) = explain(&runs[0].0, Some(&runs[1].0));
+    assert_eq!(code, 0, "{err}");
+    assert!(stdout.contains("2 model(s)"), "{stdout}");
+    let csv = std::fs::read_to_string(out.join("layers.csv")).unwrap();
+    assert!(csv.starts_with(
+        "model,image,layer,kind,grid,windowed,head,rows,cols,rank_rows,rank,entropy,max_entropy"
+    ));
+    let kinds = |csv: &str| -> std::collections::BTreeSet<String> {
+        csv.lines()
+            .skip(1)
+            .map(|l| l.split(',').nth(3).unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(kinds(&csv), ["focused", "softmax"].map(String::from).into());
+    for line in csv.lines().skip(1) {
+        let f: Vec<&str> = line.split(',').collect();
+        let (cols, rank): (f64, f64) = (f[8].parse().unwrap(), f[10].parse().unwrap());
+        let (entropy, max): (f64, f64) = (f[11].parse().unwrap(), f[12].parse().unwrap());
+        assert!(rank >= 1.0 && rank <= cols, "{line}");
+        assert!(entropy >= 0.0 && entropy <= max + 1e-9, "{line}");
+    }
+    assert!(out.join("rank.png").is_file());
+    let maps = out.join("maps/00_sample");
+    let focused: Vec<_> = std::fs::read_dir(maps.join("focused")).unwrap().collect();
+    assert_eq!(
+        focused.len(),
+        5,
+        "one map per attention layer of tiny_flatten_pvt"
+    );
+    assert!(maps.join("softmax/layer00_softmax_attention.png").is_file());
+
+    let (code, _, err) = explain(&runs[2].0, None);
+    assert_eq!(code, 0, "{err}");
+    assert!(maps.join("agent/layer00_agent_attention.png").is_file());
+    assert!(maps.join("agent/layer00_agent_agent_to_key.png").is_file());
+    let csv = std::fs::read_to_string(out.join("layers.csv")).unwrap();
+    assert_eq!(kinds(&csv), ["agent"].map(String::from).into());
+
+    let (code, _, err) = linvit(&[
+        "explain",
+        "--checkpoint",
+        runs[0].0.to_str().unwrap(),
+        image.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--query",
+        "0.5,2",
+    ]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("ROW,COL"), "{err}");
+    std::fs::remove_dir_all(&dir).ok();
 }

@@ -13,6 +13,7 @@ use crate::device::{parse_device, remote_failure_as_error};
 pub mod bench;
 pub mod data;
 pub mod eval;
+pub mod explain;
 pub mod import;
 pub mod lm;
 pub mod models;
@@ -54,6 +55,15 @@ pub enum Command {
     ///
     /// Example: linvit predict --checkpoint runs/quickstart cat.png photos/ --csv predictions.csv
     Predict(predict::PredictArgs),
+    /// What the attention of a trained model does on given images: for every attention layer,
+    /// the row of a query token (default: the centre) overlaid on the image (agent attention:
+    /// also the keys its strongest agent gathers from), and the numerical rank and mean row
+    /// entropy of each head's attention matrix (layers.csv, rank.png). The matrices are the
+    /// ones each family implies: softmax's scores, FLatten's phi(q) phi(k)^T / normaliser,
+    /// agent attention's query-to-agent times agent-to-key.
+    ///
+    /// Example: linvit explain --checkpoint runs/flatten image.png --out explain --compare runs/softmax
+    Explain(explain::ExplainArgs),
     /// Host this machine's devices for `linvit train --device ws://HOST:PORT` on another
     /// machine (Burn's remote backend over WebSocket: unencrypted, for a trusted network).
     /// Prints the address once listening; serves until stopped. Needs a build with the opt-in
@@ -108,6 +118,7 @@ pub fn run(command: Command) -> ExitCode {
         Command::Train(args) => train::run(args),
         Command::Eval(args) => eval::run(args),
         Command::Predict(args) => predict::run(args),
+        Command::Explain(args) => explain::run(args),
         Command::Serve(args) => serve::run(args),
         Command::Lm { command } => lm::run(command),
         Command::Data { command } => data::run(command),
