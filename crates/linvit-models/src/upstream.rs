@@ -524,127 +524,13 @@ pub fn model_config(file: &str, args: &Value) -> Result<ModelConfig, String> {
     let resolved = resolve(file, args)?;
     let a = Args(&resolved);
     match file {
-        "agent_deit.py" => {
-            let depth = a.usize("depth")?;
-            let agents = a.list("agent_num")?;
-            // Upstream: `agent_layer if agent_layer > 0 else depth` (its default is -1).
-            let agent_layer = a
-                .get("agent_layer")
-                .and_then(Value::as_i64)
-                .ok_or("args.agent_layer is not an integer")?;
-            let agent_layer = usize::try_from(agent_layer)
-                .ok()
-                .filter(|&n| n > 0)
-                .unwrap_or(depth);
-            // Upstream: agent_num[{0:0,1:1,2:2,3:2,4:2,5:3}[i//2]].
-            let pick = [0, 1, 2, 2, 2, 3];
-            let blocks = (0..depth)
-                .map(|i| {
-                    if i >= agent_layer {
-                        return Ok(AttentionConfig::Softmax);
-                    }
-                    let slot = pick.get(i / 2).copied().unwrap_or(3);
-                    agents
-                        .get(slot)
-                        .map(|&m| agent(m))
-                        .ok_or_else(|| format!("args.agent_num has no entry {slot}"))
-                })
-                .collect::<Result<_, String>>()?;
-            vit(&a, blocks)
-        }
+        "agent_deit.py" => agent_deit_config(&a),
         f if f.ends_with("VisionTransformer") => {
             let blocks = vec![AttentionConfig::Softmax; a.usize("depth")?];
             vit(&a, blocks)
         }
-        "flatten_pvt.py" | "flatten_pvt_v2.py" | "agent_pvt.py" => {
-            let depths = a.list("depths")?;
-            let n = depths.len();
-            let is_agent = file == "agent_pvt.py";
-            let kinds = letters(
-                a.str_or("attn_type", if is_agent { "AAAA" } else { "LLLL" })?,
-                n,
-            )?;
-            let sr = a.list("sr_ratios")?;
-            let la_sr = a.digits(
-                if is_agent {
-                    "agent_sr_ratios"
-                } else {
-                    "la_sr_ratios"
-                },
-                "8421",
-            )?;
-            let agents = if is_agent {
-                a.list("agent_num")?
-            } else {
-                Vec::new()
-            };
-            let mut attention = Vec::new();
-            let mut sr_ratios = Vec::new();
-            for (i, kind) in kinds.iter().enumerate() {
-                let (mixer, ratio) = match kind {
-                    'L' => (a.focused()?, at(&la_sr, i, "la_sr_ratios")?),
-                    'A' => (
-                        agent(at(&agents, i, "agent_num")?),
-                        at(&la_sr, i, "agent_sr_ratios")?,
-                    ),
-                    _ => (AttentionConfig::Softmax, at(&sr, i, "sr_ratios")?),
-                };
-                attention.push(mixer);
-                sr_ratios.push(ratio);
-            }
-            Ok(ModelConfig::Pvt(PvtConfig {
-                version: if file == "flatten_pvt_v2.py" { 2 } else { 1 },
-                img_size: a.usize("img_size")?,
-                patch_size: a.usize_or("patch_size", 4)?,
-                in_chans: a.usize_or("in_chans", 3)?,
-                num_classes: a.usize("num_classes")?,
-                embed_dims: a.list("embed_dims")?,
-                num_heads: a.list("num_heads")?,
-                mlp_ratios: a.list_f64("mlp_ratios")?,
-                qkv_bias: a.bool_or("qkv_bias", false)?,
-                depths,
-                attention,
-                sr_ratios,
-                linear: a.bool_or("linear", false)?,
-                drop_path_rate: a.f64_or("drop_path_rate", 0.0)?,
-                norm_eps: layer_norm_eps(a.get("norm_layer").unwrap_or(&Value::Null))?,
-                unused_norm: file == "flatten_pvt.py",
-            }))
-        }
-        "flatten_swin.py" | "agent_swin.py" => {
-            let depths = a.list("depths")?;
-            let window = a.usize("window_size")?;
-            let is_agent = file == "agent_swin.py";
-            let (default, linear) = if is_agent {
-                ("AAAB", 'A')
-            } else {
-                ("LLSS", 'L')
-            };
-            let kinds = block_letters(a.str_or("attn_type", default)?, &depths, linear)?;
-            let agents = if is_agent {
-                a.list("agent_num")?
-            } else {
-                Vec::new()
-            };
-            let (mut attention, mut windows) = (Vec::new(), Vec::new());
-            for (i, stage) in kinds.iter().enumerate() {
-                let (mut mixers, mut sizes) = (Vec::new(), Vec::new());
-                for kind in stage {
-                    let (mixer, w) = match kind {
-                        'L' => (a.focused()?, window),
-                        'A' => (agent(at(&agents, i, "agent_num")?), window),
-                        // FLatten's softmax blocks use window 7 (12 above 56); Agent's max(7, w/8).
-                        _ if is_agent => (AttentionConfig::Softmax, (window / 8).max(7)),
-                        _ => (AttentionConfig::Softmax, if window <= 56 { 7 } else { 12 }),
-                    };
-                    mixers.push(mixer);
-                    sizes.push(w);
-                }
-                attention.push(mixers);
-                windows.push(sizes);
-            }
-            swin(&a, depths, attention, windows, SwinNaming::Microsoft)
-        }
+        "flatten_pvt.py" | "flatten_pvt_v2.py" | "agent_pvt.py" => pvt_config(file, &a),
+        "flatten_swin.py" | "agent_swin.py" => linear_swin_config(file, &a),
         f if f.ends_with("SwinTransformer") => {
             let depths = a.list("depths")?;
             let window = a.usize("window_size")?;
@@ -655,57 +541,183 @@ pub fn model_config(file: &str, args: &Value) -> Result<ModelConfig, String> {
             let windows = depths.iter().map(|&d| vec![window; d]).collect();
             swin(&a, depths, attention, windows, SwinNaming::Timm)
         }
-        "flatten_cswin.py" | "agent_cswin.py" => {
-            let depth = a.list("depth")?;
-            let n = depth.len();
-            let is_agent = file == "agent_cswin.py";
-            let kinds = letters(
-                a.str_or("attn_type", if is_agent { "AABB" } else { "LLSS" })?,
-                n,
-            )?;
-            let split = a.list("split_size")?;
-            let la_split: Vec<usize> = a
-                .str_or("la_split_size", "1-2-7-7")?
-                .split('-')
-                .map(|s| {
-                    s.parse()
-                        .map_err(|_| format!("args.la_split_size: {s:?} is not a number"))
-                })
-                .collect::<Result<_, String>>()?;
-            let agents = if is_agent {
-                a.list("agent_num")?
-            } else {
-                Vec::new()
-            };
-            let (mut attention, mut splits) = (Vec::new(), Vec::new());
-            for (i, kind) in kinds.iter().enumerate() {
-                let (mixer, s) = match kind {
-                    'L' => (a.focused()?, at(&la_split, i, "la_split_size")?),
-                    'A' => (
-                        agent(at(&agents, i, "agent_num")?),
-                        at(&la_split, i, "la_split_size")?,
-                    ),
-                    _ => (AttentionConfig::Softmax, at(&split, i, "split_size")?),
-                };
-                attention.push(mixer);
-                splits.push(s);
-            }
-            Ok(ModelConfig::Cswin(CswinConfig {
-                img_size: a.usize("img_size")?,
-                in_chans: a.usize_or("in_chans", 3)?,
-                num_classes: a.usize("num_classes")?,
-                embed_dim: a.usize("embed_dim")?,
-                depth,
-                num_heads: a.list("num_heads")?,
-                mlp_ratio: a.f64_or("mlp_ratio", 4.0)?,
-                qkv_bias: a.bool_or("qkv_bias", true)?,
-                drop_path_rate: a.f64_or("drop_path_rate", 0.0)?,
-                attention,
-                splits,
-            }))
-        }
+        "flatten_cswin.py" | "agent_cswin.py" => cswin_config(file, &a),
         other => Err(format!("no builder for upstream model {other:?}")),
     }
+}
+
+/// Agent-DeiT: agent attention in the first `agent_layer` blocks, softmax after.
+fn agent_deit_config(a: &Args) -> Result<ModelConfig, String> {
+    let depth = a.usize("depth")?;
+    let agents = a.list("agent_num")?;
+    // Upstream: `agent_layer if agent_layer > 0 else depth` (its default is -1).
+    let agent_layer = a
+        .get("agent_layer")
+        .and_then(Value::as_i64)
+        .ok_or("args.agent_layer is not an integer")?;
+    let agent_layer = usize::try_from(agent_layer)
+        .ok()
+        .filter(|&n| n > 0)
+        .unwrap_or(depth);
+    // Upstream: agent_num[{0:0,1:1,2:2,3:2,4:2,5:3}[i//2]].
+    let pick = [0, 1, 2, 2, 2, 3];
+    let blocks = (0..depth)
+        .map(|i| {
+            if i >= agent_layer {
+                return Ok(AttentionConfig::Softmax);
+            }
+            let slot = pick.get(i / 2).copied().unwrap_or(3);
+            agents
+                .get(slot)
+                .map(|&m| agent(m))
+                .ok_or_else(|| format!("args.agent_num has no entry {slot}"))
+        })
+        .collect::<Result<_, String>>()?;
+    vit(a, blocks)
+}
+
+/// FLatten-PVT (v1, v2) and Agent-PVT: a mixer and a spatial reduction per stage.
+fn pvt_config(file: &str, a: &Args) -> Result<ModelConfig, String> {
+    let depths = a.list("depths")?;
+    let n = depths.len();
+    let is_agent = file == "agent_pvt.py";
+    let kinds = letters(
+        a.str_or("attn_type", if is_agent { "AAAA" } else { "LLLL" })?,
+        n,
+    )?;
+    let sr = a.list("sr_ratios")?;
+    let la_sr = a.digits(
+        if is_agent {
+            "agent_sr_ratios"
+        } else {
+            "la_sr_ratios"
+        },
+        "8421",
+    )?;
+    let agents = if is_agent {
+        a.list("agent_num")?
+    } else {
+        Vec::new()
+    };
+    let mut attention = Vec::new();
+    let mut sr_ratios = Vec::new();
+    for (i, kind) in kinds.iter().enumerate() {
+        let (mixer, ratio) = match kind {
+            'L' => (a.focused()?, at(&la_sr, i, "la_sr_ratios")?),
+            'A' => (
+                agent(at(&agents, i, "agent_num")?),
+                at(&la_sr, i, "agent_sr_ratios")?,
+            ),
+            _ => (AttentionConfig::Softmax, at(&sr, i, "sr_ratios")?),
+        };
+        attention.push(mixer);
+        sr_ratios.push(ratio);
+    }
+    Ok(ModelConfig::Pvt(PvtConfig {
+        version: if file == "flatten_pvt_v2.py" { 2 } else { 1 },
+        img_size: a.usize("img_size")?,
+        patch_size: a.usize_or("patch_size", 4)?,
+        in_chans: a.usize_or("in_chans", 3)?,
+        num_classes: a.usize("num_classes")?,
+        embed_dims: a.list("embed_dims")?,
+        num_heads: a.list("num_heads")?,
+        mlp_ratios: a.list_f64("mlp_ratios")?,
+        qkv_bias: a.bool_or("qkv_bias", false)?,
+        depths,
+        attention,
+        sr_ratios,
+        linear: a.bool_or("linear", false)?,
+        drop_path_rate: a.f64_or("drop_path_rate", 0.0)?,
+        norm_eps: layer_norm_eps(a.get("norm_layer").unwrap_or(&Value::Null))?,
+        unused_norm: file == "flatten_pvt.py",
+    }))
+}
+
+/// FLatten-Swin and Agent-Swin: a mixer and a window per block.
+fn linear_swin_config(file: &str, a: &Args) -> Result<ModelConfig, String> {
+    let depths = a.list("depths")?;
+    let window = a.usize("window_size")?;
+    let is_agent = file == "agent_swin.py";
+    let (default, linear) = if is_agent {
+        ("AAAB", 'A')
+    } else {
+        ("LLSS", 'L')
+    };
+    let kinds = block_letters(a.str_or("attn_type", default)?, &depths, linear)?;
+    let agents = if is_agent {
+        a.list("agent_num")?
+    } else {
+        Vec::new()
+    };
+    let (mut attention, mut windows) = (Vec::new(), Vec::new());
+    for (i, stage) in kinds.iter().enumerate() {
+        let (mut mixers, mut sizes) = (Vec::new(), Vec::new());
+        for kind in stage {
+            let (mixer, w) = match kind {
+                'L' => (a.focused()?, window),
+                'A' => (agent(at(&agents, i, "agent_num")?), window),
+                // FLatten's softmax blocks use window 7 (12 above 56); Agent's max(7, w/8).
+                _ if is_agent => (AttentionConfig::Softmax, (window / 8).max(7)),
+                _ => (AttentionConfig::Softmax, if window <= 56 { 7 } else { 12 }),
+            };
+            mixers.push(mixer);
+            sizes.push(w);
+        }
+        attention.push(mixers);
+        windows.push(sizes);
+    }
+    swin(a, depths, attention, windows, SwinNaming::Microsoft)
+}
+
+/// FLatten-CSwin and Agent-CSwin: a mixer and a stripe width per stage.
+fn cswin_config(file: &str, a: &Args) -> Result<ModelConfig, String> {
+    let depth = a.list("depth")?;
+    let n = depth.len();
+    let is_agent = file == "agent_cswin.py";
+    let kinds = letters(
+        a.str_or("attn_type", if is_agent { "AABB" } else { "LLSS" })?,
+        n,
+    )?;
+    let split = a.list("split_size")?;
+    let la_split: Vec<usize> = a
+        .str_or("la_split_size", "1-2-7-7")?
+        .split('-')
+        .map(|s| {
+            s.parse()
+                .map_err(|_| format!("args.la_split_size: {s:?} is not a number"))
+        })
+        .collect::<Result<_, String>>()?;
+    let agents = if is_agent {
+        a.list("agent_num")?
+    } else {
+        Vec::new()
+    };
+    let (mut attention, mut splits) = (Vec::new(), Vec::new());
+    for (i, kind) in kinds.iter().enumerate() {
+        let (mixer, s) = match kind {
+            'L' => (a.focused()?, at(&la_split, i, "la_split_size")?),
+            'A' => (
+                agent(at(&agents, i, "agent_num")?),
+                at(&la_split, i, "la_split_size")?,
+            ),
+            _ => (AttentionConfig::Softmax, at(&split, i, "split_size")?),
+        };
+        attention.push(mixer);
+        splits.push(s);
+    }
+    Ok(ModelConfig::Cswin(CswinConfig {
+        img_size: a.usize("img_size")?,
+        in_chans: a.usize_or("in_chans", 3)?,
+        num_classes: a.usize("num_classes")?,
+        embed_dim: a.usize("embed_dim")?,
+        depth,
+        num_heads: a.list("num_heads")?,
+        mlp_ratio: a.f64_or("mlp_ratio", 4.0)?,
+        qkv_bias: a.bool_or("qkv_bias", true)?,
+        drop_path_rate: a.f64_or("drop_path_rate", 0.0)?,
+        attention,
+        splits,
+    }))
 }
 
 fn vit(a: &Args, blocks: Vec<AttentionConfig>) -> Result<ModelConfig, String> {
