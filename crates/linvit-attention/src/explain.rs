@@ -132,18 +132,17 @@ pub fn recording() -> bool {
 
 /// Runs `f` with the calls it makes marked as running on `windows` (while recording).
 pub fn in_windows<R>(windows: Windows, f: impl FnOnce() -> R) -> R {
-    let before = STATE.with(|s| {
-        s.borrow_mut()
-            .as_mut()
-            .map(|state| state.windows.replace(windows))
-    });
+    let mark = |w: Option<Windows>| {
+        STATE.with(|s| {
+            s.borrow_mut()
+                .as_mut()
+                .map(|state| std::mem::replace(&mut state.windows, w))
+        })
+    };
+    let before = mark(Some(windows));
     let out = f();
     if let Some(before) = before {
-        STATE.with(|s| {
-            if let Some(state) = s.borrow_mut().as_mut() {
-                state.windows = before;
-            }
-        });
+        mark(before);
     }
     out
 }

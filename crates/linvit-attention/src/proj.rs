@@ -146,17 +146,14 @@ pub(crate) fn forward_windows<M: Projected>(
         v,
         key_grid: window,
     };
-    let call = || attend(qkv, TokenLayout::grid(window[0], window[1]));
-    let mut out = if window == grid {
-        call()
-    } else {
-        let windows = crate::explain::Windows {
-            grid,
-            window,
-            shift: 0,
-        };
-        crate::explain::in_windows(windows, call)
+    let windows = crate::explain::Windows {
+        grid,
+        window,
+        shift: 0,
     };
+    let mut out = crate::explain::in_windows(windows, || {
+        attend(qkv, TokenLayout::grid(window[0], window[1]))
+    });
     if let Some(lepe) = lepe {
         out = out + lepe;
     }

@@ -476,12 +476,6 @@ pub const STEP_BUDGET: Rounds = Rounds {
     seconds: 3.0,
 };
 
-fn proc_status_kb(key: &str) -> Option<u64> {
-    let text = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = text.lines().find(|l| l.starts_with(key))?;
-    line.split_whitespace().nth(1)?.parse().ok()
-}
-
 fn io_err(path: &Path, e: impl ToString) -> TrainError {
     TrainError::Io {
         path: path.to_path_buf(),
@@ -543,7 +537,7 @@ fn train_point(
         }
         Err(e) => return Err(e),
         Ok(summary) => {
-            let config = model_config(dir)?;
+            let (_, config) = run_config(dir)?;
             PointResult {
                 run_dir: dir.to_path_buf(),
                 epochs: summary.epochs,
@@ -553,7 +547,7 @@ fn train_point(
                 macs: config.macs(),
                 train_img_s: summary.images_per_s,
                 peak_rss_bytes: if measure_peak {
-                    proc_status_kb("VmHWM:").map(|kb| kb * 1024)
+                    crate::bench::proc_status_kb("VmHWM:").map(|kb| kb * 1024)
                 } else {
                     None
                 },
@@ -578,28 +572,16 @@ fn write_point(dir: &Path, result: &PointResult) -> Result<(), TrainError> {
     })
 }
 
-/// The model a run directory trained (from its resolved config).
-fn model_config(dir: &Path) -> Result<linvit_models::ModelConfig, TrainError> {
+/// A run directory's resolved config and the model it trained, read once.
+fn run_config(dir: &Path) -> Result<(RunConfig, linvit_models::ModelConfig), TrainError> {
     let path = dir.join("config.toml");
     let text = std::fs::read_to_string(&path).map_err(|e| io_err(&path, e))?;
     let config = from_toml(&text)?;
-    Ok(config.model_config(
+    let model = config.model_config(
         config.model.num_classes.unwrap_or(10),
         config.data.channels.unwrap_or(3),
-    )?)
-}
-
-/// The training step of a finished point on `device`: its model, batch size, precision and
-/// frozen parameters.
-fn step_of(dir: &Path, device: &Device) -> Result<TrainStep, TrainError> {
-    let path = dir.join("config.toml");
-    let text = std::fs::read_to_string(&path).map_err(|e| io_err(&path, e))?;
-    let run = from_toml(&text)?;
-    let config = model_config(dir)?;
-    Ok(
-        TrainStep::new(&config, run.train.batch_size, run.train.precision, device)
-            .with_frozen(&run.train)?,
-    )
+    )?;
+    Ok((config, model))
 }
 
 /// Epoch rows of a run directory (`metrics.jsonl`).
@@ -748,21 +730,31 @@ fn time_steps(
         options.budget.rounds,
         options.budget.seconds
     );
-    let mut times = interleaved_steps(dirs.len(), options.budget, |k| {
-        step_of(&runs.join(dirs[k]), device).map_err(|source| AblateError::Run {
-            point: dirs[k].to_string(),
-            source,
+    // Each point's config is read once; its model is built afresh every round.
+    let configs = dirs
+        .iter()
+        .map(|d| {
+            run_config(&runs.join(d)).map_err(|source| AblateError::Run {
+                point: d.to_string(),
+                source,
+            })
         })
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut times = interleaved_steps(dirs.len(), options.budget, |k| {
+        let (run, model) = &configs[k];
+        TrainStep::new(model, run.train.batch_size, run.train.precision, device)
+            .with_frozen(&run.train)
+            .map_err(|e| AblateError::Run {
+                point: dirs[k].to_string(),
+                source: e.into(),
+            })
     })?;
     for &i in &todo {
         let k = dirs
             .iter()
             .position(|d| *d == experiment.points[i].hash)
             .expect("every point to time has its directory");
-        let text = std::fs::read_to_string(runs.join(dirs[k]).join("config.toml")).ok();
-        let batch = text
-            .and_then(|t| from_toml(&t).ok())
-            .map_or(0, |c| c.train.batch_size);
+        let batch = configs[k].0.train.batch_size;
         let step_ms = median(&mut times[k]);
         results[i].step = Some(StepTiming {
             batch,

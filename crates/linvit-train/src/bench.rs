@@ -197,3 +197,10 @@ pub fn median(xs: &mut [f64]) -> f64 {
     xs.sort_by(|a, b| a.total_cmp(b));
     xs[xs.len() / 2]
 }
+
+/// A `kB` field of `/proc/self/status` (`VmHWM:`, `VmRSS:`), in kB; `None` off Linux.
+pub fn proc_status_kb(key: &str) -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = text.lines().find(|l| l.starts_with(key))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}

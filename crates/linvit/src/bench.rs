@@ -23,7 +23,7 @@ use linvit_attention::kinds::{default_config, KINDS};
 use linvit_attention::ops::{merge_heads, split_heads};
 use linvit_attention::{AttentionConfig, MixerShape, TokenLayout};
 use linvit_models::presets;
-use linvit_train::bench::{median, time_ms, Budget, TrainStep};
+use linvit_train::bench::{median, proc_status_kb, time_ms, Budget, TrainStep};
 use linvit_train::charts::{draw_charts, Chart};
 use linvit_train::config::Precision;
 use linvit_train::optim::cast_params;
@@ -82,12 +82,6 @@ impl Machine {
 struct MemoryProbe {
     device: Device,
     base: u64,
-}
-
-fn proc_status_kb(key: &str) -> Option<u64> {
-    let text = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = text.lines().find(|l| l.starts_with(key))?;
-    line.split_whitespace().nth(1)?.parse().ok()
 }
 
 /// `MemAvailable` of the machine, bytes.
