@@ -17,14 +17,13 @@
 use burn::module::{Module, Param};
 use burn::nn::conv::Conv2d;
 use burn::nn::{LayerNorm, Linear};
-use burn::tensor::activation::softmax;
 use burn::tensor::{Device, Distribution, Tensor};
 use serde::{Deserialize, Serialize};
 
 use crate::explain;
 use crate::ops::{
-    adaptive_pool_matrix, bilinear_matrix, image_to_tokens, linear_matrix, merge_heads,
-    resample_axis, split_heads, tokens_to_image,
+    self, adaptive_pool_matrix, bilinear_matrix, image_to_tokens, linear_matrix, merge_heads,
+    resample_axis, softmax, split_heads, tokens_to_image,
 };
 use crate::proj::{self, MixerInput, Qkv};
 use crate::{MixerShape, Projection, TokenLayout};
@@ -257,7 +256,7 @@ impl AgentAttention {
             let up = bilinear_matrix(key_grid, grid, &grid_v.device());
             grid_v = resample_axis(grid_v, up, 1);
         }
-        let local = image_to_tokens(dwc.forward(tokens_to_image(grid_v, grid)));
+        let local = image_to_tokens(ops::conv2d(dwc, tokens_to_image(grid_v, grid)));
         if prefix == 0 {
             out + local
         } else {

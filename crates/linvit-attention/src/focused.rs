@@ -11,7 +11,7 @@
 
 use burn::module::{Module, Param};
 use burn::nn::conv::Conv2d;
-use burn::nn::{LayerNorm, Linear, PaddingConfig2d};
+use burn::nn::{LayerNorm, Linear};
 use burn::tensor::activation::{relu, softplus};
 use burn::tensor::{DType, Device, Tensor, TensorData};
 use linvit_kernels::focused::{FocusedAttention, HeadSharedDwc};
@@ -188,7 +188,7 @@ pub fn head_shared_dwc(dwc: &Conv2d, v: Tensor<4>, [h, w]: [usize; 2]) -> Tensor
     let [b, heads, n, d] = v.dims();
     // One copy into the conv's [B*h, d, H, W] layout.
     let image = v.swap_dims(2, 3).reshape([b * heads, d, h, w]);
-    dwc.forward(image)
+    ops::conv2d(dwc, image)
         .reshape([b, heads * d, n])
         .swap_dims(1, 2)
 }
@@ -318,7 +318,7 @@ impl FocusedLinearAttention {
             Some(conv) => {
                 let bias = ops::optional_kernel_input(conv.bias.as_ref())?;
                 let fused = (layout.prefix == 0 && key_grid == layout.hw())
-                    .then(|| same_size_kernel(conv))
+                    .then(|| ops::same_size_kernel(conv))
                     .flatten();
                 Some((ops::kernel_input(&conv.weight.val())?, bias, fused))
             }
@@ -360,23 +360,6 @@ impl FocusedLinearAttention {
             _ => out,
         })
     }
-}
-
-/// The kernel size of a conv the fused kernel can run (odd, square, stride 1, same padding,
-/// depthwise), `None` for any other.
-fn same_size_kernel(conv: &Conv2d) -> Option<usize> {
-    let [kh, kw] = conv.kernel_size;
-    let r = kh / 2;
-    let depthwise = conv.groups == conv.weight.dims()[0] && conv.weight.dims()[1] == 1;
-    let same =
-        matches!(conv.padding, PaddingConfig2d::Explicit(t, l, b, rr) if [t, l, b, rr] == [r; 4]);
-    (kh == kw
-        && kh % 2 == 1
-        && conv.stride == [1, 1]
-        && conv.dilation == [1, 1]
-        && depthwise
-        && same)
-        .then_some(kh)
 }
 
 /// The head-shared depthwise conv applied to values and added to the grid tokens of `out`.

@@ -12,12 +12,14 @@
 pub mod agent;
 pub mod explain;
 pub mod focused;
+mod fused;
 pub mod import;
 pub mod kinds;
 pub mod lightning;
 pub mod linear;
 pub mod norm;
 pub mod ops;
+pub mod path;
 mod proj;
 pub mod reference;
 pub mod resize;
@@ -31,6 +33,7 @@ pub use agent::{AgentAttention, AgentConfig};
 pub use focused::{FocusedConfig, FocusedLinearAttention};
 pub use linear::{LinearAttention, LinearConfig};
 pub use norm::{NormAttention, NormConfig};
+pub use path::Path;
 pub use proj::MixerInput;
 pub use softmax::SoftmaxAttention;
 

@@ -58,19 +58,69 @@ fn cached(
 /// a fused kernel with the exact derivative, so it keeps it; elsewhere GELU is written out, in
 /// the order of Burn's own forward, and autodiff differentiates `erf` exactly.
 ///
-/// In inference on flex (f32, no autodiff graph), [`linvit_kernels::activation::gelu`] runs
-/// instead: flex's GELU calls a scalar `erff` on one thread.
+/// On flex in f32 ([`crate::Path::Auto`]), [`linvit_kernels::activation::gelu`] runs instead,
+/// in training as one autodiff node with its own backward (`fused::gelu`): flex's GELU calls a
+/// scalar `erff` on one thread, and its backward is several ops around it.
 pub fn gelu<const D: usize>(x: Tensor<D>) -> Tensor<D> {
     if !is_flex(&x.device()) {
         return gelu_written_out(x);
     }
-    match kernel_input(&x).as_ref().and_then(|t| t.as_slice::<f32>()) {
-        Some(values) => Tensor::from_data(
+    if let Some(values) = kernel_input(&x).as_ref().and_then(|t| t.as_slice::<f32>()) {
+        return Tensor::from_data(
             TensorData::new(linvit_kernels::activation::gelu(values), x.dims()),
             &x.device(),
-        ),
-        None => burn::tensor::activation::gelu(x),
+        );
     }
+    crate::fused::gelu(&x).unwrap_or_else(|| burn::tensor::activation::gelu(x))
+}
+
+/// `softmax(x, dim)`; over the last dim in training on flex (see `fused::softmax_last`) one
+/// node that saves its output and has a one-pass backward, where Burn differentiates the five
+/// ops it writes softmax with.
+pub fn softmax<const D: usize>(x: Tensor<D>, dim: usize) -> Tensor<D> {
+    if dim + 1 != D {
+        return burn::tensor::activation::softmax(x, dim);
+    }
+    crate::fused::softmax_last(&x).unwrap_or_else(|| burn::tensor::activation::softmax(x, dim))
+}
+
+/// `norm.forward(x)`; in training on flex (see `fused::layer_norm`) one node with a one-pass
+/// backward, where Burn differentiates the ten ops LayerNorm is written with.
+pub fn layer_norm<const D: usize>(norm: &LayerNorm, x: Tensor<D>) -> Tensor<D> {
+    let (Some(beta), Some(eps)) = (&norm.beta, layer_norm_epsilon(norm)) else {
+        return norm.forward(x);
+    };
+    crate::fused::layer_norm(&x, &norm.gamma.val(), &beta.val(), eps)
+        .unwrap_or_else(|| norm.forward(x))
+}
+
+/// `conv.forward(x)`; in training on flex (see `fused::depthwise_conv`) a depthwise conv with
+/// same padding and stride 1 (FLatten's and agent attention's DWC, CSwin's LePE, PVTv2's MLP
+/// conv) runs as one node with our own backward: flex differentiates it with a transposed
+/// convolution, one scalar pass over the image per tap.
+pub fn conv2d(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
+    let (Some(_), Some(bias)) = (same_size_kernel(conv), &conv.bias) else {
+        return conv.forward(x);
+    };
+    crate::fused::depthwise_conv(&x, &conv.weight.val(), &bias.val())
+        .unwrap_or_else(|| conv.forward(x))
+}
+
+/// The kernel size of a conv the fused kernels can run (odd, square, stride 1, same padding,
+/// depthwise), `None` for any other.
+pub(crate) fn same_size_kernel(conv: &Conv2d) -> Option<usize> {
+    let [kh, kw] = conv.kernel_size;
+    let r = kh / 2;
+    let depthwise = conv.groups == conv.weight.dims()[0] && conv.weight.dims()[1] == 1;
+    let same =
+        matches!(conv.padding, PaddingConfig2d::Explicit(t, l, b, rr) if [t, l, b, rr] == [r; 4]);
+    (kh == kw
+        && kh % 2 == 1
+        && conv.stride == [1, 1]
+        && conv.dilation == [1, 1]
+        && depthwise
+        && same)
+        .then_some(kh)
 }
 
 /// Whether `device` is flex (Burn's CPU backend), with or without autodiff.
@@ -101,7 +151,7 @@ pub fn kernel_applies<const D: usize>(t: &Tensor<D>) -> bool {
 /// The gate of every fused kernel: the flex tensor behind `t`, as it lies (maybe a strided view),
 /// where `t` is f32, on flex, with autodiff off and tracked by no graph. `None` elsewhere.
 fn flex_view<const D: usize>(t: &Tensor<D>) -> Option<FlexTensor> {
-    if t.dtype() != DType::F32 || t.is_tracked() {
+    if t.dtype() != DType::F32 || t.is_tracked() || crate::Path::current() == crate::Path::Ops {
         return None;
     }
     // Fails on other backends and on flex under autodiff (`Autodiff<Flex>` is another backend).
@@ -170,7 +220,7 @@ pub fn linear<const D: usize>(layer: &Linear, x: Tensor<D>) -> Tensor<D> {
 pub fn normed_linear<const D: usize>(layer: &Linear, norm: &LayerNorm, x: Tensor<D>) -> Tensor<D> {
     match linear_in_block(layer, &x, None, Some(norm), None) {
         Some(y) => y,
-        None => linear(layer, norm.forward(x)),
+        None => linear(layer, layer_norm(norm, x)),
     }
 }
 

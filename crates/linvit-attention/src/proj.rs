@@ -101,7 +101,7 @@ impl<'a> MixerInput<'a> {
     pub(crate) fn unfused(self, mix: impl FnOnce(Tensor<3>) -> Tensor<3>) -> Tensor<3> {
         match self {
             MixerInput::Tokens(x) => mix(x),
-            MixerInput::Block { x, norm } => x.clone() + mix(norm.forward(x)),
+            MixerInput::Block { x, norm } => x.clone() + mix(ops::layer_norm(norm, x)),
         }
     }
 }
@@ -139,7 +139,7 @@ pub(crate) fn forward_windows<M: Projected>(
     let [q, k, v] = [q, k, v].map(|t| tokens_to_windows(t, grid, window));
     let lepe = mixer
         .lepe()
-        .map(|get_v| image_to_tokens(get_v.forward(tokens_to_image(v.clone(), window))));
+        .map(|get_v| image_to_tokens(ops::conv2d(get_v, tokens_to_image(v.clone(), window))));
     let qkv = Qkv {
         q,
         k,
@@ -242,7 +242,7 @@ impl ProjectionRefs<'_> {
         let key_grid = self.projection.key_grid(layout.hw());
         // Queries and the spatial reduction both read the normalised tokens: written out once.
         let x = match block_norm {
-            Some(norm) => norm.forward(x.clone()),
+            Some(norm) => ops::layer_norm(norm, x.clone()),
             None => x.clone(),
         };
         let reduced = match (self.sr, self.norm) {
@@ -254,7 +254,7 @@ impl ProjectionRefs<'_> {
                     let flat: Tensor<3> = image.reshape([b, ch, layout.grid_tokens()]);
                     image = resample_axis(flat, pool, 2).reshape([b, ch, key_grid[0], key_grid[1]]);
                 }
-                let tokens = norm.forward(ops::conv_to_tokens(sr, image).0);
+                let tokens = ops::layer_norm(norm, ops::conv_to_tokens(sr, image).0);
                 match self.projection {
                     Projection::Reduced { pooled: true, .. } => gelu(tokens),
                     _ => tokens,

@@ -7,7 +7,6 @@
 use burn::module::{Module, Param};
 use burn::nn::conv::Conv2d;
 use burn::nn::{LayerNorm, Linear};
-use burn::tensor::activation::softmax;
 use burn::tensor::module::attention;
 use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::{Device, Int, Tensor, TensorData};
@@ -15,7 +14,7 @@ use linvit_kernels::window::WindowAttention;
 
 use crate::agent::bias_init;
 use crate::explain;
-use crate::ops::{self, merge_heads, split_heads};
+use crate::ops::{self, merge_heads, softmax, split_heads};
 use crate::proj::{self, MixerInput, Qkv};
 use crate::{MixerShape, Projection, TokenLayout};
 

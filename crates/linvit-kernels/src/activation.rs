@@ -66,6 +66,92 @@ multiversion! {
     }
 }
 
+/// The gradient of [`gelu`] at `x` times `grad`, element-wise, into a new buffer:
+/// `grad * (cdf(x) + x pdf(x))` with `cdf(x) = (1 + erf(x / sqrt 2)) / 2` and
+/// `pdf(x) = exp(-x^2 / 2) / sqrt(2 pi)`, the exact derivative of the erf form (as PyTorch's
+/// `gelu_backward` with `approximate='none'`).
+///
+/// Why ours: flex's GELU backward is several tensor ops over libm's scalar `erff`, and was a
+/// tenth of a FLatten-PVT-T training step. Written with [`erf`] and [`exp`] it vectorises, over
+/// all cores, in one pass.
+pub fn gelu_backward(x: &[f32], grad: &[f32]) -> Vec<f32> {
+    assert_eq!(
+        x.len(),
+        grad.len(),
+        "gelu_backward: input and gradient differ in length"
+    );
+    let mut out = Vec::with_capacity(x.len());
+    out.spare_capacity_mut()
+        .par_chunks_mut(CHUNK)
+        .zip(x.par_chunks(CHUNK).zip(grad.par_chunks(CHUNK)))
+        .for_each(|(out, (x, grad))| gelu_backward_chunk(out, x, grad));
+    // SAFETY: the chunks cover all `x.len()` elements, and every element of each is written.
+    unsafe { out.set_len(x.len()) };
+    out
+}
+
+multiversion! {
+    fn gelu_backward_chunk(out: &mut [MaybeUninit<f32>], x: &[f32], grad: &[f32]) {
+        for ((o, &x), &g) in out.iter_mut().zip(x).zip(grad) {
+            o.write(g * gelu_derivative(x));
+        }
+    }
+}
+
+/// `d gelu / dx` at `x`.
+#[inline(always)]
+fn gelu_derivative(x: f32) -> f32 {
+    // 1 / sqrt(2 pi)
+    const INV_SQRT_2PI: f32 = 0.398_942_3;
+    let cdf = (erf(x * std::f32::consts::FRAC_1_SQRT_2) + 1.0) * 0.5;
+    cdf + x * exp(-0.5 * x * x) * INV_SQRT_2PI
+}
+
+/// Softmax over each `width`-wide row of `x` (`exp(x - max) / sum`), into a new buffer, the
+/// rows spread over all cores.
+///
+/// Why: under autodiff Burn writes softmax as five ops (max, subtract, exp, sum, divide), each a
+/// pass over the attention scores with its own backward; see `softmax_backward`.
+pub fn softmax(x: &[f32], width: usize) -> Vec<f32> {
+    assert!(
+        width > 0 && x.len().is_multiple_of(width),
+        "softmax: rows of {width}"
+    );
+    let mut out = x.to_vec();
+    out.par_chunks_mut(rows_per_chunk(width) * width)
+        .for_each(|rows| crate::window::softmax_rows(rows, width));
+    out
+}
+
+/// The gradient of [`softmax`]'s input from its output `y` and the output's gradient `grad`,
+/// row by row: `y * (grad - sum(grad * y))`.
+pub fn softmax_backward(y: &[f32], grad: &[f32], width: usize) -> Vec<f32> {
+    assert!(width > 0 && y.len().is_multiple_of(width) && grad.len() == y.len());
+    let mut out = grad.to_vec();
+    let rows = rows_per_chunk(width) * width;
+    out.par_chunks_mut(rows)
+        .zip(y.par_chunks(rows))
+        .for_each(|(g, y)| softmax_backward_rows(g, y, width));
+    out
+}
+
+/// Whole rows of about [`CHUNK`] elements.
+fn rows_per_chunk(width: usize) -> usize {
+    (CHUNK / width).max(1)
+}
+
+multiversion! {
+    /// [`softmax_backward`] on whole rows; `grad` becomes the input's gradient.
+    fn softmax_backward_rows(grad: &mut [f32], y: &[f32], width: usize) {
+        for (g, y) in grad.chunks_exact_mut(width).zip(y.chunks_exact(width)) {
+            let dot = crate::simd::dot(g, y);
+            for (g, &y) in g.iter_mut().zip(y) {
+                *g = y * (*g - dot);
+            }
+        }
+    }
+}
+
 /// GELU written with AVX-512 intrinsics, where the compiled loops above are bound by their
 /// arithmetic: Rust never fuses a multiply and an add, so `erf`'s two polynomials cost twelve
 /// multiplies and twelve adds per vector. Here they are twelve fused multiply-adds (one
@@ -249,6 +335,61 @@ mod tests {
                 (c - g).abs() <= 1e-6 * c.abs().max(1.0),
                 "x={x}: {c} vs {g}"
             );
+        }
+    }
+
+    /// The derivative against a central difference of the erf form in double precision, and
+    /// scaled by the incoming gradient element by element (odd length: a tail that is no whole
+    /// chunk or vector).
+    #[test]
+    fn gelu_backward_is_the_derivative_of_the_erf_form_times_the_gradient() {
+        let gelu_f64 = |x: f64| x * (erf_f64(x / std::f64::consts::SQRT_2) + 1.0) / 2.0;
+        let x: Vec<f32> = (-4001..4000).map(|i| i as f32 * 1.7e-3).collect();
+        let grad: Vec<f32> = (0..x.len()).map(|i| 0.5 + (i % 7) as f32 * 0.25).collect();
+        let back = gelu_backward(&x, &grad);
+        assert_eq!(back.len(), x.len());
+        for ((&b, &x), &g) in back.iter().zip(&x).zip(&grad) {
+            let h = 1e-6;
+            let x = x as f64;
+            let exact = (gelu_f64(x + h) - gelu_f64(x - h)) / (2.0 * h) * g as f64;
+            assert!(
+                (b as f64 - exact).abs() <= 2e-6 * exact.abs().max(1.0),
+                "x={x}: {b} vs {exact}"
+            );
+        }
+    }
+
+    /// Softmax and its backward against f64, on rows of 49 (Swin's window; no whole vector),
+    /// enough rows for several tasks.
+    #[test]
+    fn softmax_and_its_backward_match_double_precision() {
+        let width = 49;
+        let rows = 1000;
+        let x: Vec<f32> = crate::testing::wave(rows * width, 0.77)
+            .iter()
+            .map(|v| 6.0 * v)
+            .collect();
+        let g = crate::testing::wave(rows * width, 0.13);
+        let y = softmax(&x, width);
+        let dx = softmax_backward(&y, &g, width);
+        for r in 0..rows {
+            let row = &x[r * width..][..width];
+            let max = row.iter().fold(f64::MIN, |m, &v| m.max(v as f64));
+            let e: Vec<f64> = row.iter().map(|&v| (v as f64 - max).exp()).collect();
+            let total: f64 = e.iter().sum();
+            let exact: Vec<f64> = e.iter().map(|v| v / total).collect();
+            let gr = &g[r * width..][..width];
+            let dot: f64 = exact.iter().zip(gr).map(|(y, g)| y * *g as f64).sum();
+            for i in 0..width {
+                let (yi, di) = (y[r * width + i] as f64, dx[r * width + i] as f64);
+                assert!(
+                    (yi - exact[i]).abs() < 1e-6,
+                    "y[{r}, {i}]: {yi} vs {}",
+                    exact[i]
+                );
+                let d = exact[i] * (gr[i] as f64 - dot);
+                assert!((di - d).abs() < 2e-6, "dx[{r}, {i}]: {di} vs {d}");
+            }
         }
     }
 

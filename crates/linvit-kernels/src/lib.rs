@@ -6,11 +6,14 @@
 //! its arithmetic needs ~2 ms (experiments/bench/README.md). A kernel here does the same
 //! mathematics in a handful of cache-friendly passes on all cores.
 //!
-//! Scope: forward only, f32, no autodiff. The Burn-op path stays the one that is differentiated,
-//! and the one every other backend runs; `linvit-attention` picks this crate only for untracked
-//! f32 tensors on flex, and its tests hold the two paths together.
+//! Scope: f32. Most kernels are forward-only, for inference; `activation` (GELU, softmax),
+//! `norm::LayerNormTrain` and `depthwise` also have the backward passes that `linvit-attention`
+//! wraps as autodiff operations for training on flex. Burn's ops stay the reference, and the
+//! path every other backend runs; `linvit-attention` picks this crate only for f32 tensors on
+//! flex (`Path::Auto`), and its tests hold the two paths together.
 
 pub mod activation;
+pub mod depthwise;
 pub mod focused;
 pub mod linear;
 mod matmul;

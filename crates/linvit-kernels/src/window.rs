@@ -97,7 +97,7 @@ fn preload(scores: &mut [f32], bias: Option<&[f32]>, mask: Option<&[f32]>) -> bo
 
 multiversion! {
     /// Softmax of each `n`-wide row of `scores`, in place: `exp(x - max) / sum`.
-    fn softmax_rows(scores: &mut [f32], n: usize) {
+    pub(crate) fn softmax_rows(scores: &mut [f32], n: usize) {
         for row in scores.chunks_exact_mut(n) {
             let max = max(row);
             row.iter_mut().for_each(|x| *x = exp(*x - max));

@@ -4,7 +4,7 @@
 use burn::module::Module;
 use burn::nn::LayerNorm;
 use burn::tensor::{Device, Tensor};
-use linvit_attention::{Attention, AttentionConfig, MixerInput, MixerShape, TokenLayout};
+use linvit_attention::{ops, Attention, AttentionConfig, MixerInput, MixerShape, TokenLayout};
 
 use crate::layers::{layer_norm, DropPath, Mlp};
 
@@ -59,7 +59,9 @@ impl Block {
             let norm = &self.norm1;
             self.attn.forward(MixerInput::Block { x, norm }, layout)
         } else {
-            let h = self.attn.forward(self.norm1.forward(x.clone()), layout);
+            let h = self
+                .attn
+                .forward(ops::layer_norm(&self.norm1, x.clone()), layout);
             x + self.drop_path.forward(h)
         };
         // Only PVTv2's MLP uses the grid (its depthwise conv), and PVT has no prefix tokens.

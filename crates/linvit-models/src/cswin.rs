@@ -232,7 +232,7 @@ impl Cswin {
         let stem = self.stage1_conv_embed.conv.forward(images);
         let [_, _, h, w] = stem.dims();
         let mut grid = [h, w];
-        let mut x = self.stage1_conv_embed.norm.forward(image_to_tokens(stem));
+        let mut x = ops::layer_norm(&self.stage1_conv_embed.norm, image_to_tokens(stem));
         for stage in &self.stages {
             for block in &stage.blocks {
                 x = block.forward(x, grid);
@@ -241,10 +241,10 @@ impl Cswin {
                 let image = merge.conv.forward(tokens_to_image(x, grid));
                 let [_, _, h, w] = image.dims();
                 grid = [h, w];
-                x = merge.norm.forward(image_to_tokens(image));
+                x = ops::layer_norm(&merge.norm, image_to_tokens(image));
             }
         }
-        let x = self.norm.forward(x);
+        let x = ops::layer_norm(&self.norm, x);
         mean_pool_head(&self.head, x)
     }
 }

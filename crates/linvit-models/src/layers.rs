@@ -79,7 +79,7 @@ impl Mlp {
             x = relu(x);
         }
         if let Some(dw) = &self.dwconv {
-            x = image_to_tokens(dw.dwconv.forward(tokens_to_image(x, grid)));
+            x = image_to_tokens(ops::conv2d(&dw.dwconv, tokens_to_image(x, grid)));
         }
         ops::linear(&self.fc2, gelu(x))
     }
@@ -100,7 +100,7 @@ impl Mlp {
                 return y;
             }
         }
-        let h = self.forward(norm.forward(x.clone()), grid);
+        let h = self.forward(ops::layer_norm(norm, x.clone()), grid);
         x + drop_path.forward(h)
     }
 }
@@ -205,7 +205,7 @@ impl PatchEmbed {
     pub fn forward(&self, images: Tensor<4>) -> (Tensor<3>, [usize; 2]) {
         let (tokens, [h, w]) = ops::conv_to_tokens(&self.proj, images);
         let tokens = match &self.norm {
-            Some(norm) => norm.forward(tokens),
+            Some(norm) => ops::layer_norm(norm, tokens),
             None => tokens,
         };
         (tokens, [h, w])

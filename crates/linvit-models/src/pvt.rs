@@ -12,7 +12,7 @@
 use burn::module::{Module, Param};
 use burn::nn::{LayerNorm, Linear};
 use burn::tensor::{Device, Distribution, Tensor};
-use linvit_attention::ops::tokens_to_image;
+use linvit_attention::ops::{self, tokens_to_image};
 use linvit_attention::{AttentionConfig, MixerShape, Projection, TokenLayout};
 use serde::{Deserialize, Serialize};
 
@@ -240,7 +240,7 @@ impl Pvt {
                 x = block.forward(x, layout);
             }
             if let Some(norm) = &stage.norm {
-                x = norm.forward(x);
+                x = ops::layer_norm(norm, x);
             }
             if i < last {
                 image = tokens_to_image(x, grid);

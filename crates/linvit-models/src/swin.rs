@@ -302,7 +302,7 @@ impl SwinBlock {
         let x = match self.attention_in_place(&x, grid, mask.as_ref()) {
             Some(x) => x,
             None => {
-                let h = self.attend_windows(self.norm1.forward(x.clone()), grid, mask);
+                let h = self.attend_windows(ops::layer_norm(&self.norm1, x.clone()), grid, mask);
                 x + self.drop_path.forward(h)
             }
         };
@@ -383,7 +383,7 @@ impl Swin {
                 grid = [grid[0] / 2, grid[1] / 2];
             }
         }
-        let x = self.norm.forward(x);
+        let x = ops::layer_norm(&self.norm, x);
         mean_pool_head(&self.head, x)
     }
 }

@@ -145,7 +145,7 @@ impl VisionTransformer {
         for block in &self.blocks {
             x = block.forward(x, layout);
         }
-        let x = self.norm.forward(x);
+        let x = ops::layer_norm(&self.norm, x);
         ops::linear(&self.head, x.narrow(1, 0, 1).squeeze_dim::<2>(1))
     }
 }

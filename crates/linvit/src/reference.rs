@@ -364,6 +364,9 @@ pub struct CaseReport {
     /// The tensor that gave `grad_ratio`.
     pub worst_grad: Option<String>,
     pub seconds: f64,
+    /// Which implementation ran on flex (`linvit_attention::Path`): `auto`, the fused kernels
+    /// and fused autodiff nodes, or `ops`, Burn's ops throughout.
+    pub path: linvit_attention::Path,
     #[serde(flatten)]
     pub status: Status,
 }

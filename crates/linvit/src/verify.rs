@@ -45,7 +45,8 @@ struct Outcome {
     param_grads: BTreeMap<String, HostTensor>,
 }
 
-/// Verifies one case folder on `device` (without autodiff; gradients are turned on here).
+/// Verifies one case folder on `device` (without autodiff; gradients are turned on here), on
+/// this thread's [`linvit_attention::Path`].
 pub fn verify_case(dir: &Path, device: &Device) -> CaseReport {
     let start = Instant::now();
     let name = dir
@@ -60,6 +61,7 @@ pub fn verify_case(dir: &Path, device: &Device) -> CaseReport {
         grad_ratio: None,
         worst_grad: None,
         seconds: 0.0,
+        path: linvit_attention::Path::current(),
         status: Status::Pass,
     };
     report.status = match read_header(dir) {

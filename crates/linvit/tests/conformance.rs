@@ -73,6 +73,16 @@ fn every_model_case_matches_the_authors_code_on_flex() {
     }
 }
 
+/// The same cases on Burn's ops throughout (`Path::Ops`): the two tests above run the fused
+/// kernels and the fused autodiff nodes (`Path::Auto`, `linvit verify`'s default), this one
+/// the reference they stand in for, so both agree with the authors' code.
+#[test]
+fn every_model_case_matches_the_authors_code_on_flex_through_burns_ops() {
+    if let Some(cases) = cases_of_kind("model", 10) {
+        linvit_attention::Path::Ops.run(|| run_all(&cases, &Device::flex(), "flex ops"));
+    }
+}
+
 /// Whether the machine has a Vulkan driver for wgpu to find (Mesa installs its ICD files here).
 fn vulkan_driver_present() -> bool {
     ["/usr/share/vulkan/icd.d", "/etc/vulkan/icd.d"]

@@ -3,6 +3,8 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use linvit_attention::Path;
+
 use crate::device::{parse_device, DEVICE_NAMES};
 use crate::reference::{discover, reference_root};
 use crate::verify::{verify_case, CaseReport, Status};
@@ -17,10 +19,16 @@ pub struct VerifyArgs {
     /// Print one JSON object per case instead of a table.
     #[arg(long)]
     json: bool,
+    /// `auto`: on flex, the fused CPU kernels (inference) and fused autodiff nodes with their
+    /// own backward (training) wherever they apply, as `linvit train` runs; `ops`: Burn's ops
+    /// throughout, the reference the fused path is tested against.
+    #[arg(long, default_value = "auto", value_parser = ["auto", "ops"])]
+    path: String,
 }
 
 pub fn run(a: VerifyArgs) -> ExitCode {
-    verify(&a.paths, &a.device, a.json)
+    let path: Path = a.path.parse().expect("clap checked the value");
+    path.run(|| verify(&a.paths, &a.device, a.json))
 }
 
 fn verify(paths: &[PathBuf], device: &str, json: bool) -> ExitCode {
@@ -60,6 +68,7 @@ fn verify(paths: &[PathBuf], device: &str, json: bool) -> ExitCode {
         }
     }
     if !json {
+        println!("path: {}", Path::current().name());
         println!(
             "{:<34} {:>10} {:>10}  {:<6} detail",
             "case", "output", "gradient", "result"

@@ -1,0 +1,290 @@
+//! Fused CPU kernels as autodiff operations on flex: where a forward is tracked by a gradient
+//! graph (training), one graph node runs our forward kernel and, in the backward pass, our
+//! backward kernel, instead of the several Burn ops (and their saved intermediates) the same
+//! computation takes written out.
+//!
+//! The gate ([`tracked`]) is the training twin of `ops::kernel_input`: f32, on flex under
+//! autodiff, [`Path::Auto`]. Everywhere else (other backends, half precision, `Path::Ops`) the
+//! callers run Burn's ops, which stay the reference the tests compare these nodes with.
+
+use burn::tensor::{BackendPrimitive, DType, Float, Tensor};
+use burn_dispatch::backends::autodiff::checkpoint::base::Checkpointer;
+use burn_dispatch::backends::autodiff::checkpoint::strategy::NoCheckpointing;
+use burn_dispatch::backends::autodiff::grads::Gradients;
+use burn_dispatch::backends::autodiff::ops::{unary, Backward, Ops, OpsKind};
+use burn_dispatch::backends::flex::FlexTensor;
+use burn_dispatch::backends::{Autodiff, Flex};
+use linvit_kernels::depthwise::Depthwise;
+use linvit_kernels::norm::LayerNormTrain;
+
+use crate::path::Path;
+
+/// `x` as a flex tensor under autodiff, where a fused autodiff operation may stand in for
+/// Burn's ops: f32, on flex with autodiff on, [`Path::Auto`]. `None` otherwise.
+fn tracked<const D: usize>(
+    x: &Tensor<D>,
+) -> Option<<Float as BackendPrimitive<Autodiff<Flex>>>::Primitive> {
+    if x.dtype() != DType::F32 || Path::current() == Path::Ops {
+        return None;
+    }
+    x.clone().try_into_primitive::<Autodiff<Flex>>().ok()
+}
+
+/// `t`'s f32 values in row-major order (copied only where `t` is a strided view).
+fn contiguous(t: FlexTensor) -> FlexTensor {
+    if t.is_contiguous() {
+        t
+    } else {
+        t.to_contiguous()
+    }
+}
+
+/// A new flex tensor of `shape` holding `values`.
+fn flex(values: Vec<f32>, shape: burn::tensor::Shape) -> FlexTensor {
+    FlexTensor::from_data(burn::tensor::TensorData::new(values, shape))
+}
+
+/// GELU (erf form) as one node: [`linvit_kernels::activation::gelu`] forward, and
+/// [`linvit_kernels::activation::gelu_backward`] from the saved input (the one tensor PyTorch
+/// saves too). `None` where the gate is closed.
+pub(crate) fn gelu<const D: usize>(x: &Tensor<D>) -> Option<Tensor<D>> {
+    #[derive(Debug)]
+    struct Gelu;
+
+    impl Backward<Flex, 1> for Gelu {
+        type State = FlexTensor;
+
+        fn backward(self, ops: Ops<FlexTensor, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
+            let input = ops.state;
+            unary::<Flex, _>(ops.parents, ops.node, grads, |grad| {
+                let grad = contiguous(grad);
+                let values = linvit_kernels::activation::gelu_backward(
+                    input.storage::<f32>(),
+                    grad.storage::<f32>(),
+                );
+                flex(values, input.layout().shape().clone())
+            });
+        }
+    }
+
+    let x = tracked(x)?;
+    let forward = |input: &FlexTensor| {
+        flex(
+            linvit_kernels::activation::gelu(input.storage::<f32>()),
+            input.layout().shape().clone(),
+        )
+    };
+    let out = match Gelu
+        .prepare::<NoCheckpointing>([x.node()])
+        .compute_bound()
+        .stateful()
+    {
+        OpsKind::Tracked(prep) => {
+            let input = contiguous(x.primitive().clone());
+            let out = forward(&input);
+            prep.finish(input, out)
+        }
+        OpsKind::UnTracked(prep) => {
+            let out = forward(&contiguous(x.primitive().clone()));
+            prep.finish(out)
+        }
+    };
+    Some(Tensor::from_primitive::<Autodiff<Flex>>(out))
+}
+
+/// A depthwise convolution with same padding and stride 1 as one node:
+/// [`linvit_kernels::depthwise`] forward and backward, from the saved input and weight (what
+/// PyTorch saves). `x` is `[planes, channels, H, W]` viewed as `planes * channels` images
+/// (`channels` = the weight's `[C, 1, k, k]` first dim; FLatten's head-shared conv passes
+/// `[B * heads, d, H, W]`), `bias` is `[C]`. `None` where the gate is closed for any of
+/// them or the shapes are not such a convolution's.
+pub(crate) fn depthwise_conv(
+    x: &Tensor<4>,
+    weight: &Tensor<4>,
+    bias: &Tensor<1>,
+) -> Option<Tensor<4>> {
+    #[derive(Debug)]
+    struct DepthwiseConv;
+
+    impl Backward<Flex, 3> for DepthwiseConv {
+        type State = (FlexTensor, FlexTensor, Depthwise);
+
+        fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
+            let (x, weight, shape) = ops.state;
+            let grad = contiguous(grads.consume::<Flex>(&ops.node));
+            let g = shape.backward(x.storage(), weight.storage(), grad.storage());
+            let [x_node, weight_node, bias_node] = ops.parents;
+            if let Some(node) = x_node {
+                grads.register::<Flex>(node.id, flex(g.input, x.layout().shape().clone()));
+            }
+            if let Some(node) = weight_node {
+                let dims = weight.layout().shape().clone();
+                grads.register::<Flex>(node.id, flex(g.weight, dims));
+            }
+            if let Some(node) = bias_node {
+                grads.register::<Flex>(node.id, flex(g.bias, [shape.channels].into()));
+            }
+        }
+    }
+
+    let [n, c, h, w] = x.dims();
+    let [out_channels, one, k, k2] = weight.dims();
+    if out_channels != c || one != 1 || k != k2 || k % 2 == 0 || bias.dims() != [c] {
+        return None;
+    }
+    let shape = Depthwise {
+        planes: n * c,
+        channels: c,
+        height: h,
+        width: w,
+        kernel: k,
+    };
+    let (xt, wt, bt) = (tracked(x)?, tracked(weight)?, tracked(bias)?);
+    let input = contiguous(xt.primitive().clone());
+    let kernel = contiguous(wt.primitive().clone());
+    let values = shape.forward(
+        input.storage(),
+        kernel.storage(),
+        contiguous(bt.primitive().clone()).storage(),
+    );
+    let out = flex(values, [n, c, h, w].into());
+    let out = match DepthwiseConv
+        .prepare::<NoCheckpointing>([xt.node(), wt.node(), bt.node()])
+        .compute_bound()
+        .stateful()
+    {
+        OpsKind::Tracked(prep) => prep.finish((input, kernel, shape), out),
+        OpsKind::UnTracked(prep) => prep.finish(out),
+    };
+    Some(Tensor::from_primitive::<Autodiff<Flex>>(out))
+}
+
+/// LayerNorm over the last dim as one node: [`LayerNormTrain`] forward, saving each row's mean
+/// and `1 / std` with the input (what PyTorch saves), and its one-pass backward. `None`
+/// where the gate is closed for any of them.
+pub(crate) fn layer_norm<const D: usize>(
+    x: &Tensor<D>,
+    gamma: &Tensor<1>,
+    beta: &Tensor<1>,
+    eps: f64,
+) -> Option<Tensor<D>> {
+    /// The input and the gamma the forward saw, each row's statistics, and epsilon.
+    #[derive(Clone, Debug)]
+    struct Saved {
+        x: FlexTensor,
+        gamma: FlexTensor,
+        mean: Vec<f32>,
+        rstd: Vec<f32>,
+        eps: f32,
+    }
+
+    #[derive(Debug)]
+    struct LayerNorm;
+
+    impl Backward<Flex, 3> for LayerNorm {
+        type State = Saved;
+
+        fn backward(self, ops: Ops<Saved, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
+            let s = ops.state;
+            let grad = contiguous(grads.consume::<Flex>(&ops.node));
+            let gamma = s.gamma.storage::<f32>();
+            // The backward reads no beta.
+            let norm = LayerNormTrain {
+                gamma,
+                beta: gamma,
+                eps: s.eps,
+            };
+            let g = norm.backward(s.x.storage(), &s.mean, &s.rstd, grad.storage());
+            let [x_node, gamma_node, beta_node] = ops.parents;
+            if let Some(node) = x_node {
+                grads.register::<Flex>(node.id, flex(g.input, s.x.layout().shape().clone()));
+            }
+            let width = [gamma.len()];
+            if let Some(node) = gamma_node {
+                grads.register::<Flex>(node.id, flex(g.gamma, width.into()));
+            }
+            if let Some(node) = beta_node {
+                grads.register::<Flex>(node.id, flex(g.beta, width.into()));
+            }
+        }
+    }
+
+    let (xt, gt, bt) = (tracked(x)?, tracked(gamma)?, tracked(beta)?);
+    let input = contiguous(xt.primitive().clone());
+    let gamma_values = contiguous(gt.primitive().clone());
+    let beta_values = contiguous(bt.primitive().clone());
+    let eps = eps as f32;
+    let norm = LayerNormTrain {
+        gamma: gamma_values.storage(),
+        beta: beta_values.storage(),
+        eps,
+    };
+    let f = norm.forward(input.storage());
+    let out = flex(f.out, input.layout().shape().clone());
+    let out = match LayerNorm
+        .prepare::<NoCheckpointing>([xt.node(), gt.node(), bt.node()])
+        .compute_bound()
+        .stateful()
+    {
+        OpsKind::Tracked(prep) => {
+            let saved = Saved {
+                x: input,
+                gamma: gamma_values,
+                mean: f.mean,
+                rstd: f.rstd,
+                eps,
+            };
+            prep.finish(saved, out)
+        }
+        OpsKind::UnTracked(prep) => prep.finish(out),
+    };
+    Some(Tensor::from_primitive::<Autodiff<Flex>>(out))
+}
+
+/// Softmax over the last dim as one node: [`linvit_kernels::activation::softmax`] forward and
+/// `softmax_backward` from the saved output (what PyTorch saves). `None` where the gate is
+/// closed.
+pub(crate) fn softmax_last<const D: usize>(x: &Tensor<D>) -> Option<Tensor<D>> {
+    #[derive(Debug)]
+    struct Softmax;
+
+    impl Backward<Flex, 1> for Softmax {
+        type State = FlexTensor;
+
+        fn backward(self, ops: Ops<FlexTensor, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
+            let y = ops.state;
+            unary::<Flex, _>(ops.parents, ops.node, grads, |grad| {
+                let grad = contiguous(grad);
+                let shape = y.layout().shape().clone();
+                let width = shape[shape.num_dims() - 1];
+                let values = linvit_kernels::activation::softmax_backward(
+                    y.storage(),
+                    grad.storage(),
+                    width,
+                );
+                flex(values, shape)
+            });
+        }
+    }
+
+    let width = x.dims()[D - 1];
+    if width == 0 {
+        return None;
+    }
+    let xt = tracked(x)?;
+    let input = contiguous(xt.primitive().clone());
+    let shape = input.layout().shape().clone();
+    let y = flex(
+        linvit_kernels::activation::softmax(input.storage(), width),
+        shape,
+    );
+    let out = match Softmax
+        .prepare::<NoCheckpointing>([xt.node()])
+        .compute_bound()
+        .stateful()
+    {
+        OpsKind::Tracked(prep) => prep.finish(y.clone(), y),
+        OpsKind::UnTracked(prep) => prep.finish(y),
+    };
+    Some(Tensor::from_primitive::<Autodiff<Flex>>(out))
+}
