@@ -30,6 +30,12 @@ fn tracked<const D: usize>(
     x.clone().try_into_primitive::<Autodiff<Flex>>().ok()
 }
 
+/// `t`, counted as one fused node recorded (see [`Path::fused_nodes`]).
+fn recorded<const D: usize>(t: Tensor<D>) -> Option<Tensor<D>> {
+    Path::count_fused_node();
+    Some(t)
+}
+
 /// `t`'s f32 values in row-major order (copied only where `t` is a strided view).
 fn contiguous(t: FlexTensor) -> FlexTensor {
     if t.is_contiguous() {
@@ -89,7 +95,7 @@ pub(crate) fn gelu<const D: usize>(x: &Tensor<D>) -> Option<Tensor<D>> {
             prep.finish(out)
         }
     };
-    Some(Tensor::from_primitive::<Autodiff<Flex>>(out))
+    recorded(Tensor::from_primitive::<Autodiff<Flex>>(out))
 }
 
 /// A depthwise convolution with same padding and stride 1 as one node:
@@ -156,7 +162,7 @@ pub(crate) fn depthwise_conv(
         OpsKind::Tracked(prep) => prep.finish((input, kernel, shape), out),
         OpsKind::UnTracked(prep) => prep.finish(out),
     };
-    Some(Tensor::from_primitive::<Autodiff<Flex>>(out))
+    recorded(Tensor::from_primitive::<Autodiff<Flex>>(out))
 }
 
 /// LayerNorm over the last dim as one node: [`LayerNormTrain`] forward, saving each row's mean
@@ -238,7 +244,7 @@ pub(crate) fn layer_norm<const D: usize>(
         }
         OpsKind::UnTracked(prep) => prep.finish(out),
     };
-    Some(Tensor::from_primitive::<Autodiff<Flex>>(out))
+    recorded(Tensor::from_primitive::<Autodiff<Flex>>(out))
 }
 
 /// Softmax over the last dim as one node: [`linvit_kernels::activation::softmax`] forward and
@@ -286,5 +292,70 @@ pub(crate) fn softmax_last<const D: usize>(x: &Tensor<D>) -> Option<Tensor<D>> {
         OpsKind::Tracked(prep) => prep.finish(y.clone(), y),
         OpsKind::UnTracked(prep) => prep.finish(y),
     };
-    Some(Tensor::from_primitive::<Autodiff<Flex>>(out))
+    recorded(Tensor::from_primitive::<Autodiff<Flex>>(out))
+}
+
+/// A linear layer `x w + b` (`w` `[in, out]`, Burn's layout) over the last dim as one node:
+/// [`linvit_kernels::linear::linear`] forward (each block of rows starts as the bias) and
+/// [`linvit_kernels::linear::linear_backward`] from the saved input and weight (what PyTorch
+/// saves). `None` where the gate is closed for any of them.
+pub(crate) fn linear<const D: usize>(
+    x: &Tensor<D>,
+    weight: &Tensor<2>,
+    bias: &Tensor<1>,
+) -> Option<Tensor<D>> {
+    #[derive(Debug)]
+    struct Linear;
+
+    impl Backward<Flex, 3> for Linear {
+        type State = (FlexTensor, FlexTensor);
+
+        fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
+            let (x, weight) = ops.state;
+            let grad = contiguous(grads.consume::<Flex>(&ops.node));
+            let [width, out] = weight.layout().shape().dims::<2>();
+            let g = linvit_kernels::linear::linear_backward(
+                x.storage(),
+                width,
+                weight.storage(),
+                grad.storage(),
+            );
+            let [x_node, weight_node, bias_node] = ops.parents;
+            if let Some(node) = x_node {
+                grads.register::<Flex>(node.id, flex(g.input, x.layout().shape().clone()));
+            }
+            if let Some(node) = weight_node {
+                grads.register::<Flex>(node.id, flex(g.weight, [width, out].into()));
+            }
+            if let Some(node) = bias_node {
+                grads.register::<Flex>(node.id, flex(g.bias, [out].into()));
+            }
+        }
+    }
+
+    let [width, out] = weight.dims();
+    if x.dims()[D - 1] != width || bias.dims() != [out] || width == 0 {
+        return None;
+    }
+    let (xt, wt, bt) = (tracked(x)?, tracked(weight)?, tracked(bias)?);
+    let input = contiguous(xt.primitive().clone());
+    let kernel = contiguous(wt.primitive().clone());
+    let values = linvit_kernels::linear::linear(
+        input.storage(),
+        width,
+        kernel.storage(),
+        Some(contiguous(bt.primitive().clone()).storage()),
+    );
+    let mut dims = x.dims();
+    dims[D - 1] = out;
+    let y = flex(values, dims.into());
+    let y = match Linear
+        .prepare::<NoCheckpointing>([xt.node(), wt.node(), bt.node()])
+        .compute_bound()
+        .stateful()
+    {
+        OpsKind::Tracked(prep) => prep.finish((input, kernel), y),
+        OpsKind::UnTracked(prep) => prep.finish(y),
+    };
+    recorded(Tensor::from_primitive::<Autodiff<Flex>>(y))
 }

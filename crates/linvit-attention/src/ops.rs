@@ -207,12 +207,17 @@ impl KernelRows {
 
 /// Burn's `Linear` on `x` `[.., in]`; in inference on flex (see [`kernel_input`]) the fused
 /// CPU kernel [`linvit_kernels::linear`] (the bias preloaded, no separate zeroing and bias
-/// passes), Burn's op elsewhere.
+/// passes), in training on flex one autodiff node over the same kernel and its backward
+/// (`fused::linear`; layers with a bias), Burn's op elsewhere.
 pub fn linear<const D: usize>(layer: &Linear, x: Tensor<D>) -> Tensor<D> {
-    match linear_in_block(layer, &x, None, None, None) {
-        Some(y) => y,
-        None => layer.forward(x),
+    if let Some(y) = linear_in_block(layer, &x, None, None, None) {
+        return y;
     }
+    let trained = layer
+        .bias
+        .as_ref()
+        .and_then(|b| crate::fused::linear(&x, &layer.weight.val(), &b.val()));
+    trained.unwrap_or_else(|| layer.forward(x))
 }
 
 /// `layer(norm(x))`: one fused kernel call in inference on flex (see [`linear_in_block`]),

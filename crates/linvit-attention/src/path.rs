@@ -23,6 +23,7 @@ pub enum Path {
 
 thread_local! {
     static CURRENT: Cell<Path> = const { Cell::new(Path::Auto) };
+    static FUSED_NODES: Cell<usize> = const { Cell::new(0) };
 }
 
 impl Path {
@@ -42,6 +43,18 @@ impl Path {
         }
         let _restore = Restore(CURRENT.with(|c| c.replace(self)));
         f()
+    }
+
+    /// How many fused autodiff operations forwards on this thread have recorded so far (each
+    /// one where Burn's ops would otherwise have run): how tests and `linvit verify` tell that
+    /// the fused path really ran.
+    pub fn fused_nodes() -> usize {
+        FUSED_NODES.with(Cell::get)
+    }
+
+    /// Counts one fused autodiff operation (see [`Path::fused_nodes`]).
+    pub(crate) fn count_fused_node() {
+        FUSED_NODES.with(|c| c.set(c.get() + 1));
     }
 
     /// `auto` or `ops`.

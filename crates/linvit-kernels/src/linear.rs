@@ -1,4 +1,4 @@
-//! A linear layer `x w + bias` (Burn's `Linear`: `w` `[in, out]`), for inference.
+//! A linear layer `x w + bias` (Burn's `Linear`: `w` `[in, out]`), forward and backward.
 //!
 //! Why not flex's: it zeroes a new output, runs the product, then adds the bias in another pass
 //! over the output. Here each block of rows starts as the bias and gemm accumulates into it
@@ -38,6 +38,91 @@ fn blocks(rows: usize) -> (usize, Parallelism) {
 /// On sizes that disagree (a caller bug).
 pub fn linear(x: &[f32], width: usize, weight: &[f32], bias: Option<&[f32]>) -> Vec<f32> {
     linear_in_block(BlockInput::dense(x, width), weight, bias, None)
+}
+
+/// The gradients [`linear_backward`] computes.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LinearGrads {
+    /// `[rows, in]`.
+    pub input: Vec<f32>,
+    /// `[in, out]`.
+    pub weight: Vec<f32>,
+    /// `[out]`.
+    pub bias: Vec<f32>,
+}
+
+/// The gradients of `sum(linear(x, width, weight, bias) * grad)` for `x` `[rows, in]`,
+/// `weight` `[in, out]` and `grad` `[rows, out]`: `grad w^T`, `x^T grad` and the column sums of
+/// `grad`. The transposes are strides given to gemm (it packs its operands anyway), not
+/// copies, and the products are written straight into new buffers.
+///
+/// Why not flex's: under autodiff it transposes both operands into new tensors and then
+/// multiplies into a zeroed buffer that it copies once more to align it.
+pub fn linear_backward(x: &[f32], width: usize, weight: &[f32], grad: &[f32]) -> LinearGrads {
+    assert!(width > 0 && x.len().is_multiple_of(width) && weight.len().is_multiple_of(width));
+    let rows = x.len() / width;
+    let out = weight.len() / width;
+    assert_eq!(grad.len(), rows * out, "linear_backward: gradient size");
+    let threads = Parallelism::Rayon(rayon::current_num_threads().max(1));
+    let mut input = vec![0f32; rows * width];
+    let mut weight_grad = vec![0f32; width * out];
+    if rows > 0 {
+        // [rows, in] = [rows, out] x [out, in]; w^T's element (j, i) is w[i * out + j].
+        product_on(
+            threads,
+            &mut input,
+            [width, 1],
+            Operand(grad, [out, 1]),
+            Operand(weight, [1, out]),
+            [rows, width, out],
+            false,
+            1.0,
+        );
+        // [in, out] = [in, rows] x [rows, out]; x^T's element (i, r) is x[r * width + i].
+        product_on(
+            threads,
+            &mut weight_grad,
+            [out, 1],
+            Operand(x, [1, width]),
+            Operand(grad, [out, 1]),
+            [width, out, rows],
+            false,
+            1.0,
+        );
+    }
+    LinearGrads {
+        input,
+        weight: weight_grad,
+        bias: column_sums(grad, out),
+    }
+}
+
+/// The sums of the `width`-wide rows of `x`, element-wise: per block of rows on all cores,
+/// then the blocks' sums in order (the same bits on any number of threads).
+pub fn column_sums(x: &[f32], width: usize) -> Vec<f32> {
+    let block = (16_384 / width.max(1)).max(1) * width;
+    let partials: Vec<Vec<f32>> = x
+        .par_chunks(block)
+        .map(|rows| {
+            let mut acc = vec![0f32; width];
+            add_rows(&mut acc, rows);
+            acc
+        })
+        .collect();
+    let mut sums = vec![0f32; width];
+    for p in &partials {
+        sums.iter_mut().zip(p).for_each(|(s, v)| *s += v);
+    }
+    sums
+}
+
+multiversion! {
+    /// `acc += each acc.len()-wide row of rows`.
+    fn add_rows(acc: &mut [f32], rows: &[f32]) {
+        for row in rows.chunks_exact(acc.len()) {
+            acc.iter_mut().zip(row).for_each(|(a, v)| *a += v);
+        }
+    }
 }
 
 /// The input rows of a kernel inside a transformer block: `x`'s `width`-wide rows, taken in the
@@ -265,6 +350,43 @@ pub(crate) fn accumulate_product(
 mod tests {
     use super::*;
     use crate::testing::{layer_norm_rows, wave};
+
+    /// The backward against the products written out in f64 (37 inputs, 19 outputs, 301 rows:
+    /// more rows than one block of the column sums).
+    #[test]
+    fn backward_matches_the_gradients_written_out() {
+        let (rows, width, out) = (301, 37, 19);
+        let x = wave(rows * width, 0.3);
+        let w = wave(width * out, 0.7);
+        let g = wave(rows * out, 1.1);
+        let grads = linear_backward(&x, width, &w, &g);
+        let close = |a: f32, b: f64, what: &str| {
+            assert!(
+                (a as f64 - b).abs() < 1e-5 * b.abs().max(1.0),
+                "{what}: {a} vs {b}"
+            )
+        };
+        for r in 0..rows {
+            for i in 0..width {
+                let d: f64 = (0..out)
+                    .map(|j| g[r * out + j] as f64 * w[i * out + j] as f64)
+                    .sum();
+                close(grads.input[r * width + i], d, "input");
+            }
+        }
+        for i in 0..width {
+            for j in 0..out {
+                let d: f64 = (0..rows)
+                    .map(|r| x[r * width + i] as f64 * g[r * out + j] as f64)
+                    .sum();
+                close(grads.weight[i * out + j], d, "weight");
+            }
+        }
+        for j in 0..out {
+            let d: f64 = (0..rows).map(|r| g[r * out + j] as f64).sum();
+            close(grads.bias[j], d, "bias");
+        }
+    }
 
     #[test]
     fn matches_the_product_written_out_with_and_without_bias_and_transposed() {

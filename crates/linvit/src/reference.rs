@@ -367,6 +367,9 @@ pub struct CaseReport {
     /// Which implementation ran on flex (`linvit_attention::Path`): `auto`, the fused kernels
     /// and fused autodiff nodes, or `ops`, Burn's ops throughout.
     pub path: linvit_attention::Path,
+    /// Fused autodiff operations the case's forwards recorded (0 on the op path, and on
+    /// backends other than flex).
+    pub fused_nodes: usize,
     #[serde(flatten)]
     pub status: Status,
 }

@@ -62,8 +62,10 @@ pub fn verify_case(dir: &Path, device: &Device) -> CaseReport {
         worst_grad: None,
         seconds: 0.0,
         path: linvit_attention::Path::current(),
+        fused_nodes: 0,
         status: Status::Pass,
     };
+    let nodes_before = linvit_attention::Path::fused_nodes();
     report.status = match read_header(dir) {
         Err(e) => Status::Error(e.to_string()),
         Ok(header) => {
@@ -86,6 +88,7 @@ pub fn verify_case(dir: &Path, device: &Device) -> CaseReport {
         }
     };
     report.seconds = start.elapsed().as_secs_f64();
+    report.fused_nodes = linvit_attention::Path::fused_nodes() - nodes_before;
     report
 }
 

@@ -30,10 +30,21 @@ fn cases_of_kind(kind: &str, at_least: usize) -> Option<Vec<PathBuf>> {
     Some(cases)
 }
 
-fn run_all(cases: &[PathBuf], device: &Device, backend: &str) {
+/// Runs every case and asserts each passes; with `fused`, also that each case's forwards
+/// recorded fused autodiff nodes (`Some(true)`) or none (`Some(false)`).
+fn run_all(cases: &[PathBuf], device: &Device, backend: &str, fused: Option<bool>) {
     let mut failures = Vec::new();
     for dir in cases {
         let report = verify_case(dir, device);
+        if let Some(fused) = fused {
+            assert_eq!(
+                report.fused_nodes > 0,
+                fused,
+                "{}: {} fused nodes",
+                report.case,
+                report.fused_nodes
+            );
+        }
         eprintln!(
             "{backend:>5} {:<28} output {:.4} gradient {:.4} ({}) {:?} {:.1}s",
             report.case,
@@ -62,14 +73,14 @@ fn run_all(cases: &[PathBuf], device: &Device, backend: &str) {
 #[test]
 fn every_attention_case_matches_the_authors_code_on_flex() {
     if let Some(cases) = cases_of_kind("attention", 12) {
-        run_all(&cases, &Device::flex(), "flex");
+        run_all(&cases, &Device::flex(), "flex", Some(true));
     }
 }
 
 #[test]
 fn every_model_case_matches_the_authors_code_on_flex() {
     if let Some(cases) = cases_of_kind("model", 10) {
-        run_all(&cases, &Device::flex(), "flex");
+        run_all(&cases, &Device::flex(), "flex", Some(true));
     }
 }
 
@@ -79,7 +90,8 @@ fn every_model_case_matches_the_authors_code_on_flex() {
 #[test]
 fn every_model_case_matches_the_authors_code_on_flex_through_burns_ops() {
     if let Some(cases) = cases_of_kind("model", 10) {
-        linvit_attention::Path::Ops.run(|| run_all(&cases, &Device::flex(), "flex ops"));
+        linvit_attention::Path::Ops
+            .run(|| run_all(&cases, &Device::flex(), "flex ops", Some(false)));
     }
 }
 
@@ -103,7 +115,12 @@ fn every_attention_case_matches_the_authors_code_on_wgpu() {
         return;
     }
     if let Some(cases) = cases_of_kind("attention", 12) {
-        run_all(&cases, &Device::wgpu(DeviceKind::DefaultDevice), "wgpu");
+        run_all(
+            &cases,
+            &Device::wgpu(DeviceKind::DefaultDevice),
+            "wgpu",
+            Some(false),
+        );
     }
 }
 
@@ -126,7 +143,7 @@ fn lm_cases() -> Option<Vec<PathBuf>> {
 #[test]
 fn every_transnormer_and_lightning_case_matches_upstream_on_flex() {
     match lm_cases() {
-        Some(cases) => run_all(&cases, &Device::flex(), "flex"),
+        Some(cases) => run_all(&cases, &Device::flex(), "flex", None),
         None => eprintln!("SKIPPED: reference-lm conformance cases not found"),
     }
 }
@@ -138,7 +155,12 @@ fn every_transnormer_and_lightning_case_matches_upstream_on_wgpu() {
         return;
     }
     match lm_cases() {
-        Some(cases) => run_all(&cases, &Device::wgpu(DeviceKind::DefaultDevice), "wgpu"),
+        Some(cases) => run_all(
+            &cases,
+            &Device::wgpu(DeviceKind::DefaultDevice),
+            "wgpu",
+            None,
+        ),
         None => eprintln!("SKIPPED: reference-lm conformance cases not found"),
     }
 }

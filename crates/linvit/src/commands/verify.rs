@@ -105,14 +105,15 @@ fn print_row(r: &CaseReport) {
         Status::Pass => (
             "PASS",
             format!(
-                "worst {} {}",
+                "worst {} {}; {} fused nodes",
                 // Decode cases compare prefill logits and recurrent states, not gradients.
                 if r.kind == "decode" {
                     "state/prefill"
                 } else {
                     "gradient"
                 },
-                r.worst_grad.as_deref().unwrap_or("-")
+                r.worst_grad.as_deref().unwrap_or("-"),
+                r.fused_nodes
             ),
         ),
         Status::Fail(why) => ("FAIL", why.clone()),
