@@ -117,8 +117,12 @@ pub fn focus(x: Tensor<3>, scale: Tensor<3>, p: u32) -> Tensor<3> {
     focus_times(x, scale, p, 1.0)
 }
 
-/// [`focus`] times a constant, folded into the per-token factor (free).
+/// [`focus`] times a constant, folded into the per-token factor (free). In training on flex one
+/// autodiff node with its own backward (`fused::focus`).
 fn focus_times(x: Tensor<3>, scale: Tensor<3>, p: u32, times: f64) -> Tensor<3> {
+    if let Some(y) = crate::fused::focus(&x, &scale, p, times) {
+        return y;
+    }
     let x = relu(x).add_scalar(1e-6) / softplus(scale, 1.0);
     let norm2 = x.clone().square().sum_dim(2); // [b, n, 1]
     let peak = x.clone().max_dim(2).detach(); // [b, n, 1], > 0

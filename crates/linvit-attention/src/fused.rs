@@ -15,6 +15,7 @@ use burn_dispatch::backends::autodiff::ops::{unary, Backward, Ops, OpsKind};
 use burn_dispatch::backends::flex::FlexTensor;
 use burn_dispatch::backends::{Autodiff, Flex};
 use linvit_kernels::depthwise::Depthwise;
+use linvit_kernels::focus::Focus;
 use linvit_kernels::norm::LayerNormTrain;
 
 use crate::path::Path;
@@ -36,13 +37,21 @@ fn recorded<const D: usize>(t: Tensor<D>) -> Option<Tensor<D>> {
     Some(t)
 }
 
-/// `t`'s f32 values in row-major order (copied only where `t` is a strided view).
+/// `t` laid out so that [`values`] can read it: as it is where it is a contiguous run of its
+/// buffer (a `narrow` of a projection's output may be), copied otherwise.
 fn contiguous(t: FlexTensor) -> FlexTensor {
-    if t.is_contiguous() {
+    if t.as_slice::<f32>().is_some() {
         t
     } else {
         t.to_contiguous()
     }
+}
+
+/// The f32 values of a tensor from [`contiguous`], in row-major order: only its own elements,
+/// not the rest of a buffer it shares.
+fn values(t: &FlexTensor) -> &[f32] {
+    t.as_slice::<f32>()
+        .expect("fused nodes read tensors laid out by `contiguous`")
 }
 
 /// A new flex tensor of `shape` holding `values`.
@@ -64,10 +73,8 @@ pub(crate) fn gelu<const D: usize>(x: &Tensor<D>) -> Option<Tensor<D>> {
             let input = ops.state;
             unary::<Flex, _>(ops.parents, ops.node, grads, |grad| {
                 let grad = contiguous(grad);
-                let values = linvit_kernels::activation::gelu_backward(
-                    input.storage::<f32>(),
-                    grad.storage::<f32>(),
-                );
+                let values =
+                    linvit_kernels::activation::gelu_backward(values(&input), values(&grad));
                 flex(values, input.layout().shape().clone())
             });
         }
@@ -76,7 +83,7 @@ pub(crate) fn gelu<const D: usize>(x: &Tensor<D>) -> Option<Tensor<D>> {
     let x = tracked(x)?;
     let forward = |input: &FlexTensor| {
         flex(
-            linvit_kernels::activation::gelu(input.storage::<f32>()),
+            linvit_kernels::activation::gelu(values(&input)),
             input.layout().shape().clone(),
         )
     };
@@ -118,7 +125,7 @@ pub(crate) fn depthwise_conv(
         fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
             let (x, weight, shape) = ops.state;
             let grad = contiguous(grads.consume::<Flex>(&ops.node));
-            let g = shape.backward(x.storage(), weight.storage(), grad.storage());
+            let g = shape.backward(values(&x), values(&weight), values(&grad));
             let [x_node, weight_node, bias_node] = ops.parents;
             if let Some(node) = x_node {
                 grads.register::<Flex>(node.id, flex(g.input, x.layout().shape().clone()));
@@ -148,12 +155,9 @@ pub(crate) fn depthwise_conv(
     let (xt, wt, bt) = (tracked(x)?, tracked(weight)?, tracked(bias)?);
     let input = contiguous(xt.primitive().clone());
     let kernel = contiguous(wt.primitive().clone());
-    let values = shape.forward(
-        input.storage(),
-        kernel.storage(),
-        contiguous(bt.primitive().clone()).storage(),
-    );
-    let out = flex(values, [n, c, h, w].into());
+    let bias = contiguous(bt.primitive().clone());
+    let out = shape.forward(values(&input), values(&kernel), values(&bias));
+    let out = flex(out, [n, c, h, w].into());
     let out = match DepthwiseConv
         .prepare::<NoCheckpointing>([xt.node(), wt.node(), bt.node()])
         .compute_bound()
@@ -193,14 +197,14 @@ pub(crate) fn layer_norm<const D: usize>(
         fn backward(self, ops: Ops<Saved, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
             let s = ops.state;
             let grad = contiguous(grads.consume::<Flex>(&ops.node));
-            let gamma = s.gamma.storage::<f32>();
+            let gamma = values(&s.gamma);
             // The backward reads no beta.
             let norm = LayerNormTrain {
                 gamma,
                 beta: gamma,
                 eps: s.eps,
             };
-            let g = norm.backward(s.x.storage(), &s.mean, &s.rstd, grad.storage());
+            let g = norm.backward(values(&s.x), &s.mean, &s.rstd, values(&grad));
             let [x_node, gamma_node, beta_node] = ops.parents;
             if let Some(node) = x_node {
                 grads.register::<Flex>(node.id, flex(g.input, s.x.layout().shape().clone()));
@@ -221,11 +225,11 @@ pub(crate) fn layer_norm<const D: usize>(
     let beta_values = contiguous(bt.primitive().clone());
     let eps = eps as f32;
     let norm = LayerNormTrain {
-        gamma: gamma_values.storage(),
-        beta: beta_values.storage(),
+        gamma: values(&gamma_values),
+        beta: values(&beta_values),
         eps,
     };
-    let f = norm.forward(input.storage());
+    let f = norm.forward(values(&input));
     let out = flex(f.out, input.layout().shape().clone());
     let out = match LayerNorm
         .prepare::<NoCheckpointing>([xt.node(), gt.node(), bt.node()])
@@ -263,11 +267,8 @@ pub(crate) fn softmax_last<const D: usize>(x: &Tensor<D>) -> Option<Tensor<D>> {
                 let grad = contiguous(grad);
                 let shape = y.layout().shape().clone();
                 let width = shape[shape.num_dims() - 1];
-                let values = linvit_kernels::activation::softmax_backward(
-                    y.storage(),
-                    grad.storage(),
-                    width,
-                );
+                let values =
+                    linvit_kernels::activation::softmax_backward(values(&y), values(&grad), width);
                 flex(values, shape)
             });
         }
@@ -281,7 +282,7 @@ pub(crate) fn softmax_last<const D: usize>(x: &Tensor<D>) -> Option<Tensor<D>> {
     let input = contiguous(xt.primitive().clone());
     let shape = input.layout().shape().clone();
     let y = flex(
-        linvit_kernels::activation::softmax(input.storage(), width),
+        linvit_kernels::activation::softmax(values(&input), width),
         shape,
     );
     let out = match Softmax
@@ -315,10 +316,10 @@ pub(crate) fn linear<const D: usize>(
             let grad = contiguous(grads.consume::<Flex>(&ops.node));
             let [width, out] = weight.layout().shape().dims::<2>();
             let g = linvit_kernels::linear::linear_backward(
-                x.storage(),
+                values(&x),
                 width,
-                weight.storage(),
-                grad.storage(),
+                values(&weight),
+                values(&grad),
             );
             let [x_node, weight_node, bias_node] = ops.parents;
             if let Some(node) = x_node {
@@ -340,21 +341,107 @@ pub(crate) fn linear<const D: usize>(
     let (xt, wt, bt) = (tracked(x)?, tracked(weight)?, tracked(bias)?);
     let input = contiguous(xt.primitive().clone());
     let kernel = contiguous(wt.primitive().clone());
-    let values = linvit_kernels::linear::linear(
-        input.storage(),
-        width,
-        kernel.storage(),
-        Some(contiguous(bt.primitive().clone()).storage()),
-    );
+    let bias = contiguous(bt.primitive().clone());
+    let out_values =
+        linvit_kernels::linear::linear(values(&input), width, values(&kernel), Some(values(&bias)));
     let mut dims = x.dims();
     dims[D - 1] = out;
-    let y = flex(values, dims.into());
+    let y = flex(out_values, dims.into());
     let y = match Linear
         .prepare::<NoCheckpointing>([xt.node(), wt.node(), bt.node()])
         .compute_bound()
         .stateful()
     {
         OpsKind::Tracked(prep) => prep.finish((input, kernel), y),
+        OpsKind::UnTracked(prep) => prep.finish(y),
+    };
+    recorded(Tensor::from_primitive::<Autodiff<Flex>>(y))
+}
+
+/// FLatten's focusing function times `times` (see `focused::focus`) as one node:
+/// [`linvit_kernels::focus::Focus`] forward and backward from the saved input and scale. `x`
+/// is `[B, N, C]`, `scale` the module's `[1, 1, C]`. `None` where the gate is closed.
+pub(crate) fn focus(x: &Tensor<3>, scale: &Tensor<3>, p: u32, times: f64) -> Option<Tensor<3>> {
+    /// The input and each channel's `softplus(scale)` and its derivative `sigmoid(scale)`.
+    #[derive(Clone, Debug)]
+    struct Saved {
+        x: FlexTensor,
+        inv_softplus: Vec<f32>,
+        sigmoid: Vec<f32>,
+        power: u32,
+        times: f32,
+    }
+
+    #[derive(Debug)]
+    struct FocusNode;
+
+    impl Backward<Flex, 2> for FocusNode {
+        type State = Saved;
+
+        fn backward(self, ops: Ops<Saved, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
+            let s = ops.state;
+            let grad = contiguous(grads.consume::<Flex>(&ops.node));
+            let focus = Focus {
+                inv_scale: &s.inv_softplus,
+                power: s.power,
+                times: s.times,
+            };
+            let g = focus.backward(values(&s.x), values(&grad));
+            let [x_node, scale_node] = ops.parents;
+            if let Some(node) = x_node {
+                grads.register::<Flex>(node.id, flex(g.input, s.x.layout().shape().clone()));
+            }
+            if let Some(node) = scale_node {
+                let d: Vec<f32> = g
+                    .softplus_scale
+                    .iter()
+                    .zip(&s.sigmoid)
+                    .map(|(d, s)| d * s)
+                    .collect();
+                let c = d.len();
+                grads.register::<Flex>(node.id, flex(d, [1, 1, c].into()));
+            }
+        }
+    }
+
+    let c = x.dims()[2];
+    if scale.dims() != [1, 1, c] || c == 0 || p == 0 {
+        return None;
+    }
+    let (xt, st) = (tracked(x)?, tracked(scale)?);
+    let input = contiguous(xt.primitive().clone());
+    let scale_values = contiguous(st.primitive().clone());
+    // softplus in f64 (ln(1 + e^z), as ln_1p(exp) for small e^z), then one rounding.
+    let softplus = |z: f64| if z > 20.0 { z } else { z.exp().ln_1p() };
+    let (inv_softplus, sigmoid): (Vec<f32>, Vec<f32>) = values(&scale_values)
+        .iter()
+        .map(|&z| {
+            let z = z as f64;
+            (
+                (1.0 / softplus(z)) as f32,
+                (1.0 / (1.0 + (-z).exp())) as f32,
+            )
+        })
+        .unzip();
+    let saved = Saved {
+        x: input,
+        inv_softplus,
+        sigmoid,
+        power: p,
+        times: times as f32,
+    };
+    let focus = Focus {
+        inv_scale: &saved.inv_softplus,
+        power: p,
+        times: saved.times,
+    };
+    let y = flex(focus.forward(values(&saved.x)), x.dims().into());
+    let y = match FocusNode
+        .prepare::<NoCheckpointing>([xt.node(), st.node()])
+        .compute_bound()
+        .stateful()
+    {
+        OpsKind::Tracked(prep) => prep.finish(saved, y),
         OpsKind::UnTracked(prep) => prep.finish(y),
     };
     recorded(Tensor::from_primitive::<Autodiff<Flex>>(y))

@@ -8,6 +8,7 @@ use burn::module::Param;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{LayerNormConfig, LinearConfig, PaddingConfig2d};
 use burn::tensor::{Device, Tensor, TensorData};
+use linvit_attention::focused::focus;
 use linvit_attention::ops::{conv2d, gelu, layer_norm, linear, softmax};
 use linvit_attention::Path;
 
@@ -272,5 +273,45 @@ fn linear_node_matches_burns_linear_in_value_and_every_gradient() {
             );
         }
         assert_fused_ran("linear", 1, || linear(&layer, tracked_input(dims)));
+    }
+}
+
+#[test]
+fn focusing_function_node_matches_burns_ops_in_value_and_every_gradient() {
+    let ad = Device::flex().autodiff();
+    // 37 channels (no whole vector), 2 x 150 tokens, powers 1, 3 and 6; inputs around zero,
+    // so relu's zero gradient is exercised; a trained scale, not the initial zeros.
+    let dims = [2, 150, 37];
+    let n: usize = dims.iter().product();
+    for p in [1, 3, 6] {
+        let run = |path: Path| {
+            // The node reads a view: the second half of a wider tensor's channels, as FLatten's
+            // keys are a narrow of the `kv` projection's output.
+            let x: Vec<f32> = lcg(2 * n, 11).iter().map(|v| v + 0.3).collect();
+            let x = Tensor::<3>::from_data(TensorData::new(x, [2, 150, 74]), &ad).require_grad();
+            let scale = Tensor::<3>::from_data(TensorData::new(lcg(37, 12), [1, 1, 37]), &ad)
+                .require_grad();
+            let g = Tensor::<3>::from_data(TensorData::new(lcg(n, 13), dims), &ad);
+            let (y, grads) = path.run(|| {
+                let y = focus(x.clone().narrow(2, 37, 37), scale.clone(), p);
+                let grads = (y.clone() * g).sum().backward();
+                (y, grads)
+            });
+            [
+                host(y),
+                host(x.grad(&grads).expect("x has a gradient")),
+                host(scale.grad(&grads).expect("the scale has a gradient")),
+            ]
+        };
+        let (ops, fused) = (run(Path::Ops), run(Path::Auto));
+        for (i, what) in ["output", "input gradient", "scale gradient"]
+            .iter()
+            .enumerate()
+        {
+            let label = format!("focus p={p}: {what}");
+            assert_fused_close(&label, &fused[i], &ops[i], 1e-5);
+        }
+        let scale = || tracked_input([1, 1, 37]);
+        assert_fused_ran("focus", 1, || focus(tracked_input(dims), scale(), p));
     }
 }

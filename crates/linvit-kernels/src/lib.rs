@@ -14,6 +14,7 @@
 
 pub mod activation;
 pub mod depthwise;
+pub mod focus;
 pub mod focused;
 pub mod linear;
 mod matmul;
