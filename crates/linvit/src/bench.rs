@@ -653,6 +653,9 @@ pub struct ModelReport {
     #[serde(default)]
     pub precision: Precision,
     pub memory: String,
+    /// `auto` (fused kernels and fused autodiff nodes on flex) or `ops` (Burn's ops only).
+    #[serde(default)]
+    pub path: linvit_attention::Path,
     pub rows: Vec<ModelRow>,
 }
 
@@ -793,6 +796,10 @@ fn model_child(
         args.push("--no-train".into());
     }
     args.extend(["--precision".into(), bench.precision.name().into()]);
+    args.extend([
+        "--path".into(),
+        linvit_attention::Path::current().name().into(),
+    ]);
     let failed = |oom: bool, note: String| ModelRow {
         preset: preset.into(),
         resolution,
@@ -853,6 +860,7 @@ pub fn run_model(
         batch: bench.batch,
         precision: bench.precision,
         memory: memory_method(device).into(),
+        path: linvit_attention::Path::current(),
         rows,
     }
 }
@@ -860,9 +868,10 @@ pub fn run_model(
 pub fn model_table(report: &ModelReport) -> String {
     let opt = |v: Option<f64>| v.map(|x| format!("{x:.2}")).unwrap_or("-".into());
     let mut s = format!(
-        "device {}, batch {}\n{:<18} {:>5} {:>8} {:>8} {:>11} {:>12} {:>10}  note\n",
+        "device {}, batch {}, path {}\n{:<18} {:>5} {:>8} {:>8} {:>11} {:>12} {:>10}  note\n",
         report.device,
         report.batch,
+        report.path.name(),
         "preset",
         "res",
         "GMACs",
@@ -1111,6 +1120,10 @@ pub struct ModelArgs {
     /// Run every point in this process instead of one child process per point.
     #[arg(long)]
     pub in_process: bool,
+    /// On flex, `auto` runs the fused kernels and, in the training step, the fused autodiff
+    /// nodes; `ops` runs Burn's ops only (the comparison the fused path is measured against).
+    #[arg(long, default_value = "auto", value_parser = ["auto", "ops"])]
+    pub path: String,
     #[arg(long)]
     pub json: bool,
     /// Also write the JSON report to this file.
@@ -1134,7 +1147,8 @@ pub fn model_command(args: &ModelArgs) -> Result<String, String> {
     };
     bench.validate()?;
     let exe = if args.in_process { None } else { current_exe() };
-    let report = run_model(&bench, &args.device, &device, exe.as_deref());
+    let path: linvit_attention::Path = args.path.parse()?;
+    let report = path.run(|| run_model(&bench, &args.device, &device, exe.as_deref()));
     if let Some(path) = &args.out {
         write_json(&report, path)?;
     }
