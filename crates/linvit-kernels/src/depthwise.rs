@@ -153,6 +153,9 @@ multiversion! {
                 for j in 0..k {
                     let offset = j as isize - pad;
                     let (x0, x1) = valid(w, offset);
+                    if x0 == x1 {
+                        continue;
+                    }
                     let t = taps[i * k + j];
                     let s = &srow[(x0 as isize + offset) as usize..][..x1 - x0];
                     for (o, s) in orow[x0..x1].iter_mut().zip(s) {
@@ -181,6 +184,9 @@ multiversion! {
                 for j in 0..k {
                     let offset = j as isize - pad;
                     let (x0, x1) = valid(w, offset);
+                    if x0 == x1 {
+                        continue;
+                    }
                     let s = &srow[(x0 as isize + offset) as usize..][..x1 - x0];
                     let acc = &mut partial[(i * k + j) * w..][x0..x1];
                     for ((a, g), s) in acc.iter_mut().zip(&grow[x0..x1]).zip(s) {
@@ -272,6 +278,16 @@ mod tests {
                     kernel: 5,
                 },
                 "1 row",
+            ),
+            (
+                Depthwise {
+                    planes: 2,
+                    channels: 1,
+                    height: 3,
+                    width: 1,
+                    kernel: 5,
+                },
+                "1 column",
             ),
         ] {
             let k = d.kernel;
