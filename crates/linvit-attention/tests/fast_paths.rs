@@ -1,23 +1,14 @@
 //! Every fast path against its literal sibling in `linvit_attention::reference`: outputs and
 //! gradients (with a random cotangent) on awkward sizes (49, 50 and 63 tokens, odd head dims).
 
+mod common;
+
 use burn::tensor::{Device, Tensor, TensorData};
+use common::lcg;
 use linvit_attention::focused::{focus, linear_attend, powi_by_mul};
 use linvit_attention::ops::{merge_heads, split_heads};
 use linvit_attention::reference;
 use linvit_attention::{AttentionConfig, MixerShape, TokenLayout};
-
-fn lcg(len: usize, seed: u64) -> Vec<f32> {
-    let mut state = seed.wrapping_mul(6364136223846793005).wrapping_add(1);
-    (0..len)
-        .map(|_| {
-            state = state
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            ((state >> 11) as f64 / (1u64 << 53) as f64 * 2.0 - 1.0) as f32
-        })
-        .collect()
-}
 
 fn tensor<const D: usize>(dims: [usize; D], seed: u64, device: &Device) -> Tensor<D> {
     Tensor::from_data(

@@ -4,25 +4,16 @@
 //! one per call on `Path::Auto`, none on `Path::Ops`, so the comparison is never the op path
 //! against itself.
 
+mod common;
+
 use burn::module::Param;
-use burn::nn::conv::{Conv2d, Conv2dConfig};
+use burn::nn::conv::Conv2dConfig;
 use burn::nn::{LayerNormConfig, LinearConfig, PaddingConfig2d};
-use burn::tensor::{Device, Tensor, TensorData};
+use burn::tensor::{Device, Gradients, Tensor, TensorData};
+use common::lcg;
 use linvit_attention::focused::focus;
 use linvit_attention::ops::{conv2d, gelu, layer_norm, linear, softmax};
 use linvit_attention::Path;
-
-fn lcg(len: usize, seed: u64) -> Vec<f32> {
-    let mut state = seed.wrapping_mul(6364136223846793005).wrapping_add(1);
-    (0..len)
-        .map(|_| {
-            state = state
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            ((state >> 11) as f64 / (1u64 << 53) as f64 * 2.0 - 1.0) as f32
-        })
-        .collect()
-}
 
 fn host<const D: usize>(t: Tensor<D>) -> Vec<f32> {
     t.into_data().try_into_vec::<f32>().unwrap()
@@ -32,27 +23,6 @@ fn host<const D: usize>(t: Tensor<D>) -> Vec<f32> {
 fn tracked_input<const D: usize>(dims: [usize; D]) -> Tensor<D> {
     let n = dims.iter().product();
     Tensor::from_data(TensorData::new(lcg(n, 9), dims), &Device::flex().autodiff()).require_grad()
-}
-
-/// The output and the gradient of `sum(f(x) * g)` with respect to `x`, on `path`; `x` is
-/// uniform in `[-scale, scale]`, `g` in `[-1, 1]`.
-fn value_and_grad<const D: usize>(
-    path: Path,
-    dims: [usize; D],
-    scale: f32,
-    f: impl Fn(Tensor<D>) -> Tensor<D>,
-) -> (Vec<f32>, Vec<f32>) {
-    let ad = Device::flex().autodiff();
-    let n = dims.iter().product();
-    let x: Vec<f32> = lcg(n, 1).iter().map(|v| v * scale).collect();
-    let x = Tensor::<D>::from_data(TensorData::new(x, dims), &ad).require_grad();
-    let g = Tensor::<D>::from_data(TensorData::new(lcg(n, 2), dims), &ad);
-    let (y, grads) = path.run(|| {
-        let y = f(x.clone());
-        let grads = (y.clone() * g).sum().backward();
-        (y, grads)
-    });
-    (host(y), host(x.grad(&grads).expect("x has a gradient")))
 }
 
 /// max |a - b| / max(|b|, 1e-12).
@@ -97,34 +67,70 @@ fn gelu_node_matches_burns_gelu_in_value_and_gradient() {
                 gelu(x)
             }
         };
-        let (y_ops, dx_ops) = value_and_grad(Path::Ops, [3, 5, 1001], 7.0, f);
-        let (y, dx) = value_and_grad(Path::Auto, [3, 5, 1001], 7.0, f);
         let what = if transposed { "gelu (strided)" } else { "gelu" };
-        assert_fused_close(&format!("{what} output"), &y, &y_ops, 1e-6);
-        assert_fused_close(&format!("{what} input gradient"), &dx, &dx_ops, 1e-6);
+        let dims = [3, 5, 1001];
+        compare_paths(
+            what,
+            &[("output", 1e-6), ("input gradient", 1e-6)],
+            lcg(dims.iter().product(), 1)
+                .iter()
+                .map(|v| v * 7.0)
+                .collect(),
+            dims,
+            f,
+            |_| vec![],
+        );
         assert_fused_ran(what, 1, || f(tracked_input([3, 5, 1001])));
     }
 }
 
-/// Output and the gradients of `sum(conv(x) * g)` with respect to x, the weight and the bias.
-fn conv_value_and_grads(path: Path, conv: &Conv2d, dims: [usize; 4]) -> [Vec<f32>; 4] {
+/// On `path`: the output of `f(x)` for the leaf `x` (`values` shaped `dims`), then the gradients
+/// of `sum(out * g)` (`g` uniform in [-1, 1]) with respect to `x` and to each of the module's
+/// parameters `params` reads.
+fn output_and_grads<const D: usize>(
+    path: Path,
+    values: Vec<f32>,
+    dims: [usize; D],
+    f: impl Fn(Tensor<D>) -> Tensor<D>,
+    params: impl Fn(&Gradients) -> Vec<Vec<f32>>,
+) -> Vec<Vec<f32>> {
     let ad = Device::flex().autodiff();
-    let n = dims.iter().product();
-    let x = Tensor::<4>::from_data(TensorData::new(lcg(n, 3), dims), &ad).require_grad();
-    let [b, c, h, w] = dims;
-    let g = Tensor::<4>::from_data(TensorData::new(lcg(n, 4), [b, c, h, w]), &ad);
+    let x = Tensor::<D>::from_data(TensorData::new(values, dims), &ad).require_grad();
     let (y, grads) = path.run(|| {
-        let y = conv2d(conv, x.clone());
+        let y = f(x.clone());
+        let g = Tensor::<D>::from_data(
+            TensorData::new(lcg(y.shape().num_elements(), 4), y.dims()),
+            &ad,
+        );
         let grads = (y.clone() * g).sum().backward();
         (y, grads)
     });
-    let bias = conv.bias.as_ref().expect("a bias");
-    [
-        host(y),
-        host(x.grad(&grads).expect("x has a gradient")),
-        host(conv.weight.grad(&grads).expect("the weight has a gradient")),
-        host(bias.grad(&grads).expect("the bias has a gradient")),
-    ]
+    let mut out = vec![host(y), host(x.grad(&grads).expect("x has a gradient"))];
+    out.extend(params(&grads));
+    out
+}
+
+/// [`output_and_grads`] on both paths, every tensor compared within its tolerance (`checks`:
+/// the output, the input gradient, then the parameters', each with its tolerance).
+fn compare_paths<const D: usize>(
+    what: &str,
+    checks: &[(&str, f32)],
+    values: Vec<f32>,
+    dims: [usize; D],
+    f: impl Fn(Tensor<D>) -> Tensor<D>,
+    params: impl Fn(&Gradients) -> Vec<Vec<f32>>,
+) {
+    let ops = output_and_grads(Path::Ops, values.clone(), dims, &f, &params);
+    let fused = output_and_grads(Path::Auto, values, dims, &f, &params);
+    assert_eq!(ops.len(), checks.len());
+    for (((name, tol), fused), ops) in checks.iter().zip(&fused).zip(&ops) {
+        assert_fused_close(&format!("{what}: {name}"), fused, ops, *tol);
+    }
+}
+
+/// A parameter's gradient, on the host.
+fn grad_of<const D: usize>(p: &Param<Tensor<D>>, grads: &Gradients) -> Vec<f32> {
+    host(p.grad(grads).expect("the parameter has a gradient"))
 }
 
 #[test]
@@ -139,20 +145,20 @@ fn depthwise_conv_node_matches_burns_conv_in_value_and_every_gradient() {
             .with_groups(c)
             .with_padding(PaddingConfig2d::Explicit(p, p, p, p))
             .init(&ad);
-        let ops = conv_value_and_grads(Path::Ops, &conv, dims);
-        let fused = conv_value_and_grads(Path::Auto, &conv, dims);
-        for (i, what) in [
-            "output",
-            "input gradient",
-            "weight gradient",
-            "bias gradient",
-        ]
-        .iter()
-        .enumerate()
-        {
-            let label = format!("depthwise {kernel}x{kernel} on {dims:?}: {what}");
-            assert_fused_close(&label, &fused[i], &ops[i], 1e-5);
-        }
+        let bias = conv.bias.as_ref().expect("a bias");
+        compare_paths(
+            &format!("depthwise {kernel}x{kernel} on {dims:?}"),
+            &[
+                ("output", 1e-5),
+                ("input gradient", 1e-5),
+                ("weight gradient", 1e-5),
+                ("bias gradient", 1e-5),
+            ],
+            lcg(dims.iter().product(), 3),
+            dims,
+            |x| conv2d(&conv, x),
+            |g| vec![grad_of(&conv.weight, g), grad_of(bias, g)],
+        );
         assert_fused_ran("depthwise conv", 1, || conv2d(&conv, tracked_input(dims)));
     }
 }
@@ -167,38 +173,24 @@ fn layer_norm_node_matches_burns_layer_norm_in_value_and_every_gradient() {
         let values = |seed| Tensor::<1>::from_data(TensorData::new(lcg(width, seed), [width]), &ad);
         norm.gamma = Param::from_tensor(values(7).add_scalar(1.0));
         norm.beta = Some(Param::from_tensor(values(8)));
-        let run = |path: Path| {
-            let dims = [2, 301, width];
-            let n = 2 * 301 * width;
-            let x: Vec<f32> = lcg(n, 1).iter().map(|v| v * 3.0).collect();
-            let x = Tensor::<3>::from_data(TensorData::new(x, dims), &ad).require_grad();
-            let g = Tensor::<3>::from_data(TensorData::new(lcg(n, 2), dims), &ad);
-            let (y, grads) = path.run(|| {
-                let y = layer_norm(&norm, x.clone());
-                let grads = (y.clone() * g).sum().backward();
-                (y, grads)
-            });
-            let beta = norm.beta.as_ref().expect("a beta");
-            [
-                host(y),
-                host(x.grad(&grads).expect("x has a gradient")),
-                host(norm.gamma.grad(&grads).expect("gamma has a gradient")),
-                host(beta.grad(&grads).expect("beta has a gradient")),
-            ]
-        };
-        let (ops, fused) = (run(Path::Ops), run(Path::Auto));
-        for (i, what) in [
-            "output",
-            "input gradient",
-            "gamma gradient",
-            "beta gradient",
-        ]
-        .iter()
-        .enumerate()
-        {
-            let label = format!("layer norm, width {width}, eps {eps}: {what}");
-            assert_fused_close(&label, &fused[i], &ops[i], 1e-5);
-        }
+        let beta = norm.beta.as_ref().expect("a beta");
+        let dims = [2, 301, width];
+        compare_paths(
+            &format!("layer norm, width {width}, eps {eps}"),
+            &[
+                ("output", 1e-5),
+                ("input gradient", 1e-5),
+                ("gamma gradient", 1e-5),
+                ("beta gradient", 1e-5),
+            ],
+            lcg(dims.iter().product(), 1)
+                .iter()
+                .map(|v| v * 3.0)
+                .collect(),
+            dims,
+            |x| layer_norm(&norm, x),
+            |g| vec![grad_of(&norm.gamma, g), grad_of(beta, g)],
+        );
         assert_fused_ran("layer norm", 1, || {
             layer_norm(&norm, tracked_input([2, 301, width]))
         });
@@ -210,14 +202,16 @@ fn softmax_node_matches_burns_softmax_in_value_and_gradient() {
     // Swin's 49-token windows (no whole vector) and agent attention's 9 agents; scores up to
     // +-12, so the max shift matters.
     for dims in [[3, 2, 49, 49], [2, 4, 50, 9]] {
-        let (y_ops, dx_ops) = value_and_grad(Path::Ops, dims, 12.0, |x| softmax(x, 3));
-        let (y, dx) = value_and_grad(Path::Auto, dims, 12.0, |x| softmax(x, 3));
-        assert_fused_close(&format!("softmax {dims:?} output"), &y, &y_ops, 1e-6);
-        assert_fused_close(
-            &format!("softmax {dims:?} input gradient"),
-            &dx,
-            &dx_ops,
-            1e-5,
+        compare_paths(
+            &format!("softmax {dims:?}"),
+            &[("output", 1e-6), ("input gradient", 1e-5)],
+            lcg(dims.iter().product(), 1)
+                .iter()
+                .map(|v| v * 12.0)
+                .collect(),
+            dims,
+            |x| softmax(x, 3),
+            |_| vec![],
         );
         assert_fused_ran("softmax", 1, || softmax(tracked_input(dims), 3));
     }
@@ -230,48 +224,20 @@ fn linear_node_matches_burns_linear_in_value_and_every_gradient() {
     for (dims, out) in [([2usize, 151, 37], 19usize), ([3, 35, 37], 64)] {
         let width = dims[2];
         let layer = LinearConfig::new(width, out).init(&ad);
-        let run = |path: Path| {
-            let n: usize = dims.iter().product();
-            let x = Tensor::<3>::from_data(TensorData::new(lcg(n, 5), dims), &ad).require_grad();
-            let g = Tensor::<3>::from_data(
-                TensorData::new(lcg(n / width * out, 6), [dims[0], dims[1], out]),
-                &ad,
-            );
-            let (y, grads) = path.run(|| {
-                let y = linear(&layer, x.clone());
-                let grads = (y.clone() * g).sum().backward();
-                (y, grads)
-            });
-            let bias = layer.bias.as_ref().expect("a bias");
-            [
-                host(y),
-                host(x.grad(&grads).expect("x has a gradient")),
-                host(
-                    layer
-                        .weight
-                        .grad(&grads)
-                        .expect("the weight has a gradient"),
-                ),
-                host(bias.grad(&grads).expect("the bias has a gradient")),
-            ]
-        };
-        let (ops, fused) = (run(Path::Ops), run(Path::Auto));
-        for (i, what) in [
-            "output",
-            "input gradient",
-            "weight gradient",
-            "bias gradient",
-        ]
-        .iter()
-        .enumerate()
-        {
-            assert_fused_close(
-                &format!("linear {dims:?} -> {out}: {what}"),
-                &fused[i],
-                &ops[i],
-                1e-5,
-            );
-        }
+        let bias = layer.bias.as_ref().expect("a bias");
+        compare_paths(
+            &format!("linear {dims:?} -> {out}"),
+            &[
+                ("output", 1e-5),
+                ("input gradient", 1e-5),
+                ("weight gradient", 1e-5),
+                ("bias gradient", 1e-5),
+            ],
+            lcg(dims.iter().product(), 5),
+            dims,
+            |x| linear(&layer, x),
+            |g| vec![grad_of(&layer.weight, g), grad_of(bias, g)],
+        );
         assert_fused_ran("linear", 1, || linear(&layer, tracked_input(dims)));
     }
 }
@@ -284,33 +250,23 @@ fn focusing_function_node_matches_burns_ops_in_value_and_every_gradient() {
     let dims = [2, 150, 37];
     let n: usize = dims.iter().product();
     for p in [1, 3, 6] {
-        let run = |path: Path| {
-            // The node reads a view: the second half of a wider tensor's channels, as FLatten's
-            // keys are a narrow of the `kv` projection's output.
-            let x: Vec<f32> = lcg(2 * n, 11).iter().map(|v| v + 0.3).collect();
-            let x = Tensor::<3>::from_data(TensorData::new(x, [2, 150, 74]), &ad).require_grad();
-            let scale = Tensor::<3>::from_data(TensorData::new(lcg(37, 12), [1, 1, 37]), &ad)
-                .require_grad();
-            let g = Tensor::<3>::from_data(TensorData::new(lcg(n, 13), dims), &ad);
-            let (y, grads) = path.run(|| {
-                let y = focus(x.clone().narrow(2, 37, 37), scale.clone(), p);
-                let grads = (y.clone() * g).sum().backward();
-                (y, grads)
-            });
-            [
-                host(y),
-                host(x.grad(&grads).expect("x has a gradient")),
-                host(scale.grad(&grads).expect("the scale has a gradient")),
-            ]
-        };
-        let (ops, fused) = (run(Path::Ops), run(Path::Auto));
-        for (i, what) in ["output", "input gradient", "scale gradient"]
-            .iter()
-            .enumerate()
-        {
-            let label = format!("focus p={p}: {what}");
-            assert_fused_close(&label, &fused[i], &ops[i], 1e-5);
-        }
+        // The node reads a view: the second half of a wider tensor's channels, as FLatten's
+        // keys are a narrow of the `kv` projection's output.
+        let scale = Param::from_tensor(
+            Tensor::<3>::from_data(TensorData::new(lcg(37, 12), [1, 1, 37]), &ad).require_grad(),
+        );
+        compare_paths(
+            &format!("focus p={p}"),
+            &[
+                ("output", 1e-5),
+                ("input gradient", 1e-5),
+                ("scale gradient", 1e-5),
+            ],
+            lcg(2 * n, 11).iter().map(|v| v + 0.3).collect(),
+            [2, 150, 74],
+            |x| focus(x.narrow(2, 37, 37), scale.val(), p),
+            |g| vec![grad_of(&scale, g)],
+        );
         let scale = || tracked_input([1, 1, 37]);
         assert_fused_ran("focus", 1, || focus(tracked_input(dims), scale(), p));
     }
