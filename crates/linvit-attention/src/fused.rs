@@ -11,7 +11,7 @@ use burn::tensor::{BackendPrimitive, DType, Float, Tensor};
 use burn_dispatch::backends::autodiff::checkpoint::base::Checkpointer;
 use burn_dispatch::backends::autodiff::checkpoint::strategy::NoCheckpointing;
 use burn_dispatch::backends::autodiff::grads::Gradients;
-use burn_dispatch::backends::autodiff::ops::{unary, Backward, Ops, OpsKind};
+use burn_dispatch::backends::autodiff::ops::{unary, Backward, NodeGuard, Ops, OpsKind};
 use burn_dispatch::backends::flex::FlexTensor;
 use burn_dispatch::backends::{Autodiff, Flex};
 use linvit_kernels::depthwise::Depthwise;
@@ -31,10 +31,28 @@ fn tracked<const D: usize>(
     x.clone().try_into_primitive::<Autodiff<Flex>>().ok()
 }
 
-/// `t`, counted as one fused node recorded (see [`Path::fused_nodes`]).
-fn recorded<const D: usize>(t: Tensor<D>) -> Option<Tensor<D>> {
+/// `out` as the output of one `node` over `parents`, keeping `state` for its backward where a
+/// gradient is needed (dropped otherwise), counted as one fused node (see
+/// [`Path::fused_nodes`]).
+fn record<B, const N: usize, const D: usize>(
+    node: B,
+    parents: [NodeGuard; N],
+    state: B::State,
+    out: FlexTensor,
+) -> Option<Tensor<D>>
+where
+    B: Backward<Flex, N>,
+{
+    let out = match node
+        .prepare::<NoCheckpointing>(parents)
+        .compute_bound()
+        .stateful()
+    {
+        OpsKind::Tracked(prep) => prep.finish(state, out),
+        OpsKind::UnTracked(prep) => prep.finish(out),
+    };
     Path::count_fused_node();
-    Some(t)
+    Some(Tensor::from_primitive::<Autodiff<Flex>>(out))
 }
 
 /// `t` laid out so that [`values`] can read it: as it is where it is a contiguous run of its
@@ -80,29 +98,13 @@ pub(crate) fn gelu<const D: usize>(x: &Tensor<D>) -> Option<Tensor<D>> {
         }
     }
 
-    let x = tracked(x)?;
-    let forward = |input: &FlexTensor| {
-        flex(
-            linvit_kernels::activation::gelu(values(&input)),
-            input.layout().shape().clone(),
-        )
-    };
-    let out = match Gelu
-        .prepare::<NoCheckpointing>([x.node()])
-        .compute_bound()
-        .stateful()
-    {
-        OpsKind::Tracked(prep) => {
-            let input = contiguous(x.primitive().clone());
-            let out = forward(&input);
-            prep.finish(input, out)
-        }
-        OpsKind::UnTracked(prep) => {
-            let out = forward(&contiguous(x.primitive().clone()));
-            prep.finish(out)
-        }
-    };
-    recorded(Tensor::from_primitive::<Autodiff<Flex>>(out))
+    let xt = tracked(x)?;
+    let input = contiguous(xt.primitive().clone());
+    let out = flex(
+        linvit_kernels::activation::gelu(values(&input)),
+        input.layout().shape().clone(),
+    );
+    record(Gelu, [xt.node()], input, out)
 }
 
 /// A depthwise convolution with same padding and stride 1 as one node:
@@ -158,15 +160,8 @@ pub(crate) fn depthwise_conv(
     let bias = contiguous(bt.primitive().clone());
     let out = shape.forward(values(&input), values(&kernel), values(&bias));
     let out = flex(out, [n, c, h, w].into());
-    let out = match DepthwiseConv
-        .prepare::<NoCheckpointing>([xt.node(), wt.node(), bt.node()])
-        .compute_bound()
-        .stateful()
-    {
-        OpsKind::Tracked(prep) => prep.finish((input, kernel, shape), out),
-        OpsKind::UnTracked(prep) => prep.finish(out),
-    };
-    recorded(Tensor::from_primitive::<Autodiff<Flex>>(out))
+    let parents = [xt.node(), wt.node(), bt.node()];
+    record(DepthwiseConv, parents, (input, kernel, shape), out)
 }
 
 /// LayerNorm over the last dim as one node: [`LayerNormTrain`] forward, saving each row's mean
@@ -231,24 +226,14 @@ pub(crate) fn layer_norm<const D: usize>(
     };
     let f = norm.forward(values(&input));
     let out = flex(f.out, input.layout().shape().clone());
-    let out = match LayerNorm
-        .prepare::<NoCheckpointing>([xt.node(), gt.node(), bt.node()])
-        .compute_bound()
-        .stateful()
-    {
-        OpsKind::Tracked(prep) => {
-            let saved = Saved {
-                x: input,
-                gamma: gamma_values,
-                mean: f.mean,
-                rstd: f.rstd,
-                eps,
-            };
-            prep.finish(saved, out)
-        }
-        OpsKind::UnTracked(prep) => prep.finish(out),
+    let saved = Saved {
+        x: input,
+        gamma: gamma_values,
+        mean: f.mean,
+        rstd: f.rstd,
+        eps,
     };
-    recorded(Tensor::from_primitive::<Autodiff<Flex>>(out))
+    record(LayerNorm, [xt.node(), gt.node(), bt.node()], saved, out)
 }
 
 /// Softmax over the last dim as one node: [`linvit_kernels::activation::softmax`] forward and
@@ -285,15 +270,7 @@ pub(crate) fn softmax_last<const D: usize>(x: &Tensor<D>) -> Option<Tensor<D>> {
         linvit_kernels::activation::softmax(values(&input), width),
         shape,
     );
-    let out = match Softmax
-        .prepare::<NoCheckpointing>([xt.node()])
-        .compute_bound()
-        .stateful()
-    {
-        OpsKind::Tracked(prep) => prep.finish(y.clone(), y),
-        OpsKind::UnTracked(prep) => prep.finish(y),
-    };
-    recorded(Tensor::from_primitive::<Autodiff<Flex>>(out))
+    record(Softmax, [xt.node()], y.clone(), y)
 }
 
 /// A linear layer `x w + b` (`w` `[in, out]`, Burn's layout) over the last dim as one node:
@@ -347,15 +324,12 @@ pub(crate) fn linear<const D: usize>(
     let mut dims = x.dims();
     dims[D - 1] = out;
     let y = flex(out_values, dims.into());
-    let y = match Linear
-        .prepare::<NoCheckpointing>([xt.node(), wt.node(), bt.node()])
-        .compute_bound()
-        .stateful()
-    {
-        OpsKind::Tracked(prep) => prep.finish((input, kernel), y),
-        OpsKind::UnTracked(prep) => prep.finish(y),
-    };
-    recorded(Tensor::from_primitive::<Autodiff<Flex>>(y))
+    record(
+        Linear,
+        [xt.node(), wt.node(), bt.node()],
+        (input, kernel),
+        y,
+    )
 }
 
 /// FLatten's focusing function times `times` (see `focused::focus`) as one node:
@@ -436,13 +410,5 @@ pub(crate) fn focus(x: &Tensor<3>, scale: &Tensor<3>, p: u32, times: f64) -> Opt
         times: saved.times,
     };
     let y = flex(focus.forward(values(&saved.x)), x.dims().into());
-    let y = match FocusNode
-        .prepare::<NoCheckpointing>([xt.node(), st.node()])
-        .compute_bound()
-        .stateful()
-    {
-        OpsKind::Tracked(prep) => prep.finish(saved, y),
-        OpsKind::UnTracked(prep) => prep.finish(y),
-    };
-    recorded(Tensor::from_primitive::<Autodiff<Flex>>(y))
+    record(FocusNode, [xt.node(), st.node()], saved, y)
 }
