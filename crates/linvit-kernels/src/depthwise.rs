@@ -246,8 +246,8 @@ mod tests {
     /// respect to one entry is the forward of a unit input in that entry, dotted with `g`.
     #[test]
     fn forward_and_gradients_match_the_definition() {
-        // 6 planes of 3 channels, 5 x 7 (rows shorter than a vector), kernels 3 and 5; and a
-        // 1-row image where most taps fall outside.
+        // 6 planes of 3 channels, 5 x 7 (rows shorter than a vector), kernels 3 and 5; a 1-row
+        // and a 1-column image where most taps fall outside; 7x7 on rows of 43.
         for (d, label) in [
             (
                 Depthwise {
@@ -288,6 +288,16 @@ mod tests {
                     kernel: 5,
                 },
                 "1 column",
+            ),
+            (
+                Depthwise {
+                    planes: 2,
+                    channels: 2,
+                    height: 4,
+                    width: 43,
+                    kernel: 7,
+                },
+                "7x7 on rows of 43",
             ),
         ] {
             let k = d.kernel;
