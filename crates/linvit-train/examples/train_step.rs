@@ -4,8 +4,9 @@
 //!
 //! `cargo run -p linvit-train --example train_step -- [PRESETS] [BATCH] [ROUNDS] [SECONDS]`
 //!
-//! PRESETS is comma-separated (default `flatten_pvt_t`); each path of each preset steps for
-//! SECONDS per round (default 3), after one untimed step. One path alone, for a profiler:
+//! PRESETS is comma-separated (default `flatten_pvt_t`): preset names, or recipes
+//! (`configs/*.toml`, timed at their own batch size); each path of each steps for SECONDS per
+//! round (default 3), after one untimed step. One path alone, for a profiler:
 //! `LINVIT_TRAIN_STEP_PATH=auto perf record -g target/debug/examples/train_step flatten_pvt_t`.
 
 use burn::tensor::Device;
@@ -34,9 +35,10 @@ fn main() {
     println!("| preset | ops ms | fused ms | speed-up | ops img/s | fused img/s |");
     println!("| --- | --- | --- | --- | --- | --- |");
     for name in names.split(',') {
-        let config = match presets::preset(name) {
-            Ok(p) => p.config(),
-            Err(e) => fail(&e),
+        let (config, batch) = model(name, batch);
+        let label = match name.ends_with(".toml") {
+            true => format!("{name} (batch {batch})"),
+            false => name.to_string(),
         };
         let mut steps: Vec<TrainStep> = paths
             .iter()
@@ -60,18 +62,36 @@ fn main() {
         let img_s = |ms: f64| batch as f64 / (ms / 1e3);
         match ms[..] {
             [ops, fused] => println!(
-                "| {name} | {ops:.0} | {fused:.0} | {:.2}x | {:.2} | {:.2} |",
+                "| {label} | {ops:.0} | {fused:.0} | {:.2}x | {:.2} | {:.2} |",
                 ops / fused,
                 img_s(ops),
                 img_s(fused)
             ),
             [one] => println!(
-                "| {name} | {} | {one:.0} | | | {:.2} |",
+                "| {label} | {} | {one:.0} | | | {:.2} |",
                 paths[0].name(),
                 img_s(one)
             ),
             _ => unreachable!("one or two paths"),
         }
+    }
+}
+
+/// The model of a preset at `batch`, or of a recipe (`configs/*.toml`, 10 classes) at the
+/// recipe's own batch size.
+fn model(name: &str, batch: usize) -> (linvit_models::ModelConfig, usize) {
+    if !name.ends_with(".toml") {
+        return match presets::preset(name) {
+            Ok(p) => (p.config(), batch),
+            Err(e) => fail(&e),
+        };
+    }
+    let run = linvit_train::resolve(Some(std::path::Path::new(name)), &[])
+        .unwrap_or_else(|e| fail(&e.to_string()));
+    let channels = run.data.channels.unwrap_or(3);
+    match run.model_config(10, channels) {
+        Ok(config) => (config, run.train.batch_size),
+        Err(e) => fail(&e.to_string()),
     }
 }
 
