@@ -7,28 +7,43 @@
 //! autodiff, [`Path::Auto`]. Everywhere else (other backends, half precision, `Path::Ops`) the
 //! callers run Burn's ops, which stay the reference the tests compare these nodes with.
 
-use burn::tensor::{BackendPrimitive, DType, Float, Tensor};
+use burn::tensor::{BackendPrimitive, Float, Shape, Tensor};
 use burn_dispatch::backends::autodiff::checkpoint::base::Checkpointer;
 use burn_dispatch::backends::autodiff::checkpoint::strategy::NoCheckpointing;
 use burn_dispatch::backends::autodiff::grads::Gradients;
 use burn_dispatch::backends::autodiff::ops::{unary, Backward, NodeGuard, Ops, OpsKind};
+use burn_dispatch::backends::autodiff::NodeId;
 use burn_dispatch::backends::flex::FlexTensor;
 use burn_dispatch::backends::{Autodiff, Flex};
 use linvit_kernels::depthwise::Depthwise;
 use linvit_kernels::focus::Focus;
-use linvit_kernels::norm::LayerNormTrain;
+use linvit_kernels::norm::{layer_norm_backward, RowNorm};
 
 use crate::path::Path;
 
 /// `x` as a flex tensor under autodiff, where a fused autodiff operation may stand in for
-/// Burn's ops: f32, on flex with autodiff on, [`Path::Auto`]. `None` otherwise.
+/// Burn's ops: f32 on [`Path::Auto`] (`Path::fused_for`), on flex with autodiff on. `None`
+/// otherwise.
 fn tracked<const D: usize>(
     x: &Tensor<D>,
 ) -> Option<<Float as BackendPrimitive<Autodiff<Flex>>>::Primitive> {
-    if x.dtype() != DType::F32 || Path::current() == Path::Ops {
+    if !Path::fused_for(x.dtype()) {
         return None;
     }
     x.clone().try_into_primitive::<Autodiff<Flex>>().ok()
+}
+
+/// The values of `t` as [`values`] reads them (see [`contiguous`]).
+fn laid_out(t: &<Float as BackendPrimitive<Autodiff<Flex>>>::Primitive) -> FlexTensor {
+    contiguous(t.primitive().clone())
+}
+
+/// Registers `values` of `shape` as the gradient of the parent `node`, where that parent takes
+/// one (`None`: it needs no gradient).
+fn give(grads: &mut Gradients, node: Option<NodeId>, values: Vec<f32>, shape: Shape) {
+    if let Some(id) = node {
+        grads.register::<Flex>(id, flex(values, shape));
+    }
 }
 
 /// `out` as the output of one `node` over `parents`, keeping `state` for its backward where a
@@ -73,7 +88,7 @@ fn values(t: &FlexTensor) -> &[f32] {
 }
 
 /// A new flex tensor of `shape` holding `values`.
-fn flex(values: Vec<f32>, shape: burn::tensor::Shape) -> FlexTensor {
+fn flex(values: Vec<f32>, shape: Shape) -> FlexTensor {
     FlexTensor::from_data(burn::tensor::TensorData::new(values, shape))
 }
 
@@ -99,7 +114,7 @@ pub(crate) fn gelu<const D: usize>(x: &Tensor<D>) -> Option<Tensor<D>> {
     }
 
     let xt = tracked(x)?;
-    let input = contiguous(xt.primitive().clone());
+    let input = laid_out(&xt);
     let out = flex(
         linvit_kernels::activation::gelu(values(&input)),
         input.layout().shape().clone(),
@@ -111,8 +126,9 @@ pub(crate) fn gelu<const D: usize>(x: &Tensor<D>) -> Option<Tensor<D>> {
 /// [`linvit_kernels::depthwise`] forward and backward, from the saved input and weight (what
 /// PyTorch saves). `x` is `[planes, channels, H, W]` viewed as `planes * channels` images
 /// (`channels` = the weight's `[C, 1, k, k]` first dim; FLatten's head-shared conv passes
-/// `[B * heads, d, H, W]`), `bias` is `[C]`. `None` where the gate is closed for any of
-/// them or the shapes are not such a convolution's.
+/// `[B * heads, d, H, W]`), `bias` is `[C]`; the caller (`ops::conv2d`) has checked that the
+/// conv is such a convolution (`ops::same_size_kernel`). `None` where the gate is closed for
+/// any of them or `x` has another channel count.
 pub(crate) fn depthwise_conv(
     x: &Tensor<4>,
     weight: &Tensor<4>,
@@ -128,23 +144,21 @@ pub(crate) fn depthwise_conv(
             let (x, weight, shape) = ops.state;
             let grad = contiguous(grads.consume::<Flex>(&ops.node));
             let g = shape.backward(values(&x), values(&weight), values(&grad));
-            let [x_node, weight_node, bias_node] = ops.parents;
-            if let Some(node) = x_node {
-                grads.register::<Flex>(node.id, flex(g.input, x.layout().shape().clone()));
-            }
-            if let Some(node) = weight_node {
-                let dims = weight.layout().shape().clone();
-                grads.register::<Flex>(node.id, flex(g.weight, dims));
-            }
-            if let Some(node) = bias_node {
-                grads.register::<Flex>(node.id, flex(g.bias, [shape.channels].into()));
-            }
+            let [x_node, weight_node, bias_node] = ops.parents.map(|p| p.map(|n| n.id));
+            give(grads, x_node, g.input, x.layout().shape().clone());
+            give(
+                grads,
+                weight_node,
+                g.weight,
+                weight.layout().shape().clone(),
+            );
+            give(grads, bias_node, g.bias, [shape.channels].into());
         }
     }
 
     let [n, c, h, w] = x.dims();
-    let [out_channels, one, k, k2] = weight.dims();
-    if out_channels != c || one != 1 || k != k2 || k % 2 == 0 || bias.dims() != [c] {
+    let [channels, _, k, _] = weight.dims();
+    if channels != c {
         return None;
     }
     let shape = Depthwise {
@@ -155,17 +169,17 @@ pub(crate) fn depthwise_conv(
         kernel: k,
     };
     let (xt, wt, bt) = (tracked(x)?, tracked(weight)?, tracked(bias)?);
-    let input = contiguous(xt.primitive().clone());
-    let kernel = contiguous(wt.primitive().clone());
-    let bias = contiguous(bt.primitive().clone());
+    let input = laid_out(&xt);
+    let kernel = laid_out(&wt);
+    let bias = laid_out(&bt);
     let out = shape.forward(values(&input), values(&kernel), values(&bias));
     let out = flex(out, [n, c, h, w].into());
     let parents = [xt.node(), wt.node(), bt.node()];
     record(DepthwiseConv, parents, (input, kernel, shape), out)
 }
 
-/// LayerNorm over the last dim as one node: [`LayerNormTrain`] forward, saving each row's mean
-/// and `1 / std` with the input (what PyTorch saves), and its one-pass backward. `None`
+/// LayerNorm over the last dim as one node: [`RowNorm::forward_keeping_stats`], saving each row's mean
+/// and `1 / std` with the input (what PyTorch saves), and [`layer_norm_backward`]. `None`
 /// where the gate is closed for any of them.
 pub(crate) fn layer_norm<const D: usize>(
     x: &Tensor<D>,
@@ -173,14 +187,13 @@ pub(crate) fn layer_norm<const D: usize>(
     beta: &Tensor<1>,
     eps: f64,
 ) -> Option<Tensor<D>> {
-    /// The input and the gamma the forward saw, each row's statistics, and epsilon.
+    /// The input and the gamma the forward saw, and each row's statistics.
     #[derive(Clone, Debug)]
     struct Saved {
         x: FlexTensor,
         gamma: FlexTensor,
         mean: Vec<f32>,
         rstd: Vec<f32>,
-        eps: f32,
     }
 
     #[derive(Debug)]
@@ -193,45 +206,31 @@ pub(crate) fn layer_norm<const D: usize>(
             let s = ops.state;
             let grad = contiguous(grads.consume::<Flex>(&ops.node));
             let gamma = values(&s.gamma);
-            // The backward reads no beta.
-            let norm = LayerNormTrain {
-                gamma,
-                beta: gamma,
-                eps: s.eps,
-            };
-            let g = norm.backward(values(&s.x), &s.mean, &s.rstd, values(&grad));
-            let [x_node, gamma_node, beta_node] = ops.parents;
-            if let Some(node) = x_node {
-                grads.register::<Flex>(node.id, flex(g.input, s.x.layout().shape().clone()));
-            }
-            let width = [gamma.len()];
-            if let Some(node) = gamma_node {
-                grads.register::<Flex>(node.id, flex(g.gamma, width.into()));
-            }
-            if let Some(node) = beta_node {
-                grads.register::<Flex>(node.id, flex(g.beta, width.into()));
-            }
+            let g = layer_norm_backward(gamma, values(&s.x), &s.mean, &s.rstd, values(&grad));
+            let [x_node, gamma_node, beta_node] = ops.parents.map(|p| p.map(|n| n.id));
+            let width = Shape::from([gamma.len()]);
+            give(grads, x_node, g.input, s.x.layout().shape().clone());
+            give(grads, gamma_node, g.gamma, width.clone());
+            give(grads, beta_node, g.beta, width);
         }
     }
 
     let (xt, gt, bt) = (tracked(x)?, tracked(gamma)?, tracked(beta)?);
-    let input = contiguous(xt.primitive().clone());
-    let gamma_values = contiguous(gt.primitive().clone());
-    let beta_values = contiguous(bt.primitive().clone());
-    let eps = eps as f32;
-    let norm = LayerNormTrain {
+    let input = laid_out(&xt);
+    let gamma_values = laid_out(&gt);
+    let beta_values = laid_out(&bt);
+    let norm = RowNorm {
         gamma: values(&gamma_values),
-        beta: values(&beta_values),
-        eps,
+        beta: Some(values(&beta_values)),
+        eps: eps as f32,
     };
-    let f = norm.forward(values(&input));
+    let f = norm.forward_keeping_stats(values(&input));
     let out = flex(f.out, input.layout().shape().clone());
     let saved = Saved {
         x: input,
         gamma: gamma_values,
         mean: f.mean,
         rstd: f.rstd,
-        eps,
     };
     record(LayerNorm, [xt.node(), gt.node(), bt.node()], saved, out)
 }
@@ -264,7 +263,7 @@ pub(crate) fn softmax_last<const D: usize>(x: &Tensor<D>) -> Option<Tensor<D>> {
         return None;
     }
     let xt = tracked(x)?;
-    let input = contiguous(xt.primitive().clone());
+    let input = laid_out(&xt);
     let shape = input.layout().shape().clone();
     let y = flex(
         linvit_kernels::activation::softmax(values(&input), width),
@@ -292,22 +291,21 @@ pub(crate) fn linear<const D: usize>(
             let (x, weight) = ops.state;
             let grad = contiguous(grads.consume::<Flex>(&ops.node));
             let [width, out] = weight.layout().shape().dims::<2>();
+            let [x_node, weight_node, bias_node] = ops.parents.map(|p| p.map(|n| n.id));
             let g = linvit_kernels::linear::linear_backward(
                 values(&x),
                 width,
                 values(&weight),
                 values(&grad),
+                [x_node.is_some(), weight_node.is_some()],
             );
-            let [x_node, weight_node, bias_node] = ops.parents;
-            if let Some(node) = x_node {
-                grads.register::<Flex>(node.id, flex(g.input, x.layout().shape().clone()));
+            if let Some(input) = g.input {
+                give(grads, x_node, input, x.layout().shape().clone());
             }
-            if let Some(node) = weight_node {
-                grads.register::<Flex>(node.id, flex(g.weight, [width, out].into()));
+            if let Some(weight) = g.weight {
+                give(grads, weight_node, weight, [width, out].into());
             }
-            if let Some(node) = bias_node {
-                grads.register::<Flex>(node.id, flex(g.bias, [out].into()));
-            }
+            give(grads, bias_node, g.bias, [out].into());
         }
     }
 
@@ -316,9 +314,9 @@ pub(crate) fn linear<const D: usize>(
         return None;
     }
     let (xt, wt, bt) = (tracked(x)?, tracked(weight)?, tracked(bias)?);
-    let input = contiguous(xt.primitive().clone());
-    let kernel = contiguous(wt.primitive().clone());
-    let bias = contiguous(bt.primitive().clone());
+    let input = laid_out(&xt);
+    let kernel = laid_out(&wt);
+    let bias = laid_out(&bt);
     let out_values =
         linvit_kernels::linear::linear(values(&input), width, values(&kernel), Some(values(&bias)));
     let mut dims = x.dims();
@@ -346,6 +344,16 @@ pub(crate) fn focus(x: &Tensor<3>, scale: &Tensor<3>, p: u32, times: f64) -> Opt
         times: f32,
     }
 
+    impl Saved {
+        fn focus(&self) -> Focus<'_> {
+            Focus {
+                inv_scale: &self.inv_softplus,
+                power: self.power,
+                times: self.times,
+            }
+        }
+    }
+
     #[derive(Debug)]
     struct FocusNode;
 
@@ -355,26 +363,18 @@ pub(crate) fn focus(x: &Tensor<3>, scale: &Tensor<3>, p: u32, times: f64) -> Opt
         fn backward(self, ops: Ops<Saved, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
             let s = ops.state;
             let grad = contiguous(grads.consume::<Flex>(&ops.node));
-            let focus = Focus {
-                inv_scale: &s.inv_softplus,
-                power: s.power,
-                times: s.times,
-            };
-            let g = focus.backward(values(&s.x), values(&grad));
-            let [x_node, scale_node] = ops.parents;
-            if let Some(node) = x_node {
-                grads.register::<Flex>(node.id, flex(g.input, s.x.layout().shape().clone()));
-            }
-            if let Some(node) = scale_node {
-                let d: Vec<f32> = g
-                    .softplus_scale
-                    .iter()
-                    .zip(&s.sigmoid)
-                    .map(|(d, s)| d * s)
-                    .collect();
-                let c = d.len();
-                grads.register::<Flex>(node.id, flex(d, [1, 1, c].into()));
-            }
+            let g = s.focus().backward(values(&s.x), values(&grad));
+            let [x_node, scale_node] = ops.parents.map(|p| p.map(|n| n.id));
+            give(grads, x_node, g.input, s.x.layout().shape().clone());
+            // d softplus(z) / dz = sigmoid(z).
+            let d: Vec<f32> = g
+                .softplus_scale
+                .iter()
+                .zip(&s.sigmoid)
+                .map(|(d, s)| d * s)
+                .collect();
+            let c = d.len();
+            give(grads, scale_node, d, [1, 1, c].into());
         }
     }
 
@@ -383,8 +383,8 @@ pub(crate) fn focus(x: &Tensor<3>, scale: &Tensor<3>, p: u32, times: f64) -> Opt
         return None;
     }
     let (xt, st) = (tracked(x)?, tracked(scale)?);
-    let input = contiguous(xt.primitive().clone());
-    let scale_values = contiguous(st.primitive().clone());
+    let input = laid_out(&xt);
+    let scale_values = laid_out(&st);
     // softplus in f64 (ln(1 + e^z), as ln_1p(exp) for small e^z), then one rounding.
     let softplus = |z: f64| if z > 20.0 { z } else { z.exp().ln_1p() };
     let (inv_softplus, sigmoid): (Vec<f32>, Vec<f32>) = values(&scale_values)
@@ -404,11 +404,6 @@ pub(crate) fn focus(x: &Tensor<3>, scale: &Tensor<3>, p: u32, times: f64) -> Opt
         power: p,
         times: times as f32,
     };
-    let focus = Focus {
-        inv_scale: &saved.inv_softplus,
-        power: p,
-        times: saved.times,
-    };
-    let y = flex(focus.forward(values(&saved.x)), x.dims().into());
+    let y = flex(saved.focus().forward(values(&saved.x)), x.dims().into());
     record(FocusNode, [xt.node(), st.node()], saved, y)
 }

@@ -15,7 +15,7 @@ use burn::module::Param;
 use burn::module::{Content, DisplaySettings, ModuleDisplay};
 use burn::nn::conv::Conv2d;
 use burn::nn::{LayerNorm, Linear, PaddingConfig2d};
-use burn::tensor::{DType, Device, Tensor, TensorData};
+use burn::tensor::{Device, Tensor, TensorData};
 pub use burn_dispatch::backends::flex::FlexTensor;
 use burn_dispatch::backends::Flex;
 use linvit_kernels::linear::BlockInput;
@@ -151,7 +151,7 @@ pub fn kernel_applies<const D: usize>(t: &Tensor<D>) -> bool {
 /// The gate of every fused kernel: the flex tensor behind `t`, as it lies (maybe a strided view),
 /// where `t` is f32, on flex, with autodiff off and tracked by no graph. `None` elsewhere.
 fn flex_view<const D: usize>(t: &Tensor<D>) -> Option<FlexTensor> {
-    if t.dtype() != DType::F32 || t.is_tracked() || crate::Path::current() == crate::Path::Ops {
+    if !crate::Path::fused_for(t.dtype()) || t.is_tracked() {
         return None;
     }
     // Fails on other backends and on flex under autodiff (`Autodiff<Flex>` is another backend).

@@ -8,6 +8,7 @@
 
 use std::cell::Cell;
 
+use burn::tensor::DType;
 use serde::{Deserialize, Serialize};
 
 /// See the module documentation.
@@ -43,6 +44,13 @@ impl Path {
         }
         let _restore = Restore(CURRENT.with(|c| c.replace(self)));
         f()
+    }
+
+    /// Whether a fused kernel or node may take a tensor of `dtype` on this thread now: f32 on
+    /// [`Path::Auto`] (the common part of the inference and the training gates; each adds
+    /// its own condition on the tensor).
+    pub(crate) fn fused_for(dtype: DType) -> bool {
+        dtype == DType::F32 && Path::current() == Path::Auto
     }
 
     /// How many fused autodiff operations forwards on this thread have recorded so far (each

@@ -118,7 +118,7 @@ pub fn softmax(x: &[f32], width: usize) -> Vec<f32> {
         "softmax: rows of {width}"
     );
     let mut out = x.to_vec();
-    out.par_chunks_mut(rows_per_chunk(width) * width)
+    out.par_chunks_mut(crate::rows_per_task(width) * width)
         .for_each(|rows| crate::window::softmax_rows(rows, width));
     out
 }
@@ -128,16 +128,11 @@ pub fn softmax(x: &[f32], width: usize) -> Vec<f32> {
 pub fn softmax_backward(y: &[f32], grad: &[f32], width: usize) -> Vec<f32> {
     assert!(width > 0 && y.len().is_multiple_of(width) && grad.len() == y.len());
     let mut out = grad.to_vec();
-    let rows = rows_per_chunk(width) * width;
+    let rows = crate::rows_per_task(width) * width;
     out.par_chunks_mut(rows)
         .zip(y.par_chunks(rows))
         .for_each(|(g, y)| softmax_backward_rows(g, y, width));
     out
-}
-
-/// Whole rows of about [`CHUNK`] elements.
-fn rows_per_chunk(width: usize) -> usize {
-    (CHUNK / width).max(1)
 }
 
 multiversion! {

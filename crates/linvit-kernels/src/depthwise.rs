@@ -139,31 +139,39 @@ fn valid(len: usize, offset: isize) -> (usize, usize) {
     (start.min(end), end)
 }
 
+/// For every tap `(i, j)` of a `k x k` kernel on an `h x w` plane with same padding, and every
+/// output row `y` it reaches: `f(tap, out, src)` with `tap = i k + j`, `out` the range of that
+/// row's outputs (flat indices) the tap reaches, and `src` the start of the inputs they read
+/// (flat, contiguous along the row). Taps in kernel-row order, then output rows, then columns.
+#[inline(always)]
+fn tap_rows([h, w, k]: [usize; 3], mut f: impl FnMut(usize, std::ops::Range<usize>, usize)) {
+    let pad = (k / 2) as isize;
+    for i in 0..k {
+        let (y0, y1) = valid(h, i as isize - pad);
+        for y in y0..y1 {
+            let sy = (y as isize + i as isize - pad) as usize;
+            for j in 0..k {
+                let offset = j as isize - pad;
+                let (x0, x1) = valid(w, offset);
+                if x0 < x1 {
+                    let src = sy * w + (x0 as isize + offset) as usize;
+                    f(i * k + j, y * w + x0..y * w + x1, src);
+                }
+            }
+        }
+    }
+}
+
 multiversion! {
     /// `out[y, x] += sum over taps (i, j) of taps[i, j] * src[y + i - k/2, x + j - k/2]`, taps
     /// outside the image left out (zero padding); each tap one multiply-add along a row.
     fn correlate(out: &mut [f32], src: &[f32], taps: &[f32], dims: [usize; 3]) {
-        let [h, w, k] = dims;
-        let pad = (k / 2) as isize;
-        for i in 0..k {
-            let (y0, y1) = valid(h, i as isize - pad);
-            for y in y0..y1 {
-                let sy = (y as isize + i as isize - pad) as usize;
-                let (orow, srow) = (&mut out[y * w..][..w], &src[sy * w..][..w]);
-                for j in 0..k {
-                    let offset = j as isize - pad;
-                    let (x0, x1) = valid(w, offset);
-                    if x0 == x1 {
-                        continue;
-                    }
-                    let t = taps[i * k + j];
-                    let s = &srow[(x0 as isize + offset) as usize..][..x1 - x0];
-                    for (o, s) in orow[x0..x1].iter_mut().zip(s) {
-                        *o += t * s;
-                    }
-                }
+        tap_rows(dims, |tap, outs, from| {
+            let t = taps[tap];
+            for (o, s) in out[outs].iter_mut().zip(&src[from..]) {
+                *o += t * s;
             }
-        }
+        });
     }
 }
 
@@ -173,28 +181,15 @@ multiversion! {
     /// are added into a row of partial sums (a multiply-add per row, vectorised), summed at
     /// the end.
     fn weight_share(src: &[f32], grad: &[f32], dims: [usize; 3]) -> Vec<f32> {
-        let [h, w, k] = dims;
-        let pad = (k / 2) as isize;
-        let mut partial = vec![0f32; k * k * w];
-        for i in 0..k {
-            let (y0, y1) = valid(h, i as isize - pad);
-            for y in y0..y1 {
-                let sy = (y as isize + i as isize - pad) as usize;
-                let (grow, srow) = (&grad[y * w..][..w], &src[sy * w..][..w]);
-                for j in 0..k {
-                    let offset = j as isize - pad;
-                    let (x0, x1) = valid(w, offset);
-                    if x0 == x1 {
-                        continue;
-                    }
-                    let s = &srow[(x0 as isize + offset) as usize..][..x1 - x0];
-                    let acc = &mut partial[(i * k + j) * w..][x0..x1];
-                    for ((a, g), s) in acc.iter_mut().zip(&grow[x0..x1]).zip(s) {
-                        *a += g * s;
-                    }
-                }
+        let w = dims[1];
+        let mut partial = vec![0f32; dims[2] * dims[2] * w];
+        tap_rows(dims, |tap, outs, from| {
+            let x0 = outs.start % w;
+            let acc = &mut partial[tap * w + x0..][..outs.len()];
+            for ((a, g), s) in acc.iter_mut().zip(&grad[outs]).zip(&src[from..]) {
+                *a += g * s;
             }
-        }
+        });
         partial.chunks(w).map(crate::simd::sum).collect()
     }
 }

@@ -8,9 +8,12 @@
 //!
 //! Why: written with Burn's ops this is fifteen passes over `[B, N, C]` forward and as many
 //! backward, each saving its own intermediate; here one pass each way, saving only the input.
+//! The forward is the inference kernel's row function (`focused::focus_row`, which takes the
+//! maximum only where the norms would underflow: the same number).
 
 use rayon::prelude::*;
 
+use crate::focused::{focus_row, powi};
 use crate::simd::{dot, multiversion};
 
 /// The focusing function's constants; see the module documentation.
@@ -34,11 +37,6 @@ pub struct FocusGrads {
     pub softplus_scale: Vec<f32>,
 }
 
-/// Rows per task: about 64 KiB of them.
-fn block(width: usize) -> usize {
-    (16_384 / width.max(1)).max(1)
-}
-
 impl Focus<'_> {
     fn width(&self) -> usize {
         self.inv_scale.len()
@@ -49,11 +47,11 @@ impl Focus<'_> {
         let c = self.width();
         assert!(c > 0 && x.len().is_multiple_of(c) && self.power >= 1);
         let mut out = vec![0f32; x.len()];
-        out.par_chunks_mut(block(c) * c)
-            .zip(x.par_chunks(block(c) * c))
+        out.par_chunks_mut(crate::rows_per_task(c) * c)
+            .zip(x.par_chunks(crate::rows_per_task(c) * c))
             .for_each(|(out, x)| {
                 for (o, x) in out.chunks_exact_mut(c).zip(x.chunks_exact(c)) {
-                    focus_row(o, x, self.inv_scale, self.power, self.times);
+                    focus_row(o, x, self.inv_scale, None, self.power, self.times);
                 }
             });
         out
@@ -65,10 +63,10 @@ impl Focus<'_> {
         assert!(c > 0 && x.len().is_multiple_of(c) && grad.len() == x.len());
         let mut input = vec![0f32; x.len()];
         let partials: Vec<Vec<f32>> = input
-            .par_chunks_mut(block(c) * c)
+            .par_chunks_mut(crate::rows_per_task(c) * c)
             .zip(
-                x.par_chunks(block(c) * c)
-                    .zip(grad.par_chunks(block(c) * c)),
+                x.par_chunks(crate::rows_per_task(c) * c)
+                    .zip(grad.par_chunks(crate::rows_per_task(c) * c)),
             )
             .map(|(dx, (x, g))| {
                 let mut ds = vec![0f32; c];
@@ -91,39 +89,10 @@ impl Focus<'_> {
                 ds
             })
             .collect();
-        let mut softplus_scale = vec![0f32; c];
-        for p in &partials {
-            softplus_scale.iter_mut().zip(p).for_each(|(s, v)| *s += v);
-        }
         FocusGrads {
             input,
-            softplus_scale,
+            softplus_scale: crate::sum_in_order(partials.iter().map(Vec::as_slice), c),
         }
-    }
-}
-
-/// `y^p` by repeated multiplication (`y^0 = 1`).
-#[inline(always)]
-fn power(y: f32, p: u32) -> f32 {
-    let mut acc = 1.0;
-    for _ in 0..p {
-        acc *= y;
-    }
-    acc
-}
-
-multiversion! {
-    /// One row of [`Focus::forward`]: `out` gets `a`, then `w`, then the result.
-    fn focus_row(out: &mut [f32], x: &[f32], inv_scale: &[f32], p: u32, times: f32) {
-        for ((a, &x), &s) in out.iter_mut().zip(x).zip(inv_scale) {
-            *a = (x.max(0.0) + 1e-6) * s;
-        }
-        let n1 = dot(out, out).sqrt();
-        let inv_max = 1.0 / crate::simd::max(out);
-        out.iter_mut().for_each(|v| *v = power(*v * inv_max, p));
-        let n2 = dot(out, out).sqrt();
-        let factor = times * n1 / n2;
-        out.iter_mut().for_each(|v| *v *= factor);
     }
 }
 
@@ -150,7 +119,7 @@ multiversion! {
         let n1 = dot(dx, dx).sqrt();
         let inv_max = 1.0 / crate::simd::max(dx);
         for (w, &a) in w.iter_mut().zip(dx.iter()) {
-            *w = power(a * inv_max, p);
+            *w = powi(a * inv_max, p);
         }
         let n2 = dot(w, w).sqrt();
         let f = n1 / n2;
@@ -164,7 +133,7 @@ multiversion! {
             let a = *d;
             let y = a * inv_max;
             let dw = times * f * g - c_w * w;
-            let da = dw * pm * power(y, p - 1) + c_a * a;
+            let da = dw * pm * powi(y, p - 1) + c_a * a;
             *ds -= da * a * s;
             *d = if x > 0.0 { da * s } else { 0.0 };
         }

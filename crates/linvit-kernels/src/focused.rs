@@ -210,7 +210,7 @@ multiversion! {
     /// from `input`. Where `||x^p||^2` underflows or overflows in f32 it is computed on
     /// `y = x / max(x)` instead, the same number and finite for every `p` (as
     /// `linvit_attention::focused::focus` explains).
-    fn focus_row(
+    pub(crate) fn focus_row(
         x: &mut [f32],
         input: &[f32],
         inv_sp: &[f32],
@@ -326,7 +326,7 @@ fn power<const P: u32>(v: f32) -> f32 {
     }
 }
 
-fn powi(x: f32, p: u32) -> f32 {
+pub(crate) fn powi(x: f32, p: u32) -> f32 {
     match p {
         0 => 1.0,
         1 => x,

@@ -27,6 +27,25 @@ pub mod window;
 
 pub use rows::Rows;
 
+/// Whole `width`-wide rows per task of a row-wise kernel: about 16K elements (64 KiB), so a
+/// task's rows stay in L2 and there are many tasks to share out.
+pub(crate) fn rows_per_task(width: usize) -> usize {
+    (16_384 / width.max(1)).max(1)
+}
+
+/// The element-wise sum of `partials`, each `width` long, added in the order given: per-task
+/// partial sums reduced this way give the same bits on any number of threads.
+pub(crate) fn sum_in_order<'a>(
+    partials: impl IntoIterator<Item = &'a [f32]>,
+    width: usize,
+) -> Vec<f32> {
+    let mut sums = vec![0f32; width];
+    for p in partials {
+        sums.iter_mut().zip(p).for_each(|(s, v)| *s += v);
+    }
+    sums
+}
+
 /// Which instruction set the kernels run ([`isa::selected`]), and the `LINVIT_ISA` switch.
 pub mod isa {
     pub use crate::simd::{detected, requested, selected, Isa};

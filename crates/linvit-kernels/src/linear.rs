@@ -40,80 +40,75 @@ pub fn linear(x: &[f32], width: usize, weight: &[f32], bias: Option<&[f32]>) -> 
     linear_in_block(BlockInput::dense(x, width), weight, bias, None)
 }
 
-/// The gradients [`linear_backward`] computes.
+/// The gradients [`linear_backward`] computes: the input's and the weight's only where asked
+/// (`None` otherwise).
 #[derive(Clone, Debug, PartialEq)]
 pub struct LinearGrads {
     /// `[rows, in]`.
-    pub input: Vec<f32>,
+    pub input: Option<Vec<f32>>,
     /// `[in, out]`.
-    pub weight: Vec<f32>,
+    pub weight: Option<Vec<f32>>,
     /// `[out]`.
     pub bias: Vec<f32>,
 }
 
 /// The gradients of `sum(linear(x, width, weight, bias) * grad)` for `x` `[rows, in]`,
-/// `weight` `[in, out]` and `grad` `[rows, out]`: `grad w^T`, `x^T grad` and the column sums of
-/// `grad`. The transposes are strides given to gemm (it packs its operands anyway), not
-/// copies, and the products are written straight into new buffers.
+/// `weight` `[in, out]` and `grad` `[rows, out]`: `grad w^T` and `x^T grad` where `[input,
+/// weight]` ask for them (a frozen layer's weight needs no product), and the column sums of
+/// `grad`. The transposes are strides given to gemm (it packs its operands anyway), not copies,
+/// and the products are written straight into new buffers.
 ///
 /// Why not flex's: under autodiff it transposes both operands into new tensors and then
 /// multiplies into a zeroed buffer that it copies once more to align it.
-pub fn linear_backward(x: &[f32], width: usize, weight: &[f32], grad: &[f32]) -> LinearGrads {
+pub fn linear_backward(
+    x: &[f32],
+    width: usize,
+    weight: &[f32],
+    grad: &[f32],
+    [want_input, want_weight]: [bool; 2],
+) -> LinearGrads {
     assert!(width > 0 && x.len().is_multiple_of(width) && weight.len().is_multiple_of(width));
     let rows = x.len() / width;
     let out = weight.len() / width;
     assert_eq!(grad.len(), rows * out, "linear_backward: gradient size");
-    let threads = Parallelism::Rayon(rayon::current_num_threads().max(1));
-    let mut input = vec![0f32; rows * width];
-    let mut weight_grad = vec![0f32; width * out];
-    if rows > 0 {
-        // [rows, in] = [rows, out] x [out, in]; w^T's element (j, i) is w[i * out + j].
-        product_on(
-            threads,
-            &mut input,
-            [width, 1],
-            Operand(grad, [out, 1]),
-            Operand(weight, [1, out]),
-            [rows, width, out],
-            false,
-            1.0,
-        );
-        // [in, out] = [in, rows] x [rows, out]; x^T's element (i, r) is x[r * width + i].
-        product_on(
-            threads,
-            &mut weight_grad,
-            [out, 1],
-            Operand(x, [1, width]),
-            Operand(grad, [out, 1]),
-            [width, out, rows],
-            false,
-            1.0,
-        );
-    }
+    // `dst = lhs rhs` for `[m, n, k]` on all cores; an empty product leaves `dst` zero.
+    let product = |len: usize, dst_row: usize, lhs: Operand, rhs: Operand, mnk: [usize; 3]| {
+        let mut dst = vec![0f32; len];
+        if mnk.iter().all(|&d| d > 0) {
+            let threads = Parallelism::Rayon(rayon::current_num_threads().max(1));
+            product_on(threads, &mut dst, [dst_row, 1], lhs, rhs, mnk, false, 1.0);
+        }
+        dst
+    };
+    // [rows, in] = [rows, out] x [out, in]; w^T's element (j, i) is w[i * out + j].
+    let input = want_input.then(|| {
+        let (g, wt) = (Operand(grad, [out, 1]), Operand(weight, [1, out]));
+        product(rows * width, width, g, wt, [rows, width, out])
+    });
+    // [in, out] = [in, rows] x [rows, out]; x^T's element (i, r) is x[r * width + i].
+    let weight = want_weight.then(|| {
+        let (xt, g) = (Operand(x, [1, width]), Operand(grad, [out, 1]));
+        product(width * out, out, xt, g, [width, out, rows])
+    });
     LinearGrads {
         input,
-        weight: weight_grad,
+        weight,
         bias: column_sums(grad, out),
     }
 }
 
 /// The sums of the `width`-wide rows of `x`, element-wise: per block of rows on all cores,
 /// then the blocks' sums in order (the same bits on any number of threads).
-pub fn column_sums(x: &[f32], width: usize) -> Vec<f32> {
-    let block = (16_384 / width.max(1)).max(1) * width;
+pub(crate) fn column_sums(x: &[f32], width: usize) -> Vec<f32> {
     let partials: Vec<Vec<f32>> = x
-        .par_chunks(block)
+        .par_chunks(crate::rows_per_task(width) * width)
         .map(|rows| {
             let mut acc = vec![0f32; width];
             add_rows(&mut acc, rows);
             acc
         })
         .collect();
-    let mut sums = vec![0f32; width];
-    for p in &partials {
-        sums.iter_mut().zip(p).for_each(|(s, v)| *s += v);
-    }
-    sums
+    crate::sum_in_order(partials.iter().map(Vec::as_slice), width)
 }
 
 multiversion! {
@@ -359,7 +354,8 @@ mod tests {
         let x = wave(rows * width, 0.3);
         let w = wave(width * out, 0.7);
         let g = wave(rows * out, 1.1);
-        let grads = linear_backward(&x, width, &w, &g);
+        let grads = linear_backward(&x, width, &w, &g, [true, true]);
+        let (input, weight) = (grads.input.unwrap(), grads.weight.unwrap());
         let close = |a: f32, b: f64, what: &str| {
             assert!(
                 (a as f64 - b).abs() < 1e-5 * b.abs().max(1.0),
@@ -371,7 +367,7 @@ mod tests {
                 let d: f64 = (0..out)
                     .map(|j| g[r * out + j] as f64 * w[i * out + j] as f64)
                     .sum();
-                close(grads.input[r * width + i], d, "input");
+                close(input[r * width + i], d, "input");
             }
         }
         for i in 0..width {
@@ -379,7 +375,7 @@ mod tests {
                 let d: f64 = (0..rows)
                     .map(|r| x[r * width + i] as f64 * g[r * out + j] as f64)
                     .sum();
-                close(grads.weight[i * out + j], d, "weight");
+                close(weight[i * out + j], d, "weight");
             }
         }
         for j in 0..out {

@@ -1,5 +1,6 @@
-//! LayerNorm on rows, for kernels that run a block's pre-norm on each block of rows while it is
-//! in cache instead of writing the normalised tensor out.
+//! LayerNorm on rows: for kernels that run a block's pre-norm on each block of rows while it is
+//! in cache instead of writing the normalised tensor out, and for training, a forward that keeps
+//! each row's statistics and the one-pass backward that uses them.
 
 use rayon::prelude::*;
 
@@ -28,8 +29,9 @@ impl RowNorm<'_> {
 
 multiversion! {
     /// One row of [`RowNorm`], in place: mean, then the variance around it (two passes over a
-    /// row in L1, no cancellation), then the affine map.
-    fn normalise_row(out: &mut [f32], gamma: &[f32], beta: Option<&[f32]>, eps: f32) {
+    /// row in L1, no cancellation), then the affine map. Returns the row's mean and
+    /// `1 / sqrt(var + eps)`.
+    fn normalise_row(out: &mut [f32], gamma: &[f32], beta: Option<&[f32]>, eps: f32) -> (f32, f32) {
         let n = out.len() as f32;
         let mean = sum(out) / n;
         out.iter_mut().for_each(|o| *o -= mean);
@@ -46,28 +48,18 @@ multiversion! {
                 }
             }
         }
+        (mean, inv)
     }
 }
 
-/// Rows per task of [`LayerNormTrain`]: about 64 KiB of a row block in and out.
-fn rows_per_task(width: usize) -> usize {
-    (16_384 / width.max(1)).max(1)
-}
-
-/// LayerNorm for training: the forward keeps each row's mean and reciprocal standard deviation
-/// for the backward, which gives the gradients of the input, `gamma` and `beta` in one pass over
-/// the rows (what PyTorch's fused `native_layer_norm` saves and computes).
+/// The training forward and backward: the forward keeps each row's mean and reciprocal
+/// standard deviation for the backward, which gives the gradients of the input, `gamma` and
+/// `beta` in one pass over the rows (what PyTorch's fused `native_layer_norm` saves and
+/// computes).
 ///
 /// Why: Burn differentiates LayerNorm as the ten tensor ops it is written with, each a pass over
 /// `[B, N, C]` with its own saved intermediate.
-#[derive(Clone, Copy, Debug)]
-pub struct LayerNormTrain<'a> {
-    pub gamma: &'a [f32],
-    pub beta: &'a [f32],
-    pub eps: f32,
-}
-
-/// What [`LayerNormTrain::forward`] returns.
+/// What [`RowNorm::forward_keeping_stats`] returns.
 #[derive(Clone, Debug, PartialEq)]
 pub struct NormForward {
     /// The normalised rows, `[rows, C]`.
@@ -78,7 +70,7 @@ pub struct NormForward {
     pub rstd: Vec<f32>,
 }
 
-/// What [`LayerNormTrain::backward`] returns.
+/// What [`layer_norm_backward`] returns.
 #[derive(Clone, Debug, PartialEq)]
 pub struct NormGrads {
     pub input: Vec<f32>,
@@ -86,81 +78,74 @@ pub struct NormGrads {
     pub beta: Vec<f32>,
 }
 
-impl LayerNormTrain<'_> {
-    /// Each `gamma.len()`-wide row of `x`, normalised, with its statistics.
-    pub fn forward(&self, x: &[f32]) -> NormForward {
+impl RowNorm<'_> {
+    /// Each `gamma.len()`-wide row of `x`, normalised, with its statistics; the rows in blocks
+    /// on all cores.
+    pub fn forward_keeping_stats(&self, x: &[f32]) -> NormForward {
         let width = self.gamma.len();
-        assert!(width > 0 && x.len().is_multiple_of(width) && self.beta.len() == width);
+        assert!(width > 0 && x.len().is_multiple_of(width));
+        assert!(self.beta.is_none_or(|b| b.len() == width));
         let rows = x.len() / width;
         let mut out = x.to_vec();
         let mut mean = vec![0f32; rows];
         let mut rstd = vec![0f32; rows];
-        let block = rows_per_task(width);
+        let block = crate::rows_per_task(width);
         out.par_chunks_mut(block * width)
             .zip(mean.par_chunks_mut(block).zip(rstd.par_chunks_mut(block)))
             .for_each(|(out, (mean, rstd))| {
                 for ((row, m), r) in out.chunks_exact_mut(width).zip(mean).zip(rstd) {
-                    (*m, *r) = normalise_row_keeping_stats(row, self.gamma, self.beta, self.eps);
+                    (*m, *r) = normalise_row(row, self.gamma, self.beta, self.eps);
                 }
             });
         NormForward { out, mean, rstd }
     }
+}
 
-    /// The gradients of `sum(forward(x).out * grad)` from the input and the forward's
-    /// statistics. Per row, with `xhat = (x - mean) * rstd` and `a = grad * gamma`:
-    /// `dx = rstd * (a - mean(a) - xhat * mean(a * xhat))`; `dgamma` sums `grad * xhat` and
-    /// `dbeta` sums `grad` over the rows, per task and then over tasks in order (so the same
-    /// bits on any number of threads).
-    pub fn backward(&self, x: &[f32], mean: &[f32], rstd: &[f32], grad: &[f32]) -> NormGrads {
-        let width = self.gamma.len();
-        assert!(x.len() == grad.len() && x.len() == mean.len() * width && mean.len() == rstd.len());
-        let block = rows_per_task(width);
-        let mut input = vec![0f32; x.len()];
-        let partials: Vec<(Vec<f32>, Vec<f32>)> = input
-            .par_chunks_mut(block * width)
-            .zip(
-                x.par_chunks(block * width)
-                    .zip(grad.par_chunks(block * width)),
-            )
-            .zip(mean.par_chunks(block).zip(rstd.par_chunks(block)))
-            .map(|((dx, (x, grad)), (mean, rstd))| {
-                let mut dgamma = vec![0f32; width];
-                let mut dbeta = vec![0f32; width];
-                let rows = dx
-                    .chunks_exact_mut(width)
-                    .zip(x.chunks_exact(width).zip(grad.chunks_exact(width)));
-                for ((dx, (x, g)), (&m, &r)) in rows.zip(mean.iter().zip(rstd)) {
-                    norm_backward_row(dx, x, g, self.gamma, [m, r], &mut dgamma, &mut dbeta);
-                }
-                (dgamma, dbeta)
-            })
-            .collect();
-        let mut gamma = vec![0f32; width];
-        let mut beta = vec![0f32; width];
-        for (dg, db) in &partials {
-            gamma.iter_mut().zip(dg).for_each(|(a, v)| *a += v);
-            beta.iter_mut().zip(db).for_each(|(a, v)| *a += v);
-        }
-        NormGrads { input, gamma, beta }
+/// The gradients of `sum(layer_norm(x) * grad)` from the input, `gamma` and the statistics of
+/// [`RowNorm::forward_keeping_stats`] (beta and epsilon are not needed). Per row, with
+/// `xhat = (x - mean) * rstd` and `a = grad * gamma`:
+/// `dx = rstd * (a - mean(a) - xhat * mean(a * xhat))`; `dgamma` sums `grad * xhat` and
+/// `dbeta` sums `grad` over the rows, per task and then over tasks in order (so the same bits
+/// on any number of threads).
+pub fn layer_norm_backward(
+    gamma: &[f32],
+    x: &[f32],
+    mean: &[f32],
+    rstd: &[f32],
+    grad: &[f32],
+) -> NormGrads {
+    let width = gamma.len();
+    assert!(x.len() == grad.len() && x.len() == mean.len() * width && mean.len() == rstd.len());
+    let block = crate::rows_per_task(width);
+    let mut input = vec![0f32; x.len()];
+    let partials: Vec<(Vec<f32>, Vec<f32>)> = input
+        .par_chunks_mut(block * width)
+        .zip(
+            x.par_chunks(block * width)
+                .zip(grad.par_chunks(block * width)),
+        )
+        .zip(mean.par_chunks(block).zip(rstd.par_chunks(block)))
+        .map(|((dx, (x, grad)), (mean, rstd))| {
+            let mut dgamma = vec![0f32; width];
+            let mut dbeta = vec![0f32; width];
+            let rows = dx
+                .chunks_exact_mut(width)
+                .zip(x.chunks_exact(width).zip(grad.chunks_exact(width)));
+            for ((dx, (x, g)), (&m, &r)) in rows.zip(mean.iter().zip(rstd)) {
+                norm_backward_row(dx, x, g, gamma, [m, r], &mut dgamma, &mut dbeta);
+            }
+            (dgamma, dbeta)
+        })
+        .collect();
+    NormGrads {
+        input,
+        gamma: crate::sum_in_order(partials.iter().map(|(g, _)| g.as_slice()), width),
+        beta: crate::sum_in_order(partials.iter().map(|(_, b)| b.as_slice()), width),
     }
 }
 
 multiversion! {
-    /// [`normalise_row`] with a beta, returning the row's mean and `1 / sqrt(var + eps)`.
-    fn normalise_row_keeping_stats(out: &mut [f32], gamma: &[f32], beta: &[f32], eps: f32) -> (f32, f32) {
-        let n = out.len() as f32;
-        let mean = sum(out) / n;
-        out.iter_mut().for_each(|o| *o -= mean);
-        let rstd = 1.0 / (dot(out, out) / n + eps).sqrt();
-        for ((o, &g), &b) in out.iter_mut().zip(gamma).zip(beta) {
-            *o = *o * rstd * g + b;
-        }
-        (mean, rstd)
-    }
-}
-
-multiversion! {
-    /// One row of [`LayerNormTrain::backward`]; `stats` is the row's `[mean, rstd]`.
+    /// One row of [`layer_norm_backward`]; `stats` is the row's `[mean, rstd]`.
     fn norm_backward_row(
         dx: &mut [f32],
         x: &[f32],
@@ -220,9 +205,9 @@ mod tests {
         let width = 37;
         let gamma: Vec<f32> = wave(width, 0.9).iter().map(|v| 1.0 + 0.5 * v).collect();
         let beta = wave(width, 1.7);
-        let norm = LayerNormTrain {
+        let norm = RowNorm {
             gamma: &gamma,
-            beta: &beta,
+            beta: Some(&beta),
             eps: 1e-5,
         };
         for rows in [3, 700] {
@@ -231,53 +216,46 @@ mod tests {
                 .map(|v| 2.0 * v + 0.3)
                 .collect();
             let g = wave(rows * width, 0.53);
-            let f = norm.forward(&x);
+            let f = norm.forward_keeping_stats(&x);
             let exact = layer_norm_rows(&x, &gamma, &beta, 1e-5);
             for (a, b) in f.out.iter().zip(&exact) {
                 assert!((*a as f64 - b).abs() < 2e-6, "forward: {a} vs {b}");
             }
-            let grads = norm.backward(&x, &f.mean, &f.rstd, &g);
-            // sum(layer_norm(x) * g) in f64, for perturbed inputs.
-            let objective = |x: &[f32], gamma: &[f32], beta: &[f32]| -> f64 {
-                layer_norm_rows(x, gamma, beta, 1e-5)
-                    .iter()
-                    .zip(&g)
-                    .map(|(y, g)| y * *g as f64)
-                    .sum()
-            };
+            let grads = layer_norm_backward(&gamma, &x, &f.mean, &f.rstd, &g);
+            // The central difference of sum(layer_norm(x) * g) in f64 along entry `e` of input
+            // `which` (0: x, 1: gamma, 2: beta).
+            let inputs = [x.clone(), gamma.clone(), beta.clone()];
             let h = 1e-2f32;
-            let central = |plus: f64, minus: f64, step: f32| (plus - minus) / (2.0 * step as f64);
-            for e in (0..x.len()).step_by(97) {
-                let (mut xp, mut xm) = (x.clone(), x.clone());
-                xp[e] += h;
-                xm[e] -= h;
-                let d = central(
-                    objective(&xp, &gamma, &beta),
-                    objective(&xm, &gamma, &beta),
-                    h,
-                );
-                assert!(
-                    (grads.input[e] as f64 - d).abs() < 1e-3 * d.abs().max(1.0),
-                    "dx[{e}]"
-                );
-            }
-            for e in 0..width {
-                let (mut gp, mut gm) = (gamma.clone(), gamma.clone());
-                gp[e] += h;
-                gm[e] -= h;
-                let d = central(objective(&x, &gp, &beta), objective(&x, &gm, &beta), h);
-                assert!(
-                    (grads.gamma[e] as f64 - d).abs() < 1e-3 * d.abs().max(1.0),
-                    "dgamma[{e}]"
-                );
-                let (mut bp, mut bm) = (beta.clone(), beta.clone());
-                bp[e] += h;
-                bm[e] -= h;
-                let d = central(objective(&x, &gamma, &bp), objective(&x, &gamma, &bm), h);
-                assert!(
-                    (grads.beta[e] as f64 - d).abs() < 1e-3 * d.abs().max(1.0),
-                    "dbeta[{e}]"
-                );
+            let slope = |which: usize, e: usize| {
+                let objective = |step: f32| -> f64 {
+                    let mut v = inputs.clone();
+                    v[which][e] += step;
+                    layer_norm_rows(&v[0], &v[1], &v[2], 1e-5)
+                        .iter()
+                        .zip(&g)
+                        .map(|(y, g)| y * *g as f64)
+                        .sum()
+                };
+                (objective(h) - objective(-h)) / (2.0 * h as f64)
+            };
+            let checks = [
+                (
+                    0,
+                    &grads.input,
+                    (0..x.len()).step_by(97).collect::<Vec<_>>(),
+                    "dx",
+                ),
+                (1, &grads.gamma, (0..width).collect(), "dgamma"),
+                (2, &grads.beta, (0..width).collect(), "dbeta"),
+            ];
+            for (which, got, entries, name) in checks {
+                for e in entries {
+                    let d = slope(which, e);
+                    assert!(
+                        (got[e] as f64 - d).abs() < 1e-3 * d.abs().max(1.0),
+                        "{name}[{e}]"
+                    );
+                }
             }
         }
     }

@@ -1122,8 +1122,8 @@ pub struct ModelArgs {
     pub in_process: bool,
     /// On flex, `auto` runs the fused kernels and, in the training step, the fused autodiff
     /// nodes; `ops` runs Burn's ops only (the comparison the fused path is measured against).
-    #[arg(long, default_value = "auto", value_parser = ["auto", "ops"])]
-    pub path: String,
+    #[arg(long, default_value = "auto", value_parser = str::parse::<linvit_attention::Path>)]
+    pub path: linvit_attention::Path,
     #[arg(long)]
     pub json: bool,
     /// Also write the JSON report to this file.
@@ -1147,8 +1147,9 @@ pub fn model_command(args: &ModelArgs) -> Result<String, String> {
     };
     bench.validate()?;
     let exe = if args.in_process { None } else { current_exe() };
-    let path: linvit_attention::Path = args.path.parse()?;
-    let report = path.run(|| run_model(&bench, &args.device, &device, exe.as_deref()));
+    let report = args
+        .path
+        .run(|| run_model(&bench, &args.device, &device, exe.as_deref()));
     if let Some(path) = &args.out {
         write_json(&report, path)?;
     }

@@ -22,13 +22,12 @@ pub struct VerifyArgs {
     /// `auto`: on flex, the fused CPU kernels (inference) and fused autodiff nodes with their
     /// own backward (training) wherever they apply, as `linvit train` runs; `ops`: Burn's ops
     /// throughout, the reference the fused path is tested against.
-    #[arg(long, default_value = "auto", value_parser = ["auto", "ops"])]
-    path: String,
+    #[arg(long, default_value = "auto", value_parser = str::parse::<Path>)]
+    path: Path,
 }
 
 pub fn run(a: VerifyArgs) -> ExitCode {
-    let path: Path = a.path.parse().expect("clap checked the value");
-    path.run(|| verify(&a.paths, &a.device, a.json))
+    a.path.run(|| verify(&a.paths, &a.device, a.json))
 }
 
 fn verify(paths: &[PathBuf], device: &str, json: bool) -> ExitCode {
