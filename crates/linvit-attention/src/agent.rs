@@ -14,9 +14,10 @@
 //! than the one it was built for, the module resizes its `ah/aw/ha/wa` biases with 1-D linear
 //! interpolation instead of failing.
 
+use crate::LayerNorm;
 use burn::module::{Module, Param};
 use burn::nn::conv::Conv2d;
-use burn::nn::{LayerNorm, Linear};
+use burn::nn::Linear;
 use burn::tensor::{Device, Distribution, Tensor};
 use serde::{Deserialize, Serialize};
 

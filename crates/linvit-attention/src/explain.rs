@@ -23,44 +23,7 @@ use burn::tensor::Tensor;
 use crate::ops::merge_heads;
 use crate::TokenLayout;
 
-/// Windows a call's batch is cut into (Swin's shifted windows, CSwin's stripes): how to find a
-/// query of the whole grid among the recorded windows.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Windows {
-    /// The stage's token grid.
-    pub grid: [usize; 2],
-    /// One window's rows and columns.
-    pub window: [usize; 2],
-    /// The cyclic shift applied before cutting (`roll(x, -shift)`), 0 for none.
-    pub shift: usize,
-}
-
-impl Windows {
-    /// For the grid token `(row, col)`: the window it falls in (row-major over the windows of
-    /// one image) and its index inside that window.
-    pub fn locate(&self, row: usize, col: usize) -> (usize, usize) {
-        let [h, w] = self.grid;
-        let [wh, ww] = self.window;
-        let r = (row + h - self.shift % h) % h;
-        let c = (col + w - self.shift % w) % w;
-        ((r / wh) * (w / ww) + c / ww, (r % wh) * ww + c % ww)
-    }
-
-    /// The grid token at index `i` of window `index`: the inverse of [`Windows::locate`].
-    pub fn position(&self, index: usize, i: usize) -> (usize, usize) {
-        let [h, w] = self.grid;
-        let [wh, ww] = self.window;
-        let (wr, wc) = (index / (w / ww), index % (w / ww));
-        let r = wr * wh + i / ww;
-        let c = wc * ww + i % ww;
-        ((r + self.shift) % h, (c + self.shift) % w)
-    }
-
-    /// Windows per image.
-    pub fn count(&self) -> usize {
-        (self.grid[0] / self.window[0]) * (self.grid[1] / self.window[1])
-    }
-}
+pub use crate::windows::Windows;
 
 /// One attention call.
 #[derive(Clone, Debug)]

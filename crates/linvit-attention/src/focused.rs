@@ -9,15 +9,17 @@
 //! Deviation: upstream fixes the number of key tokens at construction. Called on another grid,
 //! this module resizes `positional_encoding` bilinearly over the key grid instead of failing.
 
+use crate::LayerNorm;
 use burn::module::{Module, Param};
 use burn::nn::conv::Conv2d;
-use burn::nn::{LayerNorm, Linear};
+use burn::nn::Linear;
 use burn::tensor::activation::{relu, softplus};
 use burn::tensor::{DType, Device, Tensor, TensorData};
 use linvit_kernels::focused::{FocusedAttention, HeadSharedDwc};
 use serde::{Deserialize, Serialize};
 
 use crate::explain;
+use crate::kernel;
 use crate::ops::{self, bilinear_matrix, linear_matrix, merge_heads, resample_axis, split_heads};
 use crate::proj::{self, MixerInput, Qkv};
 use crate::{MixerShape, Projection, TokenLayout};
@@ -320,20 +322,20 @@ impl FocusedLinearAttention {
         // reduction, a CLS token) it runs as Burn ops on the kernel's output.
         let conv = match &self.dwc {
             Some(conv) => {
-                let bias = ops::optional_kernel_input(conv.bias.as_ref())?;
+                let bias = kernel::optional_kernel_input(conv.bias.as_ref())?;
                 let fused = (layout.prefix == 0 && key_grid == layout.hw())
                     .then(|| ops::same_size_kernel(conv))
                     .flatten();
-                Some((ops::kernel_input(&conv.weight.val())?, bias, fused))
+                Some((kernel::kernel_input(&conv.weight.val())?, bias, fused))
             }
             None => None,
         };
-        let softplus_scale = ops::kernel_input(&softplus(self.scale.val(), 1.0))?;
-        let key_offset = ops::kernel_input(pe)?;
+        let softplus_scale = kernel::kernel_input(&softplus(self.scale.val(), 1.0))?;
+        let key_offset = kernel::kernel_input(pe)?;
         let (q_in, k_in, v_in) = (
-            ops::kernel_rows(q)?,
-            ops::kernel_rows(k)?,
-            ops::kernel_rows(v)?,
+            kernel::kernel_rows(q)?,
+            kernel::kernel_rows(k)?,
+            kernel::kernel_rows(v)?,
         );
         let [b, n_q, c] = q.dims();
         let kernel = FocusedAttention {
@@ -344,7 +346,7 @@ impl FocusedLinearAttention {
             dwc: match &conv {
                 Some((weight, bias, Some(kernel))) => Some(HeadSharedDwc {
                     weight: weight.as_slice()?,
-                    bias: ops::optional_slice(bias)?,
+                    bias: kernel::optional_slice(bias)?,
                     kernel: *kernel,
                     grid: layout.hw(),
                 }),

@@ -3,7 +3,7 @@
 //! backward kernel, instead of the several Burn ops (and their saved intermediates) the same
 //! computation takes written out.
 //!
-//! The gate ([`tracked`]) is the training twin of `ops::kernel_input`: f32, on flex under
+//! The gate ([`tracked`]) is the training twin of `kernel::kernel_input`: f32, on flex under
 //! autodiff, [`Path::Auto`]. Everywhere else (other backends, half precision, `Path::Ops`) the
 //! callers run Burn's ops, which stay the reference the tests compare these nodes with.
 

@@ -14,9 +14,12 @@ pub mod explain;
 pub mod focused;
 mod fused;
 pub mod import;
+mod kernel;
 pub mod kinds;
+pub mod layer_norm;
 pub mod lightning;
 pub mod linear;
+pub mod mlp;
 pub mod norm;
 pub mod ops;
 pub mod path;
@@ -24,6 +27,7 @@ mod proj;
 pub mod reference;
 pub mod resize;
 pub mod softmax;
+pub mod windows;
 
 use burn::module::Module;
 use burn::tensor::{Device, Tensor};
@@ -31,7 +35,11 @@ use serde::{Deserialize, Serialize};
 
 pub use agent::{AgentAttention, AgentConfig};
 pub use focused::{FocusedConfig, FocusedLinearAttention};
+pub use layer_norm::LayerNorm;
 pub use linear::{LinearAttention, LinearConfig};
+/// The instruction set the CPU kernels run (chosen at start-up, forced by `LINVIT_ISA`).
+pub use linvit_kernels::isa;
+pub use mlp::{DropPath, DwConv, Mlp};
 pub use norm::{NormAttention, NormConfig};
 pub use path::Path;
 pub use proj::MixerInput;
@@ -322,6 +330,26 @@ impl Attention {
     /// - x: `[B, prefix + H*W, C]` -> `[B, prefix + H*W, C]`
     pub fn forward<'a>(&self, x: impl Into<MixerInput<'a>>, layout: TokenLayout) -> Tensor<3> {
         self.forward_masked(x, layout, None)
+    }
+
+    /// A pre-norm block's first half, `x + drop_path(attn(norm(x)))`. Where stochastic depth is
+    /// the identity the norm and the add go into the mixer's projections (see [`MixerInput`]);
+    /// the choice is made here, once, for every backbone.
+    ///
+    /// # Shapes
+    /// - x: `[B, prefix + H*W, C]` -> same
+    pub fn residual(
+        &self,
+        x: Tensor<3>,
+        norm: &LayerNorm,
+        layout: TokenLayout,
+        drop_path: &DropPath,
+    ) -> Tensor<3> {
+        if drop_path.is_identity(&x.device()) {
+            return self.forward(MixerInput::Block { x, norm }, layout);
+        }
+        let h = self.forward(ops::layer_norm(norm, x.clone()), layout);
+        x + drop_path.forward(h)
     }
 
     /// As [`Attention::forward`], with Swin's shifted-window mask `[nW, N, N]` (windows are the

@@ -2,9 +2,10 @@
 //! normalises it. The "vanilla linear attention" row of FLatten's ablation; add a depthwise conv
 //! on v with `kernel_size > 0` to get its "+ DWC" row without the focusing function.
 
+use crate::LayerNorm;
 use burn::module::Module;
 use burn::nn::conv::Conv2d;
-use burn::nn::{LayerNorm, Linear};
+use burn::nn::Linear;
 use burn::tensor::activation::relu;
 use burn::tensor::{Device, Tensor};
 use serde::{Deserialize, Serialize};

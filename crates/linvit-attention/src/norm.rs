@@ -13,9 +13,10 @@
 //! gate is a Linear(C, C) of the block's input tokens (of the values where the backbone projects
 //! for it, as CSwin does, since the mixer never sees its input there).
 
+use crate::LayerNorm;
 use burn::module::{Module, Param};
 use burn::nn::conv::Conv2d;
-use burn::nn::{Initializer, LayerNorm, Linear, LinearConfig};
+use burn::nn::{Initializer, Linear, LinearConfig};
 use burn::tensor::activation::silu;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use serde::{Deserialize, Serialize};

@@ -11,16 +11,15 @@
 use std::collections::HashMap;
 use std::sync::{Mutex, OnceLock};
 
-use burn::module::Param;
-use burn::module::{Content, DisplaySettings, ModuleDisplay};
 use burn::nn::conv::Conv2d;
-use burn::nn::{LayerNorm, Linear, PaddingConfig2d};
+use burn::nn::{Linear, PaddingConfig2d};
 use burn::tensor::{Device, Tensor, TensorData};
-pub use burn_dispatch::backends::flex::FlexTensor;
-use burn_dispatch::backends::Flex;
 use linvit_kernels::linear::BlockInput;
-pub use linvit_kernels::norm::RowNorm;
-pub use linvit_kernels::Rows;
+
+use crate::kernel::{
+    flex_view, is_flex, kernel_input, optional, optional_kernel_input, optional_slice, NormInput,
+};
+use crate::LayerNorm;
 
 /// Which resampling a cached matrix is, its sizes, and the device it lives on.
 type MatrixKey = (&'static str, [usize; 4], String, bool);
@@ -87,10 +86,10 @@ pub fn softmax<const D: usize>(x: Tensor<D>, dim: usize) -> Tensor<D> {
 /// `norm.forward(x)`; in training on flex (see `fused::layer_norm`) one node with a one-pass
 /// backward, where Burn differentiates the ten ops LayerNorm is written with.
 pub fn layer_norm<const D: usize>(norm: &LayerNorm, x: Tensor<D>) -> Tensor<D> {
-    let (Some(beta), Some(eps)) = (&norm.beta, layer_norm_epsilon(norm)) else {
+    let Some(beta) = &norm.beta else {
         return norm.forward(x);
     };
-    crate::fused::layer_norm(&x, &norm.gamma.val(), &beta.val(), eps)
+    crate::fused::layer_norm(&x, &norm.gamma.val(), &beta.val(), norm.epsilon())
         .unwrap_or_else(|| norm.forward(x))
 }
 
@@ -121,88 +120,6 @@ pub(crate) fn same_size_kernel(conv: &Conv2d) -> Option<usize> {
         && depthwise
         && same)
         .then_some(kh)
-}
-
-/// Whether `device` is flex (Burn's CPU backend), with or without autodiff.
-fn is_flex(device: &Device) -> bool {
-    matches!(
-        device.as_dispatch().clone().inner(),
-        burn_dispatch::DispatchDevice::Flex(_)
-    )
-}
-
-/// The flex tensor behind `t` for a fused CPU kernel to read in place (`as_slice`), where such
-/// a kernel may stand in for Burn's ops: `t` is f32, on flex, with autodiff off and tracked by no
-/// graph (inference). Contiguous, copied only where `t` is a strided view. `None` elsewhere.
-pub fn kernel_input<const D: usize>(t: &Tensor<D>) -> Option<FlexTensor> {
-    let t = flex_view(t)?;
-    Some(if t.is_contiguous() {
-        t
-    } else {
-        t.to_contiguous()
-    })
-}
-
-/// Whether a fused CPU kernel may take `t` (see [`kernel_input`]), checked without copying it.
-pub fn kernel_applies<const D: usize>(t: &Tensor<D>) -> bool {
-    flex_view(t).is_some()
-}
-
-/// The gate of every fused kernel: the flex tensor behind `t`, as it lies (maybe a strided view),
-/// where `t` is f32, on flex, with autodiff off and tracked by no graph. `None` elsewhere.
-fn flex_view<const D: usize>(t: &Tensor<D>) -> Option<FlexTensor> {
-    if !crate::Path::fused_for(t.dtype()) || t.is_tracked() {
-        return None;
-    }
-    // Fails on other backends and on flex under autodiff (`Autodiff<Flex>` is another backend).
-    t.clone().try_into_primitive::<Flex>().ok()
-}
-
-/// Token rows `[B, N, C]` for a fused CPU kernel, under [`kernel_input`]'s conditions, read in
-/// place where their rows are evenly spaced and contiguous (a `narrow` of a fused `qkv`
-/// projection's output is), copied to contiguous rows otherwise. `None` where no kernel applies.
-pub fn kernel_rows(t: &Tensor<3>) -> Option<KernelRows> {
-    let t = flex_view(t)?;
-    let [b, n, c] = t.layout().shape().dims::<3>();
-    let strides = t.layout().strides();
-    let evenly_spaced = strides[2] == 1
-        && strides[1] >= c as isize
-        && (b == 1 || strides[0] == n as isize * strides[1]);
-    Some(if evenly_spaced {
-        let (offset, stride) = (t.layout().start_offset(), strides[1] as usize);
-        KernelRows {
-            tensor: t,
-            offset,
-            stride,
-        }
-    } else {
-        KernelRows {
-            tensor: t.to_contiguous(),
-            offset: 0,
-            stride: c,
-        }
-    })
-}
-
-/// The flex tensor behind [`kernel_rows`] and where its rows lie (its shape gives their width
-/// and count).
-pub struct KernelRows {
-    tensor: FlexTensor,
-    offset: usize,
-    stride: usize,
-}
-
-impl KernelRows {
-    pub fn rows(&self) -> Rows<'_> {
-        let [b, n, c] = self.tensor.layout().shape().dims::<3>();
-        Rows::new(
-            self.tensor.storage::<f32>(),
-            self.offset,
-            self.stride,
-            c,
-            b * n,
-        )
-    }
 }
 
 /// Burn's `Linear` on `x` `[.., in]`; in inference on flex (see [`kernel_input`]) the fused
@@ -290,52 +207,6 @@ pub fn linear_in_block<const D: usize>(
     Some(Tensor::from_data(TensorData::new(y, dims), &x.device()))
 }
 
-/// `f` on what `value` holds, for a kernel's optional input: `Some(None)` where `value` is
-/// `None`, `None` where `f` declines.
-pub fn optional<T, U>(value: Option<T>, f: impl FnOnce(T) -> Option<U>) -> Option<Option<U>> {
-    match value {
-        Some(v) => f(v).map(Some),
-        None => Some(None),
-    }
-}
-
-/// A `LayerNorm`'s parameters for a fused kernel, under [`kernel_input`]'s conditions.
-pub struct NormInput {
-    gamma: FlexTensor,
-    beta: Option<FlexTensor>,
-    eps: f32,
-}
-
-impl NormInput {
-    /// `None` where no kernel applies, or where the epsilon cannot be read (see
-    /// [`layer_norm_epsilon`]).
-    pub fn new(norm: &LayerNorm) -> Option<Self> {
-        Some(NormInput {
-            gamma: kernel_input(&norm.gamma.val())?,
-            beta: optional_kernel_input(norm.beta.as_ref())?,
-            eps: layer_norm_epsilon(norm)? as f32,
-        })
-    }
-
-    pub fn row_norm(&self) -> Option<RowNorm<'_>> {
-        Some(RowNorm {
-            gamma: self.gamma.as_slice()?,
-            beta: optional_slice(&self.beta)?,
-            eps: self.eps,
-        })
-    }
-}
-
-/// A `LayerNorm`'s epsilon, for kernels that fuse the norm. Burn 0.22 keeps the field private;
-/// its module display (a public API, `ModuleDisplay::custom_content`) lists it, written by
-/// Rust's float formatting, which parses back to the same `f64`. `None` if a later Burn stops
-/// listing it (the callers then run the layers unfused).
-pub fn layer_norm_epsilon(norm: &LayerNorm) -> Option<f64> {
-    let content = norm.custom_content(Content::new(DisplaySettings::new()))?;
-    let attribute = content.attributes.iter().find(|a| a.name == "epsilon")?;
-    attribute.value.trim().parse().ok()
-}
-
 /// `image_to_tokens(conv.forward(image))` and the output grid: a conv on `[B, C, H, W]` as
 /// tokens `[B, h*w, out]`. Where the conv cuts non-overlapping patches (stride equal to the
 /// kernel, no padding, dilation 1, one group: patch embeddings, spatial reduction) in inference
@@ -386,19 +257,6 @@ pub fn conv_to_tokens(conv: &Conv2d, image: Tensor<4>) -> (Tensor<3>, [usize; 2]
     let x = conv.forward(image);
     let [_, _, h, w] = x.dims();
     (image_to_tokens(x), [h, w])
-}
-
-/// [`kernel_input`] of an optional parameter (a bias): `Some(None)` where there is none.
-pub fn optional_kernel_input<const D: usize>(
-    param: Option<&Param<Tensor<D>>>,
-) -> Option<Option<FlexTensor>> {
-    optional(param, |p| kernel_input(&p.val()))
-}
-
-/// The elements of an optional [`kernel_input`] (a bias, a mask): `Some(None)` where there is
-/// none.
-pub fn optional_slice(t: &Option<FlexTensor>) -> Option<Option<&[f32]>> {
-    optional(t.as_ref(), FlexTensor::as_slice)
 }
 
 /// `x * (erf(x / sqrt 2) + 1) / 2`, op by op (public so the tests can check it on flex).
@@ -598,17 +456,6 @@ pub fn resample_axis<const D: usize>(x: Tensor<D>, matrix: Tensor<2>, dim: usize
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn layer_norm_epsilon_reads_back_the_configured_value() {
-        use burn::nn::LayerNormConfig;
-        for eps in [1e-5, 1e-6, 0.1, 1e-12] {
-            let norm = LayerNormConfig::new(8)
-                .with_epsilon(eps)
-                .init(&Device::flex());
-            assert_eq!(layer_norm_epsilon(&norm), Some(eps));
-        }
-    }
 
     #[test]
     fn linear_resize_matches_pytorch_upsampling_by_two() {

@@ -3,8 +3,9 @@
 //! the upstream state-dict keys; this file builds them and runs them.
 
 use crate::ops::{self, gelu};
+use crate::LayerNorm;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
-use burn::nn::{LayerNorm, LayerNormConfig, Linear, LinearConfig, PaddingConfig2d};
+use burn::nn::{Linear, LinearConfig, PaddingConfig2d};
 use burn::tensor::{Device, Tensor};
 
 use crate::ops::{
@@ -205,7 +206,7 @@ pub(crate) fn init(shape: &MixerShape, device: &Device) -> Projections {
                         .with_stride([kernel, kernel])
                         .init(device),
                 );
-                p.norm = Some(LayerNormConfig::new(c).with_epsilon(1e-5).init(device));
+                p.norm = Some(LayerNorm::new(c, 1e-5, device));
             }
         }
         Projection::External { .. } => p.proj = None,

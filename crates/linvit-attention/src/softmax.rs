@@ -4,9 +4,10 @@
 //! pooled `linear` option), and CSwin stripe attention with LePE. Follows timm's `Attention`,
 //! Microsoft's Swin `WindowAttention`, PVT's `Attention` and CSwin's `LePEAttention`.
 
+use crate::LayerNorm;
 use burn::module::{Module, Param};
 use burn::nn::conv::Conv2d;
-use burn::nn::{LayerNorm, Linear};
+use burn::nn::Linear;
 use burn::tensor::module::attention;
 use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::{Device, Int, Tensor, TensorData};
@@ -14,6 +15,7 @@ use linvit_kernels::window::WindowAttention;
 
 use crate::agent::bias_init;
 use crate::explain;
+use crate::kernel;
 use crate::ops::{self, merge_heads, softmax, split_heads};
 use crate::proj::{self, MixerInput, Qkv};
 use crate::{MixerShape, Projection, TokenLayout};
@@ -113,7 +115,7 @@ impl SoftmaxAttention {
         mask: Option<&Tensor<3>>,
     ) -> Option<Tensor<3>> {
         let (qkv, proj) = (self.qkv.as_ref()?, self.proj.as_ref()?);
-        if !ops::kernel_applies(x) || explain::recording() {
+        if !kernel::kernel_applies(x) || explain::recording() {
             return None;
         }
         // What `attend_fused` declines, declined before the projection rather than after.
@@ -243,26 +245,26 @@ impl SoftmaxAttention {
             return None;
         }
         let bias = match &self.relative_position_bias_table {
-            Some(table) if layout.hw() == self.window => Some(ops::kernel_input(
+            Some(table) if layout.hw() == self.window => Some(kernel::kernel_input(
                 &self.relative_position_bias(table.val()),
             )?),
             Some(_) => return None,
             None => None,
         };
         let mask = match mask {
-            Some(m) => Some(ops::kernel_input(m)?),
+            Some(m) => Some(kernel::kernel_input(m)?),
             None => None,
         };
         let (q_in, k_in, v_in) = (
-            ops::kernel_rows(q)?,
-            ops::kernel_rows(k)?,
-            ops::kernel_rows(v)?,
+            kernel::kernel_rows(q)?,
+            kernel::kernel_rows(k)?,
+            kernel::kernel_rows(v)?,
         );
         let kernel = WindowAttention {
             heads: self.num_heads,
             scale: scale as f32,
-            bias: ops::optional_slice(&bias)?,
-            mask: ops::optional_slice(&mask)?,
+            bias: kernel::optional_slice(&bias)?,
+            mask: kernel::optional_slice(&mask)?,
         };
         let out = kernel.forward(n, q_in.rows(), k_in.rows(), v_in.rows());
         Some(Tensor::from_data(

@@ -438,7 +438,6 @@ fn fused_window_softmax_on_flex_matches_the_op_path() {
 #[test]
 fn swin_windows_read_in_place_match_roll_and_partition() {
     use burn::module::{Module, Param};
-    use burn::nn::LayerNormConfig;
     use linvit_attention::Attention;
 
     let (b, [h, w], win, c) = (2, [8, 12], 4, 16);
@@ -453,7 +452,7 @@ fn swin_windows_read_in_place_match_roll_and_partition() {
     let Attention::Softmax(fused_module) = &inference else {
         unreachable!()
     };
-    let mut norm = LayerNormConfig::new(c).init(&ad);
+    let mut norm = linvit_attention::LayerNorm::new(c, 1e-5, &ad);
     norm.gamma = Param::from_tensor(tensor([c], 54, &ad));
     norm.beta = Some(Param::from_tensor(tensor([c], 55, &ad)));
     let inference_norm = norm.valid();
@@ -531,12 +530,12 @@ fn fused_linear_on_flex_matches_burns_linear() {
 #[test]
 fn linear_in_a_block_on_flex_matches_burns_layers() {
     use burn::module::{Module, Param};
-    use burn::nn::{LayerNormConfig, LinearConfig};
+    use burn::nn::LinearConfig;
     use linvit_attention::ops::{linear_residual, normed_linear};
 
     let ad = Device::flex().autodiff();
     let layer = LinearConfig::new(37, 29).init(&ad);
-    let mut norm = LayerNormConfig::new(37).with_epsilon(1e-6).init(&ad);
+    let mut norm = linvit_attention::LayerNorm::new(37, 1e-6, &ad);
     norm.gamma = Param::from_tensor(tensor([37], 61, &ad));
     norm.beta = Some(Param::from_tensor(tensor([37], 62, &ad)));
     let (layer_i, norm_i) = (layer.valid(), norm.valid());

@@ -8,7 +8,7 @@ mod common;
 
 use burn::module::Param;
 use burn::nn::conv::Conv2dConfig;
-use burn::nn::{LayerNormConfig, LinearConfig, PaddingConfig2d};
+use burn::nn::{LinearConfig, PaddingConfig2d};
 use burn::tensor::{Device, Gradients, Tensor, TensorData};
 use common::lcg;
 use linvit_attention::focused::focus;
@@ -169,7 +169,7 @@ fn layer_norm_node_matches_burns_layer_norm_in_value_and_every_gradient() {
     // Widths 37 (no whole vector) and 64; 2 x 301 rows (more than one task); eps 1e-6 and
     // 1e-5, as the backbones use. Trained gamma and beta, not the initial ones and zeros.
     for (width, eps) in [(37, 1e-6), (64, 1e-5)] {
-        let mut norm = LayerNormConfig::new(width).with_epsilon(eps).init(&ad);
+        let mut norm = linvit_attention::LayerNorm::new(width, eps, &ad);
         let values = |seed| Tensor::<1>::from_data(TensorData::new(lcg(width, seed), [width]), &ad);
         norm.gamma = Param::from_tensor(values(7).add_scalar(1.0));
         norm.beta = Some(Param::from_tensor(values(8)));

@@ -2,9 +2,8 @@
 //! `x + mlp(norm2(x))`, with stochastic depth on both branches.
 
 use burn::module::Module;
-use burn::nn::LayerNorm;
 use burn::tensor::{Device, Tensor};
-use linvit_attention::{ops, Attention, AttentionConfig, MixerInput, MixerShape, TokenLayout};
+use linvit_attention::{Attention, AttentionConfig, LayerNorm, MixerShape, TokenLayout};
 
 use crate::layers::{layer_norm, DropPath, Mlp};
 
@@ -55,15 +54,7 @@ impl Block {
     /// # Shapes
     /// - x: `[B, prefix + H*W, C]` -> same
     pub fn forward(&self, x: Tensor<3>, layout: TokenLayout) -> Tensor<3> {
-        let x = if self.drop_path.is_identity(&x.device()) {
-            let norm = &self.norm1;
-            self.attn.forward(MixerInput::Block { x, norm }, layout)
-        } else {
-            let h = self
-                .attn
-                .forward(ops::layer_norm(&self.norm1, x.clone()), layout);
-            x + self.drop_path.forward(h)
-        };
+        let x = (self.attn).residual(x, &self.norm1, layout, &self.drop_path);
         // Only PVTv2's MLP uses the grid (its depthwise conv), and PVT has no prefix tokens.
         self.mlp
             .residual(x, &self.norm2, layout.hw(), &self.drop_path)

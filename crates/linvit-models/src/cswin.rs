@@ -9,9 +9,10 @@
 
 use burn::module::Module;
 use burn::nn::conv::Conv2d;
-use burn::nn::{LayerNorm, Linear};
+use burn::nn::Linear;
 use burn::tensor::{Device, Tensor};
 use linvit_attention::ops::{self, image_to_tokens, tokens_to_image};
+use linvit_attention::LayerNorm;
 use linvit_attention::{Attention, AttentionConfig, MixerShape, Projection, TokenLayout};
 use serde::{Deserialize, Serialize};
 
@@ -216,11 +217,7 @@ impl CswinBlock {
             })
             .collect();
         let mixed = Tensor::cat(branches, 2);
-        let x = if self.drop_path.is_identity(&x.device()) {
-            ops::linear_residual(&self.proj, mixed, x)
-        } else {
-            x + self.drop_path.forward(ops::linear(&self.proj, mixed))
-        };
+        let x = self.drop_path.linear_residual(&self.proj, mixed, x);
         self.mlp.residual(x, &self.norm2, grid, &self.drop_path)
     }
 }

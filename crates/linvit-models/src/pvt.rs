@@ -10,9 +10,10 @@
 //! authors' checkpoints load, and it gets no gradient, as upstream.
 
 use burn::module::{Module, Param};
-use burn::nn::{LayerNorm, Linear};
+use burn::nn::Linear;
 use burn::tensor::{Device, Distribution, Tensor};
 use linvit_attention::ops::{self, tokens_to_image};
+use linvit_attention::LayerNorm;
 use linvit_attention::{AttentionConfig, MixerShape, Projection, TokenLayout};
 use serde::{Deserialize, Serialize};
 

@@ -9,9 +9,10 @@
 //! window not smaller than the stage's grid shrinks to the grid and is not shifted.
 
 use burn::module::Module;
-use burn::nn::{LayerNorm, Linear};
-use burn::tensor::{Device, Tensor, TensorData};
-use linvit_attention::{ops, Attention, AttentionConfig, MixerInput, MixerShape, TokenLayout};
+use burn::nn::Linear;
+use burn::tensor::{Device, Tensor};
+use linvit_attention::windows::Windows;
+use linvit_attention::{ops, Attention, AttentionConfig, LayerNorm, MixerShape, TokenLayout};
 use serde::{Deserialize, Serialize};
 
 use crate::layers::{
@@ -233,129 +234,17 @@ impl SwinConfig {
     }
 }
 
-/// `[B, H, W, C]` -> windows `[B * nW, w*w, C]`, windows row-major.
-fn partition(x: Tensor<4>, w: usize) -> Tensor<3> {
-    let [b, h, wd, c] = x.dims();
-    if [h, wd] == [w, w] {
-        return x.reshape([b, w * w, c]);
-    }
-    x.reshape([b, h / w, w, wd / w, w * c])
-        .swap_dims(2, 3)
-        .reshape([b * (h / w) * (wd / w), w * w, c])
-}
-
-/// Inverse of [`partition`].
-fn reverse(x: Tensor<3>, w: usize, [h, wd]: [usize; 2]) -> Tensor<4> {
-    let [bw, _, c] = x.dims();
-    if [h, wd] == [w, w] {
-        return x.reshape([bw, h, wd, c]);
-    }
-    let b = bw / ((h / w) * (wd / w));
-    x.reshape([b, h / w, wd / w, w, w * c])
-        .swap_dims(2, 3)
-        .reshape([b, h, wd, c])
-}
-
-/// Swin's shifted-window mask `[nW, w*w, w*w]`: 0 within a region, -100 across regions.
-fn shift_mask([h, wd]: [usize; 2], w: usize, s: usize, device: &Device) -> Tensor<3> {
-    let region = |i: usize, n: usize| {
-        if i < n - w {
-            0
-        } else if i < n - s {
-            1
-        } else {
-            2
-        }
-    };
-    let (nh, nw) = (h / w, wd / w);
-    let n = w * w;
-    let mut mask = Vec::with_capacity(nh * nw * n * n);
-    for wy in 0..nh {
-        for wx in 0..nw {
-            let labels: Vec<usize> = (0..n)
-                .map(|t| {
-                    let (y, x) = (wy * w + t / w, wx * w + t % w);
-                    region(y, h) * 3 + region(x, wd)
-                })
-                .collect();
-            for a in &labels {
-                for b in &labels {
-                    mask.push(if a == b { 0.0f32 } else { -100.0 });
-                }
-            }
-        }
-    }
-    Tensor::from_data(TensorData::new(mask, [nh * nw, n, n]), device)
-}
-
 impl SwinBlock {
     /// # Shapes
     /// - x: `[B, H*W, C]` -> same
     pub fn forward(&self, x: Tensor<3>, grid: [usize; 2]) -> Tensor<3> {
-        let (w, s) = (self.window, self.shift);
-        let mask = match (&self.attn, s) {
-            (Attention::Softmax(_), s) if s > 0 => {
-                Some(shift_mask(grid, w, s, &x.device()).cast(x.dtype()))
-            }
-            _ => None,
-        };
-        let x = match self.attention_in_place(&x, grid, mask.as_ref()) {
-            Some(x) => x,
-            None => {
-                let h = self.attend_windows(ops::layer_norm(&self.norm1, x.clone()), grid, mask);
-                x + self.drop_path.forward(h)
-            }
-        };
-        self.mlp.residual(x, &self.norm2, grid, &self.drop_path)
-    }
-
-    /// The block's first half `x + attn(norm1(x))` on the image as it lies, where stochastic
-    /// depth is the identity: softmax windows read in place by the fused kernel, or another
-    /// mixer on one unshifted window (the whole grid), with the norm and the residual add fused
-    /// into the projections (see [`MixerInput`]). `None` where the windows must be cut out.
-    fn attention_in_place(
-        &self,
-        x: &Tensor<3>,
-        grid: [usize; 2],
-        mask: Option<&Tensor<3>>,
-    ) -> Option<Tensor<3>> {
-        if !self.drop_path.is_identity(&x.device()) {
-            return None;
-        }
-        let (w, s, norm) = (self.window, self.shift, &self.norm1);
-        match &self.attn {
-            Attention::Softmax(m) => m.forward_image_windows(x, Some(norm), grid, w, s, mask),
-            attn if s == 0 && grid == [w, w] => {
-                let x = x.clone();
-                Some(attn.forward(MixerInput::Block { x, norm }, TokenLayout::grid(w, w)))
-            }
-            _ => None,
-        }
-    }
-
-    /// The mixer on the shifted windows of `h` (`[B, H*W, C]`): roll, partition, mix,
-    /// reverse, roll back.
-    fn attend_windows(&self, h: Tensor<3>, grid: [usize; 2], mask: Option<Tensor<3>>) -> Tensor<3> {
-        let [b, n, c] = h.dims();
-        let (w, s) = (self.window, self.shift);
-        let mut image = h.reshape([b, grid[0], grid[1], c]);
-        if s > 0 {
-            image = image.roll(&[-(s as i64), -(s as i64)], &[1, 2]);
-        }
-        let frame = linvit_attention::explain::Windows {
+        let windows = Windows {
             grid,
-            window: [w, w],
-            shift: s,
+            window: [self.window; 2],
+            shift: self.shift,
         };
-        let windows = linvit_attention::explain::in_windows(frame, || {
-            self.attn
-                .forward_masked(partition(image, w), TokenLayout::grid(w, w), mask)
-        });
-        let mut image = reverse(windows, w, grid);
-        if s > 0 {
-            image = image.roll(&[s as i64, s as i64], &[1, 2]);
-        }
-        image.reshape([b, n, c])
+        let x = (self.attn).residual_in_windows(x, &self.norm1, windows, &self.drop_path);
+        self.mlp.residual(x, &self.norm2, grid, &self.drop_path)
     }
 }
 
@@ -385,29 +274,5 @@ impl Swin {
         }
         let x = ops::layer_norm(&self.norm, x);
         mean_pool_head(&self.head, x)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_shift_mask_separates_the_wrapped_regions() {
-        // 4x4 grid, window 2, shift 1: the last window mixes 4 regions, the first none.
-        let m = shift_mask([4, 4], 2, 1, &Device::flex());
-        let v = m.into_data().try_into_vec::<f32>().unwrap();
-        assert!(v[..16].iter().all(|&x| x == 0.0));
-        let last = &v[3 * 16..];
-        assert_eq!(last.iter().filter(|&&x| x == 0.0).count(), 4);
-    }
-
-    #[test]
-    fn partition_and_reverse_are_inverse() {
-        let device = Device::flex();
-        let values: Vec<f32> = (0..2 * 4 * 6 * 3).map(|i| i as f32).collect();
-        let x = Tensor::<4>::from_data(TensorData::new(values, [2, 4, 6, 3]), &device);
-        let back = reverse(partition(x.clone(), 2), 2, [4, 6]);
-        assert_eq!(back.into_data(), x.into_data());
     }
 }

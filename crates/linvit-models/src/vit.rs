@@ -6,8 +6,9 @@
 //! Classification reads the CLS token after the final norm. LayerNorm eps 1e-6 as timm.
 
 use burn::module::{Module, Param};
-use burn::nn::{LayerNorm, Linear};
+use burn::nn::Linear;
 use burn::tensor::{Device, Distribution, Tensor};
+use linvit_attention::LayerNorm;
 use linvit_attention::{ops, AttentionConfig, MixerShape, TokenLayout};
 use serde::{Deserialize, Serialize};
 

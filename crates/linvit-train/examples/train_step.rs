@@ -30,7 +30,7 @@ fn main() {
     };
     println!(
         "flex, batch {batch}, isa {}, {rounds} interleaved rounds of {seconds} s per path",
-        linvit_kernels::isa::selected().name()
+        linvit_attention::isa::selected().name()
     );
     println!("| preset | ops ms | fused ms | speed-up | ops img/s | fused img/s |");
     println!("| --- | --- | --- | --- | --- | --- |");

@@ -73,7 +73,7 @@ impl Machine {
         Machine {
             cpu,
             cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
-            isa: linvit_kernels::isa::selected().name().to_string(),
+            isa: linvit_attention::isa::selected().name().to_string(),
         }
     }
 }

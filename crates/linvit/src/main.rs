@@ -21,7 +21,7 @@ fn main() -> ExitCode {
     keep_freed_memory();
     let cli = Cli::parse();
     // A bad `LINVIT_ISA` is named before any work (the kernels would otherwise ignore it).
-    if let Err(e) = linvit_kernels::isa::requested() {
+    if let Err(e) = linvit_attention::isa::requested() {
         return linvit::commands::report(Err(e));
     }
     linvit::commands::run(cli.command)
