@@ -29,6 +29,7 @@ pub mod metrics;
 pub mod optim;
 pub mod plot;
 pub mod train;
+mod trainer;
 
 use std::path::PathBuf;
 

@@ -7,28 +7,20 @@
 //! so the whole RNG state is the step counter stored in the checkpoint. Flex's RNG is
 //! process-wide, so seeding and the draws that follow hold one lock ([`RNG_LOCK`]).
 
-use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
-use std::time::Instant;
 
 use burn::module::Module;
 use burn::optim::{GradientsAccumulator, GradientsParams};
 use burn::tensor::activation::log_softmax;
 use burn::tensor::{Device, FloatDType, Tensor, TensorData};
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use linvit_data::{mixup::mix_targets, Dataset, Loader, LoaderOptions, Split};
+use linvit_data::Dataset;
 use linvit_models::{Model, ModelConfig};
 
-use crate::checkpoint::{self, EpochSums, LossScale, Position, Snapshot, TrainState};
-use crate::config::Precision;
-use crate::eval::evaluate_model;
-use crate::metrics::{EpochRow, StepRow};
-use crate::optim::{
-    accumulate, cast_params, clip_global_norm, collect_grads, ema_update, global_norm, lr_at,
-    scale, AdamState, AdamW,
-};
-use crate::{plot, ConfigError, RunConfig, TrainError};
+use crate::checkpoint::{self, TrainState};
+use crate::optim::{cast_params, AdamState};
+use crate::trainer::Trainer;
+use crate::{ConfigError, RunConfig, TrainError};
 
 /// Held while the device RNG is seeded and drawn from (flex keeps one RNG per process).
 pub(crate) static RNG_LOCK: Mutex<()> = Mutex::new(());
@@ -86,32 +78,12 @@ pub struct TrainSummary {
     pub skipped_steps: Vec<String>,
 }
 
-/// What a checkpoint of the run holds at this point.
-fn snapshot<'a>(
-    setup: &'a Setup,
-    model: &'a Model,
-    adam: &'a AdamState,
-    ema: Option<&'a Model>,
-    state: &'a TrainState,
-    dataset: &'a Dataset,
-) -> Snapshot<'a> {
-    Snapshot {
-        model_config: &setup.model_config,
-        model,
-        adam,
-        ema,
-        state,
-        classes: &dataset.class_names,
-        config_toml: &setup.config_toml,
-    }
-}
-
 /// Everything fixed for a run once its config and data are resolved.
-struct Setup {
-    config: RunConfig,
-    config_toml: String,
-    model_config: ModelConfig,
-    dataset: Dataset,
+pub(crate) struct Setup {
+    pub(crate) config: RunConfig,
+    pub(crate) config_toml: String,
+    pub(crate) model_config: ModelConfig,
+    pub(crate) dataset: Dataset,
 }
 
 /// Fills the values `[model]` and `[data]` leave to the dataset, builds the model config.
@@ -235,16 +207,8 @@ fn start(
     options: &TrainOptions,
 ) -> Result<TrainSummary, TrainError> {
     let ema = (setup.config.train.ema > 0.0).then(|| model.valid());
-    run(
-        setup,
-        run_dir,
-        ad,
-        model,
-        AdamState::default(),
-        ema,
-        TrainState::default(),
-        options,
-    )
+    let (adam, state) = (AdamState::default(), TrainState::default());
+    Trainer::new(setup, run_dir, ad, model, adam, ema, state, options)?.run()
 }
 
 /// Continues the run in `run_dir` from its newest complete checkpoint (from the start when it
@@ -290,16 +254,8 @@ pub fn resume_with(
         (true, None) => Some(loaded.model.valid()),
         (false, _) => None,
     };
-    run(
-        setup,
-        run_dir,
-        &ad,
-        loaded.model,
-        loaded.adam,
-        ema,
-        loaded.state,
-        options,
-    )
+    let (model, adam, state) = (loaded.model, loaded.adam, loaded.state);
+    Trainer::new(setup, run_dir, &ad, model, adam, ema, state, options)?.run()
 }
 
 /// Soft-target cross entropy, `mean_i sum_k -t_ik log softmax(z_i)_k` (timm's
@@ -308,7 +264,7 @@ pub fn soft_cross_entropy(logits: Tensor<2>, targets: Tensor<2>) -> Tensor<1> {
     (log_softmax(logits, 1) * targets).sum_dim(1).neg().mean()
 }
 
-fn mix_seed(seed: u64, step: u64) -> u64 {
+pub(crate) fn mix_seed(seed: u64, step: u64) -> u64 {
     let mut x = seed ^ step.wrapping_mul(0x9e37_79b9_7f4a_7c15);
     x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
     x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
@@ -316,7 +272,7 @@ fn mix_seed(seed: u64, step: u64) -> u64 {
 }
 
 /// Correct top-1 predictions among `logits` (`[n, k]`, host) for `labels`.
-fn top1_correct(logits: &[f32], k: usize, labels: &[i64]) -> usize {
+pub(crate) fn top1_correct(logits: &[f32], k: usize, labels: &[i64]) -> usize {
     logits
         .chunks_exact(k)
         .zip(labels)
@@ -331,11 +287,11 @@ fn top1_correct(logits: &[f32], k: usize, labels: &[i64]) -> usize {
 }
 
 /// One device's share of a batch after its forward and backward pass.
-struct Pass {
+pub(crate) struct Pass {
     /// The share's mean loss times its fraction of the batch (these sum to the batch's mean).
-    weighted_loss: f64,
+    pub(crate) weighted_loss: f64,
     /// The share's logits, `[rows, k]`, on the host.
-    logits: Vec<f32>,
+    pub(crate) logits: Vec<f32>,
     /// Its gradients, on its own device; `None` when the loss is not finite.
     grads: Option<GradientsParams>,
 }
@@ -358,9 +314,9 @@ fn shares(n: usize, parts: usize) -> Vec<(usize, usize)> {
 /// (the logits come back to f32 for the loss, as under `torch.autocast`); the loss is multiplied
 /// by `loss_scale` before the backward pass.
 #[derive(Clone, Copy)]
-struct PassMode {
-    half: Option<FloatDType>,
-    loss_scale: f64,
+pub(crate) struct PassMode {
+    pub(crate) half: Option<FloatDType>,
+    pub(crate) loss_scale: f64,
 }
 
 /// Forward and backward of rows `rows` of the batch on `device`, where `replica` lives.
@@ -423,7 +379,7 @@ fn pass(
 /// near-equal share of the batch on a replica of the model, each in its own thread; the shares'
 /// losses are weighted by their size, so the summed gradients are the whole batch's (up to
 /// float reordering). One device runs the whole batch in this thread.
-fn data_parallel(
+pub(crate) fn data_parallel(
     model: &Model,
     batch: &linvit_data::Batch,
     targets: &[f32],
@@ -468,7 +424,7 @@ fn data_parallel(
 }
 
 /// The passes' gradients summed on the main device with burn-optim's accumulator.
-fn gather_grads(model: &Model, passes: Vec<Pass>, main: &Device) -> GradientsParams {
+pub(crate) fn gather_grads(model: &Model, passes: Vec<Pass>, main: &Device) -> GradientsParams {
     let mut grads: Vec<GradientsParams> = passes.into_iter().filter_map(|p| p.grads).collect();
     if grads.len() == 1 {
         return grads.remove(0);
@@ -478,381 +434,6 @@ fn gather_grads(model: &Model, passes: Vec<Pass>, main: &Device) -> GradientsPar
         sum.accumulate(model, g.to_device(main, model));
     }
     sum.grads()
-}
-
-struct Reporter {
-    mode: Progress,
-    bar: Option<ProgressBar>,
-}
-
-impl Reporter {
-    fn new(mode: Progress) -> Self {
-        let mode = match mode {
-            Progress::Auto if std::io::stderr().is_terminal() => Progress::Bar,
-            Progress::Auto => Progress::Lines,
-            m => m,
-        };
-        Reporter { mode, bar: None }
-    }
-
-    fn start_epoch(&mut self, epoch: usize, epochs: usize, batches: usize) {
-        if self.mode == Progress::Bar {
-            let bar =
-                ProgressBar::with_draw_target(Some(batches as u64), ProgressDrawTarget::stderr());
-            bar.set_style(
-                ProgressStyle::with_template(
-                    "epoch {prefix} [{bar:30}] {pos}/{len} {elapsed}<{eta} {msg}",
-                )
-                .unwrap_or_else(|_| ProgressStyle::default_bar())
-                .progress_chars("=> "),
-            );
-            bar.set_prefix(format!("{}/{epochs}", epoch + 1));
-            self.bar = Some(bar);
-        }
-    }
-
-    fn batch(&self, loss: f64, lr: f64, ips: f64) {
-        if let Some(bar) = &self.bar {
-            bar.set_message(format!("loss {loss:.4} lr {lr:.2e} {ips:.0} img/s"));
-            bar.inc(1);
-        }
-    }
-
-    fn step_line(&self, row: &StepRow, epochs: usize) {
-        if self.mode == Progress::Lines {
-            eprintln!(
-                "epoch {}/{epochs} step {} loss {:.4} lr {:.3e} {:.0} img/s",
-                row.epoch, row.step, row.loss, row.lr, row.images_per_s
-            );
-        }
-    }
-
-    fn epoch_line(&mut self, r: &EpochRow, epochs: usize) {
-        if let Some(bar) = self.bar.take() {
-            bar.finish_and_clear();
-        }
-        if self.mode == Progress::Quiet {
-            return;
-        }
-        let val = match (r.val_loss, r.val_top1, r.val_top5) {
-            (Some(l), Some(a), Some(b)) => {
-                format!(
-                    " | val loss {l:.4} top-1 {:.2}% top-5 {:.2}%",
-                    a * 100.0,
-                    b * 100.0
-                )
-            }
-            _ => String::new(),
-        };
-        eprintln!(
-            "epoch {}/{epochs} train loss {:.4} top-1 {:.2}%{val} | lr {:.3e} {:.0} img/s {:.1}s",
-            r.epoch,
-            r.train_loss,
-            r.train_top1 * 100.0,
-            r.lr,
-            r.images_per_s,
-            r.epoch_s
-        );
-    }
-}
-
-#[allow(clippy::too_many_arguments)]
-fn run(
-    setup: Setup,
-    run_dir: &Path,
-    ad: &Device,
-    model: Model,
-    mut adam: AdamState,
-    mut ema: Option<Model>,
-    mut state: TrainState,
-    options: &TrainOptions,
-) -> Result<TrainSummary, TrainError> {
-    let t = setup.config.train.clone();
-    let data = setup.config.effective_data();
-    let dataset = &setup.dataset;
-    let k = dataset.num_classes();
-    let batches = dataset.train.len() / t.batch_size;
-    let steps_per_epoch = batches.div_ceil(t.accum_steps) as u64;
-    let total_steps = steps_per_epoch * t.epochs as u64;
-    let warmup = (t.warmup_epochs * steps_per_epoch as f64).round() as u64;
-    let hp = AdamW {
-        betas: t.betas,
-        eps: t.eps,
-        weight_decay: t.weight_decay,
-    };
-    let groups = crate::groups::param_groups(&model, &t)?;
-    let mut model = crate::groups::freeze(model, &groups);
-    if options.progress != Progress::Quiet {
-        eprint!("{}", groups.summary);
-    }
-    // The main device first: it holds the model, the optimizer and the summed gradients.
-    let workers: Vec<Device> = std::iter::once(ad.clone())
-        .chain(options.devices.iter().map(|d| d.clone().autodiff()))
-        .collect();
-    let mut reporter = Reporter::new(options.progress);
-    let mut last_checkpoint = checkpoint::latest(run_dir)?;
-    let started = Instant::now();
-    let elapsed_before = state.elapsed_s;
-    // Step rows past the checkpoint (from an interrupted epoch) are dropped by this rewrite.
-    state.history.write(run_dir)?;
-    // Corrupt files the loader skipped (`data.skip_corrupt = true`), reported at the end.
-    let mut skipped_files: Vec<String> = Vec::new();
-    // Steps skipped for a non-finite loss or gradient (`train.skip_nonfinite = true`).
-    let mut skipped_steps: Vec<String> = Vec::new();
-    // A non-finite loss or gradient norm: recorded and skipped (`train.skip_nonfinite`), or the
-    // run stops naming the step and the last good checkpoint.
-    let mut skip_or_stop = |what: &'static str,
-                            value: f64,
-                            epoch: usize,
-                            step: u64,
-                            checkpoint: &Option<PathBuf>|
-     -> Result<(), TrainError> {
-        if !t.skip_nonfinite {
-            return Err(TrainError::NonFinite {
-                what,
-                epoch,
-                step,
-                loss: value,
-                checkpoint: checkpoint.clone(),
-            });
-        }
-        skipped_steps.push(format!("step {step} (epoch {epoch}): {what} {value}"));
-        Ok(())
-    };
-    let schedule = |step| lr_at(step, total_steps, warmup, t.lr, t.warmup_lr, t.min_lr);
-    if t.precision != Precision::F16 {
-        state.loss_scale = None;
-    } else if state.loss_scale.is_none() {
-        state.loss_scale = Some(LossScale::default());
-    }
-    while state.position.epoch < t.epochs {
-        if options
-            .stop_after_epochs
-            .is_some_and(|n| state.position.epoch >= n)
-        {
-            break;
-        }
-        let epoch = state.position.epoch;
-        let epoch_start = Instant::now();
-        let loader = Loader::new(
-            dataset,
-            &data,
-            Split::Train,
-            &LoaderOptions::for_split(Split::Train, t.batch_size, epoch as u64),
-        )?;
-        let n_batches = loader.num_batches();
-        reporter.start_epoch(epoch, t.epochs, n_batches);
-        let mut pending = None;
-        let mut n_pending = 0usize;
-        // A mid-epoch checkpoint resumes at its batch with the epoch's sums so far.
-        let first_batch = state.position.batch;
-        let sums = state.partial.take().unwrap_or_default();
-        let (mut loss_sum, mut seen, mut correct) = (sums.loss_sum, sums.seen, sums.correct);
-        let (mut win_loss, mut win_batches, mut win_images) = (0.0f64, 0usize, 0usize);
-        let mut win_start = Instant::now();
-        let mut train_time = sums.train_time_s;
-        let mut lr = schedule(state.position.step);
-        let mut grad_norm = None;
-        // The loader still decodes the batches before `first_batch` (its augmentation streams are
-        // per epoch), which costs data loading only.
-        for (i, batch) in loader.enumerate().skip(first_batch) {
-            let batch_start = Instant::now();
-            let batch = batch?;
-            for skip in &batch.skipped {
-                let file = skip
-                    .path
-                    .as_ref()
-                    .map(|p| p.display().to_string())
-                    .unwrap_or_else(|| format!("image {}", skip.index));
-                let line = format!("{file}: {}", skip.reason);
-                if !skipped_files.contains(&line) {
-                    skipped_files.push(line);
-                }
-            }
-            let n = batch.len();
-            if n == 0 {
-                continue;
-            }
-            let labels = batch.labels.clone();
-            let targets = batch
-                .targets
-                .clone()
-                .unwrap_or_else(|| mix_targets(&labels, k, 1.0, 0.0));
-            let seed = mix_seed(t.seed, state.position.micro_step);
-            let mode = PassMode {
-                half: t.precision.half(),
-                loss_scale: state.loss_scale.as_ref().map_or(1.0, |s| s.scale),
-            };
-            let passes = data_parallel(&model, &batch, &targets, k, &workers, seed, mode);
-            state.position.micro_step += 1;
-            let loss_value: f64 = passes.iter().map(|p| p.weighted_loss).sum();
-            if !loss_value.is_finite() {
-                let step = state.position.step + 1;
-                skip_or_stop("loss", loss_value, epoch + 1, step, &last_checkpoint)?;
-                continue;
-            }
-            let host: Vec<f32> = passes
-                .iter()
-                .flat_map(|p| p.logits.iter().copied())
-                .collect();
-            correct += top1_correct(&host, k, &labels);
-            loss_sum += loss_value * n as f64;
-            seen += n;
-            let grads = gather_grads(&model, passes, ad);
-            let (grads, _) = collect_grads(&model, grads);
-            accumulate(&mut pending, grads);
-            n_pending += 1;
-            if n_pending == t.accum_steps || i + 1 == n_batches {
-                // The mean over the micro-batches, without the loss scale.
-                let unscale = 1.0 / (n_pending as f64 * mode.loss_scale);
-                let grads = scale(pending.take().unwrap_or_default(), unscale);
-                let (grads, norm) = if t.clip_grad > 0.0 {
-                    clip_global_norm(grads, t.clip_grad)
-                } else {
-                    let norm = global_norm(&grads);
-                    (grads, norm)
-                };
-                grad_norm = Some(norm);
-                lr = schedule(state.position.step);
-                // An f16 overflow halves the loss scale and skips the step, as GradScaler does;
-                // at the smallest scale it is a real non-finite gradient.
-                let overflow = match state.loss_scale.as_mut() {
-                    Some(s) if s.scale > LossScale::MIN => !s.update(norm.is_finite()),
-                    _ => false,
-                };
-                if norm.is_finite() {
-                    model = hp.step_scaled(model, grads, &mut adam, lr, &groups.lr_scale);
-                } else if !overflow {
-                    let step = state.position.step + 1;
-                    skip_or_stop("gradient norm", norm, epoch + 1, step, &last_checkpoint)?;
-                }
-                if let Some(e) = ema.take() {
-                    ema = Some(ema_update(e, &model, t.ema));
-                }
-                state.position.step += 1;
-                n_pending = 0;
-            }
-            train_time += batch_start.elapsed().as_secs_f64();
-            win_loss += loss_value;
-            win_batches += 1;
-            win_images += n;
-            let ips = seen as f64 / train_time.max(1e-9);
-            reporter.batch(loss_value, lr, ips);
-            if n_pending == 0 && state.position.step.checked_rem(t.log_every as u64) == Some(0) {
-                let row = StepRow {
-                    step: state.position.step,
-                    epoch: epoch + 1,
-                    loss: win_loss / win_batches.max(1) as f64,
-                    lr,
-                    grad_norm,
-                    images_per_s: win_images as f64 / win_start.elapsed().as_secs_f64().max(1e-9),
-                };
-                reporter.step_line(&row, t.epochs);
-                row.append(run_dir)?;
-                state.history.steps.push(row);
-                (win_loss, win_batches, win_images) = (0.0, 0, 0);
-                win_start = Instant::now();
-            }
-            let every = t.checkpoint_every;
-            if n_pending == 0 && i + 1 < n_batches && every > 0 && state.position.step % every == 0
-            {
-                state.position.batch = i + 1;
-                state.partial = Some(EpochSums {
-                    loss_sum,
-                    seen,
-                    correct,
-                    train_time_s: train_time,
-                });
-                state.elapsed_s = elapsed_before + started.elapsed().as_secs_f64();
-                let snap = snapshot(&setup, &model, &adam, ema.as_ref(), &state, dataset);
-                last_checkpoint = Some(checkpoint::save(run_dir, &snap, t.keep_checkpoints)?);
-                state.partial = None;
-            }
-        }
-        let images_per_s = seen as f64 / train_time.max(1e-9);
-        let last = epoch + 1 == t.epochs;
-        let (mut val_loss, mut val_top1, mut val_top5, mut ema_top1) = (None, None, None, None);
-        if (epoch + 1).checked_rem(t.eval_every) == Some(0) || last {
-            let e = evaluate_model(&model.valid(), dataset, &data, t.batch_size, t.val_limit)?;
-            val_loss = Some(e.loss);
-            val_top1 = Some(e.top1);
-            val_top5 = Some(e.top5);
-            if let Some(em) = &ema {
-                let e = evaluate_model(em, dataset, &data, t.batch_size, t.val_limit)?;
-                ema_top1 = Some(e.top1);
-            }
-        }
-        let row = EpochRow {
-            epoch: epoch + 1,
-            step: state.position.step,
-            lr,
-            train_loss: loss_sum / seen.max(1) as f64,
-            train_top1: correct as f64 / seen.max(1) as f64,
-            val_loss,
-            val_top1,
-            val_top5,
-            ema_val_top1: ema_top1,
-            images_per_s,
-            epoch_s: epoch_start.elapsed().as_secs_f64(),
-        };
-        reporter.epoch_line(&row, t.epochs);
-        state.history.epochs.push(row);
-        state.position = Position {
-            epoch: epoch + 1,
-            batch: 0,
-            ..state.position
-        };
-        let improved = val_top1.is_some_and(|v| state.best_val_top1.is_none_or(|b| v > b));
-        if improved {
-            state.best_val_top1 = val_top1;
-            state.best_epoch = Some(epoch + 1);
-        }
-        state.elapsed_s = elapsed_before + started.elapsed().as_secs_f64();
-        let snap = snapshot(&setup, &model, &adam, ema.as_ref(), &state, dataset);
-        last_checkpoint = Some(checkpoint::save(run_dir, &snap, t.keep_checkpoints)?);
-        if improved {
-            let info = serde_json::json!({
-                "epoch": epoch + 1,
-                "step": state.position.step,
-                "val_top1": val_top1,
-                "val_top5": val_top5,
-            });
-            checkpoint::save_best(
-                run_dir,
-                &setup.model_config,
-                model.valid(),
-                &dataset.class_names,
-                &setup.config_toml,
-                &info,
-            )?;
-        }
-        state.history.write(run_dir)?;
-        if let Err(e) = plot::plot_curves(&state.history, &run_dir.join("curves.png")) {
-            eprintln!("warning: {e}");
-        }
-    }
-    let final_row = state.history.epochs.last();
-    let rows = &state.history.epochs;
-    let best = run_dir.join("best");
-    Ok(TrainSummary {
-        run_dir: run_dir.to_path_buf(),
-        epochs: state.position.epoch,
-        steps: state.position.step,
-        final_val_top1: final_row.and_then(|r| r.val_top1),
-        final_val_top5: final_row.and_then(|r| r.val_top5),
-        best_val_top1: state.best_val_top1,
-        best_epoch: state.best_epoch,
-        seconds: elapsed_before + started.elapsed().as_secs_f64(),
-        images_per_s: if rows.is_empty() {
-            0.0
-        } else {
-            rows.iter().map(|r| r.images_per_s).sum::<f64>() / rows.len() as f64
-        },
-        checkpoint: last_checkpoint,
-        best: best.is_dir().then_some(best),
-        skipped_files,
-        skipped_steps,
-    })
 }
 
 #[cfg(test)]
