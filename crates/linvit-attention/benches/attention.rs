@@ -11,7 +11,7 @@
 
 use burn::tensor::{Device, Distribution, Tensor};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use linvit_attention::kinds::KINDS;
+use linvit_attention::Kind;
 use linvit_attention::{MixerShape, TokenLayout};
 
 const BATCH: usize = 2;
@@ -46,10 +46,10 @@ fn forward(c: &mut Criterion) {
     group.sample_size(10);
     for tokens in [196, 784, 3136] {
         group.throughput(Throughput::Elements((BATCH * tokens) as u64));
-        for (kind, config) in KINDS {
-            let mixer = config().init(&shape(tokens), &device);
+        for kind in Kind::ALL {
+            let mixer = kind.default_config().init(&shape(tokens), &device);
             let [q, k, v] = inputs(tokens, &device);
-            group.bench_function(BenchmarkId::new(*kind, tokens), |b| {
+            group.bench_function(BenchmarkId::new(kind.name(), tokens), |b| {
                 b.iter(|| {
                     let out = mixer.mix(q.clone(), k.clone(), v.clone(), grid(tokens));
                     device.sync().unwrap();
@@ -69,11 +69,11 @@ fn forward_backward(c: &mut Criterion) {
     group.sample_size(10);
     for tokens in [196, 784] {
         group.throughput(Throughput::Elements((BATCH * tokens) as u64));
-        for (kind, config) in KINDS {
-            let mixer = config().init(&shape(tokens), &device);
+        for kind in Kind::ALL {
+            let mixer = kind.default_config().init(&shape(tokens), &device);
             let [q, k, v] = inputs(tokens, &device).map(|t| t.require_grad());
             let g = inputs(tokens, &device)[0].clone();
-            group.bench_function(BenchmarkId::new(*kind, tokens), |b| {
+            group.bench_function(BenchmarkId::new(kind.name(), tokens), |b| {
                 b.iter(|| {
                     let out = mixer.mix(q.clone(), k.clone(), v.clone(), grid(tokens));
                     let grads = (out * g.clone()).sum().backward();

@@ -35,6 +35,7 @@ use serde::{Deserialize, Serialize};
 
 pub use agent::{AgentAttention, AgentConfig};
 pub use focused::{FocusedConfig, FocusedLinearAttention};
+pub use kinds::{Kind, Layout, LayoutError};
 pub use layer_norm::LayerNorm;
 pub use linear::{LinearAttention, LinearConfig};
 /// The instruction set the CPU kernels run (chosen at start-up, forced by `LINVIT_ISA`).
@@ -287,14 +288,14 @@ pub enum AttentionConfig {
 }
 
 impl AttentionConfig {
-    /// The family's name as written in configs.
-    pub fn kind(&self) -> &'static str {
+    /// The family (its name as written in configs is `kind().name()`).
+    pub fn kind(&self) -> Kind {
         match self {
-            AttentionConfig::Softmax => "softmax",
-            AttentionConfig::Linear(_) => "linear",
-            AttentionConfig::Focused(_) => "focused",
-            AttentionConfig::Agent(_) => "agent",
-            AttentionConfig::Norm(_) => "norm",
+            AttentionConfig::Softmax => Kind::Softmax,
+            AttentionConfig::Linear(_) => Kind::Linear,
+            AttentionConfig::Focused(_) => Kind::Focused,
+            AttentionConfig::Agent(_) => Kind::Agent,
+            AttentionConfig::Norm(_) => Kind::Norm,
         }
     }
 

@@ -34,7 +34,7 @@ fn attention_configs_read_from_kind_tagged_json_with_defaults() {
     let agent: AttentionConfig = serde_json::from_str(r#"{"kind": "agent"}"#).unwrap();
     assert_eq!(agent, AttentionConfig::Agent(AgentConfig::default()));
     let softmax: AttentionConfig = serde_json::from_str(r#"{"kind": "softmax"}"#).unwrap();
-    assert_eq!(softmax.kind(), "softmax");
+    assert_eq!(softmax.kind().name(), "softmax");
 }
 
 #[test]

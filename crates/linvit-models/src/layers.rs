@@ -1,5 +1,5 @@
 //! Pieces the backbones share: conv patch embeddings, the pooled head, position-embedding
-//! resizing, and the layout strings that pick a mixer per stage. The MLP and stochastic depth
+//! resizing. (Layout strings are read by `linvit_attention::Layout`.) The MLP and stochastic depth
 //! are `linvit_attention`'s (`mlp.rs`), beside the fast path they share with the mixers.
 
 use burn::module::Module;
@@ -62,21 +62,6 @@ impl PatchEmbed {
     }
 }
 
-/// The mixer letter of stage `stage` in a layout string such as `LLSS` or `AAAB`.
-/// `L` focused linear, `A` agent, `P` plain linear, `S`/`B` the backbone's softmax.
-pub fn stage_letter(layout: &str, stage: usize) -> Result<char, String> {
-    layout
-        .chars()
-        .nth(stage)
-        .ok_or_else(|| format!("layout {layout:?} has no letter for stage {}", stage + 1))
-        .and_then(|c| match c {
-            'L' | 'A' | 'P' | 'S' | 'B' => Ok(c),
-            other => Err(format!(
-                "layout {layout:?}: unknown mixer {other:?} (expected L, A, P, S or B)"
-            )),
-        })
-}
-
 /// The classifier of the pyramid backbones: mean over tokens `[B, N, C]`, then `head`.
 pub fn mean_pool_head(head: &Linear, x: Tensor<3>) -> Tensor<2> {
     ops::linear(head, x.mean_dim(1).squeeze_dim::<2>(1))
@@ -128,14 +113,5 @@ mod tests {
     fn drop_path_rates_rise_linearly_like_torch_linspace() {
         assert_eq!(drop_path_rates(0.1, 3), vec![0.0, 0.05, 0.1]);
         assert_eq!(drop_path_rates(0.1, 1), vec![0.0]);
-    }
-
-    #[test]
-    fn layout_letters_are_checked() {
-        assert_eq!(stage_letter("LLSS", 2), Ok('S'));
-        assert!(stage_letter("LLXS", 2)
-            .unwrap_err()
-            .contains("unknown mixer 'X'"));
-        assert!(stage_letter("LL", 3).unwrap_err().contains("stage 4"));
     }
 }

@@ -10,81 +10,37 @@
 //! CSwin's stripes `[1, 2, 7, 7]` and PVT's reductions `[8, 4, 2, 1]` (each only where it divides
 //! the grid, else the whole grid / no reduction).
 
-use linvit_attention::kinds::default_config;
-use linvit_attention::AttentionConfig;
+use linvit_attention::{AttentionConfig, Kind, Layout};
 
 use crate::ModelConfig;
 
-fn letter_kind(letter: char) -> Result<&'static str, String> {
-    Ok(match letter {
-        'L' => "focused",
-        'A' => "agent",
-        'P' => "linear",
-        'N' => "norm",
-        'S' | 'B' => "softmax",
-        other => {
-            return Err(format!(
-                "unknown mixer letter {other:?} (expected L, A, P, N, S or B)"
-            ))
-        }
-    })
-}
-
-/// The mixer for `letter`, preferring `given`, then `current`, then the kind's defaults.
-fn pick(
-    letter: char,
-    given: Option<&AttentionConfig>,
-    current: &AttentionConfig,
-) -> Result<AttentionConfig, String> {
-    let kind = letter_kind(letter)?;
-    if let Some(g) = given.filter(|g| g.kind() == kind) {
-        return Ok(g.clone());
-    }
-    if current.kind() == kind {
-        return Ok(current.clone());
-    }
-    Ok(default_config(kind).unwrap_or(AttentionConfig::Softmax))
-}
-
-/// The letter a mixer stands for.
-fn letter_of(a: &AttentionConfig) -> char {
-    match a {
-        AttentionConfig::Softmax => 'S',
-        AttentionConfig::Linear(_) => 'P',
-        AttentionConfig::Focused(_) => 'L',
-        AttentionConfig::Agent(_) => 'A',
-        AttentionConfig::Norm(_) => 'N',
+/// The mixer for `kind`, preferring `given`, then `current`, then the kind's defaults.
+fn pick(kind: Kind, given: Option<&AttentionConfig>, current: &AttentionConfig) -> AttentionConfig {
+    match given {
+        Some(g) if g.kind() == kind => g.clone(),
+        _ if current.kind() == kind => current.clone(),
+        _ => kind.default_config(),
     }
 }
 
-/// Per-stage letters from a layout, or from the current mixers with `attention`'s kind put in
-/// every non-softmax place.
-fn letters(
+/// Per-stage kinds from a layout (one letter per place, see [`Layout::parse`]), or from the
+/// current mixers with `given`'s kind put in every non-softmax place.
+fn kinds(
     layout: Option<&str>,
-    current: &[char],
+    current: &[Kind],
     given: Option<&AttentionConfig>,
-) -> Result<Vec<char>, String> {
+) -> Result<Vec<Kind>, String> {
     match layout {
-        Some(l) => {
-            let letters: Vec<char> = l.chars().collect();
-            if letters.len() != current.len() {
-                return Err(format!(
-                    "layout {l:?} has {} letters; this model has {} stages",
-                    letters.len(),
-                    current.len()
-                ));
-            }
-            for c in &letters {
-                letter_kind(*c)?;
-            }
-            Ok(letters)
-        }
+        Some(l) => Layout::parse(l, &vec![1; current.len()], Kind::Focused)
+            .map_err(|e| e.to_string())?
+            .stage_kinds()
+            .ok_or_else(|| format!("layout {l:?}: M (mixed blocks) is for upstream Swin configs")),
         None => Ok(current
             .iter()
-            .map(|&c| match given {
-                Some(g) if g == &AttentionConfig::Softmax => 'S',
-                Some(g) if c != 'S' => letter_of(g),
-                _ => c,
+            .map(|&k| match given {
+                Some(g) if g.kind() == Kind::Softmax => Kind::Softmax,
+                Some(g) if k != Kind::Softmax => g.kind(),
+                _ => k,
             })
             .collect()),
     }
@@ -107,7 +63,7 @@ impl ModelConfig {
         }
         match &mut self {
             ModelConfig::Vit(c) => {
-                let current: Vec<char> = c.blocks.iter().map(letter_of).collect();
+                let current: Vec<Kind> = c.blocks.iter().map(AttentionConfig::kind).collect();
                 // One letter for all blocks, or one per block.
                 let layout = layout.map(|l| {
                     if l.chars().count() == 1 {
@@ -116,17 +72,17 @@ impl ModelConfig {
                         l.to_string()
                     }
                 });
-                let letters = letters(layout.as_deref(), &current, attention)?;
-                for (block, letter) in c.blocks.iter_mut().zip(letters) {
-                    *block = pick(letter, attention, block)?;
+                let kinds = kinds(layout.as_deref(), &current, attention)?;
+                for (block, kind) in c.blocks.iter_mut().zip(kinds) {
+                    *block = pick(kind, attention, block);
                 }
             }
             ModelConfig::Pvt(c) => {
-                let current: Vec<char> = c.attention.iter().map(letter_of).collect();
-                let letters = letters(layout, &current, attention)?;
-                for (i, letter) in letters.into_iter().enumerate() {
-                    let new = pick(letter, attention, &c.attention[i])?;
-                    if letter_of(&new) != letter_of(&c.attention[i]) {
+                let current: Vec<Kind> = c.attention.iter().map(AttentionConfig::kind).collect();
+                let kinds = kinds(layout, &current, attention)?;
+                for (i, kind) in kinds.into_iter().enumerate() {
+                    let new = pick(kind, attention, &c.attention[i]);
+                    if new.kind() != c.attention[i].kind() {
                         let side = c.stage_grid(i)[0];
                         let standard = [8, 4, 2, 1].get(i).copied().unwrap_or(1);
                         c.sr_ratios[i] =
@@ -140,17 +96,17 @@ impl ModelConfig {
                 }
             }
             ModelConfig::Swin(c) => {
-                let current: Vec<char> = c
+                let current: Vec<Kind> = c
                     .attention
                     .iter()
-                    .map(|s| s.first().map(letter_of).unwrap_or('S'))
+                    .map(|s| s.first().map_or(Kind::Softmax, AttentionConfig::kind))
                     .collect();
-                let letters = letters(layout, &current, attention)?;
-                for (i, letter) in letters.into_iter().enumerate() {
+                let kinds = kinds(layout, &current, attention)?;
+                for (i, kind) in kinds.into_iter().enumerate() {
                     let side = c.img_size / c.patch_size / (1 << i);
                     for j in 0..c.attention[i].len() {
-                        let new = pick(letter, attention, &c.attention[i][j])?;
-                        if letter_of(&new) != letter_of(&c.attention[i][j]) {
+                        let new = pick(kind, attention, &c.attention[i][j]);
+                        if new.kind() != c.attention[i][j].kind() {
                             c.windows[i][j] = if new == AttentionConfig::Softmax && divides(side, 7)
                             {
                                 7
@@ -163,11 +119,11 @@ impl ModelConfig {
                 }
             }
             ModelConfig::Cswin(c) => {
-                let current: Vec<char> = c.attention.iter().map(letter_of).collect();
-                let letters = letters(layout, &current, attention)?;
-                for (i, letter) in letters.into_iter().enumerate() {
-                    let new = pick(letter, attention, &c.attention[i])?;
-                    if letter_of(&new) != letter_of(&c.attention[i]) {
+                let current: Vec<Kind> = c.attention.iter().map(AttentionConfig::kind).collect();
+                let kinds = kinds(layout, &current, attention)?;
+                for (i, kind) in kinds.into_iter().enumerate() {
+                    let new = pick(kind, attention, &c.attention[i]);
+                    if new.kind() != c.attention[i].kind() {
                         let side = c.img_size / 4 / (1 << i);
                         let standard = [1, 2, 7, 7].get(i).copied().unwrap_or(side);
                         c.splits[i] = if new == AttentionConfig::Softmax && divides(side, standard)
@@ -201,7 +157,7 @@ mod tests {
         };
         assert!(all_linear.attention[3]
             .iter()
-            .all(|a| a.kind() == "focused"));
+            .all(|a| a.kind() == Kind::Focused));
         assert_eq!(
             all_linear.windows[2][0], 14,
             "a linear stage sees its whole grid"
@@ -255,7 +211,7 @@ mod tests {
             .clone()
             .with_mixers(Some("LLS"), None)
             .unwrap_err()
-            .contains("3 letters"));
+            .contains("3 letters for 4 stages"));
         assert!(base
             .with_mixers(Some("LLXS"), None)
             .unwrap_err()

@@ -10,7 +10,7 @@
 //! not take is an error naming the nearest one it does. (Some upstream classes also take and
 //! ignore `**kwargs`; we do not, so a typo cannot pass silently.)
 
-use linvit_attention::{AgentConfig, AttentionConfig, FocusedConfig};
+use linvit_attention::{AgentConfig, AttentionConfig, FocusedConfig, Kind, Layout};
 use serde_json::{Map, Value};
 
 use crate::presets::nearest;
@@ -467,55 +467,27 @@ fn agent(agent_num: usize) -> AttentionConfig {
     })
 }
 
-/// The mixer letter of each stage in an upstream `attn_type`.
-fn letters(attn_type: &str, stages: usize) -> Result<Vec<char>, String> {
-    let letters: Vec<char> = attn_type.chars().collect();
-    if letters.len() != stages || letters.iter().any(|c| !"LASB".contains(*c)) {
-        return Err(format!(
-            "attn_type {attn_type:?}: expected one of L, A, S, B per stage ({stages} stages)"
-        ));
+/// The kinds of an upstream `attn_type` (see [`Layout::parse`]; `M` mixes `family` into a
+/// Swin stage's first blocks). The authors' code reads L, A, S and B (and M in Swin) only.
+fn upstream_layout(attn_type: &str, depths: &[usize], family: Kind) -> Result<Layout, String> {
+    let layout =
+        Layout::parse(attn_type, depths, family).map_err(|e| format!("args.attn_type: {e}"))?;
+    let known = [Kind::Focused, Kind::Agent, Kind::Softmax];
+    let unknown = layout.kinds().find(|k| !known.contains(k));
+    match unknown {
+        Some(k) => Err(format!(
+            "args.attn_type {attn_type:?}: the authors' code has no {k} letter {:?} (it reads L, A, S, B)",
+            k.letter()
+        )),
+        None => Ok(layout),
     }
-    Ok(letters)
 }
 
-/// The mixer letter of every block in a Swin `attn_type`, where a stage letter `M` means "the
-/// first k blocks linear/agent, the rest softmax" with k written after the stage letters
-/// (`AAMB2`: stage 3's first 2 blocks agent), as the authors' Swin code reads it.
-fn block_letters(
-    attn_type: &str,
-    depths: &[usize],
-    linear: char,
-) -> Result<Vec<Vec<char>>, String> {
-    let n = depths.len();
-    let chars: Vec<char> = attn_type.chars().collect();
-    if chars.len() < n {
-        return Err(format!(
-            "attn_type {attn_type:?} has fewer letters than {n} stages"
-        ));
-    }
-    let mixed: String = chars[n..].iter().collect();
-    let first = if mixed.is_empty() {
-        None
-    } else {
-        Some(
-            mixed
-                .parse::<usize>()
-                .map_err(|_| format!("attn_type {attn_type:?}: {mixed:?} is not a block count"))?,
-        )
-    };
-    let softmax = if linear == 'A' { 'B' } else { 'S' };
-    (0..n)
-        .map(|i| match (chars[i], first) {
-            ('M', Some(k)) => Ok((0..depths[i])
-                .map(|j| if j < k { linear } else { softmax })
-                .collect()),
-            ('M', None) => Err(format!(
-                "attn_type {attn_type:?}: M needs a block count after the stages"
-            )),
-            (c, _) if "LASB".contains(c) => Ok(vec![c; depths[i]]),
-            (c, _) => Err(format!("attn_type {attn_type:?}: unknown letter {c:?}")),
-        })
-        .collect()
+/// The kind of each stage of a PVT or CSwin `attn_type`, one letter per stage.
+fn stage_kinds(attn_type: &str, stages: usize, family: Kind) -> Result<Vec<Kind>, String> {
+    upstream_layout(attn_type, &vec![1; stages], family)?
+        .stage_kinds()
+        .ok_or_else(|| format!("args.attn_type {attn_type:?}: only the Swin code reads M"))
 }
 
 /// Our config for an upstream model class (`file` as in `case.json`'s `upstream`) and its
@@ -581,9 +553,11 @@ fn pvt_config(file: &str, a: &Args) -> Result<ModelConfig, String> {
     let depths = a.list("depths")?;
     let n = depths.len();
     let is_agent = file == "agent_pvt.py";
-    let kinds = letters(
+    let family = if is_agent { Kind::Agent } else { Kind::Focused };
+    let kinds = stage_kinds(
         a.str_or("attn_type", if is_agent { "AAAA" } else { "LLLL" })?,
         n,
+        family,
     )?;
     let sr = a.list("sr_ratios")?;
     let la_sr = a.digits(
@@ -603,8 +577,8 @@ fn pvt_config(file: &str, a: &Args) -> Result<ModelConfig, String> {
     let mut sr_ratios = Vec::new();
     for (i, kind) in kinds.iter().enumerate() {
         let (mixer, ratio) = match kind {
-            'L' => (a.focused()?, at(&la_sr, i, "la_sr_ratios")?),
-            'A' => (
+            Kind::Focused => (a.focused()?, at(&la_sr, i, "la_sr_ratios")?),
+            Kind::Agent => (
                 agent(at(&agents, i, "agent_num")?),
                 at(&la_sr, i, "agent_sr_ratios")?,
             ),
@@ -638,24 +612,24 @@ fn linear_swin_config(file: &str, a: &Args) -> Result<ModelConfig, String> {
     let depths = a.list("depths")?;
     let window = a.usize("window_size")?;
     let is_agent = file == "agent_swin.py";
-    let (default, linear) = if is_agent {
-        ("AAAB", 'A')
+    let (default, family) = if is_agent {
+        ("AAAB", Kind::Agent)
     } else {
-        ("LLSS", 'L')
+        ("LLSS", Kind::Focused)
     };
-    let kinds = block_letters(a.str_or("attn_type", default)?, &depths, linear)?;
+    let layout = upstream_layout(a.str_or("attn_type", default)?, &depths, family)?;
     let agents = if is_agent {
         a.list("agent_num")?
     } else {
         Vec::new()
     };
     let (mut attention, mut windows) = (Vec::new(), Vec::new());
-    for (i, stage) in kinds.iter().enumerate() {
+    for i in 0..depths.len() {
         let (mut mixers, mut sizes) = (Vec::new(), Vec::new());
-        for kind in stage {
+        for kind in layout.stage(i) {
             let (mixer, w) = match kind {
-                'L' => (a.focused()?, window),
-                'A' => (agent(at(&agents, i, "agent_num")?), window),
+                Kind::Focused => (a.focused()?, window),
+                Kind::Agent => (agent(at(&agents, i, "agent_num")?), window),
                 // FLatten's softmax blocks use window 7 (12 above 56); Agent's max(7, w/8).
                 _ if is_agent => (AttentionConfig::Softmax, (window / 8).max(7)),
                 _ => (AttentionConfig::Softmax, if window <= 56 { 7 } else { 12 }),
@@ -674,9 +648,11 @@ fn cswin_config(file: &str, a: &Args) -> Result<ModelConfig, String> {
     let depth = a.list("depth")?;
     let n = depth.len();
     let is_agent = file == "agent_cswin.py";
-    let kinds = letters(
+    let family = if is_agent { Kind::Agent } else { Kind::Focused };
+    let kinds = stage_kinds(
         a.str_or("attn_type", if is_agent { "AABB" } else { "LLSS" })?,
         n,
+        family,
     )?;
     let split = a.list("split_size")?;
     let la_split: Vec<usize> = a
@@ -695,8 +671,8 @@ fn cswin_config(file: &str, a: &Args) -> Result<ModelConfig, String> {
     let (mut attention, mut splits) = (Vec::new(), Vec::new());
     for (i, kind) in kinds.iter().enumerate() {
         let (mixer, s) = match kind {
-            'L' => (a.focused()?, at(&la_split, i, "la_split_size")?),
-            'A' => (
+            Kind::Focused => (a.focused()?, at(&la_split, i, "la_split_size")?),
+            Kind::Agent => (
                 agent(at(&agents, i, "agent_num")?),
                 at(&la_split, i, "la_split_size")?,
             ),

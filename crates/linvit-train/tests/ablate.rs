@@ -78,7 +78,8 @@ variants = [
             .attention
             .as_ref()
             .unwrap()
-            .kind(),
+            .kind()
+            .name(),
         "linear"
     );
     let hashes: std::collections::BTreeSet<&str> =

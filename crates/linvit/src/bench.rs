@@ -19,8 +19,8 @@ use std::time::Instant;
 use burn::module::Module;
 use burn::tensor::activation::softmax;
 use burn::tensor::{Device, Distribution, Tensor};
-use linvit_attention::kinds::{default_config, KINDS};
 use linvit_attention::ops::{merge_heads, split_heads};
+use linvit_attention::Kind;
 use linvit_attention::{AttentionConfig, MixerShape, TokenLayout};
 use linvit_models::presets;
 use linvit_train::bench::{median, proc_status_kb, time_ms, Budget, TrainStep};
@@ -38,13 +38,10 @@ pub fn kind_config(name: &str) -> Result<Option<AttentionConfig>, String> {
     if name == SOFTMAX_NAIVE {
         return Ok(None);
     }
-    default_config(name).map(Some).ok_or_else(|| {
-        let known: Vec<&str> = KINDS.iter().map(|(k, _)| *k).collect();
-        format!(
-            "--kinds: unknown attention kind {name:?}; expected one of {}, {SOFTMAX_NAIVE}",
-            known.join(", ")
-        )
-    })
+    let kind: Kind = name
+        .parse()
+        .map_err(|e| format!("--kinds: {e}, {SOFTMAX_NAIVE}"))?;
+    Ok(Some(kind.default_config()))
 }
 
 /// The machine a benchmark ran on, recorded in its JSON: numbers from another CPU or
@@ -948,9 +945,9 @@ mod tests {
 
     #[test]
     fn every_bench_kind_maps_to_its_config() {
-        for (name, _) in KINDS {
-            let config = kind_config(name).unwrap().unwrap();
-            assert_eq!(config.kind(), *name);
+        for kind in Kind::ALL {
+            let config = kind_config(kind.name()).unwrap().unwrap();
+            assert_eq!(config.kind(), kind);
         }
         assert_eq!(kind_config(SOFTMAX_NAIVE).unwrap(), None);
         let err = kind_config("softmx").unwrap_err();
