@@ -521,6 +521,19 @@ mod tests {
         for (c, key) in cases {
             assert_eq!(key_of(&c), key);
         }
+        let msg = DataConfig {
+            image_size: 2,
+            ..base
+        }
+        .validate()
+        .unwrap_err()
+        .to_string();
+        assert!(msg.starts_with("data.image_size:"), "{msg}");
+    }
+
+    #[test]
+    fn augmentation_errors_name_the_key() {
+        let base = DataConfig::default();
         let aug = |a: AugmentConfig| DataConfig {
             augment: a,
             ..base.clone()
@@ -561,13 +574,5 @@ mod tests {
             })),
             "augment.randaugment_magnitude"
         );
-        let msg = DataConfig {
-            image_size: 2,
-            ..base
-        }
-        .validate()
-        .unwrap_err()
-        .to_string();
-        assert!(msg.starts_with("data.image_size:"), "{msg}");
     }
 }
