@@ -265,7 +265,7 @@ fn load_with<M: Module + ModuleSnapshot>(
     let renames = regex_rules(renames);
     for (pattern, _) in &renames {
         // burn-store panics on a bad pattern; ours are escaped, but fail cleanly all the same.
-        regex_check(pattern).map_err(read_err)?;
+        regex_check(pattern).map_err(|e| read_err(format!("bad key pattern {pattern:?}: {e}")))?;
     }
     let renames = &renames[..];
     let extension = path.extension().and_then(|e| e.to_str());
@@ -356,10 +356,8 @@ fn check(
     }
 }
 
-fn regex_check(pattern: &str) -> Result<(), String> {
-    regex::Regex::new(pattern)
-        .map(|_| ())
-        .map_err(|e| format!("bad key pattern {pattern:?}: {e}"))
+fn regex_check(pattern: &str) -> Result<(), regex::Error> {
+    regex::Regex::new(pattern).map(|_| ())
 }
 
 /// The tensors of a PyTorch pickle, under `top_level_key` when given (empty when the file has

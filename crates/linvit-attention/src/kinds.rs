@@ -8,7 +8,7 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
-use crate::{AgentConfig, AttentionConfig, FocusedConfig, LinearConfig, NormConfig};
+use crate::{AgentConfig, AttentionConfig, FocusedConfig, LinearConfig, NormConfig, UnknownName};
 
 /// An attention family, named as in configs (`kind = "focused"`) and on the command line.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, clap::ValueEnum)]
@@ -87,19 +87,15 @@ impl fmt::Display for Kind {
 }
 
 impl FromStr for Kind {
-    type Err = String;
+    type Err = UnknownName;
 
-    fn from_str(name: &str) -> Result<Self, String> {
-        Kind::ALL
-            .into_iter()
-            .find(|k| k.name() == name)
-            .ok_or_else(|| {
-                let known: Vec<&str> = Kind::ALL.iter().map(|k| k.name()).collect();
-                format!(
-                    "unknown attention kind {name:?}; expected one of {}",
-                    known.join(", ")
-                )
-            })
+    fn from_str(name: &str) -> Result<Self, UnknownName> {
+        let known: Vec<&str> = Kind::ALL.iter().map(|k| k.name()).collect();
+        (Kind::ALL.into_iter().find(|k| k.name() == name)).ok_or_else(|| UnknownName {
+            what: "attention kind",
+            name: name.to_string(),
+            expected: known.join(", "),
+        })
     }
 }
 
@@ -198,7 +194,7 @@ mod tests {
         }
         assert_eq!(Kind::from_letter('B'), Some(Kind::Softmax));
         assert_eq!(Kind::from_letter('X'), None);
-        let err = "softmx".parse::<Kind>().unwrap_err();
+        let err = "softmx".parse::<Kind>().unwrap_err().to_string();
         assert!(
             err.contains("\"softmx\"") && err.contains("focused"),
             "{err}"

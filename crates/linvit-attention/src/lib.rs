@@ -263,6 +263,17 @@ impl MixerShape {
     }
 }
 
+/// A name (`--path`, an attention kind) that is not one of the known ones.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown {what} {name:?}; expected one of {expected}")]
+pub struct UnknownName {
+    /// What the name names: "path", "attention kind".
+    pub what: &'static str,
+    pub name: String,
+    /// The known names, comma-separated.
+    pub expected: String,
+}
+
 /// A mixer configuration that upstream would reject.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[error("{reason}")]

@@ -75,13 +75,17 @@ impl Path {
 }
 
 impl std::str::FromStr for Path {
-    type Err = String;
+    type Err = crate::UnknownName;
 
-    fn from_str(s: &str) -> Result<Self, String> {
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s {
             "auto" => Ok(Path::Auto),
             "ops" => Ok(Path::Ops),
-            other => Err(format!("unknown path {other:?}: expected auto or ops")),
+            other => Err(crate::UnknownName {
+                what: "path",
+                name: other.to_string(),
+                expected: "auto, ops".into(),
+            }),
         }
     }
 }

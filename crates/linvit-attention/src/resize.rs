@@ -94,8 +94,22 @@ fn square_side(n: usize) -> Option<usize> {
     (s * s == n).then_some(s)
 }
 
-fn plan(rule: Rule, from: &[usize], to: &[usize]) -> Result<Plan, String> {
-    let mismatch = || format!("cannot resize {from:?} to {to:?} under {rule:?}");
+/// A parameter whose checkpoint shape cannot be resized to the module's under its rule.
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+#[error("cannot resize {from:?} to {to:?}: {reason}")]
+pub struct ResizeError {
+    pub from: Vec<usize>,
+    pub to: Vec<usize>,
+    pub reason: String,
+}
+
+fn plan(rule: Rule, from: &[usize], to: &[usize]) -> Result<Plan, ResizeError> {
+    let error = |reason: String| ResizeError {
+        from: from.to_vec(),
+        to: to.to_vec(),
+        reason,
+    };
+    let mismatch = || error(format!("the shapes do not fit {rule:?}"));
     if from.len() != to.len() {
         return Err(mismatch());
     }
@@ -110,10 +124,7 @@ fn plan(rule: Rule, from: &[usize], to: &[usize]) -> Result<Plan, String> {
             let (prefix, s, t) = (0..from[1].min(to[1]).min(3))
                 .find_map(|p| Some((p, square_side(from[1] - p)?, square_side(to[1] - p)?)))
                 .ok_or_else(|| {
-                    format!(
-                        "cannot resize {from:?} to {to:?}: the tokens are not a square grid \
-                         (plus CLS tokens) on both sides"
-                    )
+                    error("the tokens are not a square grid (plus CLS tokens) on both sides".into())
                 })?;
             Ok(Plan {
                 prefix,
@@ -220,13 +231,13 @@ impl Plan {
 }
 
 /// Resizes `data` (any float dtype; the result is f32) from its shape to `to` under `rule`.
-pub fn resize(data: TensorData, rule: Rule, to: &[usize]) -> Result<TensorData, String> {
+pub fn resize(data: TensorData, rule: Rule, to: &[usize]) -> Result<TensorData, ResizeError> {
     let from = data.shape().to_vec();
     Ok(plan(rule, &from, to)?.resized(data, to))
 }
 
 /// What the resizing adapter did, per parameter path: a description, or why it could not.
-pub type ResizeLog = Arc<Mutex<Vec<(String, Result<String, String>)>>>;
+pub type ResizeLog = Arc<Mutex<Vec<(String, Result<String, ResizeError>)>>>;
 
 /// A burn-store adapter that resizes the parameters named in its plan when the checkpoint's
 /// shape differs from the module's; every other tensor passes through untouched.
@@ -246,7 +257,7 @@ impl Resizer {
     }
 
     /// What was resized (or refused) so far, sorted by path.
-    pub fn log(&self) -> Vec<(String, Result<String, String>)> {
+    pub fn log(&self) -> Vec<(String, Result<String, ResizeError>)> {
         let mut log = self.log.lock().unwrap_or_else(|e| e.into_inner()).clone();
         log.sort_by(|a, b| a.0.cmp(&b.0));
         log
@@ -262,7 +273,7 @@ impl ModuleAdapter for Resizer {
         if from == *target {
             return tensor;
         }
-        let record = |r: Result<String, String>| {
+        let record = |r: Result<String, ResizeError>| {
             let mut log = self.log.lock().unwrap_or_else(|e| e.into_inner());
             log.push((tensor.name.clone(), r));
         };
@@ -368,6 +379,6 @@ mod tests {
             &[1, 96, 2],
         )
         .unwrap_err();
-        assert!(err.contains("not a square grid"), "{err}");
+        assert!(err.to_string().contains("not a square grid"), "{err}");
     }
 }

@@ -382,8 +382,8 @@ impl AugmentConfig {
 mod tests {
     use super::*;
 
-    fn parse(json: &str) -> Result<DataConfig, String> {
-        serde_json::from_str::<DataConfig>(json).map_err(|e| e.to_string())
+    fn parse(json: &str) -> Result<DataConfig, serde_json::Error> {
+        serde_json::from_str::<DataConfig>(json)
     }
 
     #[test]
@@ -403,9 +403,13 @@ mod tests {
 
     #[test]
     fn unknown_keys_are_rejected_by_name() {
-        let e = parse(r#"{"kind": "idx", "img_size": 28}"#).unwrap_err();
+        let e = parse(r#"{"kind": "idx", "img_size": 28}"#)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("unknown field `img_size`"), "{e}");
-        let e = parse(r#"{"augment": {"mixup": 0.2}}"#).unwrap_err();
+        let e = parse(r#"{"augment": {"mixup": 0.2}}"#)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("unknown field `mixup`"), "{e}");
     }
 

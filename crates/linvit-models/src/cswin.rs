@@ -19,6 +19,8 @@ use serde::{Deserialize, Serialize};
 use crate::layers::{
     check_lengths, conv, drop_path_rates, layer_norm, linear, mean_pool_head, DropPath, Mlp,
 };
+use crate::model_error;
+use crate::ModelError;
 
 /// A CSwin; names follow the upstream constructor.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -83,7 +85,7 @@ pub struct Cswin {
 }
 
 impl CswinConfig {
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), ModelError> {
         let n = self.depth.len();
         check_lengths(
             "depth",
@@ -99,7 +101,7 @@ impl CswinConfig {
             for shape in self.branch_shapes(i, c, heads, side) {
                 shape
                     .validate(&self.attention[i])
-                    .map_err(|e| format!("stage {}: {e}", i + 1))?;
+                    .map_err(|e| model_error!("stage {}: {e}", i + 1))?;
             }
         }
         Ok(())

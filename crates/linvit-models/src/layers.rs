@@ -2,6 +2,8 @@
 //! resizing. (Layout strings are read by `linvit_attention::Layout`.) The MLP and stochastic depth
 //! are `linvit_attention`'s (`mlp.rs`), beside the fast path they share with the mixers.
 
+use crate::model_error;
+use crate::ModelError;
 use burn::module::Module;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{Linear, LinearConfig, PaddingConfig2d};
@@ -98,9 +100,9 @@ pub(crate) fn check_lengths(
     counted: &str,
     n: usize,
     lists: &[(&str, usize)],
-) -> Result<(), String> {
+) -> Result<(), ModelError> {
     match lists.iter().find(|(_, len)| *len != n) {
-        Some((name, len)) => Err(format!("{name} has {len} entries, {counted} has {n}")),
+        Some((name, len)) => Err(model_error!("{name} has {len} entries, {counted} has {n}")),
         None => Ok(()),
     }
 }

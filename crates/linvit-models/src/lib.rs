@@ -44,6 +44,35 @@ pub enum ModelConfig {
     Cswin(CswinConfig),
 }
 
+/// Why a model config, a preset name or an upstream constructor call cannot be built. The
+/// message names the key (`args.depths`, `embed_dims`), or the unknown name and the nearest
+/// known one.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct ModelError {
+    pub message: String,
+}
+
+impl From<String> for ModelError {
+    fn from(message: String) -> Self {
+        ModelError { message }
+    }
+}
+
+impl From<&str> for ModelError {
+    fn from(message: &str) -> Self {
+        message.to_string().into()
+    }
+}
+
+/// `ModelError` from `format!` arguments.
+macro_rules! model_error {
+    ($($arg:tt)*) => {
+        $crate::ModelError::from(format!($($arg)*))
+    };
+}
+pub(crate) use model_error;
+
 /// Any backbone.
 // Built once; the size spread between variants costs nothing.
 #[allow(clippy::large_enum_variant)]
@@ -57,13 +86,14 @@ pub enum Model {
 
 impl ModelConfig {
     /// Checks the config before any tensor is built; the error names the problem.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), ModelError> {
         match self {
             ModelConfig::Vit(c) => {
                 if c.img_size % c.patch_size != 0 {
-                    return Err(format!(
+                    return Err(model_error!(
                         "img_size {} is not divisible by patch_size {}",
-                        c.img_size, c.patch_size
+                        c.img_size,
+                        c.patch_size
                     ));
                 }
                 let shape = linvit_attention::MixerShape::new(c.embed_dim, c.num_heads, c.grid())
@@ -71,7 +101,7 @@ impl ModelConfig {
                 for (i, attention) in c.blocks.iter().enumerate() {
                     shape
                         .validate(attention)
-                        .map_err(|e| format!("block {i}: {e}"))?;
+                        .map_err(|e| model_error!("block {i}: {e}"))?;
                 }
                 Ok(())
             }

@@ -12,7 +12,9 @@
 
 use linvit_attention::{AttentionConfig, Kind, Layout};
 
+use crate::model_error;
 use crate::ModelConfig;
+use crate::ModelError;
 
 /// The mixer for `kind`, preferring `given`, then `current`, then the kind's defaults.
 fn pick(kind: Kind, given: Option<&AttentionConfig>, current: &AttentionConfig) -> AttentionConfig {
@@ -29,12 +31,14 @@ fn kinds(
     layout: Option<&str>,
     current: &[Kind],
     given: Option<&AttentionConfig>,
-) -> Result<Vec<Kind>, String> {
+) -> Result<Vec<Kind>, ModelError> {
     match layout {
         Some(l) => Layout::parse(l, &vec![1; current.len()], Kind::Focused)
             .map_err(|e| e.to_string())?
             .stage_kinds()
-            .ok_or_else(|| format!("layout {l:?}: M (mixed blocks) is for upstream Swin configs")),
+            .ok_or_else(|| {
+                model_error!("layout {l:?}: M (mixed blocks) is for upstream Swin configs")
+            }),
         None => Ok(current
             .iter()
             .map(|&k| match given {
@@ -57,7 +61,7 @@ impl ModelConfig {
         mut self,
         layout: Option<&str>,
         attention: Option<&AttentionConfig>,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, ModelError> {
         if layout.is_none() && attention.is_none() {
             return Ok(self);
         }
@@ -211,10 +215,12 @@ mod tests {
             .clone()
             .with_mixers(Some("LLS"), None)
             .unwrap_err()
+            .message
             .contains("3 letters for 4 stages"));
         assert!(base
             .with_mixers(Some("LLXS"), None)
             .unwrap_err()
+            .message
             .contains("'X'"));
     }
 }

@@ -10,6 +10,7 @@ use serde_json::Value;
 
 use crate::upstream;
 use crate::ModelConfig;
+use crate::{model_error, ModelError};
 
 /// A named model variant.
 #[derive(Clone, Copy, Debug)]
@@ -72,7 +73,7 @@ impl Preset {
 
     /// The preset with other constructor arguments changed (e.g. `num_classes`, `img_size`).
     /// A key the upstream class does not take is an error naming the nearest one it does.
-    pub fn config_with(&self, overrides: &Value) -> Result<ModelConfig, String> {
+    pub fn config_with(&self, overrides: &Value) -> Result<ModelConfig, ModelError> {
         upstream::model_config(
             self.upstream,
             &upstream::overlay(self.arguments(), overrides),
@@ -592,10 +593,12 @@ pub const PRESETS: &[Preset] = &[
 ];
 
 /// A preset by name; the error names the nearest valid one.
-pub fn preset(name: &str) -> Result<&'static Preset, String> {
+pub fn preset(name: &str) -> Result<&'static Preset, ModelError> {
     PRESETS.iter().find(|p| p.name == name).ok_or_else(|| {
         let nearest = nearest(PRESETS.iter().map(|p| p.name), name);
-        format!("unknown preset {name:?}; did you mean {nearest:?}? (`linvit models` lists them)")
+        model_error!(
+            "unknown preset {name:?}; did you mean {nearest:?}? (`linvit models` lists them)"
+        )
     })
 }
 

@@ -22,6 +22,8 @@ use crate::layers::{
     check_lengths, conv, drop_path_rates, layer_norm, linear, mean_pool_head, resize_positions,
     PatchEmbed,
 };
+use crate::model_error;
+use crate::ModelError;
 
 /// A PVT; names follow the upstream constructors.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -87,7 +89,7 @@ pub struct Pvt {
 }
 
 impl PvtConfig {
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), ModelError> {
         check_lengths(
             "depths",
             self.depths.len(),
@@ -100,7 +102,7 @@ impl PvtConfig {
             ],
         )?;
         if self.version != 1 && self.version != 2 {
-            return Err(format!("version must be 1 or 2, not {}", self.version));
+            return Err(model_error!("version must be 1 or 2, not {}", self.version));
         }
         for i in 0..self.depths.len() {
             MixerShape::new(self.embed_dims[i], self.num_heads[i], self.stage_grid(i))
@@ -109,7 +111,7 @@ impl PvtConfig {
                     pooled: self.linear,
                 })
                 .validate(&self.attention[i])
-                .map_err(|e| format!("stage {}: {e}", i + 1))?;
+                .map_err(|e| model_error!("stage {}: {e}", i + 1))?;
         }
         Ok(())
     }

@@ -19,6 +19,8 @@ use crate::layers::{
     check_lengths, conv, drop_path_rates, layer_norm, linear, mean_pool_head, DropPath, Mlp,
     PatchEmbed,
 };
+use crate::model_error;
+use crate::ModelError;
 
 /// A Swin; names follow the upstream constructors.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -95,7 +97,7 @@ pub struct Swin {
 }
 
 impl SwinConfig {
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), ModelError> {
         let n = self.depths.len();
         check_lengths(
             "depths",
@@ -109,7 +111,7 @@ impl SwinConfig {
         for i in 0..n {
             if self.attention[i].len() != self.depths[i] || self.windows[i].len() != self.depths[i]
             {
-                return Err(format!(
+                return Err(model_error!(
                     "stage {}: attention and windows need one entry per block ({})",
                     i + 1,
                     self.depths[i]
@@ -119,7 +121,7 @@ impl SwinConfig {
             for j in 0..self.depths[i] {
                 let (window, _) = self.window_and_shift(i, j);
                 if window == 0 || !side.is_multiple_of(window) {
-                    return Err(format!(
+                    return Err(model_error!(
                         "stage {} grid {side}x{side} is not divisible by its window {window}",
                         i + 1
                     ));
@@ -127,7 +129,7 @@ impl SwinConfig {
                 let c = self.embed_dim << i;
                 MixerShape::new(c, self.num_heads[i], [window, window])
                     .validate(&self.attention[i][j])
-                    .map_err(|e| format!("stage {} block {j}: {e}", i + 1))?;
+                    .map_err(|e| model_error!("stage {} block {j}: {e}", i + 1))?;
             }
         }
         Ok(())

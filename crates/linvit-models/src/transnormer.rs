@@ -13,6 +13,8 @@
 //! Generation runs a prefill in the blocked form, then the recurrent form one token at a time;
 //! the per-layer state is `[B, h, dk, dh]` whatever the length, so decoding memory is constant.
 
+use crate::model_error;
+use crate::ModelError;
 use burn::module::{Module, Param};
 use burn::nn::{Embedding, EmbeddingConfig, Initializer, Linear};
 use burn::tensor::{Device, Int, Tensor, TensorData};
@@ -78,7 +80,7 @@ impl Default for TransnormerConfig {
 
 impl TransnormerConfig {
     /// Checks what upstream would crash on or silently mis-build.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), ModelError> {
         let positive = [
             ("vocab_size", self.vocab_size),
             ("embed_dim", self.embed_dim),
@@ -88,32 +90,35 @@ impl TransnormerConfig {
             ("glu_dim", self.glu_dim),
         ];
         if let Some((key, _)) = positive.iter().find(|(_, v)| *v == 0) {
-            return Err(format!("{key} must be positive"));
+            return Err(model_error!("{key} must be positive"));
         }
         if !self.hidden_dim.is_multiple_of(self.heads) || !self.embed_dim.is_multiple_of(self.heads)
         {
-            return Err(format!(
+            return Err(model_error!(
                 "embed_dim {} and hidden_dim {} must be divisible by heads {}",
-                self.embed_dim, self.hidden_dim, self.heads
+                self.embed_dim,
+                self.hidden_dim,
+                self.heads
             ));
         }
         if self.lrpe.iter().any(|&on| on) && self.hidden_dim != self.embed_dim {
-            return Err(format!(
+            return Err(model_error!(
                 "LRPE needs hidden_dim == embed_dim (upstream sizes it from embed_dim), got {} and {}",
                 self.hidden_dim, self.embed_dim
             ));
         }
         if self.lrpe.len() > self.layers {
-            return Err(format!(
+            return Err(model_error!(
                 "lrpe lists {} layers; the model has {}",
                 self.lrpe.len(),
                 self.layers
             ));
         }
         if self.pad_token_id >= self.vocab_size {
-            return Err(format!(
+            return Err(model_error!(
                 "pad_token_id {} is outside the vocabulary of {}",
-                self.pad_token_id, self.vocab_size
+                self.pad_token_id,
+                self.vocab_size
             ));
         }
         if let CausalForm::Blocked { block_size: 0 } = self.form {
@@ -124,23 +129,23 @@ impl TransnormerConfig {
 
     /// The config an upstream `TransnormerConfig` (its keyword arguments as JSON) describes.
     /// Errors name the key; activations and norms other than the released ones are refused.
-    pub fn from_upstream(config: &serde_json::Value) -> Result<Self, String> {
+    pub fn from_upstream(config: &serde_json::Value) -> Result<Self, ModelError> {
         let get = |key: &str| config.get(key);
-        let usize_of = |key: &str, default: usize| -> Result<usize, String> {
+        let usize_of = |key: &str, default: usize| -> Result<usize, ModelError> {
             match get(key) {
                 None => Ok(default),
                 Some(v) => v
                     .as_u64()
                     .map(|v| v as usize)
-                    .ok_or_else(|| format!("config.{key} is not a non-negative integer")),
+                    .ok_or_else(|| model_error!("config.{key} is not a non-negative integer")),
             }
         };
-        let bool_of = |key: &str, default: bool| -> Result<bool, String> {
+        let bool_of = |key: &str, default: bool| -> Result<bool, ModelError> {
             match get(key) {
                 None => Ok(default),
                 Some(v) => v
                     .as_bool()
-                    .ok_or_else(|| format!("config.{key} is not a boolean")),
+                    .ok_or_else(|| model_error!("config.{key} is not a boolean")),
             }
         };
         let text = |key: &str, default: &str| -> String {
@@ -151,13 +156,13 @@ impl TransnormerConfig {
         };
         let act = text("linear_act_fun", "silu");
         if !["silu", "swish"].contains(&act.as_str()) {
-            return Err(format!(
+            return Err(model_error!(
                 "config.linear_act_fun {act:?} is not supported (silu/swish)"
             ));
         }
         let norm = text("norm_type", "simplermsnorm");
         if norm != "simplermsnorm" {
-            return Err(format!(
+            return Err(model_error!(
                 "config.norm_type {norm:?} is not supported (simplermsnorm)"
             ));
         }

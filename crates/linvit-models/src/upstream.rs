@@ -13,7 +13,9 @@
 use linvit_attention::{AgentConfig, AttentionConfig, FocusedConfig, Kind, Layout};
 use serde_json::{Map, Value};
 
+use crate::model_error;
 use crate::presets::nearest;
+use crate::ModelError;
 use crate::{CswinConfig, ModelConfig, PvtConfig, SwinConfig, SwinNaming, VitConfig};
 
 /// An upstream model class and its `__init__` keyword defaults.
@@ -236,7 +238,7 @@ pub const FACTORIES: &[Factory] = &[
 ];
 
 /// The class that `file` (as in `case.json`'s `upstream.file`, or a timm class path) defines.
-pub fn class(file: &str) -> Result<&'static UpstreamClass, String> {
+pub fn class(file: &str) -> Result<&'static UpstreamClass, ModelError> {
     let timm = if file.ends_with("VisionTransformer") {
         Some("timm.models.vision_transformer.VisionTransformer")
     } else if file.ends_with("SwinTransformer") {
@@ -248,14 +250,14 @@ pub fn class(file: &str) -> Result<&'static UpstreamClass, String> {
     CLASSES
         .iter()
         .find(|c| c.file == file)
-        .ok_or_else(|| format!("no builder for upstream model {file:?}"))
+        .ok_or_else(|| model_error!("no builder for upstream model {file:?}"))
 }
 
 /// One of the authors' factories by name; the error names the nearest.
-pub fn factory(name: &str) -> Result<&'static Factory, String> {
+pub fn factory(name: &str) -> Result<&'static Factory, ModelError> {
     FACTORIES.iter().find(|f| f.name == name).ok_or_else(|| {
         let nearest = nearest(FACTORIES.iter().map(|f| f.name), name);
-        format!("unknown upstream factory {name:?}; did you mean {nearest:?}?")
+        model_error!("unknown upstream factory {name:?}; did you mean {nearest:?}?")
     })
 }
 
@@ -276,7 +278,7 @@ pub fn overlay(base: Value, over: &Value) -> Value {
 /// Every keyword argument the class's `__init__` ends up with: its defaults with `args` on top.
 /// A key the class does not take is an error naming it and the nearest one it does; so is one
 /// of the [`DEFAULT_ONLY`] arguments away from its default.
-pub fn resolve(file: &str, args: &Value) -> Result<Value, String> {
+pub fn resolve(file: &str, args: &Value) -> Result<Value, ModelError> {
     let class = class(file)?;
     let defaults = class.defaults();
     let known = defaults.as_object().expect("class defaults are an object");
@@ -287,7 +289,7 @@ pub fn resolve(file: &str, args: &Value) -> Result<Value, String> {
     };
     for key in given.keys() {
         if !known.contains_key(key) {
-            return Err(format!(
+            return Err(model_error!(
                 "args.{key}: {} ({}) takes no argument {key:?}; did you mean {:?}?",
                 class.class,
                 class.file,
@@ -331,7 +333,7 @@ pub fn same(a: &Value, b: &Value) -> bool {
 
 /// Checks the [`DEFAULT_ONLY`] arguments and `norm_layer` (beside the PVT families, which
 /// read it) against the class defaults.
-fn check_default_only(file: &str, resolved: &Value, defaults: &Value) -> Result<(), String> {
+fn check_default_only(file: &str, resolved: &Value, defaults: &Value) -> Result<(), ModelError> {
     let pvt = file.contains("pvt");
     for key in DEFAULT_ONLY
         .iter()
@@ -340,7 +342,7 @@ fn check_default_only(file: &str, resolved: &Value, defaults: &Value) -> Result<
     {
         if let (Some(given), Some(default)) = (resolved.get(key), defaults.get(key)) {
             if !same(given, default) {
-                return Err(format!(
+                return Err(model_error!(
                     "args.{key} = {given}: linvit builds this class only with the default, {default}"
                 ));
             }
@@ -352,9 +354,9 @@ fn check_default_only(file: &str, resolved: &Value, defaults: &Value) -> Result<
 /// The LayerNorm epsilon of a PVT `norm_layer`: `nn.LayerNorm` (1e-5) or a partial of it with
 /// `eps=...`, written as the factories' source (`partial(nn.LayerNorm, eps=1e-6)`) or as the
 /// reference cases record it (`functools.partial(torch.nn.LayerNorm, eps=1e-06)`).
-fn layer_norm_eps(norm_layer: &Value) -> Result<f64, String> {
+fn layer_norm_eps(norm_layer: &Value) -> Result<f64, ModelError> {
     let bad = || {
-        format!(
+        model_error!(
             "args.norm_layer = {norm_layer}: expected nn.LayerNorm or partial(nn.LayerNorm, eps=...)"
         )
     };
@@ -383,35 +385,35 @@ impl Args<'_> {
     fn get(&self, key: &str) -> Option<&Value> {
         self.0.get(key).filter(|v| !v.is_null())
     }
-    fn usize(&self, key: &str) -> Result<usize, String> {
+    fn usize(&self, key: &str) -> Result<usize, ModelError> {
         self.get(key)
             .and_then(Value::as_u64)
             .map(|v| v as usize)
-            .ok_or_else(|| format!("args.{key} is missing or not a non-negative integer"))
+            .ok_or_else(|| model_error!("args.{key} is missing or not a non-negative integer"))
     }
-    fn usize_or(&self, key: &str, default: usize) -> Result<usize, String> {
+    fn usize_or(&self, key: &str, default: usize) -> Result<usize, ModelError> {
         self.get(key).map_or(Ok(default), |_| self.usize(key))
     }
-    fn f64_or(&self, key: &str, default: f64) -> Result<f64, String> {
+    fn f64_or(&self, key: &str, default: f64) -> Result<f64, ModelError> {
         self.get(key).map_or(Ok(default), |v| {
             v.as_f64()
-                .ok_or_else(|| format!("args.{key} is not a number"))
+                .ok_or_else(|| model_error!("args.{key} is not a number"))
         })
     }
-    fn bool_or(&self, key: &str, default: bool) -> Result<bool, String> {
+    fn bool_or(&self, key: &str, default: bool) -> Result<bool, ModelError> {
         self.get(key).map_or(Ok(default), |v| {
             v.as_bool()
-                .ok_or_else(|| format!("args.{key} is not a boolean"))
+                .ok_or_else(|| model_error!("args.{key} is not a boolean"))
         })
     }
-    fn str_or<'s>(&'s self, key: &str, default: &'s str) -> Result<&'s str, String> {
+    fn str_or<'s>(&'s self, key: &str, default: &'s str) -> Result<&'s str, ModelError> {
         self.get(key).map_or(Ok(default), |v| {
             v.as_str()
-                .ok_or_else(|| format!("args.{key} is not a string"))
+                .ok_or_else(|| model_error!("args.{key} is not a string"))
         })
     }
-    fn list(&self, key: &str) -> Result<Vec<usize>, String> {
-        let bad = || format!("args.{key} is missing or not a list of integers");
+    fn list(&self, key: &str) -> Result<Vec<usize>, ModelError> {
+        let bad = || model_error!("args.{key} is missing or not a list of integers");
         self.get(key)
             .and_then(Value::as_array)
             .ok_or_else(bad)?
@@ -425,8 +427,8 @@ impl Args<'_> {
             })
             .collect()
     }
-    fn list_f64(&self, key: &str) -> Result<Vec<f64>, String> {
-        let bad = || format!("args.{key} is missing or not a list of numbers");
+    fn list_f64(&self, key: &str) -> Result<Vec<f64>, ModelError> {
+        let bad = || model_error!("args.{key} is missing or not a list of numbers");
         self.get(key)
             .and_then(Value::as_array)
             .ok_or_else(bad)?
@@ -435,17 +437,17 @@ impl Args<'_> {
             .collect()
     }
     /// A string of digits such as `"2111"` (one per stage).
-    fn digits(&self, key: &str, default: &str) -> Result<Vec<usize>, String> {
+    fn digits(&self, key: &str, default: &str) -> Result<Vec<usize>, ModelError> {
         self.str_or(key, default)?
             .chars()
             .map(|c| {
                 c.to_digit(10)
                     .map(|d| d as usize)
-                    .ok_or_else(|| format!("args.{key}: {c:?} is not a digit"))
+                    .ok_or_else(|| model_error!("args.{key}: {c:?} is not a digit"))
             })
             .collect()
     }
-    fn focused(&self) -> Result<AttentionConfig, String> {
+    fn focused(&self) -> Result<AttentionConfig, ModelError> {
         Ok(AttentionConfig::Focused(FocusedConfig {
             focusing_factor: self.usize_or("focusing_factor", 3)? as u32,
             kernel_size: self.usize_or("kernel_size", 5)?,
@@ -454,10 +456,10 @@ impl Args<'_> {
 }
 
 /// Entry `i` of a per-stage list, or an error naming the list.
-fn at(list: &[usize], i: usize, key: &str) -> Result<usize, String> {
+fn at(list: &[usize], i: usize, key: &str) -> Result<usize, ModelError> {
     list.get(i)
         .copied()
-        .ok_or_else(|| format!("args.{key} has no entry for stage {}", i + 1))
+        .ok_or_else(|| model_error!("args.{key} has no entry for stage {}", i + 1))
 }
 
 fn agent(agent_num: usize) -> AttentionConfig {
@@ -469,13 +471,13 @@ fn agent(agent_num: usize) -> AttentionConfig {
 
 /// The kinds of an upstream `attn_type` (see [`Layout::parse`]; `M` mixes `family` into a
 /// Swin stage's first blocks). The authors' code reads L, A, S and B (and M in Swin) only.
-fn upstream_layout(attn_type: &str, depths: &[usize], family: Kind) -> Result<Layout, String> {
-    let layout =
-        Layout::parse(attn_type, depths, family).map_err(|e| format!("args.attn_type: {e}"))?;
+fn upstream_layout(attn_type: &str, depths: &[usize], family: Kind) -> Result<Layout, ModelError> {
+    let layout = Layout::parse(attn_type, depths, family)
+        .map_err(|e| model_error!("args.attn_type: {e}"))?;
     let known = [Kind::Focused, Kind::Agent, Kind::Softmax];
     let unknown = layout.kinds().find(|k| !known.contains(k));
     match unknown {
-        Some(k) => Err(format!(
+        Some(k) => Err(model_error!(
             "args.attn_type {attn_type:?}: the authors' code has no {k} letter {:?} (it reads L, A, S, B)",
             k.letter()
         )),
@@ -484,15 +486,15 @@ fn upstream_layout(attn_type: &str, depths: &[usize], family: Kind) -> Result<La
 }
 
 /// The kind of each stage of a PVT or CSwin `attn_type`, one letter per stage.
-fn stage_kinds(attn_type: &str, stages: usize, family: Kind) -> Result<Vec<Kind>, String> {
+fn stage_kinds(attn_type: &str, stages: usize, family: Kind) -> Result<Vec<Kind>, ModelError> {
     upstream_layout(attn_type, &vec![1; stages], family)?
         .stage_kinds()
-        .ok_or_else(|| format!("args.attn_type {attn_type:?}: only the Swin code reads M"))
+        .ok_or_else(|| model_error!("args.attn_type {attn_type:?}: only the Swin code reads M"))
 }
 
 /// Our config for an upstream model class (`file` as in `case.json`'s `upstream`) and its
 /// constructor arguments.
-pub fn model_config(file: &str, args: &Value) -> Result<ModelConfig, String> {
+pub fn model_config(file: &str, args: &Value) -> Result<ModelConfig, ModelError> {
     let resolved = resolve(file, args)?;
     let a = Args(&resolved);
     match file {
@@ -514,12 +516,12 @@ pub fn model_config(file: &str, args: &Value) -> Result<ModelConfig, String> {
             swin(&a, depths, attention, windows, SwinNaming::Timm)
         }
         "flatten_cswin.py" | "agent_cswin.py" => cswin_config(file, &a),
-        other => Err(format!("no builder for upstream model {other:?}")),
+        other => Err(model_error!("no builder for upstream model {other:?}")),
     }
 }
 
 /// Agent-DeiT: agent attention in the first `agent_layer` blocks, softmax after.
-fn agent_deit_config(a: &Args) -> Result<ModelConfig, String> {
+fn agent_deit_config(a: &Args) -> Result<ModelConfig, ModelError> {
     let depth = a.usize("depth")?;
     let agents = a.list("agent_num")?;
     // Upstream: `agent_layer if agent_layer > 0 else depth` (its default is -1).
@@ -542,14 +544,14 @@ fn agent_deit_config(a: &Args) -> Result<ModelConfig, String> {
             agents
                 .get(slot)
                 .map(|&m| agent(m))
-                .ok_or_else(|| format!("args.agent_num has no entry {slot}"))
+                .ok_or_else(|| model_error!("args.agent_num has no entry {slot}"))
         })
-        .collect::<Result<_, String>>()?;
+        .collect::<Result<_, ModelError>>()?;
     vit(a, blocks)
 }
 
 /// FLatten-PVT (v1, v2) and Agent-PVT: a mixer and a spatial reduction per stage.
-fn pvt_config(file: &str, a: &Args) -> Result<ModelConfig, String> {
+fn pvt_config(file: &str, a: &Args) -> Result<ModelConfig, ModelError> {
     let depths = a.list("depths")?;
     let n = depths.len();
     let is_agent = file == "agent_pvt.py";
@@ -608,7 +610,7 @@ fn pvt_config(file: &str, a: &Args) -> Result<ModelConfig, String> {
 }
 
 /// FLatten-Swin and Agent-Swin: a mixer and a window per block.
-fn linear_swin_config(file: &str, a: &Args) -> Result<ModelConfig, String> {
+fn linear_swin_config(file: &str, a: &Args) -> Result<ModelConfig, ModelError> {
     let depths = a.list("depths")?;
     let window = a.usize("window_size")?;
     let is_agent = file == "agent_swin.py";
@@ -644,7 +646,7 @@ fn linear_swin_config(file: &str, a: &Args) -> Result<ModelConfig, String> {
 }
 
 /// FLatten-CSwin and Agent-CSwin: a mixer and a stripe width per stage.
-fn cswin_config(file: &str, a: &Args) -> Result<ModelConfig, String> {
+fn cswin_config(file: &str, a: &Args) -> Result<ModelConfig, ModelError> {
     let depth = a.list("depth")?;
     let n = depth.len();
     let is_agent = file == "agent_cswin.py";
@@ -660,9 +662,9 @@ fn cswin_config(file: &str, a: &Args) -> Result<ModelConfig, String> {
         .split('-')
         .map(|s| {
             s.parse()
-                .map_err(|_| format!("args.la_split_size: {s:?} is not a number"))
+                .map_err(|_| model_error!("args.la_split_size: {s:?} is not a number"))
         })
-        .collect::<Result<_, String>>()?;
+        .collect::<Result<_, ModelError>>()?;
     let agents = if is_agent {
         a.list("agent_num")?
     } else {
@@ -696,7 +698,7 @@ fn cswin_config(file: &str, a: &Args) -> Result<ModelConfig, String> {
     }))
 }
 
-fn vit(a: &Args, blocks: Vec<AttentionConfig>) -> Result<ModelConfig, String> {
+fn vit(a: &Args, blocks: Vec<AttentionConfig>) -> Result<ModelConfig, ModelError> {
     Ok(ModelConfig::Vit(VitConfig {
         img_size: a.usize("img_size")?,
         patch_size: a.usize("patch_size")?,
@@ -717,7 +719,7 @@ fn swin(
     attention: Vec<Vec<AttentionConfig>>,
     windows: Vec<Vec<usize>>,
     naming: SwinNaming,
-) -> Result<ModelConfig, String> {
+) -> Result<ModelConfig, ModelError> {
     Ok(ModelConfig::Swin(SwinConfig {
         img_size: a.usize("img_size")?,
         patch_size: a.usize_or("patch_size", 4)?,

@@ -111,7 +111,7 @@ mod upstream_forms {
             .config_with(&json!({"num_classes": 10, "drop_path_rate": 0.0}))
             .unwrap();
         assert_eq!(built, ours);
-        let err = factory("flatten_pvt_tinyy").unwrap_err();
+        let err = factory("flatten_pvt_tinyy").unwrap_err().message;
         assert!(err.contains("\"flatten_pvt_tiny\""), "{err}");
     }
 
@@ -145,21 +145,29 @@ mod upstream_forms {
 
     #[test]
     fn an_unknown_argument_names_the_nearest_known_one() {
-        let err = model_config("agent_pvt.py", &json!({"agent_numm": [4, 9, 16, 4]})).unwrap_err();
+        let err = model_config("agent_pvt.py", &json!({"agent_numm": [4, 9, 16, 4]}))
+            .unwrap_err()
+            .message;
         assert!(err.starts_with("args.agent_numm:"), "{err}");
         assert!(err.contains("\"agent_num\""), "{err}");
-        let err = model_config("flatten_swin.py", &json!({"window_sizes": 7})).unwrap_err();
+        let err = model_config("flatten_swin.py", &json!({"window_sizes": 7}))
+            .unwrap_err()
+            .message;
         assert!(err.contains("\"window_size\""), "{err}");
     }
 
     #[test]
     fn a_wrong_type_names_the_key_and_the_type() {
-        let err = model_config("flatten_pvt.py", &json!({"depths": "deep"})).unwrap_err();
+        let err = model_config("flatten_pvt.py", &json!({"depths": "deep"}))
+            .unwrap_err()
+            .message;
         assert!(
             err.contains("args.depths") && err.contains("list of integers"),
             "{err}"
         );
-        let err = model_config("agent_deit.py", &json!({"agent_layer": "x"})).unwrap_err();
+        let err = model_config("agent_deit.py", &json!({"agent_layer": "x"}))
+            .unwrap_err()
+            .message;
         assert!(
             err.contains("args.agent_layer") && err.contains("integer"),
             "{err}"
@@ -173,7 +181,9 @@ mod upstream_forms {
             ("drop_rate", json!(0.1)),
             ("ape", json!(true)),
         ] {
-            let err = model_config("flatten_swin.py", &json!({ key: value })).unwrap_err();
+            let err = model_config("flatten_swin.py", &json!({ key: value }))
+                .unwrap_err()
+                .message;
             assert!(err.starts_with(&format!("args.{key} = ")), "{err}");
         }
         // At their defaults (0 written as an integer too) they are accepted.
@@ -195,8 +205,9 @@ mod upstream_forms {
             eps("functools.partial(torch.nn.LayerNorm, eps=1e-06)"),
             1e-6
         );
-        let err =
-            model_config("flatten_pvt.py", &json!({"norm_layer": "nn.BatchNorm2d"})).unwrap_err();
+        let err = model_config("flatten_pvt.py", &json!({"norm_layer": "nn.BatchNorm2d"}))
+            .unwrap_err()
+            .message;
         assert!(err.contains("args.norm_layer"), "{err}");
         // Every factory passes 1e-6, and so do the presets built on them.
         match preset("flatten_pvt_t").unwrap().config() {

@@ -164,14 +164,15 @@ fn bad_configs_are_refused_with_the_key() {
         hidden_dim: 64,
         ..tiny(CausalForm::Quadratic)
     };
-    assert!(lrpe.validate().unwrap_err().contains("LRPE"));
+    assert!(lrpe.validate().unwrap_err().message.contains("LRPE"));
     let heads = TransnormerConfig {
         heads: 5,
         ..tiny(CausalForm::Quadratic)
     };
-    assert!(heads.validate().unwrap_err().contains("divisible"));
+    assert!(heads.validate().unwrap_err().message.contains("divisible"));
     let upstream = serde_json::json!({"linear_act_fun": "relu"});
     assert!(TransnormerConfig::from_upstream(&upstream)
         .unwrap_err()
+        .message
         .contains("linear_act_fun"));
 }

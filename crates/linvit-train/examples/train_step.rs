@@ -83,7 +83,7 @@ fn model(name: &str, batch: usize) -> (linvit_models::ModelConfig, usize) {
     if !name.ends_with(".toml") {
         return match presets::preset(name) {
             Ok(p) => (p.config(), batch),
-            Err(e) => fail(&e),
+            Err(e) => fail(&e.message),
         };
     }
     let run = linvit_train::resolve(Some(std::path::Path::new(name)), &[])

@@ -143,11 +143,20 @@ fn merge(base: &mut toml::Table, over: toml::Table) {
     }
 }
 
+/// A dotted key that cannot be set in a TOML table.
+#[derive(Debug, thiserror::Error)]
+enum SetKeyError {
+    #[error("must be dotted names, e.g. model.attention.kind")]
+    NotDotted,
+    #[error("`{0}` is a value, not a section")]
+    NotASection(String),
+}
+
 /// Sets a dotted key in a table; a `kind` key resets its table to `{ kind = value }`.
-fn set_key(doc: &mut toml::Table, key: &str, value: toml::Value) -> Result<(), String> {
+fn set_key(doc: &mut toml::Table, key: &str, value: toml::Value) -> Result<(), SetKeyError> {
     let parts: Vec<&str> = key.split('.').collect();
     if parts.iter().any(|p| p.is_empty()) {
-        return Err("must be dotted names, e.g. model.attention.kind".into());
+        return Err(SetKeyError::NotDotted);
     }
     let mut table = doc;
     for (i, part) in parts[..parts.len() - 1].iter().enumerate() {
@@ -160,7 +169,7 @@ fn set_key(doc: &mut toml::Table, key: &str, value: toml::Value) -> Result<(), S
             .or_insert_with(|| toml::Value::Table(toml::Table::new()));
         table = entry
             .as_table_mut()
-            .ok_or_else(|| format!("`{}` is a value, not a section", parts[..=i].join(".")))?;
+            .ok_or_else(|| SetKeyError::NotASection(parts[..=i].join(".")))?;
     }
     table.insert(parts[parts.len() - 1].to_string(), value);
     Ok(())
@@ -332,7 +341,7 @@ fn resolve_point(
     }
     let mut doc = table.clone();
     for (k, v) in &sets {
-        set_key(&mut doc, k, v.clone()).map_err(|m| key_err(k, m))?;
+        set_key(&mut doc, k, v.clone()).map_err(|m| key_err(k, m.to_string()))?;
     }
     let mut group: Vec<String> = Vec::new();
     if !variant.name.is_empty() {
@@ -954,11 +963,11 @@ struct GroupStats {
 }
 
 impl GroupStats {
-    /// The statistics of a group's seeds, or why the group diverged.
-    fn of(members: &[&Row]) -> Result<GroupStats, String> {
+    /// The statistics of a group's seeds, or why the group diverged (a seed's failure).
+    fn of<'a>(members: &[&'a Row]) -> Result<GroupStats, &'a str> {
         let rs: Vec<&PointResult> = members.iter().map(|m| &m.result).collect();
         if let Some(why) = rs.iter().find_map(|r| r.failed.as_deref()) {
-            return Err(why.to_string());
+            return Err(why);
         }
         let stat = |xs: Vec<f64>| {
             let n = xs.len();

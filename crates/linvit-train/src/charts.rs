@@ -6,7 +6,7 @@ use std::path::Path;
 
 use plotters::prelude::*;
 
-use crate::plot::{has_font, plot_err, save_png};
+use crate::plot::{has_font, plot_err, save_png, DrawError};
 use crate::TrainError;
 
 /// One named series of points.
@@ -161,7 +161,7 @@ impl Chart {
 fn draw_chart(
     area: &DrawingArea<BitMapBackend, plotters::coord::Shift>,
     chart: &Chart,
-) -> Result<(), String> {
+) -> Result<(), DrawError> {
     let Some(((x0, x1), (y0, y1))) = chart.range() else {
         return Ok(());
     };
@@ -176,7 +176,7 @@ fn draw_chart(
     }
     macro_rules! draw {
         ($ctx:expr) => {{
-            let mut ctx = $ctx.map_err(|e| e.to_string())?;
+            let mut ctx = $ctx?;
             let mut mesh = ctx.configure_mesh();
             if text {
                 mesh.x_desc(chart.x_label.as_str())
@@ -184,7 +184,7 @@ fn draw_chart(
             } else {
                 mesh.x_labels(0).y_labels(0);
             }
-            mesh.draw().map_err(|e| e.to_string())?;
+            mesh.draw()?;
             for (i, s) in chart.series.iter().enumerate() {
                 let color = Palette99::pick(i).to_rgba();
                 let pts: Vec<(f64, f64)> = s
@@ -194,8 +194,7 @@ fn draw_chart(
                     .filter(|&(x, y)| chart.shows(x, y))
                     .collect();
                 if chart.lines {
-                    ctx.draw_series(LineSeries::new(pts.clone(), color.stroke_width(2)))
-                        .map_err(|e| e.to_string())?;
+                    ctx.draw_series(LineSeries::new(pts.clone(), color.stroke_width(2)))?;
                 }
                 let bars: Vec<(f64, f64, f64)> = s
                     .points
@@ -206,11 +205,9 @@ fn draw_chart(
                     .collect();
                 ctx.draw_series(bars.iter().map(|&(x, y, e)| {
                     ErrorBar::new_vertical(x, y - e, y, y + e, color.stroke_width(2), 10)
-                }))
-                .map_err(|e| e.to_string())?;
-                let drawn = ctx
-                    .draw_series(pts.iter().map(|&p| Circle::new(p, 4, color.filled())))
-                    .map_err(|e| e.to_string())?;
+                }))?;
+                let drawn =
+                    ctx.draw_series(pts.iter().map(|&p| Circle::new(p, 4, color.filled())))?;
                 if text {
                     drawn
                         .label(s.name.as_str())
@@ -222,8 +219,7 @@ fn draw_chart(
                     .background_style(WHITE.mix(0.85))
                     .border_style(BLACK)
                     .position(SeriesLabelPosition::UpperLeft)
-                    .draw()
-                    .map_err(|e| e.to_string())?;
+                    .draw()?;
             }
         }};
     }

@@ -22,7 +22,7 @@ use std::path::{Path, PathBuf};
 
 use linvit_data::DataConfig;
 use linvit_models::presets::{self, edit_distance};
-use linvit_models::ModelConfig;
+use linvit_models::{ModelConfig, ModelError};
 use serde::{Deserialize, Serialize};
 
 /// The embedded quickstart recipe: what a run without a config file trains.
@@ -46,7 +46,8 @@ pub enum ConfigError {
 
 /// An error of the upstream mapping (`args.KEY: message`, `args.KEY is ...`) as one naming
 /// `model.args.KEY`.
-fn model_args_error(e: String) -> ConfigError {
+fn model_args_error(e: ModelError) -> ConfigError {
+    let e = e.message;
     let named = e.strip_prefix("args.").and_then(|rest| {
         let end = rest.find([':', ' ', '['])?;
         Some((
@@ -214,12 +215,15 @@ impl Precision {
     }
 
     /// The precision of a config name.
-    pub fn from_name(name: &str) -> Result<Precision, String> {
+    pub fn from_name(name: &str) -> Result<Precision, ConfigError> {
         Self::ALL
             .iter()
             .find(|(_, n)| *n == name)
             .map(|(p, _)| *p)
-            .ok_or_else(|| format!("{name:?} is not one of f32, bf16, f16"))
+            .ok_or_else(|| ConfigError::Invalid {
+                key: "precision".into(),
+                message: format!("{name:?} is not one of f32, bf16, f16"),
+            })
     }
 
     /// The half dtype the passes run in; `None` for f32.
@@ -302,21 +306,21 @@ pub(crate) fn parse_file(
                 path: path.to_path_buf(),
                 message: e.to_string(),
             })?;
-            parse_table(&text).map_err(|message| ConfigError::File {
+            parse_table(&text).map_err(|e| ConfigError::File {
                 path: path.to_path_buf(),
-                message,
+                message: e.to_string(),
             })?
         }
-        None => parse_table(embedded).map_err(|message| ConfigError::File {
+        None => parse_table(embedded).map_err(|e| ConfigError::File {
             path: embedded_name.into(),
-            message,
+            message: e.to_string(),
         })?,
     })
 }
 
 /// Parses a TOML text into a config (no file, no overrides); the same checks as [`resolve`].
 pub fn from_toml(text: &str) -> Result<RunConfig, ConfigError> {
-    let doc = parse_table(text).map_err(|message| invalid("(config)", message))?;
+    let doc = parse_table(text).map_err(|e| invalid("(config)", e.to_string()))?;
     from_table(doc)
 }
 
@@ -329,8 +333,8 @@ pub fn with_sets(config: &RunConfig, sets: &[String]) -> Result<RunConfig, Confi
     from_table(doc)
 }
 
-fn parse_table(text: &str) -> Result<toml::Table, String> {
-    text.parse::<toml::Table>().map_err(|e| e.to_string())
+fn parse_table(text: &str) -> Result<toml::Table, toml::de::Error> {
+    text.parse::<toml::Table>()
 }
 
 /// Applies every `key=value` of `sets` to `doc`.
@@ -559,7 +563,7 @@ impl RunConfig {
                 "missing: name a preset or give model.config",
             )),
             (Some(name), None) => {
-                presets::preset(name).map_err(|e| invalid("model.preset", e))?;
+                presets::preset(name).map_err(|e| invalid("model.preset", e.message))?;
                 // A placeholder class count: the dataset's is only known once it is opened.
                 self.model_config(m.num_classes.unwrap_or(10), self.data.channels.unwrap_or(3))
                     .map(|_| ())
@@ -590,7 +594,8 @@ impl RunConfig {
         }
         let config = match (&m.preset, &m.config) {
             (Some(name), _) => {
-                let preset = presets::preset(name).map_err(|e| invalid("model.preset", e))?;
+                let preset =
+                    presets::preset(name).map_err(|e| invalid("model.preset", e.message))?;
                 let mut args = serde_json::to_value(&m.args)
                     .map_err(|e| invalid("model.args", e.to_string()))?;
                 let obj = args
@@ -626,9 +631,9 @@ impl RunConfig {
                 } else {
                     "model.attention"
                 };
-                invalid(key, e)
+                invalid(key, e.message)
             })?;
-        config.validate().map_err(|e| invalid("model", e))?;
+        config.validate().map_err(|e| invalid("model", e.message))?;
         Ok(config)
     }
 

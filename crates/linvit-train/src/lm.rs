@@ -94,7 +94,9 @@ impl LmRunConfig {
             key: key.into(),
             message,
         };
-        self.model.validate().map_err(|m| invalid("model", m))?;
+        self.model
+            .validate()
+            .map_err(|m| invalid("model", m.message))?;
         if self.model.vocab_size < VOCAB {
             return Err(invalid(
                 "model.vocab_size",

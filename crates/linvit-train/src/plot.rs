@@ -52,12 +52,16 @@ pub(crate) fn save_png(path: &Path, buf: Vec<u8>, (w, h): (u32, u32)) -> Result<
 
 type Series = (&'static str, RGBColor, Vec<(f64, f64)>);
 
+/// What plotters reports when drawing into an in-memory bitmap fails.
+pub(crate) type DrawError =
+    DrawingAreaErrorKind<<BitMapBackend<'static> as DrawingBackend>::ErrorType>;
+
 fn panel(
     area: &DrawingArea<BitMapBackend, plotters::coord::Shift>,
     title: &str,
     x_label: &str,
     series: &[Series],
-) -> Result<(), String> {
+) -> Result<(), DrawError> {
     let text = has_font();
     let points = series.iter().flat_map(|s| s.2.iter());
     let (mut x0, mut x1, mut y0, mut y1) = (f64::MAX, f64::MIN, f64::MAX, f64::MIN);
@@ -99,13 +103,11 @@ fn panel(
                     .x_labels(0)
                     .y_labels(0);
             }
-            mesh.draw().map_err(|e| e.to_string())?;
+            mesh.draw()?;
             for (name, color, pts) in series.iter().filter(|s| !s.2.is_empty()) {
                 let pts: Vec<(f64, f64)> =
                     pts.iter().copied().filter(|p| p.1.is_finite()).collect();
-                let s = chart
-                    .draw_series(LineSeries::new(pts, color.stroke_width(2)))
-                    .map_err(|e| e.to_string())?;
+                let s = chart.draw_series(LineSeries::new(pts, color.stroke_width(2)))?;
                 if text {
                     let c = *color;
                     s.label(*name)
@@ -117,14 +119,11 @@ fn panel(
                     .configure_series_labels()
                     .background_style(WHITE.mix(0.8))
                     .border_style(BLACK)
-                    .draw()
-                    .map_err(|e| e.to_string())?;
+                    .draw()?;
             }
         }};
     }
-    draw!(builder
-        .build_cartesian_2d(x0..x1, y0..y1)
-        .map_err(|e| e.to_string())?);
+    draw!(builder.build_cartesian_2d(x0..x1, y0..y1)?);
     Ok(())
 }
 

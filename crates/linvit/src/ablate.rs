@@ -1,6 +1,7 @@
 //! `linvit ablate`: the thin command over `linvit_train::ablate` (a base config plus sweep
 //! axes, run point by point, summarised as tables and plots).
 
+use crate::CliError;
 use std::path::PathBuf;
 
 use linvit_train::ablate::{default_out, report, run_experiment, AblateOptions, Experiment};
@@ -42,9 +43,10 @@ pub struct AblateArgs {
 }
 
 /// Runs `linvit ablate`; returns what to print.
-pub fn ablate_command(args: &AblateArgs) -> Result<String, String> {
+pub fn ablate_command(args: &AblateArgs) -> Result<String, CliError> {
     if !args.report.is_empty() {
-        let folders = report(&args.report, args.out.as_deref()).map_err(|e| e.to_string())?;
+        let folders =
+            report(&args.report, args.out.as_deref()).map_err(|e| CliError::from(e.to_string()))?;
         let list: Vec<String> = folders
             .iter()
             .map(|f| f.join("results.md").display().to_string())
@@ -52,7 +54,8 @@ pub fn ablate_command(args: &AblateArgs) -> Result<String, String> {
         return Ok(format!("rebuilt {}", list.join(", ")));
     }
     let path = args.experiment.as_ref().expect("clap requires it");
-    let experiment = Experiment::load(path, &args.sets).map_err(|e| e.to_string())?;
+    let experiment =
+        Experiment::load(path, &args.sets).map_err(|e| CliError::from(e.to_string()))?;
     if args.dry_run {
         return Ok(experiment.listing(&args.runs));
     }
@@ -71,7 +74,7 @@ pub fn ablate_command(args: &AblateArgs) -> Result<String, String> {
         ..AblateOptions::default()
     };
     let results = run_experiment(&experiment, &args.runs, &out, &device, &options)
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| CliError::from(e.to_string()))?;
     Ok(format!(
         "{} points; results in {}",
         results.len(),

@@ -12,6 +12,7 @@
 //!
 //! The `memory` field of the report says which was used.
 
+use crate::CliError;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
@@ -34,13 +35,13 @@ use serde::{Deserialize, Serialize};
 pub const SOFTMAX_NAIVE: &str = "softmax_naive";
 
 /// The config of a bench kind name; the error lists the known ones.
-pub fn kind_config(name: &str) -> Result<Option<AttentionConfig>, String> {
+pub fn kind_config(name: &str) -> Result<Option<AttentionConfig>, CliError> {
     if name == SOFTMAX_NAIVE {
         return Ok(None);
     }
     let kind: Kind = name
         .parse()
-        .map_err(|e| format!("--kinds: {e}, {SOFTMAX_NAIVE}"))?;
+        .map_err(|e| cli_error!("--kinds: {e}, {SOFTMAX_NAIVE}"))?;
     Ok(Some(kind.default_config()))
 }
 
@@ -198,10 +199,10 @@ pub struct AttentionReport {
 }
 
 /// Side of the square grid of `tokens`.
-fn grid_side(tokens: usize) -> Result<usize, String> {
+fn grid_side(tokens: usize) -> Result<usize, CliError> {
     let s = (tokens as f64).sqrt().round() as usize;
     if s == 0 || s * s != tokens {
-        return Err(format!(
+        return Err(cli_error!(
             "--tokens: {tokens} is not a square number of tokens (196 = 14x14, 784, 3136, 12544, ...)"
         ));
     }
@@ -210,7 +211,7 @@ fn grid_side(tokens: usize) -> Result<usize, String> {
 
 impl AttentionBench {
     /// Checks the arguments before any work; the error names the flag.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), CliError> {
         if self.kinds.is_empty() || self.tokens.is_empty() {
             return Err("--kinds and --tokens need at least one value each".into());
         }
@@ -517,16 +518,16 @@ fn attention_child(
 }
 
 /// Writes the report as JSON (pretty) to `path`.
-pub fn write_json<T: Serialize>(value: &T, path: &Path) -> Result<(), String> {
+pub fn write_json<T: Serialize>(value: &T, path: &Path) -> Result<(), CliError> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        std::fs::create_dir_all(dir).map_err(|e| cli_error!("{}: {e}", dir.display()))?;
     }
-    let text = serde_json::to_string_pretty(value).map_err(|e| e.to_string())?;
-    std::fs::write(path, text + "\n").map_err(|e| format!("{}: {e}", path.display()))
+    let text = serde_json::to_string_pretty(value).map_err(|e| CliError::from(e.to_string()))?;
+    std::fs::write(path, text + "\n").map_err(|e| cli_error!("{}: {e}", path.display()))
 }
 
 /// `time vs tokens` (log-log) per kind: forward, and forward + backward when measured.
-pub fn plot_attention(report: &AttentionReport, path: &Path) -> Result<(), String> {
+pub fn plot_attention(report: &AttentionReport, path: &Path) -> Result<(), CliError> {
     let mut kinds: Vec<&str> = Vec::new();
     for r in &report.rows {
         if !kinds.contains(&r.kind.as_str()) {
@@ -561,7 +562,7 @@ pub fn plot_attention(report: &AttentionReport, path: &Path) -> Result<(), Strin
     } else {
         vec![forward, train]
     };
-    draw_charts(path, &charts).map_err(|e| e.to_string())
+    draw_charts(path, &charts).map_err(|e| CliError::from(e.to_string()))
 }
 
 /// The text table of an attention report.
@@ -681,12 +682,12 @@ fn resolution_args(
 }
 
 impl ModelBench {
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), CliError> {
         if self.presets.is_empty() || self.resolutions.is_empty() {
             return Err("--presets and --resolutions need at least one value each".into());
         }
         for p in &self.presets {
-            presets::preset(p).map_err(|e| format!("--presets: {e}"))?;
+            presets::preset(p).map_err(|e| cli_error!("--presets: {e}"))?;
         }
         if self.batch == 0 || self.resolutions.contains(&0) {
             return Err("--batch and --resolutions must be at least 1".into());
@@ -900,7 +901,7 @@ pub fn model_table(report: &ModelReport) -> String {
 }
 
 /// Images per second vs resolution per preset (forward and training step), log-log.
-pub fn plot_model(report: &ModelReport, path: &Path) -> Result<(), String> {
+pub fn plot_model(report: &ModelReport, path: &Path) -> Result<(), CliError> {
     let mut names: Vec<&str> = Vec::new();
     for r in &report.rows {
         if !names.contains(&r.preset.as_str()) {
@@ -931,7 +932,7 @@ pub fn plot_model(report: &ModelReport, path: &Path) -> Result<(), String> {
         forward = forward.with_series(name, pts(|r| r.forward_img_s));
         train = train.with_series(name, pts(|r| r.train_img_s));
     }
-    draw_charts(path, &[forward, train]).map_err(|e| e.to_string())
+    draw_charts(path, &[forward, train]).map_err(|e| CliError::from(e.to_string()))
 }
 
 /// This program's path, for running points in child processes.
@@ -950,7 +951,7 @@ mod tests {
             assert_eq!(config.kind(), kind);
         }
         assert_eq!(kind_config(SOFTMAX_NAIVE).unwrap(), None);
-        let err = kind_config("softmx").unwrap_err();
+        let err = kind_config("softmx").unwrap_err().message;
         assert!(
             err.contains("\"softmx\"") && err.contains("focused"),
             "{err}"
@@ -960,7 +961,7 @@ mod tests {
     #[test]
     fn token_counts_must_be_square_grids() {
         assert_eq!(grid_side(3136).unwrap(), 56);
-        assert!(grid_side(200).unwrap_err().contains("200"));
+        assert!(grid_side(200).unwrap_err().message.contains("200"));
     }
 
     #[test]
@@ -998,13 +999,13 @@ mod tests {
     }
 }
 
-fn parse_list<T: std::str::FromStr>(flag: &str, raw: &str) -> Result<Vec<T>, String> {
+fn parse_list<T: std::str::FromStr>(flag: &str, raw: &str) -> Result<Vec<T>, CliError> {
     raw.split(',')
         .map(str::trim)
         .filter(|s| !s.is_empty())
         .map(|s| {
             s.parse()
-                .map_err(|_| format!("{flag}: {s:?} is not a valid value"))
+                .map_err(|_| cli_error!("{flag}: {s:?} is not a valid value"))
         })
         .collect()
 }
@@ -1050,7 +1051,7 @@ pub struct AttentionArgs {
     pub plot: Option<PathBuf>,
 }
 
-fn budget(seconds: f64, min_reps: usize) -> Result<Budget, String> {
+fn budget(seconds: f64, min_reps: usize) -> Result<Budget, CliError> {
     if !(seconds >= 0.0 && seconds.is_finite()) || min_reps == 0 {
         return Err("--seconds must be >= 0 and --min-reps at least 1".into());
     }
@@ -1062,7 +1063,7 @@ fn budget(seconds: f64, min_reps: usize) -> Result<Budget, String> {
 }
 
 /// Runs `linvit bench attention`; returns what to print.
-pub fn attention_command(args: &AttentionArgs) -> Result<String, String> {
+pub fn attention_command(args: &AttentionArgs) -> Result<String, CliError> {
     let device = crate::device::parse_device(&args.device)?;
     let bench = AttentionBench {
         kinds: parse_list("--kinds", &args.kinds)?,
@@ -1083,7 +1084,7 @@ pub fn attention_command(args: &AttentionArgs) -> Result<String, String> {
         plot_attention(&report, path)?;
     }
     if args.json {
-        serde_json::to_string_pretty(&report).map_err(|e| e.to_string())
+        serde_json::to_string_pretty(&report).map_err(|e| CliError::from(e.to_string()))
     } else {
         Ok(attention_table(&report))
     }
@@ -1132,7 +1133,7 @@ pub struct ModelArgs {
 }
 
 /// Runs `linvit bench model`; returns what to print.
-pub fn model_command(args: &ModelArgs) -> Result<String, String> {
+pub fn model_command(args: &ModelArgs) -> Result<String, CliError> {
     let device = crate::device::parse_device(&args.device)?;
     let bench = ModelBench {
         presets: parse_list("--presets", &args.presets)?,
@@ -1154,7 +1155,7 @@ pub fn model_command(args: &ModelArgs) -> Result<String, String> {
         plot_model(&report, path)?;
     }
     if args.json {
-        serde_json::to_string_pretty(&report).map_err(|e| e.to_string())
+        serde_json::to_string_pretty(&report).map_err(|e| CliError::from(e.to_string()))
     } else {
         Ok(model_table(&report))
     }

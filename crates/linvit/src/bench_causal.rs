@@ -9,6 +9,7 @@
 //! `--max-bytes` is reported as skipped with that reason rather than run into an allocation
 //! failure.
 
+use crate::CliError;
 use burn::tensor::module::attention;
 use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::{Device, Distribution, Tensor};
@@ -54,10 +55,10 @@ pub struct CausalRow {
 
 impl CausalBench {
     /// Checks the form names before anything runs.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), CliError> {
         for f in &self.forms {
             if !["blocked", "recurrent", "quadratic", "softmax"].contains(&f.as_str()) {
-                return Err(format!("--forms: unknown form {f:?} (expected {FORMS})"));
+                return Err(cli_error!("--forms: unknown form {f:?} (expected {FORMS})"));
             }
         }
         if self.tokens.is_empty() || self.tokens.contains(&0) {

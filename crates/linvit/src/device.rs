@@ -1,5 +1,6 @@
 //! `--device` names to Burn devices: one binary, the backend chosen at run time.
 
+use crate::CliError;
 use burn::tensor::Device;
 
 /// The devices this build can run on, for help texts and errors.
@@ -7,7 +8,7 @@ pub const DEVICE_NAMES: &str = "flex, wgpu[:cpu|:N], vulkan[:N], cuda[:N], ws://
 
 /// Parses `flex`, `wgpu`, `wgpu:cpu`, `wgpu:N` (N-th discrete GPU), `vulkan[:N]`, `cuda[:N]`,
 /// and `ws://HOST:PORT[/N]`: device N (default 0) of a `linvit serve` server, connected here.
-pub fn parse_device(name: &str) -> Result<Device, String> {
+pub fn parse_device(name: &str) -> Result<Device, CliError> {
     if let Some(address) = name.strip_prefix(REMOTE_SCHEME) {
         return remote(address, name);
     }
@@ -17,14 +18,14 @@ pub fn parse_device(name: &str) -> Result<Device, String> {
     };
     let number = |i: &str| {
         i.parse::<usize>()
-            .map_err(|_| format!("device {name:?}: {i:?} is not a device index"))
+            .map_err(|_| cli_error!("device {name:?}: {i:?} is not a device index"))
     };
     match backend {
         "flex" | "cpu" if index.is_none() => Ok(Device::flex()),
         "wgpu" => Ok(Device::wgpu(wgpu_kind(index, &number)?)),
         "vulkan" => vulkan(wgpu_kind(index, &number)?, name),
         "cuda" => cuda(index.map(number).transpose()?.unwrap_or(0), name),
-        _ => Err(format!(
+        _ => Err(cli_error!(
             "unknown device {name:?}; expected one of {DEVICE_NAMES}"
         )),
     }
@@ -32,8 +33,8 @@ pub fn parse_device(name: &str) -> Result<Device, String> {
 
 fn wgpu_kind(
     index: Option<&str>,
-    number: &dyn Fn(&str) -> Result<usize, String>,
-) -> Result<burn::tensor::DeviceKind, String> {
+    number: &dyn Fn(&str) -> Result<usize, CliError>,
+) -> Result<burn::tensor::DeviceKind, CliError> {
     use burn::tensor::DeviceKind;
     Ok(match index {
         None => DeviceKind::DefaultDevice,
@@ -43,26 +44,26 @@ fn wgpu_kind(
 }
 
 #[cfg(feature = "vulkan")]
-fn vulkan(kind: burn::tensor::DeviceKind, _name: &str) -> Result<Device, String> {
+fn vulkan(kind: burn::tensor::DeviceKind, _name: &str) -> Result<Device, CliError> {
     Ok(Device::vulkan(kind))
 }
 
 #[cfg(not(feature = "vulkan"))]
-fn vulkan(_kind: burn::tensor::DeviceKind, name: &str) -> Result<Device, String> {
-    Err(format!(
+fn vulkan(_kind: burn::tensor::DeviceKind, name: &str) -> Result<Device, CliError> {
+    Err(cli_error!(
         "device {name:?}: this build has no pinned Vulkan backend; use `wgpu` (which picks Vulkan \
          when the machine has it) or rebuild with `cargo build --features vulkan`"
     ))
 }
 
 #[cfg(feature = "cuda")]
-fn cuda(index: usize, _name: &str) -> Result<Device, String> {
+fn cuda(index: usize, _name: &str) -> Result<Device, CliError> {
     Ok(Device::cuda(index))
 }
 
 #[cfg(not(feature = "cuda"))]
-fn cuda(_index: usize, name: &str) -> Result<Device, String> {
-    Err(format!(
+fn cuda(_index: usize, name: &str) -> Result<Device, CliError> {
+    Err(cli_error!(
         "device {name:?}: this build has no CUDA backend; rebuild with `cargo build --features cuda`"
     ))
 }
@@ -72,28 +73,28 @@ const REMOTE_SCHEME: &str = "ws://";
 
 /// Connects device `N` of the server at `HOST:PORT[/N]`; connecting fails here, not on first use.
 #[cfg(feature = "remote")]
-fn remote(address: &str, name: &str) -> Result<Device, String> {
+fn remote(address: &str, name: &str) -> Result<Device, CliError> {
     use burn::remote::RemoteHost;
     let (host, index) = match address.split_once('/') {
         Some((host, i)) => (
             host,
             i.parse::<usize>()
-                .map_err(|_| format!("device {name:?}: {i:?} is not a device index"))?,
+                .map_err(|_| cli_error!("device {name:?}: {i:?} is not a device index"))?,
         ),
         None => (address, 0),
     };
     if host.is_empty() || !host.contains(':') {
-        return Err(format!("device {name:?}: expected ws://HOST:PORT[/N]"));
+        return Err(cli_error!("device {name:?}: expected ws://HOST:PORT[/N]"));
     }
     Device::remote_options(&RemoteHost::websocket(&format!("{REMOTE_SCHEME}{host}")))
         .device_index(index)
         .init()
-        .map_err(|e| format!("device {name:?}: {e}"))
+        .map_err(|e| cli_error!("device {name:?}: {e}"))
 }
 
 #[cfg(not(feature = "remote"))]
-fn remote(_address: &str, name: &str) -> Result<Device, String> {
-    Err(format!("device {name:?}: {}", crate::serve::NO_REMOTE))
+fn remote(_address: &str, name: &str) -> Result<Device, CliError> {
+    Err(cli_error!("device {name:?}: {}", crate::serve::NO_REMOTE))
 }
 
 /// Runs `command` on the devices named in `names`; where one of them is remote, a panic inside
@@ -104,8 +105,8 @@ fn remote(_address: &str, name: &str) -> Result<Device, String> {
 /// Checkpoints are written atomically, so the newest complete one survives the stop.
 pub fn remote_failure_as_error<T>(
     names: &str,
-    command: impl FnOnce() -> Result<T, String>,
-) -> Result<T, String> {
+    command: impl FnOnce() -> Result<T, CliError>,
+) -> Result<T, CliError> {
     if !names.contains(REMOTE_SCHEME) {
         return command();
     }
@@ -121,7 +122,7 @@ pub fn remote_failure_as_error<T>(
             .unwrap_or("no reason given");
         // Burn's message ends with the root cause ("Failed to read tensor: RecvError").
         let cause = reason.lines().rev().map(str::trim).find(|l| !l.is_empty());
-        Err(format!(
+        Err(cli_error!(
             "lost the remote device {names:?}: {}; the checkpoints written before are intact",
             cause.unwrap_or("no reason given")
         ))
@@ -134,9 +135,9 @@ mod tests {
 
     #[test]
     fn unknown_devices_are_named_in_the_error() {
-        let err = parse_device("tpu").unwrap_err();
+        let err = parse_device("tpu").unwrap_err().message;
         assert!(err.contains("\"tpu\"") && err.contains("flex"), "{err}");
-        let err = parse_device("wgpu:x").unwrap_err();
+        let err = parse_device("wgpu:x").unwrap_err().message;
         assert!(err.contains("\"x\" is not a device index"), "{err}");
     }
 

@@ -1,6 +1,56 @@
 //! The `linvit` program's library half: what the commands do, kept out of `main.rs` so the
 //! tests run exactly the code the command line runs.
 
+/// Why a command failed: one line for the user, naming the file, key or value at fault. Every
+/// library error converts into it (`?`), with its own message.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct CliError {
+    pub message: String,
+}
+
+impl From<String> for CliError {
+    fn from(message: String) -> Self {
+        CliError { message }
+    }
+}
+
+impl From<&str> for CliError {
+    fn from(message: &str) -> Self {
+        message.to_string().into()
+    }
+}
+
+/// Converts the libraries' typed errors, keeping their messages.
+macro_rules! from_error {
+    ($($error:ty),* $(,)?) => {
+        $(impl From<$error> for CliError {
+            fn from(e: $error) -> Self {
+                e.to_string().into()
+            }
+        })*
+    };
+}
+from_error!(
+    linvit_models::ModelError,
+    linvit_models::checkpoint::CheckpointError,
+    linvit_attention::import::ImportError,
+    linvit_attention::UnknownName,
+    linvit_attention::LayoutError,
+    linvit_data::DataError,
+    linvit_train::TrainError,
+    linvit_train::ConfigError,
+    std::io::Error,
+    serde_json::Error,
+);
+
+/// `CliError` from `format!` arguments.
+macro_rules! cli_error {
+    ($($arg:tt)*) => {
+        $crate::CliError::from(format!($($arg)*))
+    };
+}
+
 pub mod ablate;
 pub mod bench;
 pub mod bench_causal;

@@ -1,5 +1,6 @@
 //! `linvit lm train` and `linvit lm generate`: the TransNormer causal language model on bytes.
 
+use crate::CliError;
 use std::io::Write;
 use std::path::Path;
 
@@ -17,8 +18,8 @@ pub fn train_command(
     sets: &[String],
     out: Option<&Path>,
     device: &Device,
-) -> Result<LmSummary, String> {
-    let resolved = resolve_lm(config, sets).map_err(|e| e.to_string())?;
+) -> Result<LmSummary, CliError> {
+    let resolved = resolve_lm(config, sets).map_err(|e| CliError::from(e.to_string()))?;
     let name = config
         .and_then(|p| p.file_stem())
         .map(|s| s.to_string_lossy().into_owned())
@@ -27,7 +28,8 @@ pub fn train_command(
         .map(Path::to_path_buf)
         .unwrap_or_else(|| fresh_run_dir(&name));
     eprintln!("run directory: {}", run_dir.display());
-    train_lm(&resolved, &run_dir, device, &mut std::io::stderr()).map_err(|e| e.to_string())
+    train_lm(&resolved, &run_dir, device, &mut std::io::stderr())
+        .map_err(|e| CliError::from(e.to_string()))
 }
 
 /// Continues `prompt` from a trained LM, streaming the text to stdout as it is produced.
@@ -37,8 +39,8 @@ pub fn generate_command(
     tokens: usize,
     sampling: Sampling,
     device: &Device,
-) -> Result<GenerateStats, String> {
-    let (_, model) = load_lm(checkpoint, device).map_err(|e| e.to_string())?;
+) -> Result<GenerateStats, CliError> {
+    let (_, model) = load_lm(checkpoint, device).map_err(|e| CliError::from(e.to_string()))?;
     let mut stdout = std::io::stdout();
     let _ = write!(stdout, "{prompt}");
     // Bytes arrive one at a time; print whole UTF-8 characters only.

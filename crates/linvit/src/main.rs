@@ -22,7 +22,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     // A bad `LINVIT_ISA` is named before any work (the kernels would otherwise ignore it).
     if let Err(e) = linvit_attention::isa::requested() {
-        return linvit::commands::report(Err(e));
+        return linvit::commands::report(Err(e.into()));
     }
     linvit::commands::run(cli.command)
 }

@@ -1,6 +1,7 @@
 //! Reference cases produced by the authors' PyTorch code (see `shared/reference/README.md`):
 //! finding them, reading them, and the comparison rule they state.
 
+use crate::CliError;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -119,7 +120,7 @@ pub struct CaseSpec {
 impl CaseSpec {
     /// An integer argument (or a string of digits, as the authors' argparse passes numbers),
     /// or an error naming it.
-    pub fn arg_usize(&self, key: &str) -> Result<usize, String> {
+    pub fn arg_usize(&self, key: &str) -> Result<usize, CliError> {
         self.args
             .get(key)
             .and_then(|v| {
@@ -127,30 +128,30 @@ impl CaseSpec {
                     .or_else(|| v.as_str().and_then(|s| s.trim().parse().ok()))
             })
             .map(|v| v as usize)
-            .ok_or_else(|| format!("args.{key} is missing or not a non-negative integer"))
+            .ok_or_else(|| cli_error!("args.{key} is missing or not a non-negative integer"))
     }
 
-    pub fn arg_usize_or(&self, key: &str, default: usize) -> Result<usize, String> {
+    pub fn arg_usize_or(&self, key: &str, default: usize) -> Result<usize, CliError> {
         match self.args.get(key) {
             None => Ok(default),
             Some(_) => self.arg_usize(key),
         }
     }
 
-    pub fn arg_bool_or(&self, key: &str, default: bool) -> Result<bool, String> {
+    pub fn arg_bool_or(&self, key: &str, default: bool) -> Result<bool, CliError> {
         match self.args.get(key) {
             None => Ok(default),
             Some(v) => v
                 .as_bool()
-                .ok_or_else(|| format!("args.{key} is not a boolean")),
+                .ok_or_else(|| cli_error!("args.{key} is not a boolean")),
         }
     }
 
-    pub fn arg_i64(&self, key: &str) -> Result<i64, String> {
+    pub fn arg_i64(&self, key: &str) -> Result<i64, CliError> {
         self.args
             .get(key)
             .and_then(Value::as_i64)
-            .ok_or_else(|| format!("args.{key} is missing or not an integer"))
+            .ok_or_else(|| cli_error!("args.{key} is missing or not an integer"))
     }
 }
 

@@ -2,6 +2,7 @@
 //! `bench data`. Each resolves raw arguments into one config in one place and returns a
 //! one-line error for the user.
 
+use crate::CliError;
 use std::path::{Path, PathBuf};
 
 use burn::tensor::Device;
@@ -10,9 +11,11 @@ use linvit_train::config::{resolve, resolve_data, RunConfig};
 use linvit_train::{evaluate, predict, resume_with, train, TrainOptions, TrainSummary};
 
 /// The run config of `linvit train`: the file, or the embedded quickstart, then `--set`.
-pub fn run_config(file: Option<&Path>, sets: &[String]) -> Result<RunConfig, String> {
-    let config = resolve(file, sets).map_err(|e| e.to_string())?;
-    config.validate().map_err(|e| e.to_string())?;
+pub fn run_config(file: Option<&Path>, sets: &[String]) -> Result<RunConfig, CliError> {
+    let config = resolve(file, sets).map_err(|e| CliError::from(e.to_string()))?;
+    config
+        .validate()
+        .map_err(|e| CliError::from(e.to_string()))?;
     Ok(config)
 }
 
@@ -35,14 +38,15 @@ pub fn train_command(
     out: Option<&Path>,
     resume: Option<&Path>,
     devices: &[Device],
-) -> Result<TrainSummary, String> {
+) -> Result<TrainSummary, CliError> {
     let (device, more) = devices.split_first().ok_or("no device given")?;
     let options = TrainOptions {
         devices: more.to_vec(),
         ..TrainOptions::default()
     };
     if let Some(run_dir) = resume {
-        return resume_with(run_dir, sets, device, &options).map_err(|e| e.to_string());
+        return resume_with(run_dir, sets, device, &options)
+            .map_err(|e| CliError::from(e.to_string()));
     }
     let resolved = run_config(config, sets)?;
     let name = config
@@ -53,13 +57,13 @@ pub fn train_command(
         .map(Path::to_path_buf)
         .unwrap_or_else(|| fresh_run_dir(&name));
     eprintln!("run directory: {}", run_dir.display());
-    train(&resolved, &run_dir, device, &options).map_err(|e| e.to_string())
+    train(&resolved, &run_dir, device, &options).map_err(|e| CliError::from(e.to_string()))
 }
 
 /// The data section of a config file (or the quickstart's) with `--set data.key=value`.
-pub fn data_config(config: Option<&Path>, sets: &[String]) -> Result<DataConfig, String> {
-    let data = resolve_data(config, sets).map_err(|e| e.to_string())?;
-    data.validate().map_err(|e| e.to_string())?;
+pub fn data_config(config: Option<&Path>, sets: &[String]) -> Result<DataConfig, CliError> {
+    let data = resolve_data(config, sets).map_err(|e| CliError::from(e.to_string()))?;
+    data.validate().map_err(|e| CliError::from(e.to_string()))?;
     Ok(data)
 }
 
@@ -68,12 +72,13 @@ pub fn eval_command(
     data: Option<DataConfig>,
     confusion_png: Option<&Path>,
     device: &Device,
-) -> Result<linvit_train::Evaluation, String> {
-    let evaluation = evaluate(checkpoint, data.as_ref(), device).map_err(|e| e.to_string())?;
+) -> Result<linvit_train::Evaluation, CliError> {
+    let evaluation =
+        evaluate(checkpoint, data.as_ref(), device).map_err(|e| CliError::from(e.to_string()))?;
     if let Some(path) = confusion_png {
         evaluation
             .write_confusion_png(path)
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| CliError::from(e.to_string()))?;
     }
     Ok(evaluation)
 }
@@ -83,8 +88,8 @@ pub fn predict_command(
     images: &[PathBuf],
     top_k: usize,
     device: &Device,
-) -> Result<Vec<linvit_train::Prediction>, String> {
-    predict(checkpoint, images, top_k, device).map_err(|e| e.to_string())
+) -> Result<Vec<linvit_train::Prediction>, CliError> {
+    predict(checkpoint, images, top_k, device).map_err(|e| CliError::from(e.to_string()))
 }
 
 /// `linvit data inspect`: a summary, and a PNG grid of augmented training samples if asked.
@@ -92,15 +97,16 @@ pub fn inspect_command(
     data: &DataConfig,
     grid: Option<&Path>,
     json: bool,
-) -> Result<String, String> {
-    let report = inspect(data, Some(20_000)).map_err(|e| e.to_string())?;
+) -> Result<String, CliError> {
+    let report = inspect(data, Some(20_000)).map_err(|e| CliError::from(e.to_string()))?;
     let mut text = if json {
-        serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?
+        serde_json::to_string_pretty(&report).map_err(|e| CliError::from(e.to_string()))?
     } else {
         report.to_string()
     };
     if let Some(path) = grid {
-        write_sample_grid(data, Split::Train, 4, 8, path).map_err(|e| e.to_string())?;
+        write_sample_grid(data, Split::Train, 4, 8, path)
+            .map_err(|e| CliError::from(e.to_string()))?;
         if !json {
             text.push_str(&format!(
                 "\nwrote a 4x8 grid of augmented samples to {}",
@@ -117,10 +123,11 @@ pub fn bench_data_command(
     images: usize,
     batch: usize,
     json: bool,
-) -> Result<String, String> {
-    let t = throughput(data, Split::Train, images, batch).map_err(|e| e.to_string())?;
+) -> Result<String, CliError> {
+    let t =
+        throughput(data, Split::Train, images, batch).map_err(|e| CliError::from(e.to_string()))?;
     if json {
-        serde_json::to_string_pretty(&t).map_err(|e| e.to_string())
+        serde_json::to_string_pretty(&t).map_err(|e| CliError::from(e.to_string()))
     } else {
         Ok(t.to_string())
     }

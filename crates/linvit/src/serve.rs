@@ -5,6 +5,7 @@
 //! WebSocket is unencrypted and unauthenticated, so it is for a trusted network; bind to
 //! `127.0.0.1` and tunnel (e.g. `ssh -L`) otherwise.
 
+use crate::CliError;
 use burn::tensor::Device;
 
 /// What a build without the `remote` feature says when asked for `serve` or a `ws://` device.
@@ -16,7 +17,7 @@ pub const NO_REMOTE: &str = "this build has no remote backend (the opt-in `remot
 /// is stopped. The line `serving N device(s) on ws://ADDRESS` is printed once the socket is bound,
 /// so a script can wait for it and read the address.
 #[cfg(feature = "remote")]
-pub fn serve(bind: &str, devices: Vec<Device>) -> Result<String, String> {
+pub fn serve(bind: &str, devices: Vec<Device>) -> Result<String, CliError> {
     use burn::server::{RemoteServer, WebSocketTransport};
     use std::io::Write;
 
@@ -24,14 +25,16 @@ pub fn serve(bind: &str, devices: Vec<Device>) -> Result<String, String> {
     let listener = std::net::TcpListener::bind(bind).map_err(cannot)?;
     let address = listener.local_addr().map_err(cannot)?;
     println!("serving {} device(s) on ws://{address}", devices.len());
-    std::io::stdout().flush().map_err(|e| e.to_string())?;
+    std::io::stdout()
+        .flush()
+        .map_err(|e| CliError::from(e.to_string()))?;
     RemoteServer::new(devices)
         .serve(WebSocketTransport::from_listener(listener))
-        .map_err(|e| format!("server on {address}: {e}"))?;
+        .map_err(|e| cli_error!("server on {address}: {e}"))?;
     Ok(String::new())
 }
 
 #[cfg(not(feature = "remote"))]
-pub fn serve(_bind: &str, _devices: Vec<Device>) -> Result<String, String> {
+pub fn serve(_bind: &str, _devices: Vec<Device>) -> Result<String, CliError> {
     Err(NO_REMOTE.into())
 }

@@ -3,6 +3,7 @@
 //! weights, run forward in eval mode, back-propagate `sum(output * output_grad_seed)`, and
 //! compare output, input gradient and every parameter gradient under the case's tolerances.
 
+use crate::CliError;
 use std::path::Path;
 use std::time::Instant;
 
@@ -77,7 +78,7 @@ pub fn verify_case(dir: &Path, device: &Device) -> CaseReport {
                     crate::verify_lm::run(dir, &header, device, &mut report)
                         .unwrap_or_else(|status| status)
                 }
-                Err(why) => Status::Unsupported(why),
+                Err(why) => Status::Unsupported(why.message),
                 Ok(flavour) => match load_case(dir) {
                     Err(e) => Status::Error(e.to_string()),
                     Ok(case) => {
@@ -302,7 +303,7 @@ impl Flavour {
 fn model_call(
     header: &CaseHeader,
     args: &serde_json::Value,
-) -> Result<(String, serde_json::Value), String> {
+) -> Result<(String, serde_json::Value), CliError> {
     let file = header.upstream_file();
     let Some(name) = header.upstream.as_ref().and_then(|u| u.factory.as_deref()) else {
         upstream::class(&file)?;
@@ -311,9 +312,10 @@ fn model_call(
     let factory = upstream::factory(name)?;
     let class = upstream::class(factory.file)?;
     if !file.is_empty() && file != factory.file && file != class.class {
-        return Err(format!(
+        return Err(cli_error!(
             "upstream.factory {name:?} builds {} ({}), not {file:?}",
-            class.class, factory.file
+            class.class,
+            factory.file
         ));
     }
     Ok((
@@ -323,7 +325,7 @@ fn model_call(
 }
 
 /// Whether this build runs a case; the reason when it does not.
-fn supported(header: &CaseHeader) -> Result<Flavour, String> {
+fn supported(header: &CaseHeader) -> Result<Flavour, CliError> {
     let names_factory = header
         .upstream
         .as_ref()
@@ -332,7 +334,7 @@ fn supported(header: &CaseHeader) -> Result<Flavour, String> {
         model_call(header, &serde_json::Value::Null)?;
     }
     Flavour::of(header).ok_or_else(|| {
-        format!(
+        cli_error!(
             "{} cases from {} ({} family) are not supported yet",
             header.kind,
             header.upstream_file(),
@@ -344,7 +346,9 @@ fn supported(header: &CaseHeader) -> Result<Flavour, String> {
 /// Builds the module a case describes, from its upstream file and constructor arguments.
 fn build(case: &Case, flavour: Flavour, device: &Device) -> Result<Subject, Status> {
     let spec = &case.spec;
-    let bad = |e: String| Status::Error(format!("case.json: {e}"));
+    fn bad(e: impl std::fmt::Display) -> Status {
+        Status::Error(format!("case.json: {e}"))
+    }
     let mixer = match flavour {
         Flavour::Mixer(mixer) => mixer,
         Flavour::Model => {
@@ -364,19 +368,19 @@ fn build(case: &Case, flavour: Flavour, device: &Device) -> Result<Subject, Stat
     let dim = spec.arg_usize("dim").map_err(bad)?;
     let heads = spec.arg_usize("num_heads").map_err(bad)?;
     let qkv_bias = spec.arg_bool_or("qkv_bias", false).map_err(bad)?;
-    let flatten = || -> Result<AttentionConfig, String> {
+    let flatten = || -> Result<AttentionConfig, CliError> {
         Ok(AttentionConfig::Focused(FocusedConfig {
             focusing_factor: spec.arg_usize_or("focusing_factor", 3)? as u32,
             kernel_size: spec.arg_usize_or("kernel_size", 5)?,
         }))
     };
-    let agent = || -> Result<AttentionConfig, String> {
+    let agent = || -> Result<AttentionConfig, CliError> {
         Ok(AttentionConfig::Agent(AgentConfig {
             agent_num: spec.arg_usize("agent_num")?,
             dwc_kernel: 3,
         }))
     };
-    let window = |key: &str| -> Result<[usize; 2], String> {
+    let window = |key: &str| -> Result<[usize; 2], CliError> {
         match spec.args.get(key) {
             Some(serde_json::Value::Array(v)) if v.len() == 2 => Ok([
                 v[0].as_u64().unwrap_or(0) as usize,
@@ -386,10 +390,10 @@ fn build(case: &Case, flavour: Flavour, device: &Device) -> Result<Subject, Stat
                 let w = v.as_u64().unwrap_or(0) as usize;
                 Ok([w, w])
             }
-            _ => Err(format!("args.{key} is missing or not a size")),
+            _ => Err(cli_error!("args.{key} is missing or not a size")),
         }
     };
-    let pvt_grid = || -> Result<[usize; 2], String> {
+    let pvt_grid = || -> Result<[usize; 2], CliError> {
         let h = spec.forward.get("H").and_then(|v| v.as_u64());
         let w = spec.forward.get("W").and_then(|v| v.as_u64());
         match (h, w) {
@@ -397,13 +401,13 @@ fn build(case: &Case, flavour: Flavour, device: &Device) -> Result<Subject, Stat
             _ => Err("forward.H / forward.W are missing".into()),
         }
     };
-    let reduced = || -> Result<Projection, String> {
+    let reduced = || -> Result<Projection, CliError> {
         Ok(Projection::Reduced {
             sr_ratio: spec.arg_usize_or("sr_ratio", 1)?,
             pooled: spec.arg_bool_or("linear", false)?,
         })
     };
-    let cswin = || -> Result<(Projection, [usize; 2]), String> {
+    let cswin = || -> Result<(Projection, [usize; 2]), CliError> {
         let res = spec.arg_usize("resolution")?;
         let stripe = spec.arg_i64("idx")?;
         let split = spec.arg_usize("split_size")?;

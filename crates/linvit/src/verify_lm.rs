@@ -7,6 +7,7 @@
 //! time, where upstream's training path is quadratic. Agreement within the cases' tolerances is
 //! the claim that those forms compute upstream's operator.
 
+use crate::CliError;
 use std::collections::BTreeMap;
 use std::path::Path;
 
@@ -45,7 +46,7 @@ pub(crate) fn handles(header: &CaseHeader) -> bool {
     header.family == "lightning" || header.family == "transnormer"
 }
 
-fn of(header: &CaseHeader) -> Result<Piece, String> {
+fn of(header: &CaseHeader) -> Result<Piece, CliError> {
     let up = header.upstream.as_ref();
     let name = up
         .and_then(|u| u.class.clone().or_else(|| u.function.clone()))
@@ -59,7 +60,7 @@ fn of(header: &CaseHeader) -> Result<Piece, String> {
         ("model", "TransnormerForCausalLM") => Piece::Model,
         ("decode", "TransnormerForCausalLM") => Piece::Decode,
         (kind, name) => {
-            return Err(format!(
+            return Err(cli_error!(
                 "{kind} cases of {name} ({} family) are not supported",
                 header.family
             ))
@@ -174,7 +175,7 @@ pub(crate) fn run(
     device: &Device,
     report: &mut CaseReport,
 ) -> Result<Status, Status> {
-    let piece = of(header).map_err(Status::Unsupported)?;
+    let piece = of(header).map_err(|e| Status::Unsupported(e.message))?;
     let case = LmCase::read(dir).map_err(|e| Status::Error(e.to_string()))?;
     let device = device.clone().autodiff();
     let mut checks = Checks::default();

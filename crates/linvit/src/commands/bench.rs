@@ -1,5 +1,6 @@
 //! `linvit bench causal|data|attention|model`.
 
+use crate::CliError;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -96,7 +97,7 @@ pub fn run(command: BenchCommand) -> ExitCode {
     }
 }
 
-fn causal(a: &CausalArgs, device: &Device) -> Result<String, String> {
+fn causal(a: &CausalArgs, device: &Device) -> Result<String, CliError> {
     let bench = CausalBench {
         tokens: a.tokens.clone(),
         forms: a.forms.clone(),
@@ -130,7 +131,7 @@ fn causal(a: &CausalArgs, device: &Device) -> Result<String, String> {
             ("tokens", "tokens/s (forward+backward)"),
             &series,
         )
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| CliError::from(e.to_string()))?;
         eprintln!("plot written to {}", path.display());
     }
     Ok(String::new())

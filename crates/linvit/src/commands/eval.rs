@@ -34,7 +34,7 @@ pub fn run(a: EvalArgs) -> ExitCode {
         };
         let e = crate::run::eval_command(&a.checkpoint, data, a.confusion.as_deref(), device)?;
         if a.json {
-            return serde_json::to_string_pretty(&e).map_err(|e| e.to_string());
+            return Ok(serde_json::to_string_pretty(&e)?);
         }
         let mut text = format!(
             "{} images: top-1 {:.2}%, top-5 {:.2}%, loss {:.4}\n",

@@ -1,5 +1,6 @@
 //! `linvit explain`.
 
+use crate::CliError;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -34,15 +35,17 @@ pub struct ExplainArgs {
     device: String,
 }
 
-fn parse_query(text: &str) -> Result<[f64; 2], String> {
+fn parse_query(text: &str) -> Result<[f64; 2], CliError> {
     let parts: Vec<f64> = text
         .split(',')
         .map(|p| p.trim().parse::<f64>())
         .collect::<Result<_, _>>()
-        .map_err(|_| format!("{text:?}: expected ROW,COL, two numbers in [0, 1]"))?;
+        .map_err(|_| cli_error!("{text:?}: expected ROW,COL, two numbers in [0, 1]"))?;
     match parts[..] {
         [r, c] if (0.0..=1.0).contains(&r) && (0.0..=1.0).contains(&c) => Ok([r, c]),
-        _ => Err(format!("{text:?}: expected ROW,COL, two numbers in [0, 1]")),
+        _ => Err(cli_error!(
+            "{text:?}: expected ROW,COL, two numbers in [0, 1]"
+        )),
     }
 }
 
@@ -57,12 +60,12 @@ fn model_name(path: &Path) -> String {
         .unwrap_or_else(|| "model".into())
 }
 
-fn explain_command(a: &ExplainArgs, device: &Device) -> Result<String, String> {
+fn explain_command(a: &ExplainArgs, device: &Device) -> Result<String, CliError> {
     let mut models = vec![a.checkpoint.clone()];
     models.extend(a.compare.clone());
     let names: Vec<String> = models.iter().map(|m| model_name(m)).collect();
     if names.len() == 2 && names[0] == names[1] {
-        return Err(format!(
+        return Err(cli_error!(
             "--compare {}: two runs named {:?}; rename one folder",
             models[1].display(),
             names[0]
@@ -70,7 +73,10 @@ fn explain_command(a: &ExplainArgs, device: &Device) -> Result<String, String> {
     }
     let mut runs = Vec::new();
     for model in &models {
-        runs.push(explain(model, &a.images, a.query, device).map_err(|e| e.to_string())?);
+        runs.push(
+            explain(model, &a.images, a.query, device)
+                .map_err(|e| CliError::from(e.to_string()))?,
+        );
     }
     let io = |path: &Path, e: std::io::Error| format!("{}: {e}", path.display());
     std::fs::create_dir_all(&a.out).map_err(|e| io(&a.out, e))?;
@@ -92,7 +98,7 @@ fn explain_command(a: &ExplainArgs, device: &Device) -> Result<String, String> {
     std::fs::write(&csv, layers_csv(&names, &runs)).map_err(|e| io(&csv, e))?;
     let png = a.out.join("rank.png");
     draw_charts(&png, &rank_charts(&names, &runs))
-        .map_err(|e| format!("{}: {e}", png.display()))?;
+        .map_err(|e| cli_error!("{}: {e}", png.display()))?;
     Ok(format!(
         "{} image(s), {} model(s): {} per-head rows in {}, rank and entropy per layer in {}, {maps} maps under {}",
         runs[0].len(),

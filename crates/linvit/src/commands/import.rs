@@ -1,5 +1,6 @@
 //! `linvit import`.
 
+use crate::CliError;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -39,20 +40,19 @@ fn import(
     num_classes: Option<usize>,
     args: &[String],
 ) -> ExitCode {
-    let run = || -> Result<String, String> {
+    let run = || -> Result<String, CliError> {
         let preset = presets::preset(name)?;
         let mut overrides = preset_overrides(args)?;
         if let Some(n) = num_classes {
             overrides.insert("num_classes".into(), n.into());
         }
         // The upstream mapping names a bad argument as `args.KEY`; here it came from `--arg`.
-        let config =
-            preset
-                .config_with(&overrides.into())
-                .map_err(|e| match e.strip_prefix("args.") {
-                    Some(rest) => format!("--arg {rest}"),
-                    None => e,
-                })?;
+        let config = preset.config_with(&overrides.into()).map_err(|e| {
+            match e.message.strip_prefix("args.") {
+                Some(rest) => cli_error!("--arg {rest}"),
+                None => e.into(),
+            }
+        })?;
         config.validate()?;
         let mut model = config.init(&Device::flex());
         let (applied, resized) = load_upstream_resized(
@@ -61,8 +61,8 @@ fn import(
             &config.renames(),
             config.resize_rule(),
         )
-        .map_err(|e| e.to_string())?;
-        save_model(out, &config, model).map_err(|e| e.to_string())?;
+        .map_err(|e| CliError::from(e.to_string()))?;
+        save_model(out, &config, model).map_err(|e| CliError::from(e.to_string()))?;
         let mut msg = String::new();
         for line in &resized {
             msg.push_str(&format!("resized {line}\n"));
@@ -80,12 +80,14 @@ fn import(
 
 /// `KEY=VALUE` constructor arguments for a preset; the value is JSON (a bare word is a string).
 /// The keys are checked where the arguments resolve ([`linvit_models::upstream::resolve`]).
-fn preset_overrides(args: &[String]) -> Result<serde_json::Map<String, serde_json::Value>, String> {
+fn preset_overrides(
+    args: &[String],
+) -> Result<serde_json::Map<String, serde_json::Value>, CliError> {
     let mut out = serde_json::Map::new();
     for arg in args {
         let (key, value) = arg
             .split_once('=')
-            .ok_or_else(|| format!("--arg {arg:?}: expected KEY=VALUE"))?;
+            .ok_or_else(|| cli_error!("--arg {arg:?}: expected KEY=VALUE"))?;
         let value = serde_json::from_str(value).unwrap_or_else(|_| value.into());
         out.insert(key.to_string(), value);
     }

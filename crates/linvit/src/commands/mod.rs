@@ -2,6 +2,7 @@
 //! that runs it; `main.rs` only parses and dispatches. What the commands do lives in the
 //! library modules beside this one (`run`, `bench`, `verify`, ...), which the tests call too.
 
+use crate::CliError;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -131,7 +132,7 @@ pub fn run(command: Command) -> ExitCode {
 }
 
 /// Prints a command's result to stdout, or its one-line error to stderr with exit status 1.
-pub fn report(result: Result<String, String>) -> ExitCode {
+pub fn report(result: Result<String, CliError>) -> ExitCode {
     match result {
         Ok(text) => {
             if !text.is_empty() {
@@ -149,7 +150,7 @@ pub fn report(result: Result<String, String>) -> ExitCode {
 /// Parses `--device` (exit status 2 on a bad name), then runs the command.
 pub fn with_device(
     name: &str,
-    command: impl FnOnce(&Device) -> Result<String, String>,
+    command: impl FnOnce(&Device) -> Result<String, CliError>,
 ) -> ExitCode {
     with_parsed(parse_device(name), |device| {
         remote_failure_as_error(name, || command(&device))
@@ -159,7 +160,7 @@ pub fn with_device(
 /// [`with_device`] for a comma list of devices (at least one).
 pub fn with_devices(
     names: &str,
-    command: impl FnOnce(&[Device]) -> Result<String, String>,
+    command: impl FnOnce(&[Device]) -> Result<String, CliError>,
 ) -> ExitCode {
     let devices = names.split(',').map(|n| parse_device(n.trim())).collect();
     with_parsed(devices, |devices: Vec<Device>| {
@@ -169,8 +170,8 @@ pub fn with_devices(
 
 /// Runs the command on what the device names parsed to; a bad name exits with status 2.
 fn with_parsed<T>(
-    parsed: Result<T, String>,
-    command: impl FnOnce(T) -> Result<String, String>,
+    parsed: Result<T, CliError>,
+    command: impl FnOnce(T) -> Result<String, CliError>,
 ) -> ExitCode {
     match parsed {
         Ok(devices) => report(command(devices)),

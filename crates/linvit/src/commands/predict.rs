@@ -33,7 +33,7 @@ pub fn run(a: PredictArgs) -> ExitCode {
                 .map_err(|e| e.to_string())?;
         }
         if a.json {
-            return serde_json::to_string_pretty(&predictions).map_err(|e| e.to_string());
+            return Ok(serde_json::to_string_pretty(&predictions)?);
         }
         let mut text = String::new();
         for p in &predictions {
