@@ -12,6 +12,9 @@
 //!   best/                       model.json + model.bpk, classes.json, config.toml, best.json
 //! ```
 //!
+//! An LM run (`lm.rs`) keeps `checkpoints/step-NNNNNNNN/` folders (model, optimizer, state.json)
+//! the same way.
+//!
 //! A checkpoint is written whole into `checkpoints/.tmp-epoch-NNNN`, every file synced, then the
 //! folder is renamed to its final name and only then does the manifest (itself written to a
 //! temporary file and renamed) name it. A `kill -9` at any point leaves either the previous
@@ -129,12 +132,12 @@ fn err(path: &Path, reason: impl ToString) -> TrainError {
     }
 }
 
-fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<(), TrainError> {
+pub(crate) fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<(), TrainError> {
     let bytes = serde_json::to_vec_pretty(value).map_err(|e| err(path, e))?;
     write_atomic(path, &bytes).map_err(|e| err(&e.path, e.reason))
 }
 
-fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T, TrainError> {
+pub(crate) fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T, TrainError> {
     let text = std::fs::read_to_string(path).map_err(|e| err(path, e))?;
     serde_json::from_str(&text).map_err(|e| err(path, e))
 }
@@ -158,7 +161,7 @@ pub(crate) fn write_model_dir(
         .map_err(|e| err(&e.path, e.reason))
 }
 
-fn save_adam(path: &Path, state: &AdamState) -> Result<(), TrainError> {
+pub(crate) fn save_adam(path: &Path, state: &AdamState) -> Result<(), TrainError> {
     let mut named: BTreeMap<String, Vec<u8>> = BTreeMap::new();
     for (prefix, map) in [
         ("exp_avg", &state.exp_avg),
@@ -185,7 +188,7 @@ fn save_adam(path: &Path, state: &AdamState) -> Result<(), TrainError> {
     write_atomic(path, &bytes).map_err(|e| err(&e.path, e.reason))
 }
 
-fn load_adam(path: &Path, device: &Device) -> Result<AdamState, TrainError> {
+pub(crate) fn load_adam(path: &Path, device: &Device) -> Result<AdamState, TrainError> {
     let bytes = std::fs::read(path).map_err(|e| err(path, e))?;
     let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes).map_err(|e| err(path, e))?;
     let step = meta
@@ -257,54 +260,77 @@ fn fault_pause(variable: &str) {
 /// Writes a complete checkpoint for the position in `snap.state`, updates the manifest and
 /// keeps the newest `keep` checkpoints. Returns the checkpoint's folder.
 pub(crate) fn save(run_dir: &Path, snap: &Snapshot, keep: usize) -> Result<PathBuf, TrainError> {
-    let root = checkpoints_dir(run_dir);
-    std::fs::create_dir_all(&root).map_err(|e| err(&root, e))?;
     let position = &snap.state.position;
     let name = match position.batch {
         0 => format!("epoch-{:04}", position.epoch),
         b => format!("epoch-{:04}-batch-{b:06}", position.epoch),
     };
+    commit(
+        run_dir,
+        &name,
+        (position.epoch, position.step),
+        keep,
+        |tmp| {
+            write_model_dir(
+                tmp,
+                snap.model_config,
+                snap.model.clone(),
+                snap.classes,
+                snap.config_toml,
+            )?;
+            fault_pause("LINVIT_FAULT_CHECKPOINT_PAUSE_MS");
+            save_adam(&tmp.join("optimizer.safetensors"), snap.adam)?;
+            if let Some(ema) = snap.ema {
+                let ema_dir = tmp.join("ema");
+                save_model(&ema_dir, snap.model_config, ema.clone())
+                    .map_err(|e| err(&e.path, e.reason))?;
+                sync_dir(&ema_dir);
+            }
+            write_json(&tmp.join("state.json"), snap.state)
+        },
+    )
+}
+
+/// Commits the checkpoint folder `name` of a run, whole or not at all (see the module docs):
+/// `write` fills a temporary folder (its `state.json` last: that file marks a folder complete),
+/// which is synced and renamed, and only then does the manifest name it, with `(epoch, step)`.
+/// All but the newest `keep` complete checkpoints are removed. Returns the folder. The image
+/// classifier's and the LM's checkpoints both go through here.
+pub(crate) fn commit(
+    run_dir: &Path,
+    name: &str,
+    (epoch, step): (usize, u64),
+    keep: usize,
+    write: impl FnOnce(&Path) -> Result<(), TrainError>,
+) -> Result<PathBuf, TrainError> {
+    let root = checkpoints_dir(run_dir);
+    std::fs::create_dir_all(&root).map_err(|e| err(&root, e))?;
     let tmp = root.join(format!(".tmp-{name}"));
-    let dir = root.join(&name);
+    let dir = root.join(name);
     if tmp.exists() {
         std::fs::remove_dir_all(&tmp).map_err(|e| err(&tmp, e))?;
     }
     std::fs::create_dir_all(&tmp).map_err(|e| err(&tmp, e))?;
-    write_model_dir(
-        &tmp,
-        snap.model_config,
-        snap.model.clone(),
-        snap.classes,
-        snap.config_toml,
-    )?;
-    fault_pause("LINVIT_FAULT_CHECKPOINT_PAUSE_MS");
-    save_adam(&tmp.join("optimizer.safetensors"), snap.adam)?;
-    if let Some(ema) = snap.ema {
-        let ema_dir = tmp.join("ema");
-        save_model(&ema_dir, snap.model_config, ema.clone()).map_err(|e| err(&e.path, e.reason))?;
-        sync_dir(&ema_dir);
-    }
-    write_json(&tmp.join("state.json"), snap.state)?;
+    write(&tmp)?;
     sync_dir(&tmp);
     if dir.exists() {
         std::fs::remove_dir_all(&dir).map_err(|e| err(&dir, e))?;
     }
     std::fs::rename(&tmp, &dir).map_err(|e| err(&dir, e))?;
     sync_dir(&root);
-    write_json(
-        &root.join("latest.json"),
-        &Manifest {
-            checkpoint: name,
-            epoch: snap.state.position.epoch,
-            step: snap.state.position.step,
-        },
-    )?;
+    let manifest = Manifest {
+        checkpoint: name.to_string(),
+        epoch,
+        step,
+    };
+    write_json(&root.join("latest.json"), &manifest)?;
     prune(&root, keep)?;
     fault_pause("LINVIT_FAULT_COMMIT_PAUSE_MS");
     Ok(dir)
 }
 
-/// Complete checkpoint folders, oldest first by (epochs done, next batch).
+/// Complete checkpoint folders, oldest first by (epochs done, next batch), or by step for the
+/// LM's.
 fn complete_checkpoints(root: &Path) -> Vec<((usize, usize), PathBuf)> {
     let mut found: Vec<((usize, usize), PathBuf)> = std::fs::read_dir(root)
         .into_iter()
@@ -312,10 +338,16 @@ fn complete_checkpoints(root: &Path) -> Vec<((usize, usize), PathBuf)> {
         .flatten()
         .filter_map(|e| {
             let name = e.file_name().to_string_lossy().to_string();
-            let rest = name.strip_prefix("epoch-")?;
-            let key = match rest.split_once("-batch-") {
-                Some((epoch, batch)) => (epoch.parse().ok()?, batch.parse().ok()?),
-                None => (rest.parse().ok()?, 0),
+            let key = match name.strip_prefix("step-") {
+                // The LM's checkpoints, by optimizer step.
+                Some(step) => (step.parse().ok()?, 0),
+                None => {
+                    let rest = name.strip_prefix("epoch-")?;
+                    match rest.split_once("-batch-") {
+                        Some((epoch, batch)) => (epoch.parse().ok()?, batch.parse().ok()?),
+                        None => (rest.parse().ok()?, 0),
+                    }
+                }
             };
             e.path()
                 .join("state.json")

@@ -24,6 +24,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
+use crate::checkpoint;
 use crate::config::{apply_sets, deserialize_as, parse_file};
 use crate::optim::{clip_global_norm, collect_grads, lr_at, AdamState, AdamW};
 use crate::train::RNG_LOCK;
@@ -67,6 +68,9 @@ pub struct LmTrainConfig {
     pub eval_every: u64,
     /// Validation windows (consecutive, from the start of the held-out text). Default: 16.
     pub eval_windows: usize,
+    /// Checkpoints kept (taken at every validation; `linvit lm train --resume` continues from
+    /// the newest). Default: 2.
+    pub keep_checkpoints: usize,
 }
 
 impl Default for LmTrainConfig {
@@ -83,6 +87,7 @@ impl Default for LmTrainConfig {
             log_every: 25,
             eval_every: 100,
             eval_windows: 16,
+            keep_checkpoints: 2,
         }
     }
 }
@@ -114,6 +119,7 @@ impl LmRunConfig {
             ("train.log_every", t.log_every > 0),
             ("train.eval_every", t.eval_every > 0),
             ("train.eval_windows", t.eval_windows > 0),
+            ("train.keep_checkpoints", t.keep_checkpoints > 0),
         ] {
             if !ok {
                 return Err(invalid(key, "must be positive".into()));
@@ -185,7 +191,25 @@ fn validate(model: &TransnormerForCausalLM, windows: &[Vec<u32>], device: &Devic
     total / windows.len() as f64 / std::f64::consts::LN_2
 }
 
+/// Where an LM run stands: what its checkpoints hold besides the model and the optimizer.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct LmState {
+    /// Optimizer steps taken. The windows of a step depend only on `(train.seed, step)`, so
+    /// this is the whole position of the run.
+    step: u64,
+    /// `metrics.csv` so far.
+    metrics: String,
+    initial_val_bpb: f64,
+    last_val_bpb: f64,
+    /// Mean training loss of the last logging window; `None` before the first.
+    last_train_bpb: Option<f64>,
+    /// Seconds of training so far.
+    elapsed_s: f64,
+}
+
 /// Trains a new LM in `run_dir` (which must not hold one) on `device`; `log` gets progress lines.
+/// A checkpoint is kept at every validation (`run_dir/checkpoints/step-NNNNNNNN`), from which
+/// [`resume_lm`] continues.
 pub fn train_lm(
     config: &LmRunConfig,
     run_dir: &Path,
@@ -198,112 +222,210 @@ pub fn train_lm(
             path: run_dir.to_path_buf(),
         });
     }
-    let corpus: TextCorpus = config.data.load()?;
     std::fs::create_dir_all(run_dir).map_err(|e| io(run_dir, e))?;
     let toml = toml::to_string(config).map_err(|e| io(run_dir, e))?;
     write_atomic(&run_dir.join("config.toml"), toml.as_bytes()).map_err(|e| io(run_dir, e))?;
+    LmRun::open(config.clone(), run_dir, device)?.start(log)
+}
 
-    let t = &config.train;
-    let ad = device.clone().autodiff();
-    let mut model = {
-        let _lock = RNG_LOCK.lock().unwrap_or_else(|e| e.into_inner());
-        ad.seed(t.seed);
-        config.model.init(&ad)
+/// Continues the LM run in `run_dir` from its newest complete checkpoint (from the seed when it
+/// was stopped before its first) with the run's own `config.toml`; the weights it ends with
+/// equal an uninterrupted run's on a deterministic backend (flex).
+pub fn resume_lm(
+    run_dir: &Path,
+    device: &Device,
+    log: &mut dyn Write,
+) -> Result<LmSummary, TrainError> {
+    let path = run_dir.join("config.toml");
+    let text = std::fs::read_to_string(&path).map_err(|e| io(&path, e))?;
+    let config: LmRunConfig = toml::from_str(&text).map_err(|e| ConfigError::File {
+        path: path.clone(),
+        message: e.to_string(),
+    })?;
+    config.validate()?;
+    let run = LmRun::open(config, run_dir, device)?;
+    let Some(dir) = checkpoint::latest(run_dir)? else {
+        return run.start(log);
     };
-    let params = config.model.num_params();
-    let seq = config.data.seq_len;
-    let val = fixed_windows(&corpus.val, seq + 1, t.eval_windows);
-    let initial = validate(&model, &val, &ad);
+    let (_, model) = load_lm(&dir, &run.ad)?;
+    let adam = checkpoint::load_adam(&dir.join("optimizer.safetensors"), device)?;
+    let state: LmState = checkpoint::read_json(&dir.join("state.json"))?;
     let _ = writeln!(
         log,
-        "lm: {params} parameters, {} train / {} val bytes from {}; val {initial:.3} bits/byte at step 0",
-        corpus.train.len(),
-        corpus.val.len(),
-        corpus.source
+        "lm: resuming {} at step {}",
+        run_dir.display(),
+        state.step
     );
-    let hp = AdamW {
-        betas: [0.9, 0.999],
-        eps: 1e-8,
-        weight_decay: t.weight_decay,
-    };
-    let mut adam = AdamState::default();
-    let mut metrics = String::from("step,train_bpb,val_bpb,lr,tokens_per_s\n");
-    let start = Instant::now();
-    let (mut window_loss, mut window_steps, mut window_start) = (0.0, 0u64, Instant::now());
-    let (mut last_train, mut last_val) = (f64::NAN, initial);
-    for step in 0..t.steps {
-        let windows = sample_windows(&corpus.train, seq + 1, t.batch_size, t.seed, step);
-        let l = loss(&model, &windows, &ad);
-        let value = l.clone().into_scalar::<f32>() as f64;
-        if !value.is_finite() {
-            return Err(TrainError::NonFinite {
-                what: "loss",
-                epoch: 1,
-                step: step + 1,
-                loss: value,
-                checkpoint: run_dir
-                    .join("model.bpk")
-                    .is_file()
-                    .then(|| run_dir.to_path_buf()),
-            });
-        }
-        let grads = GradientsParams::from_grads(l.backward(), &model);
-        let (grads, _) = collect_grads(&model, grads);
-        let grads = if t.clip_grad > 0.0 {
-            clip_global_norm(grads, t.clip_grad).0
-        } else {
-            grads
+    run.train(model, adam, state, Some(dir), log)
+}
+
+/// An LM run's fixed parts: its config, directory, text and device.
+struct LmRun<'a> {
+    config: LmRunConfig,
+    run_dir: &'a Path,
+    corpus: TextCorpus,
+    /// The validation windows, the same at every validation.
+    val: Vec<Vec<u32>>,
+    ad: Device,
+}
+
+impl<'a> LmRun<'a> {
+    fn open(config: LmRunConfig, run_dir: &'a Path, device: &Device) -> Result<Self, TrainError> {
+        let corpus: TextCorpus = config.data.load()?;
+        let (seq, t) = (config.data.seq_len, &config.train);
+        let val = fixed_windows(&corpus.val, seq + 1, t.eval_windows);
+        Ok(LmRun {
+            config,
+            run_dir,
+            corpus,
+            val,
+            ad: device.clone().autodiff(),
+        })
+    }
+
+    /// From the seed: the model initialised under `train.seed`, a fresh optimizer.
+    fn start(self, log: &mut dyn Write) -> Result<LmSummary, TrainError> {
+        let model = {
+            let _lock = RNG_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+            self.ad.seed(self.config.train.seed);
+            let model = self.config.model.init(&self.ad);
+            // Burn initialises parameters lazily, on first use. Draw them here, from the seed
+            // just set. Left lazy, they were first drawn inside `validate`'s `no_grad` copy,
+            // which shares them: every lazily built weight then tracked no gradient, and only
+            // the embedding and the LRPE angles trained.
+            crate::optim::params_by_path(&model);
+            model
         };
-        let lr = lr_at(step, t.steps, t.warmup_steps, t.lr, 0.0, t.min_lr);
-        model = hp.step(model, grads, &mut adam, lr);
-        window_loss += value / std::f64::consts::LN_2;
-        window_steps += 1;
-        let done = step + 1;
-        if done % t.log_every == 0 || done == t.steps {
-            last_train = window_loss / window_steps as f64;
+        let initial = validate(&model, &self.val, &self.ad);
+        let _ = writeln!(
+            log,
+            "lm: {} parameters, {} train / {} val bytes from {}; val {initial:.3} bits/byte at step 0",
+            self.config.model.num_params(),
+            self.corpus.train.len(),
+            self.corpus.val.len(),
+            self.corpus.source
+        );
+        let state = LmState {
+            step: 0,
+            metrics: String::from("step,train_bpb,val_bpb,lr,tokens_per_s\n"),
+            initial_val_bpb: initial,
+            last_val_bpb: initial,
+            last_train_bpb: None,
+            elapsed_s: 0.0,
+        };
+        self.train(model, AdamState::default(), state, None, log)
+    }
+
+    /// Steps from `state.step` to `train.steps`: a log line every `log_every` steps, and at
+    /// every `eval_every` (and the last) a validation, `model.*` in the run directory, and a
+    /// checkpoint.
+    fn train(
+        &self,
+        mut model: TransnormerForCausalLM,
+        mut adam: AdamState,
+        mut state: LmState,
+        mut last_checkpoint: Option<PathBuf>,
+        log: &mut dyn Write,
+    ) -> Result<LmSummary, TrainError> {
+        let (t, seq, ad) = (&self.config.train, self.config.data.seq_len, &self.ad);
+        let hp = AdamW {
+            betas: [0.9, 0.999],
+            eps: 1e-8,
+            weight_decay: t.weight_decay,
+        };
+        let start = Instant::now();
+        let elapsed_before = state.elapsed_s;
+        let (mut window_loss, mut window_steps, mut window_start) = (0.0, 0u64, Instant::now());
+        for step in state.step..t.steps {
+            let windows = sample_windows(&self.corpus.train, seq + 1, t.batch_size, t.seed, step);
+            let l = loss(&model, &windows, ad);
+            let value = l.clone().into_scalar::<f32>() as f64;
+            if !value.is_finite() {
+                return Err(TrainError::NonFinite {
+                    what: "loss",
+                    epoch: 1,
+                    step: step + 1,
+                    loss: value,
+                    checkpoint: last_checkpoint,
+                });
+            }
+            let grads = GradientsParams::from_grads(l.backward(), &model);
+            let (grads, _) = collect_grads(&model, grads);
+            let grads = if t.clip_grad > 0.0 {
+                clip_global_norm(grads, t.clip_grad).0
+            } else {
+                grads
+            };
+            let lr = lr_at(step, t.steps, t.warmup_steps, t.lr, 0.0, t.min_lr);
+            model = hp.step(model, grads, &mut adam, lr);
+            window_loss += value / std::f64::consts::LN_2;
+            window_steps += 1;
+            let done = step + 1;
+            if done % t.log_every != 0 && done != t.steps {
+                continue;
+            }
+            let train_bpb = window_loss / window_steps as f64;
+            state.last_train_bpb = Some(train_bpb);
             let tokens = (window_steps as usize * t.batch_size * seq) as f64;
             let tps = tokens / window_start.elapsed().as_secs_f64().max(1e-9);
-            let mut val_text = String::new();
-            if done % t.eval_every == 0 || done == t.steps {
-                last_val = validate(&model, &val, &ad);
-                save_lm(run_dir, &config.model, &model)?;
-                val_text = format!("{last_val:.5}");
+            let validated = done % t.eval_every == 0 || done == t.steps;
+            if validated {
+                state.last_val_bpb = validate(&model, &self.val, ad);
             }
+            let val = validated.then_some(state.last_val_bpb);
             let _ = writeln!(
                 log,
-                "step {done}/{}  train {last_train:.3} bits/byte{}  lr {lr:.2e}  {tps:.0} tokens/s",
+                "step {done}/{}  train {train_bpb:.3} bits/byte{}  lr {lr:.2e}  {tps:.0} tokens/s",
                 t.steps,
-                if val_text.is_empty() {
-                    String::new()
-                } else {
-                    format!("  val {last_val:.3}")
-                }
+                val.map(|v| format!("  val {v:.3}")).unwrap_or_default()
             );
-            metrics.push_str(&format!(
-                "{done},{last_train:.5},{val_text},{lr:.6e},{tps:.1}\n"
+            let val_text = val.map(|v| format!("{v:.5}")).unwrap_or_default();
+            (state.metrics).push_str(&format!(
+                "{done},{train_bpb:.5},{val_text},{lr:.6e},{tps:.1}\n"
             ));
-            write_atomic(&run_dir.join("metrics.csv"), metrics.as_bytes())
-                .map_err(|e| io(run_dir, e))?;
-            window_loss = 0.0;
-            window_steps = 0;
-            window_start = Instant::now();
+            let metrics = self.run_dir.join("metrics.csv");
+            write_atomic(&metrics, state.metrics.as_bytes()).map_err(|e| io(&metrics, e))?;
+            if validated {
+                state.step = done;
+                state.elapsed_s = elapsed_before + start.elapsed().as_secs_f64();
+                save_lm(self.run_dir, &self.config.model, &model)?;
+                last_checkpoint = Some(self.checkpoint(&model, &adam, &state)?);
+            }
+            (window_loss, window_steps, window_start) = (0.0, 0, Instant::now());
         }
+        let seconds = elapsed_before + start.elapsed().as_secs_f64();
+        let summary = LmSummary {
+            run_dir: self.run_dir.to_path_buf(),
+            steps: t.steps,
+            params: self.config.model.num_params(),
+            initial_val_bpb: state.initial_val_bpb,
+            final_val_bpb: state.last_val_bpb,
+            final_train_bpb: state.last_train_bpb.unwrap_or(f64::NAN),
+            tokens_per_s: (t.steps as usize * t.batch_size * seq) as f64 / seconds.max(1e-9),
+            seconds,
+            corpus: self.corpus.source.clone(),
+        };
+        let json = serde_json::to_vec_pretty(&summary).map_err(|e| io(self.run_dir, e))?;
+        let path = self.run_dir.join("summary.json");
+        write_atomic(&path, &json).map_err(|e| io(&path, e))?;
+        Ok(summary)
     }
-    let seconds = start.elapsed().as_secs_f64();
-    let summary = LmSummary {
-        run_dir: run_dir.to_path_buf(),
-        steps: t.steps,
-        params,
-        initial_val_bpb: initial,
-        final_val_bpb: last_val,
-        final_train_bpb: last_train,
-        tokens_per_s: (t.steps as usize * t.batch_size * seq) as f64 / seconds.max(1e-9),
-        seconds,
-        corpus: corpus.source,
-    };
-    let json = serde_json::to_vec_pretty(&summary).map_err(|e| io(run_dir, e))?;
-    write_atomic(&run_dir.join("summary.json"), &json).map_err(|e| io(run_dir, e))?;
-    Ok(summary)
+
+    /// `checkpoints/step-NNNNNNNN`: the model, the optimizer and the state, committed whole.
+    fn checkpoint(
+        &self,
+        model: &TransnormerForCausalLM,
+        adam: &AdamState,
+        state: &LmState,
+    ) -> Result<PathBuf, TrainError> {
+        let name = format!("step-{:08}", state.step);
+        let keep = self.config.train.keep_checkpoints;
+        checkpoint::commit(self.run_dir, &name, (0, state.step), keep, |tmp| {
+            save_lm(tmp, &self.config.model, model)?;
+            checkpoint::save_adam(&tmp.join("optimizer.safetensors"), adam)?;
+            checkpoint::write_json(&tmp.join("state.json"), state)
+        })
+    }
 }
 
 /// Saves the model as `model.json` + `model.bpk`, each written atomically.

@@ -7,7 +7,7 @@ use std::path::Path;
 use burn::tensor::Device;
 use linvit_data::text::{decode, encode};
 use linvit_train::lm::{
-    generate, load_lm, resolve_lm, train_lm, GenerateStats, LmSummary, Sampling,
+    generate, load_lm, resolve_lm, resume_lm, train_lm, GenerateStats, LmSummary, Sampling,
 };
 
 use crate::run::fresh_run_dir;
@@ -30,6 +30,12 @@ pub fn train_command(
     eprintln!("run directory: {}", run_dir.display());
     train_lm(&resolved, &run_dir, device, &mut std::io::stderr())
         .map_err(|e| CliError::from(e.to_string()))
+}
+
+/// Continues the LM run in `run_dir` from its newest checkpoint.
+pub fn resume_command(run_dir: &Path, device: &Device) -> Result<LmSummary, CliError> {
+    eprintln!("run directory: {}", run_dir.display());
+    Ok(resume_lm(run_dir, device, &mut std::io::stderr())?)
 }
 
 /// Continues `prompt` from a trained LM, streaming the text to stdout as it is produced.

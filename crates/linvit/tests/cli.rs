@@ -617,6 +617,12 @@ fn lm_train_then_generate_continues_a_prompt_with_a_constant_size_state() {
     // Two layers: [4 heads, 16 (LRPE doubles 8), 8] + [4, 8, 8] floats, whatever the length.
     assert_eq!(state(&err_short), 4 * (4 * 16 * 8 + 4 * 8 * 8));
     assert_eq!(state(&err_short), state(&err_long));
+
+    // The finished run resumes from its last checkpoint (step 30) and has nothing left to do.
+    let (code, out, err) = linvit(&["lm", "train", "--resume", run.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("resuming") && err.contains("at step 30"), "{err}");
+    assert!(out.contains("trained 30 steps"), "{out}");
     std::fs::remove_dir_all(&dir).ok();
 }
 
@@ -635,6 +641,9 @@ fn lm_train_names_an_unknown_key_and_a_missing_text_file() {
     let (code, _, err) = linvit(&["lm", "generate", "--checkpoint", "/no/such/run"]);
     assert_eq!(code, 1);
     assert!(err.contains("/no/such/run"), "{err}");
+    let (code, _, err) = linvit(&["lm", "train", "--resume", "/no/such/run"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("/no/such/run/config.toml"), "{err}");
 }
 
 #[test]

@@ -12,9 +12,14 @@ pub enum LmCommand {
     ///
     /// Examples: linvit lm train
     ///           linvit lm train --set data.path=book.txt --set train.steps=2000
+    ///           linvit lm train --resume runs/lm_quickstart
     Train {
         #[command(flatten)]
         files: super::RunFiles,
+        /// Continue the run in this directory from its newest checkpoint (taken at every
+        /// validation), with the run's own config.
+        #[arg(long, conflicts_with_all = ["config", "out", "sets"])]
+        resume: Option<PathBuf>,
         #[arg(long, default_value = "flex", help = format!("Backend: {DEVICE_NAMES}"))]
         device: String,
     },
@@ -49,13 +54,20 @@ pub enum LmCommand {
 
 pub fn run(command: LmCommand) -> ExitCode {
     match command {
-        LmCommand::Train { files, device } => super::with_device(&device, |device| {
-            let s = crate::lm::train_command(
-                files.config.as_deref(),
-                &files.sets,
-                files.out.as_deref(),
-                device,
-            )?;
+        LmCommand::Train {
+            files,
+            resume,
+            device,
+        } => super::with_device(&device, |device| {
+            let s = match resume {
+                Some(run_dir) => crate::lm::resume_command(&run_dir, device)?,
+                None => crate::lm::train_command(
+                    files.config.as_deref(),
+                    &files.sets,
+                    files.out.as_deref(),
+                    device,
+                )?,
+            };
             Ok(format!(
                 "trained {} steps in {:.0} s ({:.0} tokens/s); validation {:.3} -> {:.3} bits/byte; run in {}",
                 s.steps,
