@@ -49,6 +49,30 @@ impl Evaluation {
     }
 }
 
+/// The summary `linvit eval` prints: the totals, then each class's accuracy.
+impl std::fmt::Display for Evaluation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} images: top-1 {:.2}%, top-5 {:.2}%, loss {:.4}",
+            self.images,
+            100.0 * self.top1,
+            100.0 * self.top5,
+            self.loss
+        )?;
+        for c in &self.per_class {
+            write!(
+                f,
+                "\n  {:<16} {:>6.2}% of {}",
+                c.class,
+                100.0 * c.accuracy,
+                c.images
+            )?;
+        }
+        Ok(())
+    }
+}
+
 /// One image's top-k classes.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Prediction {

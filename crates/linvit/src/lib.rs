@@ -52,8 +52,6 @@ macro_rules! cli_error {
 }
 
 pub mod ablate;
-pub mod bench;
-pub mod bench_causal;
 pub mod catalog;
 pub mod commands;
 pub mod device;

@@ -99,11 +99,7 @@ pub fn inspect_command(
     json: bool,
 ) -> Result<String, CliError> {
     let report = inspect(data, Some(20_000)).map_err(|e| CliError::from(e.to_string()))?;
-    let mut text = if json {
-        serde_json::to_string_pretty(&report).map_err(|e| CliError::from(e.to_string()))?
-    } else {
-        report.to_string()
-    };
+    let mut text = crate::commands::render(&report, json)?;
     if let Some(path) = grid {
         write_sample_grid(data, Split::Train, 4, 8, path)
             .map_err(|e| CliError::from(e.to_string()))?;
@@ -126,9 +122,5 @@ pub fn bench_data_command(
 ) -> Result<String, CliError> {
     let t =
         throughput(data, Split::Train, images, batch).map_err(|e| CliError::from(e.to_string()))?;
-    if json {
-        serde_json::to_string_pretty(&t).map_err(|e| CliError::from(e.to_string()))
-    } else {
-        Ok(t.to_string())
-    }
+    crate::commands::render(&t, json)
 }

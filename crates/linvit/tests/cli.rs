@@ -621,7 +621,10 @@ fn lm_train_then_generate_continues_a_prompt_with_a_constant_size_state() {
     // The finished run resumes from its last checkpoint (step 30) and has nothing left to do.
     let (code, out, err) = linvit(&["lm", "train", "--resume", run.to_str().unwrap()]);
     assert_eq!(code, 0, "{err}");
-    assert!(err.contains("resuming") && err.contains("at step 30"), "{err}");
+    assert!(
+        err.contains("resuming") && err.contains("at step 30"),
+        "{err}"
+    );
     assert!(out.contains("trained 30 steps"), "{out}");
     std::fs::remove_dir_all(&dir).ok();
 }

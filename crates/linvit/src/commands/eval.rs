@@ -33,24 +33,6 @@ pub fn run(a: EvalArgs) -> ExitCode {
             None
         };
         let e = crate::run::eval_command(&a.checkpoint, data, a.confusion.as_deref(), device)?;
-        if a.json {
-            return Ok(serde_json::to_string_pretty(&e)?);
-        }
-        let mut text = format!(
-            "{} images: top-1 {:.2}%, top-5 {:.2}%, loss {:.4}\n",
-            e.images,
-            100.0 * e.top1,
-            100.0 * e.top5,
-            e.loss
-        );
-        for c in &e.per_class {
-            text.push_str(&format!(
-                "  {:<16} {:>6.2}% of {}\n",
-                c.class,
-                100.0 * c.accuracy,
-                c.images
-            ));
-        }
-        Ok(text.trim_end().to_string())
+        super::render(&e, a.json)
     })
 }

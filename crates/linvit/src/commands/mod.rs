@@ -131,6 +131,19 @@ pub fn run(command: Command) -> ExitCode {
     }
 }
 
+/// A command's report as the text it prints: its `Display` (a table, a summary), or with
+/// `--json` its JSON. One path for both, so the two never disagree on what a report holds.
+pub fn render<R: std::fmt::Display + serde::Serialize>(
+    report: &R,
+    json: bool,
+) -> Result<String, CliError> {
+    Ok(if json {
+        serde_json::to_string_pretty(report)?
+    } else {
+        report.to_string()
+    })
+}
+
 /// Prints a command's result to stdout, or its one-line error to stderr with exit status 1.
 pub fn report(result: Result<String, CliError>) -> ExitCode {
     match result {

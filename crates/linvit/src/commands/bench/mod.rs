@@ -1,4 +1,10 @@
-//! `linvit bench causal|data|attention|model`.
+//! `linvit bench causal|data|attention|model`: the arguments and the dispatch; each benchmark
+//! is a file here, and `harness` holds what they share.
+
+pub mod attention;
+pub mod causal;
+pub mod harness;
+pub mod model;
 
 use crate::CliError;
 use std::path::PathBuf;
@@ -6,8 +12,8 @@ use std::process::ExitCode;
 
 use burn::tensor::Device;
 
-use crate::bench_causal::{CausalBench, CausalRow};
 use crate::device::DEVICE_NAMES;
+use causal::{CausalBench, CausalRow};
 
 #[derive(clap::Subcommand)]
 pub enum BenchCommand {
@@ -35,11 +41,11 @@ pub enum BenchCommand {
     /// token counts.
     ///
     /// Example: linvit bench attention --kinds softmax,focused --tokens 196,784,3136 --plot t.png
-    Attention(crate::bench::AttentionArgs),
+    Attention(attention::AttentionArgs),
     /// Forward and training-step images/s and peak memory of presets across resolutions.
     ///
     /// Example: linvit bench model --presets flatten_pvt_t --resolutions 224 --batch 8
-    Model(crate::bench::ModelArgs),
+    Model(model::ModelArgs),
 }
 
 #[derive(clap::Args)]
@@ -92,8 +98,8 @@ pub fn run(command: BenchCommand) -> ExitCode {
             crate::run::data_config(config.as_deref(), &sets)
                 .and_then(|data| crate::run::bench_data_command(&data, images, batch, json)),
         ),
-        BenchCommand::Attention(args) => super::report(crate::bench::attention_command(&args)),
-        BenchCommand::Model(args) => super::report(crate::bench::model_command(&args)),
+        BenchCommand::Attention(args) => super::report(attention::attention_command(&args)),
+        BenchCommand::Model(args) => super::report(model::model_command(&args)),
     }
 }
 
@@ -115,7 +121,7 @@ fn causal(a: &CausalArgs, device: &Device) -> Result<String, CliError> {
             "form", "tokens", "forward ms", "train ms", "fwd tokens/s", "train tokens/s"
         );
     }
-    let rows = crate::bench_causal::run(&bench, device, |r| print_causal_row(r, a.json));
+    let rows = causal::run(&bench, device, |r| print_causal_row(r, a.json));
     if let Some(path) = &a.plot {
         let mut series: Vec<(String, Vec<(f64, f64)>)> = Vec::new();
         for r in rows.iter().filter(|r| r.skipped.is_none()) {
