@@ -2,10 +2,8 @@
 //! the authors' fine-tuning code does it: a model trained at 224 loads into one built for 384 (or
 //! for another Swin window).
 //!
-//! The rules, per parameter name:
-//! - ViT/DeiT `pos_embed` `[1, prefix + s*s, C]`: bicubic over the patch grid, CLS token kept
-//!   (DeiT's `main.py` fine-tuning); PVT's per-stage `pos_embed`: bilinear, which is what PVT's
-//!   forward does to it at another size.
+//! The rules for the mixers' parameters, per name ([`rule_by_name`]; the backbones add theirs,
+//! such as a ViT's `pos_embed`, bicubic with the CLS token kept, as DeiT's fine-tuning does):
 //! - FLatten's `positional_encoding` `[1, s*s, C]`: bilinear over the key grid, as this crate's
 //!   forward does at another grid.
 //! - Swin's `relative_position_bias_table` `[(2w-1)^2, heads]`: bicubic over the offset grid
@@ -62,11 +60,10 @@ pub enum Rule {
     Axis(usize),
 }
 
-/// The rule for one of our parameter paths, by its last segment; `pos_embed` takes
-/// `pos_embed_interp` (bicubic for ViT/DeiT, bilinear for PVT).
-pub fn rule_by_name(path: &str, pos_embed_interp: Interp) -> Option<Rule> {
+/// The rule for a mixer's parameter, by the last segment of its path. The backbones' own
+/// parameters (a ViT's or PVT's `pos_embed`) are theirs to rule on (`linvit-models`).
+pub fn rule_by_name(path: &str) -> Option<Rule> {
     match path.rsplit('.').next().unwrap_or(path) {
-        "pos_embed" => Some(Rule::SquareTokens(pos_embed_interp)),
         "positional_encoding" => Some(Rule::SquareTokens(Interp::Linear)),
         "relative_position_bias_table" => Some(Rule::OffsetTable),
         "ah_bias" => Some(Rule::Axis(3)),

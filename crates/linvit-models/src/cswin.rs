@@ -11,16 +11,20 @@ use burn::module::Module;
 use burn::nn::conv::Conv2d;
 use burn::nn::Linear;
 use burn::tensor::{Device, Tensor};
+use linvit_attention::import::Rename;
 use linvit_attention::ops::{self, image_to_tokens, tokens_to_image};
+use linvit_attention::Kind;
 use linvit_attention::LayerNorm;
 use linvit_attention::{Attention, AttentionConfig, MixerShape, Projection, TokenLayout};
 use serde::{Deserialize, Serialize};
 
+use crate::mixers::{divides, kinds, pick};
+use crate::upstream::{agent, at, stage_kinds, Args};
+use crate::{model_error, ModelConfig, ModelError};
+
 use crate::layers::{
     check_lengths, conv, drop_path_rates, layer_norm, linear, mean_pool_head, DropPath, Mlp,
 };
-use crate::model_error;
-use crate::ModelError;
 
 /// A CSwin; names follow the upstream constructor.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -246,4 +250,117 @@ impl Cswin {
         let x = ops::layer_norm(&self.norm, x);
         mean_pool_head(&self.head, x)
     }
+}
+
+// The authors' constructors, checkpoint names and mixer swaps (timm's order: blocks and model
+// above; see `upstream`, `mixers`). Resizing follows the mixers' own rules.
+
+impl CswinConfig {
+    /// FLatten-CSwin and Agent-CSwin from resolved constructor arguments.
+    pub(crate) fn from_upstream(file: &str, a: &Args) -> Result<ModelConfig, ModelError> {
+        cswin_config(file, a)
+    }
+
+    /// The authors' `stage1_conv_embed.0/2`, `stageN.` and `mergeN.` as our stages.
+    pub(crate) fn renames(&self) -> Vec<Rename> {
+        let pair = |a: String, b: String| (a, b);
+        [
+            pair(
+                "stage1_conv_embed.0.".into(),
+                "stage1_conv_embed.conv.".into(),
+            ),
+            pair(
+                "stage1_conv_embed.2.".into(),
+                "stage1_conv_embed.norm.".into(),
+            ),
+        ]
+        .into_iter()
+        .chain((0..self.depth.len()).flat_map(|i| {
+            let n = i + 1;
+            [
+                pair(format!("stage{n}."), format!("stages.{i}.blocks.")),
+                pair(format!("merge{n}."), format!("stages.{i}.merge.")),
+            ]
+        }))
+        .collect()
+    }
+
+    /// A stage turned softmax gets CSwin's stripes `[1, 2, 7, 7]` where they divide the grid; a
+    /// linear stage sees its whole grid.
+    pub(crate) fn swap_mixers(
+        &mut self,
+        layout: Option<&str>,
+        attention: Option<&AttentionConfig>,
+    ) -> Result<(), ModelError> {
+        let c = self;
+        let current: Vec<Kind> = c.attention.iter().map(AttentionConfig::kind).collect();
+        let kinds = kinds(layout, &current, attention)?;
+        for (i, kind) in kinds.into_iter().enumerate() {
+            let new = pick(kind, attention, &c.attention[i]);
+            if new.kind() != c.attention[i].kind() {
+                let side = c.img_size / 4 / (1 << i);
+                let standard = [1, 2, 7, 7].get(i).copied().unwrap_or(side);
+                c.splits[i] = if new == AttentionConfig::Softmax && divides(side, standard) {
+                    standard
+                } else {
+                    side
+                };
+            }
+            c.attention[i] = new;
+        }
+        Ok(())
+    }
+}
+
+/// FLatten-CSwin and Agent-CSwin: a mixer and a stripe width per stage.
+fn cswin_config(file: &str, a: &Args) -> Result<ModelConfig, ModelError> {
+    let depth = a.list("depth")?;
+    let n = depth.len();
+    let is_agent = file == "agent_cswin.py";
+    let family = if is_agent { Kind::Agent } else { Kind::Focused };
+    let kinds = stage_kinds(
+        a.str_or("attn_type", if is_agent { "AABB" } else { "LLSS" })?,
+        n,
+        family,
+    )?;
+    let split = a.list("split_size")?;
+    let la_split: Vec<usize> = a
+        .str_or("la_split_size", "1-2-7-7")?
+        .split('-')
+        .map(|s| {
+            s.parse()
+                .map_err(|_| model_error!("args.la_split_size: {s:?} is not a number"))
+        })
+        .collect::<Result<_, ModelError>>()?;
+    let agents = if is_agent {
+        a.list("agent_num")?
+    } else {
+        Vec::new()
+    };
+    let (mut attention, mut splits) = (Vec::new(), Vec::new());
+    for (i, kind) in kinds.iter().enumerate() {
+        let (mixer, s) = match kind {
+            Kind::Focused => (a.focused()?, at(&la_split, i, "la_split_size")?),
+            Kind::Agent => (
+                agent(at(&agents, i, "agent_num")?),
+                at(&la_split, i, "la_split_size")?,
+            ),
+            _ => (AttentionConfig::Softmax, at(&split, i, "split_size")?),
+        };
+        attention.push(mixer);
+        splits.push(s);
+    }
+    Ok(ModelConfig::Cswin(CswinConfig {
+        img_size: a.usize("img_size")?,
+        in_chans: a.usize_or("in_chans", 3)?,
+        num_classes: a.usize("num_classes")?,
+        embed_dim: a.usize("embed_dim")?,
+        depth,
+        num_heads: a.list("num_heads")?,
+        mlp_ratio: a.f64_or("mlp_ratio", 4.0)?,
+        qkv_bias: a.bool_or("qkv_bias", true)?,
+        drop_path_rate: a.f64_or("drop_path_rate", 0.0)?,
+        attention,
+        splits,
+    }))
 }

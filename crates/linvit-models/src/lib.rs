@@ -20,7 +20,7 @@ pub mod vit;
 use burn::module::Module;
 use burn::tensor::{Device, Tensor};
 use linvit_attention::import::Rename;
-use linvit_attention::resize::{rule_by_name, Interp, Rule};
+use linvit_attention::resize::{rule_by_name, Rule};
 use serde::{Deserialize, Serialize};
 
 pub use cswin::{Cswin, CswinConfig};
@@ -152,66 +152,22 @@ impl ModelConfig {
     }
 
     /// How a checkpoint's resolution-dependent parameters are resized to this config's shapes
-    /// while loading (see `linvit_attention::resize`): DeiT's fine-tuning resizes `pos_embed`
-    /// bicubically; PVT resizes its per-stage ones bilinearly, as its forward would.
-    pub fn resize_rule(&self) -> impl Fn(&str) -> Option<Rule> {
-        let interp = match self {
-            ModelConfig::Vit(_) => Interp::Cubic,
-            _ => Interp::Linear,
-        };
-        move |path| rule_by_name(path, interp)
+    /// while loading (see `linvit_attention::resize`); each family knows its own.
+    pub fn resize_rule(&self) -> fn(&str) -> Option<Rule> {
+        match self {
+            ModelConfig::Vit(_) => VitConfig::resize_rule,
+            ModelConfig::Pvt(_) => PvtConfig::resize_rule,
+            ModelConfig::Swin(_) | ModelConfig::Cswin(_) => rule_by_name,
+        }
     }
 
     /// Key renames from the authors' checkpoints to our parameter paths, in order.
     pub fn renames(&self) -> Vec<Rename> {
-        let pair = |a: String, b: String| (a, b);
         match self {
             ModelConfig::Vit(_) => Vec::new(),
-            ModelConfig::Pvt(c) => (0..c.depths.len())
-                .flat_map(|i| {
-                    let n = i + 1;
-                    [
-                        pair(
-                            format!("patch_embed{n}."),
-                            format!("stages.{i}.patch_embed."),
-                        ),
-                        pair(format!("pos_embed{n}"), format!("stages.{i}.pos_embed")),
-                        pair(format!("block{n}."), format!("stages.{i}.blocks.")),
-                        pair(format!("norm{n}."), format!("stages.{i}.norm.")),
-                    ]
-                })
-                .collect(),
-            ModelConfig::Swin(c) => match c.naming {
-                SwinNaming::Microsoft => Vec::new(),
-                SwinNaming::Timm => (1..c.depths.len())
-                    .map(|i| {
-                        pair(
-                            format!("layers.{i}.downsample."),
-                            format!("layers.{}.downsample.", i - 1),
-                        )
-                    })
-                    .chain([pair("head.fc.".into(), "head.".into())])
-                    .collect(),
-            },
-            ModelConfig::Cswin(c) => [
-                pair(
-                    "stage1_conv_embed.0.".into(),
-                    "stage1_conv_embed.conv.".into(),
-                ),
-                pair(
-                    "stage1_conv_embed.2.".into(),
-                    "stage1_conv_embed.norm.".into(),
-                ),
-            ]
-            .into_iter()
-            .chain((0..c.depth.len()).flat_map(|i| {
-                let n = i + 1;
-                [
-                    pair(format!("stage{n}."), format!("stages.{i}.blocks.")),
-                    pair(format!("merge{n}."), format!("stages.{i}.merge.")),
-                ]
-            }))
-            .collect(),
+            ModelConfig::Pvt(c) => c.renames(),
+            ModelConfig::Swin(c) => c.renames(),
+            ModelConfig::Cswin(c) => c.renames(),
         }
     }
 }

@@ -1,5 +1,6 @@
 //! Swapping the mixers of a built config for ablations: a layout string (`LLSS`, one letter per
-//! stage, or per block for ViT) and/or one attention config for every non-softmax place.
+//! stage, or per block for ViT) and/or one attention config for every non-softmax place. The
+//! rules every family shares are here; each family's placement (`swap_mixers`) is in its file.
 //!
 //! Letters: `L` focused linear, `A` agent, `P` plain linear, `N` TransNormer norm-attention,
 //! `S`/`B` the backbone's softmax.
@@ -17,7 +18,11 @@ use crate::ModelConfig;
 use crate::ModelError;
 
 /// The mixer for `kind`, preferring `given`, then `current`, then the kind's defaults.
-fn pick(kind: Kind, given: Option<&AttentionConfig>, current: &AttentionConfig) -> AttentionConfig {
+pub(crate) fn pick(
+    kind: Kind,
+    given: Option<&AttentionConfig>,
+    current: &AttentionConfig,
+) -> AttentionConfig {
     match given {
         Some(g) if g.kind() == kind => g.clone(),
         _ if current.kind() == kind => current.clone(),
@@ -27,7 +32,7 @@ fn pick(kind: Kind, given: Option<&AttentionConfig>, current: &AttentionConfig) 
 
 /// Per-stage kinds from a layout (one letter per place, see [`Layout::parse`]), or from the
 /// current mixers with `given`'s kind put in every non-softmax place.
-fn kinds(
+pub(crate) fn kinds(
     layout: Option<&str>,
     current: &[Kind],
     given: Option<&AttentionConfig>,
@@ -50,7 +55,7 @@ fn kinds(
     }
 }
 
-fn divides(grid: usize, by: usize) -> bool {
+pub(crate) fn divides(grid: usize, by: usize) -> bool {
     by > 0 && grid.is_multiple_of(by)
 }
 
@@ -66,80 +71,10 @@ impl ModelConfig {
             return Ok(self);
         }
         match &mut self {
-            ModelConfig::Vit(c) => {
-                let current: Vec<Kind> = c.blocks.iter().map(AttentionConfig::kind).collect();
-                // One letter for all blocks, or one per block.
-                let layout = layout.map(|l| {
-                    if l.chars().count() == 1 {
-                        l.repeat(current.len())
-                    } else {
-                        l.to_string()
-                    }
-                });
-                let kinds = kinds(layout.as_deref(), &current, attention)?;
-                for (block, kind) in c.blocks.iter_mut().zip(kinds) {
-                    *block = pick(kind, attention, block);
-                }
-            }
-            ModelConfig::Pvt(c) => {
-                let current: Vec<Kind> = c.attention.iter().map(AttentionConfig::kind).collect();
-                let kinds = kinds(layout, &current, attention)?;
-                for (i, kind) in kinds.into_iter().enumerate() {
-                    let new = pick(kind, attention, &c.attention[i]);
-                    if new.kind() != c.attention[i].kind() {
-                        let side = c.stage_grid(i)[0];
-                        let standard = [8, 4, 2, 1].get(i).copied().unwrap_or(1);
-                        c.sr_ratios[i] =
-                            if new == AttentionConfig::Softmax && divides(side, standard) {
-                                standard
-                            } else {
-                                1
-                            };
-                    }
-                    c.attention[i] = new;
-                }
-            }
-            ModelConfig::Swin(c) => {
-                let current: Vec<Kind> = c
-                    .attention
-                    .iter()
-                    .map(|s| s.first().map_or(Kind::Softmax, AttentionConfig::kind))
-                    .collect();
-                let kinds = kinds(layout, &current, attention)?;
-                for (i, kind) in kinds.into_iter().enumerate() {
-                    let side = c.img_size / c.patch_size / (1 << i);
-                    for j in 0..c.attention[i].len() {
-                        let new = pick(kind, attention, &c.attention[i][j]);
-                        if new.kind() != c.attention[i][j].kind() {
-                            c.windows[i][j] = if new == AttentionConfig::Softmax && divides(side, 7)
-                            {
-                                7
-                            } else {
-                                side
-                            };
-                        }
-                        c.attention[i][j] = new;
-                    }
-                }
-            }
-            ModelConfig::Cswin(c) => {
-                let current: Vec<Kind> = c.attention.iter().map(AttentionConfig::kind).collect();
-                let kinds = kinds(layout, &current, attention)?;
-                for (i, kind) in kinds.into_iter().enumerate() {
-                    let new = pick(kind, attention, &c.attention[i]);
-                    if new.kind() != c.attention[i].kind() {
-                        let side = c.img_size / 4 / (1 << i);
-                        let standard = [1, 2, 7, 7].get(i).copied().unwrap_or(side);
-                        c.splits[i] = if new == AttentionConfig::Softmax && divides(side, standard)
-                        {
-                            standard
-                        } else {
-                            side
-                        };
-                    }
-                    c.attention[i] = new;
-                }
-            }
+            ModelConfig::Vit(c) => c.swap_mixers(layout, attention)?,
+            ModelConfig::Pvt(c) => c.swap_mixers(layout, attention)?,
+            ModelConfig::Swin(c) => c.swap_mixers(layout, attention)?,
+            ModelConfig::Cswin(c) => c.swap_mixers(layout, attention)?,
         }
         self.validate()?;
         Ok(self)

@@ -71,6 +71,23 @@ impl Preset {
         })
     }
 
+    /// The constructor arguments that build this preset for `resolution`² images, and what
+    /// besides `img_size` changed: a Swin window sized as a fraction of the image (timm's
+    /// `window_size = img_size / 32`, FLatten's whole-stage windows `img_size / 4`) follows it.
+    pub fn arguments_at(&self, resolution: usize) -> (Value, Option<String>) {
+        let args = self.resolved_arguments();
+        let mut out = serde_json::json!({ "img_size": resolution });
+        let size = args.get("img_size").and_then(Value::as_u64).unwrap_or(224) as usize;
+        let window = args.get("window_size").and_then(Value::as_u64);
+        match window.and_then(|w| crate::swin::window_at(w as usize, size, resolution)) {
+            Some((w, new)) => {
+                out["window_size"] = new.into();
+                (out, Some(format!("window_size {w} -> {new}")))
+            }
+            None => (out, None),
+        }
+    }
+
     /// The preset with other constructor arguments changed (e.g. `num_classes`, `img_size`).
     /// A key the upstream class does not take is an error naming the nearest one it does.
     pub fn config_with(&self, overrides: &Value) -> Result<ModelConfig, ModelError> {

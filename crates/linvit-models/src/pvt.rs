@@ -12,10 +12,18 @@
 use burn::module::{Module, Param};
 use burn::nn::Linear;
 use burn::tensor::{Device, Distribution, Tensor};
+use linvit_attention::import::Rename;
 use linvit_attention::ops::{self, tokens_to_image};
+use linvit_attention::resize::{rule_by_name, Interp, Rule};
+use linvit_attention::Kind;
 use linvit_attention::LayerNorm;
 use linvit_attention::{AttentionConfig, MixerShape, Projection, TokenLayout};
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::mixers::{divides, kinds, pick};
+use crate::upstream::{agent, at, layer_norm_eps, stage_kinds, Args};
+use crate::{ModelConfig, ModelError};
 
 use crate::block::{Block, BlockSpec};
 use crate::layers::{
@@ -23,7 +31,6 @@ use crate::layers::{
     PatchEmbed,
 };
 use crate::model_error;
-use crate::ModelError;
 
 /// A PVT; names follow the upstream constructors.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -254,4 +261,127 @@ impl Pvt {
         let x = tokens.expect("a PVT has at least one stage");
         mean_pool_head(&self.head, x)
     }
+}
+
+// The authors' constructors, checkpoint names, resolutions and mixer swaps (timm's order:
+// blocks and model above; see `upstream`, `mixers`).
+
+impl PvtConfig {
+    /// FLatten-PVT (v1, v2) and Agent-PVT from resolved constructor arguments.
+    pub(crate) fn from_upstream(file: &str, a: &Args) -> Result<ModelConfig, ModelError> {
+        pvt_config(file, a)
+    }
+
+    /// The authors' per-stage names (`patch_embed1.`, `block1.`, ...) as our stages.
+    pub(crate) fn renames(&self) -> Vec<Rename> {
+        let pair = |a: String, b: String| (a, b);
+        (0..self.depths.len())
+            .flat_map(|i| {
+                let n = i + 1;
+                [
+                    pair(
+                        format!("patch_embed{n}."),
+                        format!("stages.{i}.patch_embed."),
+                    ),
+                    pair(format!("pos_embed{n}"), format!("stages.{i}.pos_embed")),
+                    pair(format!("block{n}."), format!("stages.{i}.blocks.")),
+                    pair(format!("norm{n}."), format!("stages.{i}.norm.")),
+                ]
+            })
+            .collect()
+    }
+
+    /// Each stage's `pos_embed` bilinear, as PVT's forward resizes it at another size; the
+    /// mixers' own parameters follow their rules (`linvit_attention::resize`).
+    pub(crate) fn resize_rule(path: &str) -> Option<Rule> {
+        match path.rsplit('.').next() {
+            Some("pos_embed") => Some(Rule::SquareTokens(Interp::Linear)),
+            _ => rule_by_name(path),
+        }
+    }
+
+    /// A stage turned softmax gets PVT's reduction `[8, 4, 2, 1]` where it divides the grid; a
+    /// linear stage none.
+    pub(crate) fn swap_mixers(
+        &mut self,
+        layout: Option<&str>,
+        attention: Option<&AttentionConfig>,
+    ) -> Result<(), ModelError> {
+        let c = self;
+        let current: Vec<Kind> = c.attention.iter().map(AttentionConfig::kind).collect();
+        let kinds = kinds(layout, &current, attention)?;
+        for (i, kind) in kinds.into_iter().enumerate() {
+            let new = pick(kind, attention, &c.attention[i]);
+            if new.kind() != c.attention[i].kind() {
+                let side = c.stage_grid(i)[0];
+                let standard = [8, 4, 2, 1].get(i).copied().unwrap_or(1);
+                c.sr_ratios[i] = if new == AttentionConfig::Softmax && divides(side, standard) {
+                    standard
+                } else {
+                    1
+                };
+            }
+            c.attention[i] = new;
+        }
+        Ok(())
+    }
+}
+
+/// FLatten-PVT (v1, v2) and Agent-PVT: a mixer and a spatial reduction per stage.
+fn pvt_config(file: &str, a: &Args) -> Result<ModelConfig, ModelError> {
+    let depths = a.list("depths")?;
+    let n = depths.len();
+    let is_agent = file == "agent_pvt.py";
+    let family = if is_agent { Kind::Agent } else { Kind::Focused };
+    let kinds = stage_kinds(
+        a.str_or("attn_type", if is_agent { "AAAA" } else { "LLLL" })?,
+        n,
+        family,
+    )?;
+    let sr = a.list("sr_ratios")?;
+    let la_sr = a.digits(
+        if is_agent {
+            "agent_sr_ratios"
+        } else {
+            "la_sr_ratios"
+        },
+        "8421",
+    )?;
+    let agents = if is_agent {
+        a.list("agent_num")?
+    } else {
+        Vec::new()
+    };
+    let mut attention = Vec::new();
+    let mut sr_ratios = Vec::new();
+    for (i, kind) in kinds.iter().enumerate() {
+        let (mixer, ratio) = match kind {
+            Kind::Focused => (a.focused()?, at(&la_sr, i, "la_sr_ratios")?),
+            Kind::Agent => (
+                agent(at(&agents, i, "agent_num")?),
+                at(&la_sr, i, "agent_sr_ratios")?,
+            ),
+            _ => (AttentionConfig::Softmax, at(&sr, i, "sr_ratios")?),
+        };
+        attention.push(mixer);
+        sr_ratios.push(ratio);
+    }
+    Ok(ModelConfig::Pvt(PvtConfig {
+        version: if file == "flatten_pvt_v2.py" { 2 } else { 1 },
+        img_size: a.usize("img_size")?,
+        patch_size: a.usize_or("patch_size", 4)?,
+        in_chans: a.usize_or("in_chans", 3)?,
+        num_classes: a.usize("num_classes")?,
+        embed_dims: a.list("embed_dims")?,
+        num_heads: a.list("num_heads")?,
+        mlp_ratios: a.list_f64("mlp_ratios")?,
+        qkv_bias: a.bool_or("qkv_bias", false)?,
+        depths,
+        attention,
+        sr_ratios,
+        linear: a.bool_or("linear", false)?,
+        drop_path_rate: a.f64_or("drop_path_rate", 0.0)?,
+        norm_eps: layer_norm_eps(a.get("norm_layer").unwrap_or(&Value::Null))?,
+        unused_norm: file == "flatten_pvt.py",
+    }))
 }

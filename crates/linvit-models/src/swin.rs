@@ -11,16 +11,21 @@
 use burn::module::Module;
 use burn::nn::Linear;
 use burn::tensor::{Device, Tensor};
+use linvit_attention::import::Rename;
 use linvit_attention::windows::Windows;
+use linvit_attention::Kind;
 use linvit_attention::{ops, Attention, AttentionConfig, LayerNorm, MixerShape, TokenLayout};
 use serde::{Deserialize, Serialize};
+
+use crate::mixers::{divides, kinds, pick};
+use crate::upstream::{agent, at, upstream_layout, Args};
+use crate::{ModelConfig, ModelError};
 
 use crate::layers::{
     check_lengths, conv, drop_path_rates, layer_norm, linear, mean_pool_head, DropPath, Mlp,
     PatchEmbed,
 };
 use crate::model_error;
-use crate::ModelError;
 
 /// A Swin; names follow the upstream constructors.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -277,4 +282,146 @@ impl Swin {
         let x = ops::layer_norm(&self.norm, x);
         mean_pool_head(&self.head, x)
     }
+}
+
+/// A window of `window` tokens at `size`² images, when it is a fraction of the image (timm's
+/// `img_size / 32`, FLatten's whole-stage `img_size / 4`): `(window, the window at
+/// resolution²)`. `None` for a fixed window or a resolution it does not divide.
+pub(crate) fn window_at(window: usize, size: usize, resolution: usize) -> Option<(usize, usize)> {
+    [32, 4]
+        .into_iter()
+        .find(|&ratio| {
+            window * ratio == size && resolution.is_multiple_of(ratio) && resolution != size
+        })
+        .map(|ratio| (window, resolution / ratio))
+}
+
+// The authors' constructors, checkpoint names and mixer swaps (timm's order: blocks and model
+// above; see `upstream`, `mixers`). Resizing needs no rule of Swin's own: its resolution-bound
+// parameter is the softmax mixer's relative position table (`linvit_attention::resize`).
+
+impl SwinConfig {
+    /// timm's `SwinTransformer` (softmax windows) and FLatten-/Agent-Swin from resolved
+    /// constructor arguments.
+    pub(crate) fn from_upstream(file: &str, a: &Args) -> Result<ModelConfig, ModelError> {
+        if !file.ends_with("SwinTransformer") {
+            return linear_swin_config(file, a);
+        }
+        let depths = a.list("depths")?;
+        let window = a.usize("window_size")?;
+        let attention = depths
+            .iter()
+            .map(|&d| vec![AttentionConfig::Softmax; d])
+            .collect();
+        let windows = depths.iter().map(|&d| vec![window; d]).collect();
+        swin(a, depths, attention, windows, SwinNaming::Timm)
+    }
+
+    /// timm's names: patch merging opens the next stage, the head is `head.fc`.
+    pub(crate) fn renames(&self) -> Vec<Rename> {
+        let pair = |a: String, b: String| (a, b);
+        match self.naming {
+            SwinNaming::Microsoft => Vec::new(),
+            SwinNaming::Timm => (1..self.depths.len())
+                .map(|i| {
+                    pair(
+                        format!("layers.{i}.downsample."),
+                        format!("layers.{}.downsample.", i - 1),
+                    )
+                })
+                .chain([pair("head.fc.".into(), "head.".into())])
+                .collect(),
+        }
+    }
+
+    /// A block turned softmax gets window 7 where it divides the stage's grid; a linear block
+    /// sees its whole grid.
+    pub(crate) fn swap_mixers(
+        &mut self,
+        layout: Option<&str>,
+        attention: Option<&AttentionConfig>,
+    ) -> Result<(), ModelError> {
+        let c = self;
+        let current: Vec<Kind> = c
+            .attention
+            .iter()
+            .map(|s| s.first().map_or(Kind::Softmax, AttentionConfig::kind))
+            .collect();
+        let kinds = kinds(layout, &current, attention)?;
+        for (i, kind) in kinds.into_iter().enumerate() {
+            let side = c.img_size / c.patch_size / (1 << i);
+            for j in 0..c.attention[i].len() {
+                let new = pick(kind, attention, &c.attention[i][j]);
+                if new.kind() != c.attention[i][j].kind() {
+                    c.windows[i][j] = if new == AttentionConfig::Softmax && divides(side, 7) {
+                        7
+                    } else {
+                        side
+                    };
+                }
+                c.attention[i][j] = new;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// FLatten-Swin and Agent-Swin: a mixer and a window per block.
+fn linear_swin_config(file: &str, a: &Args) -> Result<ModelConfig, ModelError> {
+    let depths = a.list("depths")?;
+    let window = a.usize("window_size")?;
+    let is_agent = file == "agent_swin.py";
+    let (default, family) = if is_agent {
+        ("AAAB", Kind::Agent)
+    } else {
+        ("LLSS", Kind::Focused)
+    };
+    let layout = upstream_layout(a.str_or("attn_type", default)?, &depths, family)?;
+    let agents = if is_agent {
+        a.list("agent_num")?
+    } else {
+        Vec::new()
+    };
+    let (mut attention, mut windows) = (Vec::new(), Vec::new());
+    for i in 0..depths.len() {
+        let (mut mixers, mut sizes) = (Vec::new(), Vec::new());
+        for kind in layout.stage(i) {
+            let (mixer, w) = match kind {
+                Kind::Focused => (a.focused()?, window),
+                Kind::Agent => (agent(at(&agents, i, "agent_num")?), window),
+                // FLatten's softmax blocks use window 7 (12 above 56); Agent's max(7, w/8).
+                _ if is_agent => (AttentionConfig::Softmax, (window / 8).max(7)),
+                _ => (AttentionConfig::Softmax, if window <= 56 { 7 } else { 12 }),
+            };
+            mixers.push(mixer);
+            sizes.push(w);
+        }
+        attention.push(mixers);
+        windows.push(sizes);
+    }
+    swin(a, depths, attention, windows, SwinNaming::Microsoft)
+}
+
+fn swin(
+    a: &Args,
+    depths: Vec<usize>,
+    attention: Vec<Vec<AttentionConfig>>,
+    windows: Vec<Vec<usize>>,
+    naming: SwinNaming,
+) -> Result<ModelConfig, ModelError> {
+    Ok(ModelConfig::Swin(SwinConfig {
+        img_size: a.usize("img_size")?,
+        patch_size: a.usize_or("patch_size", 4)?,
+        in_chans: a.usize_or("in_chans", 3)?,
+        num_classes: a.usize("num_classes")?,
+        embed_dim: a.usize("embed_dim")?,
+        depths,
+        num_heads: a.list("num_heads")?,
+        mlp_ratio: a.f64_or("mlp_ratio", 4.0)?,
+        qkv_bias: a.bool_or("qkv_bias", true)?,
+        drop_path_rate: a.f64_or("drop_path_rate", 0.0)?,
+        attention,
+        windows,
+        naming,
+    }))
 }

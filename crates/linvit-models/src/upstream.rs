@@ -16,7 +16,7 @@ use serde_json::{Map, Value};
 use crate::model_error;
 use crate::presets::nearest;
 use crate::ModelError;
-use crate::{CswinConfig, ModelConfig, PvtConfig, SwinConfig, SwinNaming, VitConfig};
+use crate::{CswinConfig, ModelConfig, PvtConfig, SwinConfig, VitConfig};
 
 /// An upstream model class and its `__init__` keyword defaults.
 #[derive(Clone, Copy, Debug)]
@@ -354,7 +354,7 @@ fn check_default_only(file: &str, resolved: &Value, defaults: &Value) -> Result<
 /// The LayerNorm epsilon of a PVT `norm_layer`: `nn.LayerNorm` (1e-5) or a partial of it with
 /// `eps=...`, written as the factories' source (`partial(nn.LayerNorm, eps=1e-6)`) or as the
 /// reference cases record it (`functools.partial(torch.nn.LayerNorm, eps=1e-06)`).
-fn layer_norm_eps(norm_layer: &Value) -> Result<f64, ModelError> {
+pub(crate) fn layer_norm_eps(norm_layer: &Value) -> Result<f64, ModelError> {
     let bad = || {
         model_error!(
             "args.norm_layer = {norm_layer}: expected nn.LayerNorm or partial(nn.LayerNorm, eps=...)"
@@ -379,40 +379,41 @@ fn layer_norm_eps(norm_layer: &Value) -> Result<f64, ModelError> {
         .ok_or_else(bad)
 }
 
-struct Args<'a>(&'a Value);
+/// Resolved constructor arguments, read by key; errors name `args.KEY`.
+pub(crate) struct Args<'a>(pub(crate) &'a Value);
 
 impl Args<'_> {
-    fn get(&self, key: &str) -> Option<&Value> {
+    pub(crate) fn get(&self, key: &str) -> Option<&Value> {
         self.0.get(key).filter(|v| !v.is_null())
     }
-    fn usize(&self, key: &str) -> Result<usize, ModelError> {
+    pub(crate) fn usize(&self, key: &str) -> Result<usize, ModelError> {
         self.get(key)
             .and_then(Value::as_u64)
             .map(|v| v as usize)
             .ok_or_else(|| model_error!("args.{key} is missing or not a non-negative integer"))
     }
-    fn usize_or(&self, key: &str, default: usize) -> Result<usize, ModelError> {
+    pub(crate) fn usize_or(&self, key: &str, default: usize) -> Result<usize, ModelError> {
         self.get(key).map_or(Ok(default), |_| self.usize(key))
     }
-    fn f64_or(&self, key: &str, default: f64) -> Result<f64, ModelError> {
+    pub(crate) fn f64_or(&self, key: &str, default: f64) -> Result<f64, ModelError> {
         self.get(key).map_or(Ok(default), |v| {
             v.as_f64()
                 .ok_or_else(|| model_error!("args.{key} is not a number"))
         })
     }
-    fn bool_or(&self, key: &str, default: bool) -> Result<bool, ModelError> {
+    pub(crate) fn bool_or(&self, key: &str, default: bool) -> Result<bool, ModelError> {
         self.get(key).map_or(Ok(default), |v| {
             v.as_bool()
                 .ok_or_else(|| model_error!("args.{key} is not a boolean"))
         })
     }
-    fn str_or<'s>(&'s self, key: &str, default: &'s str) -> Result<&'s str, ModelError> {
+    pub(crate) fn str_or<'s>(&'s self, key: &str, default: &'s str) -> Result<&'s str, ModelError> {
         self.get(key).map_or(Ok(default), |v| {
             v.as_str()
                 .ok_or_else(|| model_error!("args.{key} is not a string"))
         })
     }
-    fn list(&self, key: &str) -> Result<Vec<usize>, ModelError> {
+    pub(crate) fn list(&self, key: &str) -> Result<Vec<usize>, ModelError> {
         let bad = || model_error!("args.{key} is missing or not a list of integers");
         self.get(key)
             .and_then(Value::as_array)
@@ -427,7 +428,7 @@ impl Args<'_> {
             })
             .collect()
     }
-    fn list_f64(&self, key: &str) -> Result<Vec<f64>, ModelError> {
+    pub(crate) fn list_f64(&self, key: &str) -> Result<Vec<f64>, ModelError> {
         let bad = || model_error!("args.{key} is missing or not a list of numbers");
         self.get(key)
             .and_then(Value::as_array)
@@ -437,7 +438,7 @@ impl Args<'_> {
             .collect()
     }
     /// A string of digits such as `"2111"` (one per stage).
-    fn digits(&self, key: &str, default: &str) -> Result<Vec<usize>, ModelError> {
+    pub(crate) fn digits(&self, key: &str, default: &str) -> Result<Vec<usize>, ModelError> {
         self.str_or(key, default)?
             .chars()
             .map(|c| {
@@ -447,7 +448,7 @@ impl Args<'_> {
             })
             .collect()
     }
-    fn focused(&self) -> Result<AttentionConfig, ModelError> {
+    pub(crate) fn focused(&self) -> Result<AttentionConfig, ModelError> {
         Ok(AttentionConfig::Focused(FocusedConfig {
             focusing_factor: self.usize_or("focusing_factor", 3)? as u32,
             kernel_size: self.usize_or("kernel_size", 5)?,
@@ -456,13 +457,13 @@ impl Args<'_> {
 }
 
 /// Entry `i` of a per-stage list, or an error naming the list.
-fn at(list: &[usize], i: usize, key: &str) -> Result<usize, ModelError> {
+pub(crate) fn at(list: &[usize], i: usize, key: &str) -> Result<usize, ModelError> {
     list.get(i)
         .copied()
         .ok_or_else(|| model_error!("args.{key} has no entry for stage {}", i + 1))
 }
 
-fn agent(agent_num: usize) -> AttentionConfig {
+pub(crate) fn agent(agent_num: usize) -> AttentionConfig {
     AttentionConfig::Agent(AgentConfig {
         agent_num,
         dwc_kernel: 3,
@@ -471,7 +472,11 @@ fn agent(agent_num: usize) -> AttentionConfig {
 
 /// The kinds of an upstream `attn_type` (see [`Layout::parse`]; `M` mixes `family` into a
 /// Swin stage's first blocks). The authors' code reads L, A, S and B (and M in Swin) only.
-fn upstream_layout(attn_type: &str, depths: &[usize], family: Kind) -> Result<Layout, ModelError> {
+pub(crate) fn upstream_layout(
+    attn_type: &str,
+    depths: &[usize],
+    family: Kind,
+) -> Result<Layout, ModelError> {
     let layout = Layout::parse(attn_type, depths, family)
         .map_err(|e| model_error!("args.attn_type: {e}"))?;
     let known = [Kind::Focused, Kind::Agent, Kind::Softmax];
@@ -486,7 +491,11 @@ fn upstream_layout(attn_type: &str, depths: &[usize], family: Kind) -> Result<La
 }
 
 /// The kind of each stage of a PVT or CSwin `attn_type`, one letter per stage.
-fn stage_kinds(attn_type: &str, stages: usize, family: Kind) -> Result<Vec<Kind>, ModelError> {
+pub(crate) fn stage_kinds(
+    attn_type: &str,
+    stages: usize,
+    family: Kind,
+) -> Result<Vec<Kind>, ModelError> {
     upstream_layout(attn_type, &vec![1; stages], family)?
         .stage_kinds()
         .ok_or_else(|| model_error!("args.attn_type {attn_type:?}: only the Swin code reads M"))
@@ -498,241 +507,16 @@ pub fn model_config(file: &str, args: &Value) -> Result<ModelConfig, ModelError>
     let resolved = resolve(file, args)?;
     let a = Args(&resolved);
     match file {
-        "agent_deit.py" => agent_deit_config(&a),
-        f if f.ends_with("VisionTransformer") => {
-            let blocks = vec![AttentionConfig::Softmax; a.usize("depth")?];
-            vit(&a, blocks)
+        f if f == "agent_deit.py" || f.ends_with("VisionTransformer") => {
+            VitConfig::from_upstream(file, &a)
         }
-        "flatten_pvt.py" | "flatten_pvt_v2.py" | "agent_pvt.py" => pvt_config(file, &a),
-        "flatten_swin.py" | "agent_swin.py" => linear_swin_config(file, &a),
-        f if f.ends_with("SwinTransformer") => {
-            let depths = a.list("depths")?;
-            let window = a.usize("window_size")?;
-            let attention = depths
-                .iter()
-                .map(|&d| vec![AttentionConfig::Softmax; d])
-                .collect();
-            let windows = depths.iter().map(|&d| vec![window; d]).collect();
-            swin(&a, depths, attention, windows, SwinNaming::Timm)
+        "flatten_pvt.py" | "flatten_pvt_v2.py" | "agent_pvt.py" => {
+            PvtConfig::from_upstream(file, &a)
         }
-        "flatten_cswin.py" | "agent_cswin.py" => cswin_config(file, &a),
+        f if f.ends_with("SwinTransformer") || f == "flatten_swin.py" || f == "agent_swin.py" => {
+            SwinConfig::from_upstream(file, &a)
+        }
+        "flatten_cswin.py" | "agent_cswin.py" => CswinConfig::from_upstream(file, &a),
         other => Err(model_error!("no builder for upstream model {other:?}")),
     }
-}
-
-/// Agent-DeiT: agent attention in the first `agent_layer` blocks, softmax after.
-fn agent_deit_config(a: &Args) -> Result<ModelConfig, ModelError> {
-    let depth = a.usize("depth")?;
-    let agents = a.list("agent_num")?;
-    // Upstream: `agent_layer if agent_layer > 0 else depth` (its default is -1).
-    let agent_layer = a
-        .get("agent_layer")
-        .and_then(Value::as_i64)
-        .ok_or("args.agent_layer is not an integer")?;
-    let agent_layer = usize::try_from(agent_layer)
-        .ok()
-        .filter(|&n| n > 0)
-        .unwrap_or(depth);
-    // Upstream: agent_num[{0:0,1:1,2:2,3:2,4:2,5:3}[i//2]].
-    let pick = [0, 1, 2, 2, 2, 3];
-    let blocks = (0..depth)
-        .map(|i| {
-            if i >= agent_layer {
-                return Ok(AttentionConfig::Softmax);
-            }
-            let slot = pick.get(i / 2).copied().unwrap_or(3);
-            agents
-                .get(slot)
-                .map(|&m| agent(m))
-                .ok_or_else(|| model_error!("args.agent_num has no entry {slot}"))
-        })
-        .collect::<Result<_, ModelError>>()?;
-    vit(a, blocks)
-}
-
-/// FLatten-PVT (v1, v2) and Agent-PVT: a mixer and a spatial reduction per stage.
-fn pvt_config(file: &str, a: &Args) -> Result<ModelConfig, ModelError> {
-    let depths = a.list("depths")?;
-    let n = depths.len();
-    let is_agent = file == "agent_pvt.py";
-    let family = if is_agent { Kind::Agent } else { Kind::Focused };
-    let kinds = stage_kinds(
-        a.str_or("attn_type", if is_agent { "AAAA" } else { "LLLL" })?,
-        n,
-        family,
-    )?;
-    let sr = a.list("sr_ratios")?;
-    let la_sr = a.digits(
-        if is_agent {
-            "agent_sr_ratios"
-        } else {
-            "la_sr_ratios"
-        },
-        "8421",
-    )?;
-    let agents = if is_agent {
-        a.list("agent_num")?
-    } else {
-        Vec::new()
-    };
-    let mut attention = Vec::new();
-    let mut sr_ratios = Vec::new();
-    for (i, kind) in kinds.iter().enumerate() {
-        let (mixer, ratio) = match kind {
-            Kind::Focused => (a.focused()?, at(&la_sr, i, "la_sr_ratios")?),
-            Kind::Agent => (
-                agent(at(&agents, i, "agent_num")?),
-                at(&la_sr, i, "agent_sr_ratios")?,
-            ),
-            _ => (AttentionConfig::Softmax, at(&sr, i, "sr_ratios")?),
-        };
-        attention.push(mixer);
-        sr_ratios.push(ratio);
-    }
-    Ok(ModelConfig::Pvt(PvtConfig {
-        version: if file == "flatten_pvt_v2.py" { 2 } else { 1 },
-        img_size: a.usize("img_size")?,
-        patch_size: a.usize_or("patch_size", 4)?,
-        in_chans: a.usize_or("in_chans", 3)?,
-        num_classes: a.usize("num_classes")?,
-        embed_dims: a.list("embed_dims")?,
-        num_heads: a.list("num_heads")?,
-        mlp_ratios: a.list_f64("mlp_ratios")?,
-        qkv_bias: a.bool_or("qkv_bias", false)?,
-        depths,
-        attention,
-        sr_ratios,
-        linear: a.bool_or("linear", false)?,
-        drop_path_rate: a.f64_or("drop_path_rate", 0.0)?,
-        norm_eps: layer_norm_eps(a.get("norm_layer").unwrap_or(&Value::Null))?,
-        unused_norm: file == "flatten_pvt.py",
-    }))
-}
-
-/// FLatten-Swin and Agent-Swin: a mixer and a window per block.
-fn linear_swin_config(file: &str, a: &Args) -> Result<ModelConfig, ModelError> {
-    let depths = a.list("depths")?;
-    let window = a.usize("window_size")?;
-    let is_agent = file == "agent_swin.py";
-    let (default, family) = if is_agent {
-        ("AAAB", Kind::Agent)
-    } else {
-        ("LLSS", Kind::Focused)
-    };
-    let layout = upstream_layout(a.str_or("attn_type", default)?, &depths, family)?;
-    let agents = if is_agent {
-        a.list("agent_num")?
-    } else {
-        Vec::new()
-    };
-    let (mut attention, mut windows) = (Vec::new(), Vec::new());
-    for i in 0..depths.len() {
-        let (mut mixers, mut sizes) = (Vec::new(), Vec::new());
-        for kind in layout.stage(i) {
-            let (mixer, w) = match kind {
-                Kind::Focused => (a.focused()?, window),
-                Kind::Agent => (agent(at(&agents, i, "agent_num")?), window),
-                // FLatten's softmax blocks use window 7 (12 above 56); Agent's max(7, w/8).
-                _ if is_agent => (AttentionConfig::Softmax, (window / 8).max(7)),
-                _ => (AttentionConfig::Softmax, if window <= 56 { 7 } else { 12 }),
-            };
-            mixers.push(mixer);
-            sizes.push(w);
-        }
-        attention.push(mixers);
-        windows.push(sizes);
-    }
-    swin(a, depths, attention, windows, SwinNaming::Microsoft)
-}
-
-/// FLatten-CSwin and Agent-CSwin: a mixer and a stripe width per stage.
-fn cswin_config(file: &str, a: &Args) -> Result<ModelConfig, ModelError> {
-    let depth = a.list("depth")?;
-    let n = depth.len();
-    let is_agent = file == "agent_cswin.py";
-    let family = if is_agent { Kind::Agent } else { Kind::Focused };
-    let kinds = stage_kinds(
-        a.str_or("attn_type", if is_agent { "AABB" } else { "LLSS" })?,
-        n,
-        family,
-    )?;
-    let split = a.list("split_size")?;
-    let la_split: Vec<usize> = a
-        .str_or("la_split_size", "1-2-7-7")?
-        .split('-')
-        .map(|s| {
-            s.parse()
-                .map_err(|_| model_error!("args.la_split_size: {s:?} is not a number"))
-        })
-        .collect::<Result<_, ModelError>>()?;
-    let agents = if is_agent {
-        a.list("agent_num")?
-    } else {
-        Vec::new()
-    };
-    let (mut attention, mut splits) = (Vec::new(), Vec::new());
-    for (i, kind) in kinds.iter().enumerate() {
-        let (mixer, s) = match kind {
-            Kind::Focused => (a.focused()?, at(&la_split, i, "la_split_size")?),
-            Kind::Agent => (
-                agent(at(&agents, i, "agent_num")?),
-                at(&la_split, i, "la_split_size")?,
-            ),
-            _ => (AttentionConfig::Softmax, at(&split, i, "split_size")?),
-        };
-        attention.push(mixer);
-        splits.push(s);
-    }
-    Ok(ModelConfig::Cswin(CswinConfig {
-        img_size: a.usize("img_size")?,
-        in_chans: a.usize_or("in_chans", 3)?,
-        num_classes: a.usize("num_classes")?,
-        embed_dim: a.usize("embed_dim")?,
-        depth,
-        num_heads: a.list("num_heads")?,
-        mlp_ratio: a.f64_or("mlp_ratio", 4.0)?,
-        qkv_bias: a.bool_or("qkv_bias", true)?,
-        drop_path_rate: a.f64_or("drop_path_rate", 0.0)?,
-        attention,
-        splits,
-    }))
-}
-
-fn vit(a: &Args, blocks: Vec<AttentionConfig>) -> Result<ModelConfig, ModelError> {
-    Ok(ModelConfig::Vit(VitConfig {
-        img_size: a.usize("img_size")?,
-        patch_size: a.usize("patch_size")?,
-        in_chans: a.usize_or("in_chans", 3)?,
-        num_classes: a.usize("num_classes")?,
-        embed_dim: a.usize("embed_dim")?,
-        num_heads: a.usize("num_heads")?,
-        mlp_ratio: a.f64_or("mlp_ratio", 4.0)?,
-        qkv_bias: a.bool_or("qkv_bias", true)?,
-        drop_path_rate: a.f64_or("drop_path_rate", 0.0)?,
-        blocks,
-    }))
-}
-
-fn swin(
-    a: &Args,
-    depths: Vec<usize>,
-    attention: Vec<Vec<AttentionConfig>>,
-    windows: Vec<Vec<usize>>,
-    naming: SwinNaming,
-) -> Result<ModelConfig, ModelError> {
-    Ok(ModelConfig::Swin(SwinConfig {
-        img_size: a.usize("img_size")?,
-        patch_size: a.usize_or("patch_size", 4)?,
-        in_chans: a.usize_or("in_chans", 3)?,
-        num_classes: a.usize("num_classes")?,
-        embed_dim: a.usize("embed_dim")?,
-        depths,
-        num_heads: a.list("num_heads")?,
-        mlp_ratio: a.f64_or("mlp_ratio", 4.0)?,
-        qkv_bias: a.bool_or("qkv_bias", true)?,
-        drop_path_rate: a.f64_or("drop_path_rate", 0.0)?,
-        attention,
-        windows,
-        naming,
-    }))
 }

@@ -8,9 +8,16 @@
 use burn::module::{Module, Param};
 use burn::nn::Linear;
 use burn::tensor::{Device, Distribution, Tensor};
+use linvit_attention::resize::{rule_by_name, Interp, Rule};
 use linvit_attention::LayerNorm;
 use linvit_attention::{ops, AttentionConfig, MixerShape, TokenLayout};
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::mixers::{kinds, pick};
+use crate::upstream::{agent, Args};
+use crate::{model_error, ModelConfig, ModelError};
+use linvit_attention::Kind;
 
 use crate::block::{Block, BlockSpec};
 use crate::layers::{conv, drop_path_rates, layer_norm, linear, resize_positions, PatchEmbed};
@@ -149,4 +156,96 @@ impl VisionTransformer {
         let x = ops::layer_norm(&self.norm, x);
         ops::linear(&self.head, x.narrow(1, 0, 1).squeeze_dim::<2>(1))
     }
+}
+
+// The authors' constructors, checkpoint names, resolutions and mixer swaps (timm's order:
+// blocks and model above; see `upstream`, `mixers`).
+
+impl VitConfig {
+    /// timm's `VisionTransformer` (softmax in every block) and Agent-DeiT (`agent_deit.py`),
+    /// from resolved constructor arguments.
+    pub(crate) fn from_upstream(file: &str, a: &Args) -> Result<ModelConfig, ModelError> {
+        if file == "agent_deit.py" {
+            return agent_deit_config(a);
+        }
+        let blocks = vec![AttentionConfig::Softmax; a.usize("depth")?];
+        vit(a, blocks)
+    }
+
+    /// DeiT's fine-tuning resizes `pos_embed` bicubically over the patch grid, CLS kept; the
+    /// mixers' own parameters follow their rules (`linvit_attention::resize`).
+    pub(crate) fn resize_rule(path: &str) -> Option<Rule> {
+        match path.rsplit('.').next() {
+            Some("pos_embed") => Some(Rule::SquareTokens(Interp::Cubic)),
+            _ => rule_by_name(path),
+        }
+    }
+
+    /// One layout letter for every block, or one per block.
+    pub(crate) fn swap_mixers(
+        &mut self,
+        layout: Option<&str>,
+        attention: Option<&AttentionConfig>,
+    ) -> Result<(), ModelError> {
+        let c = self;
+        let current: Vec<Kind> = c.blocks.iter().map(AttentionConfig::kind).collect();
+        // One letter for all blocks, or one per block.
+        let layout = layout.map(|l| {
+            if l.chars().count() == 1 {
+                l.repeat(current.len())
+            } else {
+                l.to_string()
+            }
+        });
+        let kinds = kinds(layout.as_deref(), &current, attention)?;
+        for (block, kind) in c.blocks.iter_mut().zip(kinds) {
+            *block = pick(kind, attention, block);
+        }
+        Ok(())
+    }
+}
+
+/// Agent-DeiT: agent attention in the first `agent_layer` blocks, softmax after.
+fn agent_deit_config(a: &Args) -> Result<ModelConfig, ModelError> {
+    let depth = a.usize("depth")?;
+    let agents = a.list("agent_num")?;
+    // Upstream: `agent_layer if agent_layer > 0 else depth` (its default is -1).
+    let agent_layer = a
+        .get("agent_layer")
+        .and_then(Value::as_i64)
+        .ok_or("args.agent_layer is not an integer")?;
+    let agent_layer = usize::try_from(agent_layer)
+        .ok()
+        .filter(|&n| n > 0)
+        .unwrap_or(depth);
+    // Upstream: agent_num[{0:0,1:1,2:2,3:2,4:2,5:3}[i//2]].
+    let pick = [0, 1, 2, 2, 2, 3];
+    let blocks = (0..depth)
+        .map(|i| {
+            if i >= agent_layer {
+                return Ok(AttentionConfig::Softmax);
+            }
+            let slot = pick.get(i / 2).copied().unwrap_or(3);
+            agents
+                .get(slot)
+                .map(|&m| agent(m))
+                .ok_or_else(|| model_error!("args.agent_num has no entry {slot}"))
+        })
+        .collect::<Result<_, ModelError>>()?;
+    vit(a, blocks)
+}
+
+fn vit(a: &Args, blocks: Vec<AttentionConfig>) -> Result<ModelConfig, ModelError> {
+    Ok(ModelConfig::Vit(VitConfig {
+        img_size: a.usize("img_size")?,
+        patch_size: a.usize("patch_size")?,
+        in_chans: a.usize_or("in_chans", 3)?,
+        num_classes: a.usize("num_classes")?,
+        embed_dim: a.usize("embed_dim")?,
+        num_heads: a.usize("num_heads")?,
+        mlp_ratio: a.f64_or("mlp_ratio", 4.0)?,
+        qkv_bias: a.bool_or("qkv_bias", true)?,
+        drop_path_rate: a.f64_or("drop_path_rate", 0.0)?,
+        blocks,
+    }))
 }

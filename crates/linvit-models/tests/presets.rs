@@ -216,3 +216,16 @@ mod upstream_forms {
         }
     }
 }
+
+#[test]
+fn swin_windows_follow_the_resolution() {
+    let swin = linvit_models::presets::preset("swin_t").unwrap();
+    let (args, adjusted) = swin.arguments_at(384);
+    assert_eq!(args["window_size"], 12);
+    assert!(adjusted.unwrap().contains("7 -> 12"));
+    let flatten = linvit_models::presets::preset("flatten_swin_t").unwrap();
+    let (args, _) = flatten.arguments_at(384);
+    assert_eq!(args["window_size"], 96);
+    let (args, adjusted) = flatten.arguments_at(224);
+    assert!(args.get("window_size").is_none() && adjusted.is_none());
+}

@@ -72,30 +72,6 @@ pub struct ModelReport {
     pub rows: Vec<ModelRow>,
 }
 
-/// The preset's arguments at `resolution`: `img_size`, and a Swin window scaled with it where the
-/// preset ties the window to the input (window = side/32 for softmax Swin, side/4 for the global
-/// linear stages of FLatten/Agent-Swin), as the papers' 384 variants do.
-fn resolution_args(
-    preset: &presets::Preset,
-    resolution: usize,
-) -> (serde_json::Value, Option<String>) {
-    let args = preset.resolved_arguments();
-    let size = args.get("img_size").and_then(|v| v.as_u64()).unwrap_or(224) as usize;
-    let mut out = serde_json::json!({ "img_size": resolution });
-    let mut adjusted = None;
-    if let Some(w) = args.get("window_size").and_then(|v| v.as_u64()) {
-        let w = w as usize;
-        for ratio in [32, 4] {
-            if w * ratio == size && resolution % ratio == 0 && resolution != size {
-                out["window_size"] = (resolution / ratio).into();
-                adjusted = Some(format!("window_size {w} -> {}", resolution / ratio));
-                break;
-            }
-        }
-    }
-    (out, adjusted)
-}
-
 impl ModelBench {
     pub fn validate(&self) -> Result<(), CliError> {
         if self.presets.is_empty() || self.resolutions.is_empty() {
@@ -119,7 +95,7 @@ impl ModelBench {
             ..Default::default()
         };
         let preset = presets::preset(name).expect("validated");
-        let (args, adjusted) = resolution_args(preset, resolution);
+        let (args, adjusted) = preset.arguments_at(resolution);
         row.adjusted = adjusted;
         let config = match preset
             .config_with(&args)
@@ -421,22 +397,4 @@ pub fn model_command(args: &ModelArgs) -> Result<String, CliError> {
         plot_model(&report, path)?;
     }
     crate::commands::render(&report, args.json)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn swin_windows_follow_the_resolution() {
-        let swin = presets::preset("swin_t").unwrap();
-        let (args, adjusted) = resolution_args(swin, 384);
-        assert_eq!(args["window_size"], 12);
-        assert!(adjusted.unwrap().contains("7 -> 12"));
-        let flatten = presets::preset("flatten_swin_t").unwrap();
-        let (args, _) = resolution_args(flatten, 384);
-        assert_eq!(args["window_size"], 96);
-        let (args, adjusted) = resolution_args(flatten, 224);
-        assert!(args.get("window_size").is_none() && adjusted.is_none());
-    }
 }
