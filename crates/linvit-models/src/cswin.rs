@@ -18,8 +18,8 @@ use linvit_attention::LayerNorm;
 use linvit_attention::{Attention, AttentionConfig, MixerShape, Projection, TokenLayout};
 use serde::{Deserialize, Serialize};
 
-use crate::mixers::{divides, kinds, pick};
-use crate::upstream::{agent, at, stage_kinds, Args};
+use crate::mixers::{softmax_or, swap_per_stage};
+use crate::upstream::{agent, at, family_stage_kinds, Args};
 use crate::{model_error, ModelConfig, ModelError};
 
 use crate::layers::{
@@ -292,23 +292,14 @@ impl CswinConfig {
         layout: Option<&str>,
         attention: Option<&AttentionConfig>,
     ) -> Result<(), ModelError> {
-        let c = self;
-        let current: Vec<Kind> = c.attention.iter().map(AttentionConfig::kind).collect();
-        let kinds = kinds(layout, &current, attention)?;
-        for (i, kind) in kinds.into_iter().enumerate() {
-            let new = pick(kind, attention, &c.attention[i]);
-            if new.kind() != c.attention[i].kind() {
-                let side = c.img_size / 4 / (1 << i);
-                let standard = [1, 2, 7, 7].get(i).copied().unwrap_or(side);
-                c.splits[i] = if new == AttentionConfig::Softmax && divides(side, standard) {
-                    standard
-                } else {
-                    side
-                };
-            }
-            c.attention[i] = new;
-        }
-        Ok(())
+        let sides: Vec<usize> = (0..self.depth.len())
+            .map(|i| self.img_size / 4 / (1 << i))
+            .collect();
+        let splits = &mut self.splits;
+        swap_per_stage(&mut self.attention, layout, attention, |i, new| {
+            let standard = [1, 2, 7, 7].get(i).copied().unwrap_or(sides[i]);
+            splits[i] = softmax_or(new, sides[i], standard, sides[i]);
+        })
     }
 }
 
@@ -317,12 +308,7 @@ fn cswin_config(file: &str, a: &Args) -> Result<ModelConfig, ModelError> {
     let depth = a.list("depth")?;
     let n = depth.len();
     let is_agent = file == "agent_cswin.py";
-    let family = if is_agent { Kind::Agent } else { Kind::Focused };
-    let kinds = stage_kinds(
-        a.str_or("attn_type", if is_agent { "AABB" } else { "LLSS" })?,
-        n,
-        family,
-    )?;
+    let kinds = family_stage_kinds(a, is_agent, ["LLSS", "AABB"], n)?;
     let split = a.list("split_size")?;
     let la_split: Vec<usize> = a
         .str_or("la_split_size", "1-2-7-7")?

@@ -8,6 +8,7 @@ use burn::module::Module;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{Linear, LinearConfig, PaddingConfig2d};
 use burn::tensor::{Device, Tensor};
+use linvit_attention::resize::{rule_by_name, Interp, Rule};
 use linvit_attention::{ops, LayerNorm};
 
 pub use linvit_attention::{DropPath, DwConv, Mlp};
@@ -77,6 +78,15 @@ pub fn resize_positions(pos: Tensor<3>, from: [usize; 2], to: [usize; 2]) -> Ten
     }
     let m = linvit_attention::ops::bilinear_matrix(from, to, &pos.device());
     linvit_attention::ops::resample_axis(pos, m, 1)
+}
+
+/// The resize rule of a backbone with a learned `pos_embed` (resized with `interp`, prefix
+/// tokens kept); its mixers' parameters follow theirs (`linvit_attention::resize`).
+pub(crate) fn pos_embed_rule(path: &str, interp: Interp) -> Option<Rule> {
+    match path.rsplit('.').next() {
+        Some("pos_embed") => Some(Rule::SquareTokens(interp)),
+        _ => rule_by_name(path),
+    }
 }
 
 /// Serde defaults shared by the backbone configs (the upstream constructors' defaults).

@@ -55,6 +55,40 @@ pub(crate) fn kinds(
     }
 }
 
+/// Swaps one mixer per stage (PVT, CSwin) as `layout` and `given` say; `place(i, new)` sets
+/// stage `i`'s placement (reduction, stripe) where its kind changes to `new`'s.
+pub(crate) fn swap_per_stage(
+    stages: &mut [AttentionConfig],
+    layout: Option<&str>,
+    given: Option<&AttentionConfig>,
+    mut place: impl FnMut(usize, &AttentionConfig),
+) -> Result<(), ModelError> {
+    let current: Vec<Kind> = stages.iter().map(AttentionConfig::kind).collect();
+    for (i, kind) in kinds(layout, &current, given)?.into_iter().enumerate() {
+        let new = pick(kind, given, &stages[i]);
+        if new.kind() != stages[i].kind() {
+            place(i, &new);
+        }
+        stages[i] = new;
+    }
+    Ok(())
+}
+
+/// The placement of a stage turned `new`: `standard` for softmax where it divides the stage's
+/// grid side, else `otherwise`.
+pub(crate) fn softmax_or(
+    new: &AttentionConfig,
+    side: usize,
+    standard: usize,
+    otherwise: usize,
+) -> usize {
+    if *new == AttentionConfig::Softmax && divides(side, standard) {
+        standard
+    } else {
+        otherwise
+    }
+}
+
 pub(crate) fn divides(grid: usize, by: usize) -> bool {
     by > 0 && grid.is_multiple_of(by)
 }

@@ -14,21 +14,21 @@ use burn::nn::Linear;
 use burn::tensor::{Device, Distribution, Tensor};
 use linvit_attention::import::Rename;
 use linvit_attention::ops::{self, tokens_to_image};
-use linvit_attention::resize::{rule_by_name, Interp, Rule};
+use linvit_attention::resize::{Interp, Rule};
 use linvit_attention::Kind;
 use linvit_attention::LayerNorm;
 use linvit_attention::{AttentionConfig, MixerShape, Projection, TokenLayout};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::mixers::{divides, kinds, pick};
-use crate::upstream::{agent, at, layer_norm_eps, stage_kinds, Args};
+use crate::mixers::{softmax_or, swap_per_stage};
+use crate::upstream::{agent, at, family_stage_kinds, layer_norm_eps, Args};
 use crate::{ModelConfig, ModelError};
 
 use crate::block::{Block, BlockSpec};
 use crate::layers::{
-    check_lengths, conv, drop_path_rates, layer_norm, linear, mean_pool_head, resize_positions,
-    PatchEmbed,
+    check_lengths, conv, drop_path_rates, layer_norm, linear, mean_pool_head, pos_embed_rule,
+    resize_positions, PatchEmbed,
 };
 use crate::model_error;
 
@@ -294,10 +294,7 @@ impl PvtConfig {
     /// Each stage's `pos_embed` bilinear, as PVT's forward resizes it at another size; the
     /// mixers' own parameters follow their rules (`linvit_attention::resize`).
     pub(crate) fn resize_rule(path: &str) -> Option<Rule> {
-        match path.rsplit('.').next() {
-            Some("pos_embed") => Some(Rule::SquareTokens(Interp::Linear)),
-            _ => rule_by_name(path),
-        }
+        pos_embed_rule(path, Interp::Linear)
     }
 
     /// A stage turned softmax gets PVT's reduction `[8, 4, 2, 1]` where it divides the grid; a
@@ -307,23 +304,14 @@ impl PvtConfig {
         layout: Option<&str>,
         attention: Option<&AttentionConfig>,
     ) -> Result<(), ModelError> {
-        let c = self;
-        let current: Vec<Kind> = c.attention.iter().map(AttentionConfig::kind).collect();
-        let kinds = kinds(layout, &current, attention)?;
-        for (i, kind) in kinds.into_iter().enumerate() {
-            let new = pick(kind, attention, &c.attention[i]);
-            if new.kind() != c.attention[i].kind() {
-                let side = c.stage_grid(i)[0];
-                let standard = [8, 4, 2, 1].get(i).copied().unwrap_or(1);
-                c.sr_ratios[i] = if new == AttentionConfig::Softmax && divides(side, standard) {
-                    standard
-                } else {
-                    1
-                };
-            }
-            c.attention[i] = new;
-        }
-        Ok(())
+        let sides: Vec<usize> = (0..self.depths.len())
+            .map(|i| self.stage_grid(i)[0])
+            .collect();
+        let sr_ratios = &mut self.sr_ratios;
+        swap_per_stage(&mut self.attention, layout, attention, |i, new| {
+            let standard = [8, 4, 2, 1].get(i).copied().unwrap_or(1);
+            sr_ratios[i] = softmax_or(new, sides[i], standard, 1);
+        })
     }
 }
 
@@ -332,12 +320,7 @@ fn pvt_config(file: &str, a: &Args) -> Result<ModelConfig, ModelError> {
     let depths = a.list("depths")?;
     let n = depths.len();
     let is_agent = file == "agent_pvt.py";
-    let family = if is_agent { Kind::Agent } else { Kind::Focused };
-    let kinds = stage_kinds(
-        a.str_or("attn_type", if is_agent { "AAAA" } else { "LLLL" })?,
-        n,
-        family,
-    )?;
+    let kinds = family_stage_kinds(a, is_agent, ["LLLL", "AAAA"], n)?;
     let sr = a.list("sr_ratios")?;
     let la_sr = a.digits(
         if is_agent {

@@ -17,7 +17,7 @@ use linvit_attention::Kind;
 use linvit_attention::{ops, Attention, AttentionConfig, LayerNorm, MixerShape, TokenLayout};
 use serde::{Deserialize, Serialize};
 
-use crate::mixers::{divides, kinds, pick};
+use crate::mixers::{kinds, pick, softmax_or};
 use crate::upstream::{agent, at, upstream_layout, Args};
 use crate::{ModelConfig, ModelError};
 
@@ -353,11 +353,7 @@ impl SwinConfig {
             for j in 0..c.attention[i].len() {
                 let new = pick(kind, attention, &c.attention[i][j]);
                 if new.kind() != c.attention[i][j].kind() {
-                    c.windows[i][j] = if new == AttentionConfig::Softmax && divides(side, 7) {
-                        7
-                    } else {
-                        side
-                    };
+                    c.windows[i][j] = softmax_or(&new, side, 7, side);
                 }
                 c.attention[i][j] = new;
             }

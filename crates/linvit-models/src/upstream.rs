@@ -501,6 +501,22 @@ pub(crate) fn stage_kinds(
         .ok_or_else(|| model_error!("args.attn_type {attn_type:?}: only the Swin code reads M"))
 }
 
+/// The kind of each stage of a FLatten or Agent PVT/CSwin file: `attn_type`, by default
+/// `defaults[0]` for FLatten's file and `defaults[1]` for Agent's.
+pub(crate) fn family_stage_kinds(
+    a: &Args,
+    is_agent: bool,
+    [flatten, agent]: [&str; 2],
+    stages: usize,
+) -> Result<Vec<Kind>, ModelError> {
+    let (default, family) = if is_agent {
+        (agent, Kind::Agent)
+    } else {
+        (flatten, Kind::Focused)
+    };
+    stage_kinds(a.str_or("attn_type", default)?, stages, family)
+}
+
 /// Our config for an upstream model class (`file` as in `case.json`'s `upstream`) and its
 /// constructor arguments.
 pub fn model_config(file: &str, args: &Value) -> Result<ModelConfig, ModelError> {

@@ -8,7 +8,7 @@
 use burn::module::{Module, Param};
 use burn::nn::Linear;
 use burn::tensor::{Device, Distribution, Tensor};
-use linvit_attention::resize::{rule_by_name, Interp, Rule};
+use linvit_attention::resize::{Interp, Rule};
 use linvit_attention::LayerNorm;
 use linvit_attention::{ops, AttentionConfig, MixerShape, TokenLayout};
 use serde::{Deserialize, Serialize};
@@ -20,7 +20,9 @@ use crate::{model_error, ModelConfig, ModelError};
 use linvit_attention::Kind;
 
 use crate::block::{Block, BlockSpec};
-use crate::layers::{conv, drop_path_rates, layer_norm, linear, resize_positions, PatchEmbed};
+use crate::layers::{
+    conv, drop_path_rates, layer_norm, linear, pos_embed_rule, resize_positions, PatchEmbed,
+};
 
 /// A ViT/DeiT; field names follow timm's constructor.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -175,10 +177,7 @@ impl VitConfig {
     /// DeiT's fine-tuning resizes `pos_embed` bicubically over the patch grid, CLS kept; the
     /// mixers' own parameters follow their rules (`linvit_attention::resize`).
     pub(crate) fn resize_rule(path: &str) -> Option<Rule> {
-        match path.rsplit('.').next() {
-            Some("pos_embed") => Some(Rule::SquareTokens(Interp::Cubic)),
-            _ => rule_by_name(path),
-        }
+        pos_embed_rule(path, Interp::Cubic)
     }
 
     /// One layout letter for every block, or one per block.
