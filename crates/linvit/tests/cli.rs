@@ -290,7 +290,7 @@ fn train_then_eval_and_predict_on_the_saved_checkpoint() {
     std::fs::copy(&sample, folder.join("b/c.png")).unwrap();
     std::fs::write(folder.join("notes.txt"), "not an image").unwrap();
     let csv = dir.join("predictions.csv");
-    let (code, _, err) = linvit(&[
+    let (code, printed, err) = linvit(&[
         "predict",
         "--checkpoint",
         run_s,
@@ -308,6 +308,17 @@ fn train_then_eval_and_predict_on_the_saved_checkpoint() {
     assert!(
         lines[1].contains("a.png") && lines[2].contains("c.png"),
         "{text}"
+    );
+    // The text output: each image, then its top 2 classes with their probabilities.
+    let printed: Vec<&str> = printed.lines().collect();
+    assert_eq!(printed.len(), 2 * 3, "{printed:?}");
+    assert!(
+        printed[0].ends_with("a.png") && printed[3].ends_with("c.png"),
+        "{printed:?}"
+    );
+    assert!(
+        printed[1].starts_with("  ") && printed[1].contains('%'),
+        "{printed:?}"
     );
     let empty = dir.join("empty");
     std::fs::create_dir_all(&empty).unwrap();

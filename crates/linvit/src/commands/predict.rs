@@ -3,6 +3,9 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use linvit_train::Prediction;
+use serde::Serialize;
+
 use crate::device::DEVICE_NAMES;
 
 #[derive(clap::Args)]
@@ -32,16 +35,26 @@ pub fn run(a: PredictArgs) -> ExitCode {
             linvit_models::checkpoint::write_atomic(path, text.as_bytes())
                 .map_err(|e| e.to_string())?;
         }
-        if a.json {
-            return Ok(serde_json::to_string_pretty(&predictions)?);
-        }
-        let mut text = String::new();
-        for p in &predictions {
-            text.push_str(&format!("{}\n", p.image.display()));
+        super::render(&Predictions(predictions), a.json)
+    })
+}
+
+/// What `linvit predict` prints: each image with its top classes, or with `--json` the list.
+#[derive(Serialize)]
+#[serde(transparent)]
+struct Predictions(Vec<Prediction>);
+
+impl std::fmt::Display for Predictions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (i, p) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{}", p.image.display())?;
             for (name, _, prob) in &p.top {
-                text.push_str(&format!("  {:>6.2}%  {name}\n", 100.0 * prob));
+                write!(f, "\n  {:>6.2}%  {name}", 100.0 * prob)?;
             }
         }
-        Ok(text.trim_end().to_string())
-    })
+        Ok(())
+    }
 }
