@@ -693,9 +693,10 @@ fn bench_causal_measures_every_form_and_skips_what_would_not_fit() {
     ]);
     assert_eq!(code, 0);
     assert!(out.contains("\"skipped\":\"needs"), "{out}");
+    // A form is a typed argument: an unknown one is a usage error (exit 2) listing the forms.
     let (code, _, err) = linvit(&["bench", "causal", "--forms", "flash"]);
-    assert_eq!(code, 1);
-    assert!(err.contains("flash"), "{err}");
+    assert_eq!(code, 2);
+    assert!(err.contains("flash") && err.contains("blocked, recurrent"), "{err}");
 }
 
 /// The remote backend is opt-in; a default build says in one line how to get it.

@@ -16,14 +16,42 @@ use burn::tensor::{Device, Distribution, Tensor};
 use linvit_attention::lightning::{alibi_slopes, causal_linear_attention, CausalForm, Decay};
 use serde::Serialize;
 
-/// The forms `--forms` accepts.
-pub const FORMS: &str = "blocked, recurrent, quadratic, softmax";
+/// A causal attention form the benchmark runs (`--forms`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum Form {
+    /// Lightning-2's blocked linear attention (`--block` tokens per block).
+    Blocked,
+    /// Linear attention one token at a time on a `d x d` state.
+    Recurrent,
+    /// Linear attention with the `N x N` decay mask.
+    Quadratic,
+    /// Burn's fused causal softmax attention.
+    Softmax,
+}
+
+impl std::fmt::Display for Form {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.pad(self.name())
+    }
+}
+
+impl Form {
+    pub fn name(self) -> &'static str {
+        match self {
+            Form::Blocked => "blocked",
+            Form::Recurrent => "recurrent",
+            Form::Quadratic => "quadratic",
+            Form::Softmax => "softmax",
+        }
+    }
+}
 
 /// What to measure.
 #[derive(Clone, Debug)]
 pub struct CausalBench {
     pub tokens: Vec<usize>,
-    pub forms: Vec<String>,
+    pub forms: Vec<Form>,
     pub batch: usize,
     pub heads: usize,
     pub head_dim: usize,
@@ -37,7 +65,7 @@ pub struct CausalBench {
 /// One measured point.
 #[derive(Clone, Debug, Serialize)]
 pub struct CausalRow {
-    pub form: String,
+    pub form: Form,
     pub tokens: usize,
     pub batch: usize,
     pub heads: usize,
@@ -54,12 +82,10 @@ pub struct CausalRow {
 }
 
 impl CausalBench {
-    /// Checks the form names before anything runs.
+    /// Checks the sizes before anything runs (clap has checked the form names).
     pub fn validate(&self) -> Result<(), CliError> {
-        for f in &self.forms {
-            if !["blocked", "recurrent", "quadratic", "softmax"].contains(&f.as_str()) {
-                return Err(cli_error!("--forms: unknown form {f:?} (expected {FORMS})"));
-            }
+        if self.forms.is_empty() {
+            return Err("--forms: give at least one form".into());
         }
         if self.tokens.is_empty() || self.tokens.contains(&0) {
             return Err("--tokens: give positive token counts, e.g. 1024,4096,16384".into());
@@ -70,18 +96,18 @@ impl CausalBench {
         Ok(())
     }
 
-    fn intermediate_bytes(&self, form: &str, n: usize) -> u64 {
+    fn intermediate_bytes(&self, form: Form, n: usize) -> u64 {
         let bh = (self.batch * self.heads) as u64;
         let n = n as u64;
         let d = self.head_dim as u64;
         4 * bh
             * match form {
-                "blocked" => {
+                Form::Blocked => {
                     let b = (self.block_size as u64).min(n);
                     n.div_ceil(b) * b * b + n.div_ceil(b) * d * d
                 }
-                "recurrent" => n * d + d * d,
-                _ => n * n,
+                Form::Recurrent => n * d + d * d,
+                Form::Quadratic | Form::Softmax => n * n,
             }
     }
 }
@@ -93,16 +119,16 @@ pub fn run(
     mut log: impl FnMut(&CausalRow),
 ) -> Vec<CausalRow> {
     let mut rows = Vec::new();
-    for form in &bench.forms {
+    for &form in &bench.forms {
         for &n in &bench.tokens {
             let bytes = bench.intermediate_bytes(form, n);
             let mut row = CausalRow {
-                form: form.clone(),
+                form,
                 tokens: n,
                 batch: bench.batch,
                 heads: bench.heads,
                 head_dim: bench.head_dim,
-                block_size: (form == "blocked").then_some(bench.block_size),
+                block_size: (form == Form::Blocked).then_some(bench.block_size),
                 forward_ms: None,
                 train_ms: None,
                 forward_tokens_per_s: None,
@@ -144,7 +170,7 @@ fn time(bench: &CausalBench, f: impl FnMut()) -> f64 {
 }
 
 /// One forward (and backward when `train`), synchronised by reading a scalar back.
-fn point(bench: &CausalBench, form: &str, n: usize, device: &Device, train: bool) {
+fn point(bench: &CausalBench, form: Form, n: usize, device: &Device, train: bool) {
     let device = if train {
         device.clone().autodiff()
     } else {
@@ -161,11 +187,13 @@ fn point(bench: &CausalBench, form: &str, n: usize, device: &Device, train: bool
     };
     let (q, k, v) = (input(), input(), input());
     let decay = Decay::slopes(alibi_slopes(h));
+    let linear =
+        |form| causal_linear_attention(q.clone(), k.clone(), v.clone(), &decay, form, None).0;
     let out = match form {
-        "softmax" => attention(
+        Form::Softmax => attention(
             q.clone(),
-            k,
-            v,
+            k.clone(),
+            v.clone(),
             None,
             None,
             AttentionModuleOptions {
@@ -174,16 +202,11 @@ fn point(bench: &CausalBench, form: &str, n: usize, device: &Device, train: bool
                 is_causal: true,
             },
         ),
-        other => {
-            let form = match other {
-                "blocked" => CausalForm::Blocked {
-                    block_size: bench.block_size,
-                },
-                "recurrent" => CausalForm::Recurrent,
-                _ => CausalForm::Quadratic,
-            };
-            causal_linear_attention(q.clone(), k, v, &decay, form, None).0
-        }
+        Form::Blocked => linear(CausalForm::Blocked {
+            block_size: bench.block_size,
+        }),
+        Form::Recurrent => linear(CausalForm::Recurrent),
+        Form::Quadratic => linear(CausalForm::Quadratic),
     };
     if train {
         let grads = out.sum().backward();

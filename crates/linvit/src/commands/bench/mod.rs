@@ -57,9 +57,14 @@ pub struct CausalArgs {
         default_value = "1024,2048,4096,8192,16384"
     )]
     tokens: Vec<usize>,
-    /// Forms, comma-separated: blocked, recurrent, quadratic, softmax.
-    #[arg(long, value_delimiter = ',', default_value = "blocked,softmax")]
-    forms: Vec<String>,
+    /// Forms, comma-separated.
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "blocked,softmax"
+    )]
+    forms: Vec<causal::Form>,
     #[arg(long, default_value_t = 1)]
     batch: usize,
     #[arg(long, default_value_t = 8)]
@@ -126,9 +131,9 @@ fn causal(a: &CausalArgs, device: &Device) -> Result<String, CliError> {
         let mut series: Vec<(String, Vec<(f64, f64)>)> = Vec::new();
         for r in rows.iter().filter(|r| r.skipped.is_none()) {
             let point = (r.tokens as f64, r.train_tokens_per_s.unwrap_or(0.0));
-            match series.iter_mut().find(|s| s.0 == r.form) {
+            match series.iter_mut().find(|s| s.0 == r.form.name()) {
                 Some(s) => s.1.push(point),
-                None => series.push((r.form.clone(), vec![point])),
+                None => series.push((r.form.name().to_string(), vec![point])),
             }
         }
         linvit_train::plot::plot_loglog(
