@@ -696,7 +696,10 @@ fn bench_causal_measures_every_form_and_skips_what_would_not_fit() {
     // A form is a typed argument: an unknown one is a usage error (exit 2) listing the forms.
     let (code, _, err) = linvit(&["bench", "causal", "--forms", "flash"]);
     assert_eq!(code, 2);
-    assert!(err.contains("flash") && err.contains("blocked, recurrent"), "{err}");
+    assert!(
+        err.contains("flash") && err.contains("blocked, recurrent"),
+        "{err}"
+    );
 }
 
 /// The remote backend is opt-in; a default build says in one line how to get it.
