@@ -27,7 +27,7 @@ use serde::{Deserialize, Serialize};
 use crate::checkpoint;
 use crate::config::{apply_sets, deserialize_as, parse_file};
 use crate::optim::{clip_global_norm, collect_grads, lr_at, AdamState, AdamW};
-use crate::train::RNG_LOCK;
+use crate::train::seeded_init;
 use crate::{ConfigError, TrainError};
 
 /// The embedded default LM recipe (`configs/lm_quickstart.toml`).
@@ -222,10 +222,12 @@ pub fn train_lm(
             path: run_dir.to_path_buf(),
         });
     }
+    // The text is read before anything is written: a bad data path leaves no half-made run.
+    let run = LmRun::open(config.clone(), run_dir, device)?;
     std::fs::create_dir_all(run_dir).map_err(|e| io(run_dir, e))?;
     let toml = toml::to_string(config).map_err(|e| io(run_dir, e))?;
     write_atomic(&run_dir.join("config.toml"), toml.as_bytes()).map_err(|e| io(run_dir, e))?;
-    LmRun::open(config.clone(), run_dir, device)?.start(log)
+    run.start(log)
 }
 
 /// Continues the LM run in `run_dir` from its newest complete checkpoint (from the seed when it
@@ -236,13 +238,7 @@ pub fn resume_lm(
     device: &Device,
     log: &mut dyn Write,
 ) -> Result<LmSummary, TrainError> {
-    let path = run_dir.join("config.toml");
-    let text = std::fs::read_to_string(&path).map_err(|e| io(&path, e))?;
-    let config: LmRunConfig = toml::from_str(&text).map_err(|e| ConfigError::File {
-        path: path.clone(),
-        message: e.to_string(),
-    })?;
-    config.validate()?;
+    let config = resolve_lm(Some(&run_dir.join("config.toml")), &[])?;
     let run = LmRun::open(config, run_dir, device)?;
     let Some(dir) = checkpoint::latest(run_dir)? else {
         return run.start(log);
@@ -285,17 +281,8 @@ impl<'a> LmRun<'a> {
 
     /// From the seed: the model initialised under `train.seed`, a fresh optimizer.
     fn start(self, log: &mut dyn Write) -> Result<LmSummary, TrainError> {
-        let model = {
-            let _lock = RNG_LOCK.lock().unwrap_or_else(|e| e.into_inner());
-            self.ad.seed(self.config.train.seed);
-            let model = self.config.model.init(&self.ad);
-            // Burn initialises parameters lazily, on first use. Draw them here, from the seed
-            // just set. Left lazy, they were first drawn inside `validate`'s `no_grad` copy,
-            // which shares them: every lazily built weight then tracked no gradient, and only
-            // the embedding and the LRPE angles trained.
-            crate::optim::params_by_path(&model);
-            model
-        };
+        let (ad, seed) = (&self.ad, self.config.train.seed);
+        let model = seeded_init(ad, seed, || self.config.model.init(ad));
         let initial = validate(&model, &self.val, &self.ad);
         let _ = writeln!(
             log,
@@ -388,8 +375,9 @@ impl<'a> LmRun<'a> {
             if validated {
                 state.step = done;
                 state.elapsed_s = elapsed_before + start.elapsed().as_secs_f64();
-                save_lm(self.run_dir, &self.config.model, &model)?;
-                last_checkpoint = Some(self.checkpoint(&model, &adam, &state)?);
+                let dir = self.checkpoint(&model, &adam, &state)?;
+                publish_model(&dir, self.run_dir)?;
+                last_checkpoint = Some(dir);
             }
             (window_loss, window_steps, window_start) = (0.0, 0, Instant::now());
         }
@@ -426,6 +414,24 @@ impl<'a> LmRun<'a> {
             checkpoint::write_json(&tmp.join("state.json"), state)
         })
     }
+}
+
+/// Makes the checkpoint's model the run directory's (`model.json` + `model.bpk`, what `linvit lm
+/// generate` reads): each file copied beside its target and renamed over it, so the model is
+/// serialised once per validation.
+fn publish_model(checkpoint: &Path, run_dir: &Path) -> Result<(), TrainError> {
+    for name in ["model.bpk", "model.json"] {
+        let (from, tmp, to) = (
+            checkpoint.join(name),
+            run_dir.join(format!("{name}.tmp")),
+            run_dir.join(name),
+        );
+        std::fs::copy(&from, &tmp)
+            .and_then(|_| std::fs::File::open(&tmp)?.sync_all())
+            .map_err(|e| io(&tmp, e))?;
+        std::fs::rename(&tmp, &to).map_err(|e| io(&to, e))?;
+    }
+    Ok(())
 }
 
 /// Saves the model as `model.json` + `model.bpk`, each written atomically.

@@ -25,6 +25,19 @@ use crate::{ConfigError, RunConfig, TrainError};
 /// Held while the device RNG is seeded and drawn from (flex keeps one RNG per process).
 pub(crate) static RNG_LOCK: Mutex<()> = Mutex::new(());
 
+/// A model built by `init` on `ad` from `seed`, its parameters drawn now. Burn initialises
+/// parameters lazily, on first use; left lazy, they would be drawn wherever the model is first
+/// touched (a data-parallel replica forked before the first forward), and if that is a
+/// `no_grad` copy, which shares them, they never track a gradient (the LM trained only its
+/// embedding that way).
+pub(crate) fn seeded_init<M: Module>(ad: &Device, seed: u64, init: impl FnOnce() -> M) -> M {
+    let _rng = RNG_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    ad.seed(seed);
+    let model = init();
+    crate::optim::params_by_path(&model);
+    model
+}
+
 /// How progress is shown on stderr.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Progress {
@@ -175,16 +188,7 @@ pub fn train(
 /// The model a run starts from: drawn from `train.seed`, then, when fine-tuning, loaded from
 /// `model.init` except a head of another shape. Its parameter groups are checked here too.
 fn first_model(setup: &Setup, ad: &Device, options: &TrainOptions) -> Result<Model, TrainError> {
-    let model = {
-        let _rng = RNG_LOCK.lock().unwrap_or_else(|e| e.into_inner());
-        ad.seed(setup.config.train.seed);
-        let model = setup.model_config.init(ad);
-        // Burn initialises parameters lazily, on first use. Draw them here, from the seed just
-        // set, rather than wherever the model is first touched (a data-parallel replica is
-        // forked before the first forward).
-        crate::optim::params_by_path(&model);
-        model
-    };
+    let model = seeded_init(ad, setup.config.train.seed, || setup.model_config.init(ad));
     crate::groups::param_groups(&model, &setup.config.train)?;
     let Some(path) = &setup.config.model.init else {
         return Ok(model);
