@@ -19,6 +19,7 @@ use linvit_kernels::depthwise::Depthwise;
 use linvit_kernels::focus::Focus;
 use linvit_kernels::norm::{layer_norm_backward, RowNorm};
 
+use crate::kernel::contiguous;
 use crate::path::Path;
 
 /// `x` as a flex tensor under autodiff, where a fused autodiff operation may stand in for
@@ -70,17 +71,7 @@ where
     Some(Tensor::from_primitive::<Autodiff<Flex>>(out))
 }
 
-/// `t` laid out so that [`values`] can read it: as it is where it is a contiguous run of its
-/// buffer (a `narrow` of a projection's output may be), copied otherwise.
-fn contiguous(t: FlexTensor) -> FlexTensor {
-    if t.as_slice::<f32>().is_some() {
-        t
-    } else {
-        t.to_contiguous()
-    }
-}
-
-/// The f32 values of a tensor from [`contiguous`], in row-major order: only its own elements,
+/// The f32 values of a tensor from [`contiguous`] (`kernel.rs`), in row-major order: only its own elements,
 /// not the rest of a buffer it shares.
 fn values(t: &FlexTensor) -> &[f32] {
     t.as_slice::<f32>()

@@ -24,12 +24,17 @@ pub(crate) fn is_flex(device: &Device) -> bool {
 /// a kernel may stand in for Burn's ops: `t` is f32, on flex, with autodiff off and tracked by no
 /// graph (inference). Contiguous, copied only where `t` is a strided view. `None` elsewhere.
 pub(crate) fn kernel_input<const D: usize>(t: &Tensor<D>) -> Option<FlexTensor> {
-    let t = flex_view(t)?;
-    Some(if t.is_contiguous() {
+    flex_view(t).map(contiguous)
+}
+
+/// `t` as it is where it is a contiguous run of its buffer (a `narrow` of a projection's output
+/// may be), copied otherwise: what a kernel reads with `as_slice`.
+pub(crate) fn contiguous(t: FlexTensor) -> FlexTensor {
+    if t.is_contiguous() {
         t
     } else {
         t.to_contiguous()
-    })
+    }
 }
 
 /// Whether a fused CPU kernel may take `t` (see [`kernel_input`]), checked without copying it.

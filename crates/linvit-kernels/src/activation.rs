@@ -10,9 +10,7 @@ use std::mem::MaybeUninit;
 use rayon::prelude::*;
 
 use crate::simd::multiversion;
-
-/// Elements per task.
-const CHUNK: usize = 1 << 14;
+use crate::CHUNK;
 
 /// `gelu(x)` element-wise, into a new buffer.
 pub fn gelu(x: &[f32]) -> Vec<f32> {

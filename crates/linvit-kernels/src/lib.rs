@@ -28,10 +28,13 @@ pub mod window;
 
 pub use rows::Rows;
 
-/// Whole `width`-wide rows per task of a row-wise kernel: about 16K elements (64 KiB), so a
-/// task's rows stay in L2 and there are many tasks to share out.
+/// Elements per task of the parallel kernels: 16K (64 KiB), so a task's data stays in L2 and
+/// there are many tasks to share out.
+pub(crate) const CHUNK: usize = 1 << 14;
+
+/// Whole `width`-wide rows per task of a row-wise kernel: about [`CHUNK`] elements.
 pub(crate) fn rows_per_task(width: usize) -> usize {
-    (16_384 / width.max(1)).max(1)
+    (CHUNK / width.max(1)).max(1)
 }
 
 /// The element-wise sum of `partials`, each `width` long, added in the order given: per-task

@@ -52,13 +52,6 @@ multiversion! {
     }
 }
 
-/// The training forward and backward: the forward keeps each row's mean and reciprocal
-/// standard deviation for the backward, which gives the gradients of the input, `gamma` and
-/// `beta` in one pass over the rows (what PyTorch's fused `native_layer_norm` saves and
-/// computes).
-///
-/// Why: Burn differentiates LayerNorm as the ten tensor ops it is written with, each a pass over
-/// `[B, N, C]` with its own saved intermediate.
 /// What [`RowNorm::forward_keeping_stats`] returns.
 #[derive(Clone, Debug, PartialEq)]
 pub struct NormForward {
@@ -80,7 +73,11 @@ pub struct NormGrads {
 
 impl RowNorm<'_> {
     /// Each `gamma.len()`-wide row of `x`, normalised, with its statistics; the rows in blocks
-    /// on all cores.
+    /// on all cores. The training forward: it keeps each row's mean and reciprocal standard
+    /// deviation for [`layer_norm_backward`], which gives the gradients of the input, `gamma`
+    /// and `beta` in one pass over the rows (what PyTorch's fused `native_layer_norm` saves and
+    /// computes). Why: Burn differentiates LayerNorm as the ten tensor ops it is written with,
+    /// each a pass over `[B, N, C]` with its own saved intermediate.
     pub fn forward_keeping_stats(&self, x: &[f32]) -> NormForward {
         let width = self.gamma.len();
         assert!(width > 0 && x.len().is_multiple_of(width));

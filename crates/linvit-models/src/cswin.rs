@@ -292,9 +292,7 @@ impl CswinConfig {
         layout: Option<&str>,
         attention: Option<&AttentionConfig>,
     ) -> Result<(), ModelError> {
-        let sides: Vec<usize> = (0..self.depth.len())
-            .map(|i| self.img_size / 4 / (1 << i))
-            .collect();
+        let sides: Vec<usize> = (0..self.depth.len()).map(|i| self.stage_side(i)).collect();
         let splits = &mut self.splits;
         swap_per_stage(&mut self.attention, layout, attention, |i, new| {
             let standard = [1, 2, 7, 7].get(i).copied().unwrap_or(sides[i]);

@@ -349,7 +349,7 @@ impl SwinConfig {
             .collect();
         let kinds = kinds(layout, &current, attention)?;
         for (i, kind) in kinds.into_iter().enumerate() {
-            let side = c.img_size / c.patch_size / (1 << i);
+            let side = c.stage_side(i);
             for j in 0..c.attention[i].len() {
                 let new = pick(kind, attention, &c.attention[i][j]);
                 if new.kind() != c.attention[i][j].kind() {

@@ -14,10 +14,9 @@ use linvit_attention::{ops, AttentionConfig, MixerShape, TokenLayout};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::mixers::{kinds, pick};
+use crate::mixers::swap_per_stage;
 use crate::upstream::{agent, Args};
 use crate::{model_error, ModelConfig, ModelError};
-use linvit_attention::Kind;
 
 use crate::block::{Block, BlockSpec};
 use crate::layers::{
@@ -186,21 +185,11 @@ impl VitConfig {
         layout: Option<&str>,
         attention: Option<&AttentionConfig>,
     ) -> Result<(), ModelError> {
-        let c = self;
-        let current: Vec<Kind> = c.blocks.iter().map(AttentionConfig::kind).collect();
-        // One letter for all blocks, or one per block.
-        let layout = layout.map(|l| {
-            if l.chars().count() == 1 {
-                l.repeat(current.len())
-            } else {
-                l.to_string()
-            }
+        let layout = layout.map(|l| match l.chars().count() {
+            1 => l.repeat(self.blocks.len()),
+            _ => l.to_string(),
         });
-        let kinds = kinds(layout.as_deref(), &current, attention)?;
-        for (block, kind) in c.blocks.iter_mut().zip(kinds) {
-            *block = pick(kind, attention, block);
-        }
-        Ok(())
+        swap_per_stage(&mut self.blocks, layout.as_deref(), attention, |_, _| {})
     }
 }
 

@@ -45,8 +45,7 @@ pub struct AblateArgs {
 /// Runs `linvit ablate`; returns what to print.
 pub fn ablate_command(args: &AblateArgs) -> Result<String, CliError> {
     if !args.report.is_empty() {
-        let folders =
-            report(&args.report, args.out.as_deref()).map_err(|e| CliError::from(e.to_string()))?;
+        let folders = report(&args.report, args.out.as_deref())?;
         let list: Vec<String> = folders
             .iter()
             .map(|f| f.join("results.md").display().to_string())
@@ -54,8 +53,7 @@ pub fn ablate_command(args: &AblateArgs) -> Result<String, CliError> {
         return Ok(format!("rebuilt {}", list.join(", ")));
     }
     let path = args.experiment.as_ref().expect("clap requires it");
-    let experiment =
-        Experiment::load(path, &args.sets).map_err(|e| CliError::from(e.to_string()))?;
+    let experiment = Experiment::load(path, &args.sets)?;
     if args.dry_run {
         return Ok(experiment.listing(&args.runs));
     }
@@ -73,8 +71,7 @@ pub fn ablate_command(args: &AblateArgs) -> Result<String, CliError> {
         rebench: args.rebench,
         ..AblateOptions::default()
     };
-    let results = run_experiment(&experiment, &args.runs, &out, &device, &options)
-        .map_err(|e| CliError::from(e.to_string()))?;
+    let results = run_experiment(&experiment, &args.runs, &out, &device, &options)?;
     Ok(format!(
         "{} points; results in {}",
         results.len(),

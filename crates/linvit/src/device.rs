@@ -16,10 +16,7 @@ pub fn parse_device(name: &str) -> Result<Device, CliError> {
         Some((b, i)) => (b, Some(i)),
         None => (name, None),
     };
-    let number = |i: &str| {
-        i.parse::<usize>()
-            .map_err(|_| cli_error!("device {name:?}: {i:?} is not a device index"))
-    };
+    let number = |i: &str| device_index(name, i);
     match backend {
         "flex" | "cpu" if index.is_none() => Ok(Device::flex()),
         "wgpu" => Ok(Device::wgpu(wgpu_kind(index, &number)?)),
@@ -68,6 +65,12 @@ fn cuda(_index: usize, name: &str) -> Result<Device, CliError> {
     ))
 }
 
+/// The `N` of a device name `backend:N` (or `ws://HOST:PORT/N`).
+fn device_index(name: &str, i: &str) -> Result<usize, CliError> {
+    i.parse()
+        .map_err(|_| cli_error!("device {name:?}: {i:?} is not a device index"))
+}
+
 /// How a remote device's name starts.
 const REMOTE_SCHEME: &str = "ws://";
 
@@ -76,11 +79,7 @@ const REMOTE_SCHEME: &str = "ws://";
 fn remote(address: &str, name: &str) -> Result<Device, CliError> {
     use burn::remote::RemoteHost;
     let (host, index) = match address.split_once('/') {
-        Some((host, i)) => (
-            host,
-            i.parse::<usize>()
-                .map_err(|_| cli_error!("device {name:?}: {i:?} is not a device index"))?,
-        ),
+        Some((host, i)) => (host, device_index(name, i)?),
         None => (address, 0),
     };
     if host.is_empty() || !host.contains(':') {

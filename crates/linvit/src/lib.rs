@@ -35,11 +35,10 @@ from_error!(
     linvit_models::ModelError,
     linvit_models::checkpoint::CheckpointError,
     linvit_attention::import::ImportError,
-    linvit_attention::UnknownName,
-    linvit_attention::LayoutError,
     linvit_data::DataError,
     linvit_train::TrainError,
     linvit_train::ConfigError,
+    linvit_train::ablate::AblateError,
     std::io::Error,
     serde_json::Error,
 );

@@ -19,7 +19,7 @@ pub fn train_command(
     out: Option<&Path>,
     device: &Device,
 ) -> Result<LmSummary, CliError> {
-    let resolved = resolve_lm(config, sets).map_err(|e| CliError::from(e.to_string()))?;
+    let resolved = resolve_lm(config, sets)?;
     let name = config
         .and_then(|p| p.file_stem())
         .map(|s| s.to_string_lossy().into_owned())
@@ -28,8 +28,7 @@ pub fn train_command(
         .map(Path::to_path_buf)
         .unwrap_or_else(|| fresh_run_dir(&name));
     eprintln!("run directory: {}", run_dir.display());
-    train_lm(&resolved, &run_dir, device, &mut std::io::stderr())
-        .map_err(|e| CliError::from(e.to_string()))
+    train_lm(&resolved, &run_dir, device, &mut std::io::stderr()).map_err(CliError::from)
 }
 
 /// Continues the LM run in `run_dir` from its newest checkpoint.
@@ -46,7 +45,7 @@ pub fn generate_command(
     sampling: Sampling,
     device: &Device,
 ) -> Result<GenerateStats, CliError> {
-    let (_, model) = load_lm(checkpoint, device).map_err(|e| CliError::from(e.to_string()))?;
+    let (_, model) = load_lm(checkpoint, device)?;
     let mut stdout = std::io::stdout();
     let _ = write!(stdout, "{prompt}");
     // Bytes arrive one at a time; print whole UTF-8 characters only.

@@ -12,10 +12,8 @@ use linvit_train::{evaluate, predict, resume_with, train, TrainOptions, TrainSum
 
 /// The run config of `linvit train`: the file, or the embedded quickstart, then `--set`.
 pub fn run_config(file: Option<&Path>, sets: &[String]) -> Result<RunConfig, CliError> {
-    let config = resolve(file, sets).map_err(|e| CliError::from(e.to_string()))?;
-    config
-        .validate()
-        .map_err(|e| CliError::from(e.to_string()))?;
+    let config = resolve(file, sets)?;
+    config.validate()?;
     Ok(config)
 }
 
@@ -45,8 +43,7 @@ pub fn train_command(
         ..TrainOptions::default()
     };
     if let Some(run_dir) = resume {
-        return resume_with(run_dir, sets, device, &options)
-            .map_err(|e| CliError::from(e.to_string()));
+        return resume_with(run_dir, sets, device, &options).map_err(CliError::from);
     }
     let resolved = run_config(config, sets)?;
     let name = config
@@ -57,13 +54,13 @@ pub fn train_command(
         .map(Path::to_path_buf)
         .unwrap_or_else(|| fresh_run_dir(&name));
     eprintln!("run directory: {}", run_dir.display());
-    train(&resolved, &run_dir, device, &options).map_err(|e| CliError::from(e.to_string()))
+    train(&resolved, &run_dir, device, &options).map_err(CliError::from)
 }
 
 /// The data section of a config file (or the quickstart's) with `--set data.key=value`.
 pub fn data_config(config: Option<&Path>, sets: &[String]) -> Result<DataConfig, CliError> {
-    let data = resolve_data(config, sets).map_err(|e| CliError::from(e.to_string()))?;
-    data.validate().map_err(|e| CliError::from(e.to_string()))?;
+    let data = resolve_data(config, sets)?;
+    data.validate()?;
     Ok(data)
 }
 
@@ -73,12 +70,9 @@ pub fn eval_command(
     confusion_png: Option<&Path>,
     device: &Device,
 ) -> Result<linvit_train::Evaluation, CliError> {
-    let evaluation =
-        evaluate(checkpoint, data.as_ref(), device).map_err(|e| CliError::from(e.to_string()))?;
+    let evaluation = evaluate(checkpoint, data.as_ref(), device)?;
     if let Some(path) = confusion_png {
-        evaluation
-            .write_confusion_png(path)
-            .map_err(|e| CliError::from(e.to_string()))?;
+        evaluation.write_confusion_png(path)?;
     }
     Ok(evaluation)
 }
@@ -89,7 +83,7 @@ pub fn predict_command(
     top_k: usize,
     device: &Device,
 ) -> Result<Vec<linvit_train::Prediction>, CliError> {
-    predict(checkpoint, images, top_k, device).map_err(|e| CliError::from(e.to_string()))
+    predict(checkpoint, images, top_k, device).map_err(CliError::from)
 }
 
 /// `linvit data inspect`: a summary, and a PNG grid of augmented training samples if asked.
@@ -98,11 +92,10 @@ pub fn inspect_command(
     grid: Option<&Path>,
     json: bool,
 ) -> Result<String, CliError> {
-    let report = inspect(data, Some(20_000)).map_err(|e| CliError::from(e.to_string()))?;
+    let report = inspect(data, Some(20_000))?;
     let mut text = crate::commands::render(&report, json)?;
     if let Some(path) = grid {
-        write_sample_grid(data, Split::Train, 4, 8, path)
-            .map_err(|e| CliError::from(e.to_string()))?;
+        write_sample_grid(data, Split::Train, 4, 8, path)?;
         if !json {
             text.push_str(&format!(
                 "\nwrote a 4x8 grid of augmented samples to {}",
@@ -120,7 +113,6 @@ pub fn bench_data_command(
     batch: usize,
     json: bool,
 ) -> Result<String, CliError> {
-    let t =
-        throughput(data, Split::Train, images, batch).map_err(|e| CliError::from(e.to_string()))?;
+    let t = throughput(data, Split::Train, images, batch)?;
     crate::commands::render(&t, json)
 }

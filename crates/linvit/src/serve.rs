@@ -25,9 +25,7 @@ pub fn serve(bind: &str, devices: Vec<Device>) -> Result<String, CliError> {
     let listener = std::net::TcpListener::bind(bind).map_err(cannot)?;
     let address = listener.local_addr().map_err(cannot)?;
     println!("serving {} device(s) on ws://{address}", devices.len());
-    std::io::stdout()
-        .flush()
-        .map_err(|e| CliError::from(e.to_string()))?;
+    std::io::stdout().flush()?;
     RemoteServer::new(devices)
         .serve(WebSocketTransport::from_listener(listener))
         .map_err(|e| cli_error!("server on {address}: {e}"))?;

@@ -73,10 +73,7 @@ fn explain_command(a: &ExplainArgs, device: &Device) -> Result<String, CliError>
     }
     let mut runs = Vec::new();
     for model in &models {
-        runs.push(
-            explain(model, &a.images, a.query, device)
-                .map_err(|e| CliError::from(e.to_string()))?,
-        );
+        runs.push(explain(model, &a.images, a.query, device)?);
     }
     let io = |path: &Path, e: std::io::Error| format!("{}: {e}", path.display());
     std::fs::create_dir_all(&a.out).map_err(|e| io(&a.out, e))?;

@@ -60,9 +60,8 @@ fn import(
             checkpoint,
             &config.renames(),
             config.resize_rule(),
-        )
-        .map_err(|e| CliError::from(e.to_string()))?;
-        save_model(out, &config, model).map_err(|e| CliError::from(e.to_string()))?;
+        )?;
+        save_model(out, &config, model)?;
         let mut msg = String::new();
         for line in &resized {
             msg.push_str(&format!("resized {line}\n"));

@@ -95,7 +95,7 @@ pub fn run(command: LmCommand) -> ExitCode {
             };
             let s = crate::lm::generate_command(&checkpoint, &prompt, tokens, sampling, device)?;
             if stats {
-                eprintln!("{}", serde_json::to_string(&s).map_err(|e| e.to_string())?);
+                eprintln!("{}", serde_json::to_string(&s)?);
             }
             Ok(String::new())
         }),

@@ -32,8 +32,7 @@ pub fn run(a: PredictArgs) -> ExitCode {
         let predictions = crate::run::predict_command(&a.checkpoint, &a.images, a.top_k, device)?;
         if let Some(path) = &a.csv {
             let text = linvit_train::predictions_csv(&predictions);
-            linvit_models::checkpoint::write_atomic(path, text.as_bytes())
-                .map_err(|e| e.to_string())?;
+            linvit_models::checkpoint::write_atomic(path, text.as_bytes())?;
         }
         super::render(&Predictions(predictions), a.json)
     })

@@ -256,10 +256,8 @@ impl AttentionBench {
         });
         row.train_ms = Some(train_ms);
         row.backward_ms = Some(median(&mut backward[1..].to_vec()));
-        row.peak_bytes = match (row.forward_peak_bytes, probe.peak()) {
-            (Some(a), Some(b)) => Some(a.max(b)),
-            (a, b) => a.or(b),
-        };
+        // The larger phase; `None` orders below any measurement.
+        row.peak_bytes = row.forward_peak_bytes.max(probe.peak());
         row
     }
 }
@@ -407,7 +405,7 @@ pub fn plot_attention(report: &AttentionReport, path: &Path) -> Result<(), CliEr
     } else {
         vec![forward, train]
     };
-    draw_charts(path, &charts).map_err(|e| CliError::from(e.to_string()))
+    draw_charts(path, &charts).map_err(CliError::from)
 }
 
 /// The text table of an attention report.

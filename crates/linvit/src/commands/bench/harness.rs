@@ -50,7 +50,7 @@ impl Machine {
             cpu,
             cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
             isa: linvit_attention::isa::selected().name().to_string(),
-            allocator: ALLOCATOR.to_string(),
+            allocator: allocator().to_string(),
         }
     }
 }
@@ -74,14 +74,22 @@ pub fn keep_freed_memory() {
     unsafe {
         libc::mallopt(libc::M_MMAP_MAX, 0);
         libc::mallopt(libc::M_TRIM_THRESHOLD, i32::MAX);
+        FREED_MEMORY_KEPT.store(true, std::sync::atomic::Ordering::Relaxed);
     }
 }
 
-/// What [`keep_freed_memory`] sets, as reports record it.
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
-const ALLOCATOR: &str = "glibc, freed memory kept (M_MMAP_MAX=0, M_TRIM_THRESHOLD=INT_MAX)";
-#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
-const ALLOCATOR: &str = "the platform's default";
+/// Whether [`keep_freed_memory`] ran in this process (a report must not claim a setting that a
+/// library caller never applied).
+static FREED_MEMORY_KEPT: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// The allocator setting as reports record it.
+fn allocator() -> &'static str {
+    if FREED_MEMORY_KEPT.load(std::sync::atomic::Ordering::Relaxed) {
+        "glibc, freed memory kept (M_MMAP_MAX=0, M_TRIM_THRESHOLD=INT_MAX)"
+    } else {
+        "the platform's default"
+    }
+}
 
 /// Peak-memory probe for one phase.
 pub(crate) struct MemoryProbe {
@@ -191,7 +199,7 @@ pub fn write_json<T: Serialize>(value: &T, path: &Path) -> Result<(), CliError> 
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).map_err(|e| cli_error!("{}: {e}", dir.display()))?;
     }
-    let text = serde_json::to_string_pretty(value).map_err(|e| CliError::from(e.to_string()))?;
+    let text = serde_json::to_string_pretty(value)?;
     std::fs::write(path, text + "\n").map_err(|e| cli_error!("{}: {e}", path.display()))
 }
 

@@ -141,8 +141,7 @@ fn causal(a: &CausalArgs, device: &Device) -> Result<String, CliError> {
             "causal attention: training tokens/s vs length",
             ("tokens", "tokens/s (forward+backward)"),
             &series,
-        )
-        .map_err(|e| CliError::from(e.to_string()))?;
+        )?;
         eprintln!("plot written to {}", path.display());
     }
     Ok(String::new())

@@ -143,10 +143,8 @@ impl ModelBench {
         let (ms, img_s) = step.time(self.budget);
         row.train_step_ms = Some(ms);
         row.train_img_s = Some(img_s);
-        row.peak_bytes = match (row.forward_peak_bytes, probe.peak()) {
-            (Some(a), Some(p)) => Some(a.max(p)),
-            (a, p) => a.or(p),
-        };
+        // The larger phase; `None` orders below any measurement.
+        row.peak_bytes = row.forward_peak_bytes.max(probe.peak());
         row
     }
 }
@@ -329,7 +327,7 @@ pub fn plot_model(report: &ModelReport, path: &Path) -> Result<(), CliError> {
         forward = forward.with_series(name, pts(|r| r.forward_img_s));
         train = train.with_series(name, pts(|r| r.train_img_s));
     }
-    draw_charts(path, &[forward, train]).map_err(|e| CliError::from(e.to_string()))
+    draw_charts(path, &[forward, train]).map_err(CliError::from)
 }
 
 /// `linvit bench model` arguments.
