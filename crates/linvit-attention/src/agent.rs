@@ -18,10 +18,12 @@ use crate::LayerNorm;
 use burn::module::{Module, Param};
 use burn::nn::conv::Conv2d;
 use burn::nn::Linear;
-use burn::tensor::{Device, Distribution, Tensor};
+use burn::tensor::{Device, Distribution, Tensor, TensorData};
+use linvit_kernels::focused::HeadSharedDwc;
 use serde::{Deserialize, Serialize};
 
 use crate::explain;
+use crate::kernel;
 use crate::ops::{
     self, adaptive_pool_matrix, bilinear_matrix, image_to_tokens, linear_matrix, merge_heads,
     resample_axis, softmax, split_heads, tokens_to_image,
@@ -204,8 +206,14 @@ impl AgentAttention {
 
     pub(crate) fn attend(&self, qkv: Qkv, layout: TokenLayout) -> Tensor<3> {
         let Qkv { q, k, v, key_grid } = qkv;
+        if let Some(out) = (!explain::recording())
+            .then(|| self.attend_fused([&q, &k, &v], key_grid, layout))
+            .flatten()
+        {
+            return out;
+        }
         let heads = self.num_heads;
-        let [b, n_q, c] = q.dims();
+        let [_, n_q, c] = q.dims();
         let prefix = layout.prefix;
         let grid = layout.hw();
         let p = (self.agent_num as f64).sqrt().round() as usize;
@@ -247,10 +255,23 @@ impl AgentAttention {
             normalised: true,
         });
 
+        self.add_dwc(out, v, key_grid, layout)
+    }
+
+    /// `out` plus the depthwise conv of the values on the query grid, added to the grid tokens
+    /// (the values upsampled bilinearly first after spatial reduction, as upstream does).
+    fn add_dwc(
+        &self,
+        out: Tensor<3>,
+        v: Tensor<3>,
+        key_grid: [usize; 2],
+        layout: TokenLayout,
+    ) -> Tensor<3> {
         let Some(dwc) = &self.dwc else {
             return out;
         };
-        let [_, n_k, _] = v.dims();
+        let ([b, _, c], [_, n_k, _]) = (out.dims(), v.dims());
+        let (grid, prefix) = (layout.hw(), layout.prefix);
         let grid_keys = key_grid[0] * key_grid[1];
         let mut grid_v = v.narrow(1, n_k - grid_keys, grid_keys);
         if key_grid != grid {
@@ -264,5 +285,67 @@ impl AgentAttention {
             let zeros = Tensor::zeros([b, prefix, c], (&out.device(), out.dtype()));
             out + Tensor::cat(vec![zeros, local], 1)
         }
+    }
+
+    /// The fused CPU kernel ([`linvit_kernels::agent`]) where it applies: f32 tensors on flex
+    /// that no autodiff graph tracks, i.e. inference. It computes what the Burn-op path of
+    /// [`Self::attend`] computes, one image at a time in cache instead of a score tensor and a
+    /// layout copy per step (`tests/fast_paths.rs` holds the two together); the conv is fused
+    /// where the values lie on the query grid, and runs as Burn ops on the kernel's output after
+    /// spatial reduction. `None` where the kernel does not apply.
+    fn attend_fused(
+        &self,
+        [q, k, v]: [&Tensor<3>; 3],
+        key_grid: [usize; 2],
+        layout: TokenLayout,
+    ) -> Option<Tensor<3>> {
+        if !kernel::kernel_applies(q) {
+            return None;
+        }
+        let (grid, prefix) = (layout.hw(), layout.prefix);
+        let conv = match &self.dwc {
+            Some(conv) => {
+                let bias = kernel::optional_kernel_input(conv.bias.as_ref())?;
+                let fused = (key_grid == grid)
+                    .then(|| ops::same_size_kernel(conv))
+                    .flatten();
+                Some((kernel::kernel_input(&conv.weight.val())?, bias, fused))
+            }
+            None => None,
+        };
+        let p = (self.agent_num as f64).sqrt().round() as usize;
+        let pool = adaptive_pool_matrix(grid, [p, p], &q.device()).cast(q.dtype());
+        let pool = kernel::kernel_input(&pool)?;
+        let agent_bias = kernel::kernel_input(&self.agent_to_key_bias(key_grid, prefix))?;
+        let query_bias = kernel::kernel_input(&self.query_to_agent_bias(grid, prefix))?;
+        let (q_in, k_in, v_in) = (
+            kernel::kernel_rows(q)?,
+            kernel::kernel_rows(k)?,
+            kernel::kernel_rows(v)?,
+        );
+        let [b, n_q, c] = q.dims();
+        let kernel = linvit_kernels::agent::AgentAttention {
+            heads: self.num_heads,
+            scale: ((c / self.num_heads) as f64).powf(-0.5) as f32,
+            prefix,
+            pool: pool.as_slice()?,
+            agent_bias: agent_bias.as_slice()?,
+            query_bias: query_bias.as_slice()?,
+            dwc: match &conv {
+                Some((weight, bias, Some(kernel))) => Some(HeadSharedDwc {
+                    weight: weight.as_slice()?,
+                    bias: kernel::optional_slice(bias)?,
+                    kernel: *kernel,
+                    grid,
+                }),
+                _ => None,
+            },
+        };
+        let out = kernel.forward(b, q_in.rows(), k_in.rows(), v_in.rows());
+        let out = Tensor::from_data(TensorData::new(out, [b, n_q, c]), &q.device());
+        Some(match kernel.dwc {
+            Some(_) => out,
+            None => self.add_dwc(out, v.clone(), key_grid, layout),
+        })
     }
 }

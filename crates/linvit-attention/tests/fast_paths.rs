@@ -431,6 +431,125 @@ fn fused_window_softmax_on_flex_matches_the_op_path() {
     }
 }
 
+/// The fused agent-attention kernel (inference on flex) against the Burn-op path (autodiff on),
+/// same weights with every position bias drawn at random: Agent-DeiT (fused `qkv`, a CLS token
+/// with its `ac`/`ca` biases, conv fused), Agent-Swin windows (conv fused), Agent-PVT with
+/// spatial reduction (conv as Burn ops on the kernel's output) and without, a 9x7 grid whose
+/// pooling bins overlap, and Agent-CSwin stripes (no conv; LePE added outside).
+#[test]
+fn fused_agent_attention_on_flex_matches_the_op_path() {
+    use burn::module::{Module, Param};
+    use linvit_attention::agent::AgentConfig;
+    use linvit_attention::{Attention, Projection};
+
+    struct Case {
+        name: &'static str,
+        shape: MixerShape,
+        layout: TokenLayout,
+        batch: usize,
+        agents: usize,
+    }
+    let reduced = |sr_ratio| Projection::Reduced {
+        sr_ratio,
+        pooled: false,
+    };
+    let cases = [
+        Case {
+            name: "DeiT: CLS + 7x7 (50 tokens), 3 heads of 12, 16 agents",
+            shape: MixerShape::new(36, 3, [7, 7]).with_prefix(1),
+            layout: TokenLayout::grid(7, 7).with_prefix(1),
+            batch: 2,
+            agents: 16,
+        },
+        Case {
+            name: "Swin 7x7 windows, 2 heads of 12, 9 agents",
+            shape: MixerShape::new(24, 2, [7, 7]),
+            layout: TokenLayout::grid(7, 7),
+            batch: 5,
+            agents: 9,
+        },
+        Case {
+            name: "PVT 8x8 keys reduced 2x, 2 heads of 32, 16 agents",
+            shape: MixerShape::new(64, 2, [8, 8]).with_projection(reduced(2)),
+            layout: TokenLayout::grid(8, 8),
+            batch: 2,
+            agents: 16,
+        },
+        Case {
+            name: "PVT 9x7 grid, no reduction, 4 heads of 5, 49 agents",
+            shape: MixerShape::new(20, 4, [9, 7]).with_projection(reduced(1)),
+            layout: TokenLayout::grid(9, 7),
+            batch: 2,
+            agents: 49,
+        },
+        Case {
+            name: "CSwin stripes of 2 rows on 6x6, 2 heads of 10, 4 agents",
+            shape: MixerShape::new(20, 2, [6, 6]).with_projection(Projection::External {
+                stripe: 0,
+                split: 2,
+            }),
+            layout: TokenLayout::grid(6, 6),
+            batch: 2,
+            agents: 4,
+        },
+    ];
+    for (i, case) in cases.iter().enumerate() {
+        let ad = Device::flex().autodiff();
+        let config = AttentionConfig::Agent(AgentConfig {
+            agent_num: case.agents,
+            dwc_kernel: 3,
+        });
+        let mut attention = config.init(&case.shape, &ad);
+        let Attention::Agent(m) = &mut attention else {
+            unreachable!("an agent config builds agent attention")
+        };
+        let seed = 500 + 10 * i as u64;
+        let draw = |p: &Param<Tensor<4>>, s: u64| {
+            Param::from_tensor(tensor(p.dims(), seed + s, &ad).mul_scalar(0.5))
+        };
+        let draw5 = |p: &Param<Tensor<5>>, s: u64| {
+            Param::from_tensor(tensor(p.dims(), seed + s, &ad).mul_scalar(0.5))
+        };
+        m.an_bias = draw(&m.an_bias, 0);
+        m.na_bias = draw(&m.na_bias, 1);
+        m.ah_bias = draw5(&m.ah_bias, 2);
+        m.aw_bias = draw5(&m.aw_bias, 3);
+        m.ha_bias = draw5(&m.ha_bias, 4);
+        m.wa_bias = draw5(&m.wa_bias, 5);
+        m.ac_bias = m.ac_bias.as_ref().map(|p| draw(p, 6));
+        m.ca_bias = m.ca_bias.as_ref().map(|p| draw(p, 7));
+        let inference = attention.valid();
+        let dims = [case.batch, case.layout.tokens(), case.shape.dim];
+        let run = |module: &Attention, device: &Device| {
+            forward_on(
+                module,
+                &case.shape,
+                case.layout,
+                dims,
+                11 + i as u64,
+                device,
+                None,
+            )
+        };
+        let op_path = host(run(&attention, &ad));
+        let fused = host(run(&inference, &Device::flex()));
+        println!(
+            "{}: fused vs op path {:.1e}",
+            case.name,
+            rel_err(&fused, &op_path)
+        );
+        assert_close(case.name, &fused, &op_path, 2e-5);
+        // The kernel rounds differently from the op path (it scales the products, the op path
+        // their inputs; no head dim here is a power of 4, whose scale would be exact): bit-equal
+        // outputs would mean it did not run.
+        assert!(
+            fused != op_path,
+            "{}: the fused kernel did not run",
+            case.name
+        );
+    }
+}
+
 /// Swin's windows read and written in place on whole images (`forward_image_windows`) against
 /// the op path on rolled and partitioned images: an 8x12 grid of 4x4 windows, shifted by 2 with
 /// one mask per window, and unshifted; alone, and as a block's first half `x + attn(norm(x))`

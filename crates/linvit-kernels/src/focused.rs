@@ -18,6 +18,7 @@ use crate::simd::{dot, join_lanes, multiversion, LANES};
 
 /// The head-shared depthwise conv on the values (`nn.Conv2d(d, d, k, padding=k//2, groups=d)`
 /// applied to every head's `[d, H, W]` image), fused only where the values lie on the query grid.
+/// A weight of all `C` channels (`d = C`) is the plain depthwise conv agent attention adds.
 #[derive(Clone, Copy, Debug)]
 pub struct HeadSharedDwc<'a> {
     /// `[d, k, k]` (PyTorch's `[d, 1, k, k]`).
@@ -359,7 +360,7 @@ impl HeadSharedDwc<'_> {
     /// The weights spread over all `c` channels (channel `ch` uses the head dim's kernel
     /// `ch % d`), one `[c]` row per tap, and the bias likewise `[c]`: the inner loop then runs
     /// over contiguous channels.
-    fn spread(&self, c: usize) -> Spread {
+    pub(crate) fn spread(&self, c: usize) -> Spread {
         let k = self.kernel;
         let d = self.weight.len() / (k * k);
         assert!(k % 2 == 1 && c.is_multiple_of(d));
@@ -375,7 +376,7 @@ impl HeadSharedDwc<'_> {
 
     /// Adds the conv's output at tokens `first..` (row-major on the grid) to `out` (`[rows,
     /// C]`), reading the values' image `[H*W, C]` from `image`, its rows `stride` apart.
-    fn add_to_tokens(
+    pub(crate) fn add_to_tokens(
         &self,
         out: &mut [f32],
         image: &[f32],
@@ -397,7 +398,7 @@ impl HeadSharedDwc<'_> {
 }
 
 /// [`HeadSharedDwc`]'s weights `[k*k, C]` and bias `[C]` over all channels.
-struct Spread {
+pub(crate) struct Spread {
     taps: Vec<f32>,
     bias: Vec<f32>,
 }

@@ -14,6 +14,7 @@
 //! flex (`Path::Auto`), and its tests hold the two paths together.
 
 pub mod activation;
+pub mod agent;
 pub mod depthwise;
 pub mod focus;
 pub mod focused;
