@@ -206,11 +206,13 @@ impl AgentAttention {
 
     pub(crate) fn attend(&self, qkv: Qkv, layout: TokenLayout) -> Tensor<3> {
         let Qkv { q, k, v, key_grid } = qkv;
-        if let Some(out) = (!explain::recording())
-            .then(|| self.attend_fused([&q, &k, &v], key_grid, layout))
-            .flatten()
-        {
-            return out;
+        if !explain::recording() {
+            if let Some(out) = self.attend_fused([&q, &k, &v], key_grid, layout) {
+                return out;
+            }
+            if let Some(out) = self.attend_tracked([&q, &k, &v], key_grid, layout) {
+                return self.add_dwc(out, v, key_grid, layout);
+            }
         }
         let heads = self.num_heads;
         let [_, n_q, c] = q.dims();
@@ -285,6 +287,34 @@ impl AgentAttention {
             let zeros = Tensor::zeros([b, prefix, c], (&out.device(), out.dtype()));
             out + Tensor::cat(vec![zeros, local], 1)
         }
+    }
+
+    /// In training on flex, the two softmax attentions through the agents as one autodiff node
+    /// with its own backward (`fused::agent`); the conv is added after it by the caller (its
+    /// own node). `None` where the node does not apply.
+    fn attend_tracked(
+        &self,
+        qkv: [&Tensor<3>; 3],
+        key_grid: [usize; 2],
+        layout: TokenLayout,
+    ) -> Option<Tensor<3>> {
+        let q = qkv[0];
+        if !crate::fused::applies(q) {
+            return None;
+        }
+        let (grid, prefix) = (layout.hw(), layout.prefix);
+        let p = (self.agent_num as f64).sqrt().round() as usize;
+        let core = crate::fused::AgentCore {
+            heads: self.num_heads,
+            scale: ((q.dims()[2] / self.num_heads) as f64).powf(-0.5) as f32,
+            prefix,
+            pool: adaptive_pool_matrix(grid, [p, p], &q.device()).cast(q.dtype()),
+        };
+        let biases = [
+            &self.agent_to_key_bias(key_grid, prefix),
+            &self.query_to_agent_bias(grid, prefix),
+        ];
+        crate::fused::agent(&core, qkv, biases)
     }
 
     /// The fused CPU kernel ([`linvit_kernels::agent`]) where it applies: f32 tensors on flex

@@ -34,6 +34,12 @@ fn tracked<const D: usize>(
     x.clone().try_into_primitive::<Autodiff<Flex>>().ok()
 }
 
+/// Whether the nodes here may take `x` (see [`tracked`]): checked before a caller prepares
+/// their other inputs.
+pub(crate) fn applies<const D: usize>(x: &Tensor<D>) -> bool {
+    tracked(x).is_some()
+}
+
 /// The values of `t` as [`values`] reads them (see [`contiguous`]).
 fn laid_out(t: &<Float as BackendPrimitive<Autodiff<Flex>>>::Primitive) -> FlexTensor {
     contiguous(t.primitive().clone())
@@ -397,4 +403,120 @@ pub(crate) fn focus(x: &Tensor<3>, scale: &Tensor<3>, p: u32, times: f64) -> Opt
     };
     let y = flex(saved.focus().forward(values(&saved.x)), x.dims().into());
     record(FocusNode, [xt.node(), st.node()], saved, y)
+}
+
+/// What agent attention's node needs besides its tensors: heads, the score scale, the prefix
+/// tokens, and the pooling matrix `[m, N]` (a constant of the grid).
+#[derive(Clone, Debug)]
+pub(crate) struct AgentCore {
+    pub heads: usize,
+    pub scale: f32,
+    pub prefix: usize,
+    pub pool: Tensor<2>,
+}
+
+/// Agent attention without its conv (`AgentAttention::attend`'s two softmax attentions through
+/// the pooled agents, heads merged) as one node: [`linvit_kernels::agent::AgentAttention`]'s
+/// `forward_keeping` and `backward`, from the inputs (read in place, as views of the `qkv`
+/// projection's output) and the agents and both softmaxes it keeps. The biases are parents too:
+/// their gradients flow on, through Burn's ops, to the module's bias grids. `q` `[B, n_q, C]`,
+/// `k` and `v` `[B, n_k, C]`, `agent_bias` `[1, heads, m, n_k]`, `query_bias` `[1, heads, n_q,
+/// m]`. `None` where the gate is closed or the sizes disagree.
+pub(crate) fn agent(
+    core: &AgentCore,
+    [q, k, v]: [&Tensor<3>; 3],
+    [agent_bias, query_bias]: [&Tensor<4>; 2],
+) -> Option<Tensor<3>> {
+    use crate::kernel::KernelRows;
+    use linvit_kernels::agent::{AgentAttention, AgentSaved};
+
+    /// The inputs as the kernel reads them, and what the forward kept.
+    #[derive(Clone, Debug)]
+    struct Saved {
+        heads: usize,
+        scale: f32,
+        prefix: usize,
+        pool: FlexTensor,
+        batch: usize,
+        rows: [KernelRows; 3],
+        kept: AgentSaved,
+        bias_shapes: [Shape; 2],
+    }
+
+    #[derive(Debug)]
+    struct AgentNode;
+
+    impl Backward<Flex, 5> for AgentNode {
+        type State = Saved;
+
+        fn backward(self, ops: Ops<Saved, 5>, grads: &mut Gradients, _: &mut Checkpointer) {
+            let s = ops.state;
+            let grad = contiguous(grads.consume::<Flex>(&ops.node));
+            let kernel = AgentAttention {
+                heads: s.heads,
+                scale: s.scale,
+                prefix: s.prefix,
+                pool: values(&s.pool),
+                agent_bias: &[],
+                query_bias: &[],
+                dwc: None,
+            };
+            let [q, k, v] = s.rows.each_ref().map(KernelRows::rows);
+            let g = kernel.backward(s.batch, [q, k, v], &s.kept, values(&grad));
+            let [q_node, k_node, v_node, ab_node, qb_node] = ops.parents.map(|p| p.map(|n| n.id));
+            let width = q.width();
+            let tokens = |rows: usize| Shape::from([s.batch, rows / s.batch, width]);
+            give(grads, q_node, g.q, tokens(q.rows()));
+            give(grads, k_node, g.k, tokens(k.rows()));
+            give(grads, v_node, g.v, tokens(v.rows()));
+            let [ab_shape, qb_shape] = s.bias_shapes;
+            give(grads, ab_node, g.agent_bias, ab_shape);
+            give(grads, qb_node, g.query_bias, qb_shape);
+        }
+    }
+
+    let ([b, n_q, c], [_, n_k, _]) = (q.dims(), k.dims());
+    let (heads, m) = (core.heads, core.pool.dims()[0]);
+    let fits = k.dims() == v.dims()
+        && k.dims()[0] == b
+        && agent_bias.dims() == [1, heads, m, n_k]
+        && query_bias.dims() == [1, heads, n_q, m]
+        && core.pool.dims() == [m, n_q.saturating_sub(core.prefix)]
+        && m > 0
+        && c.is_multiple_of(heads);
+    if !fits || n_q <= core.prefix || n_k == 0 {
+        return None;
+    }
+    let [qt, kt, vt] = [q, k, v].map(tracked);
+    let (qt, kt, vt) = (qt?, kt?, vt?);
+    let (at, bt, pool) = (
+        tracked(agent_bias)?,
+        tracked(query_bias)?,
+        tracked(&core.pool)?,
+    );
+    let rows = [&qt, &kt, &vt].map(|t| KernelRows::new(t.primitive().clone()));
+    let (ab, qb, pool) = (laid_out(&at), laid_out(&bt), laid_out(&pool));
+    let kernel = AgentAttention {
+        heads,
+        scale: core.scale,
+        prefix: core.prefix,
+        pool: values(&pool),
+        agent_bias: values(&ab),
+        query_bias: values(&qb),
+        dwc: None,
+    };
+    let [q_rows, k_rows, v_rows] = rows.each_ref().map(KernelRows::rows);
+    let (out, kept) = kernel.forward_keeping(b, q_rows, k_rows, v_rows);
+    let saved = Saved {
+        heads,
+        scale: core.scale,
+        prefix: core.prefix,
+        pool: pool.clone(),
+        batch: b,
+        rows,
+        kept,
+        bias_shapes: [ab.layout().shape().clone(), qb.layout().shape().clone()],
+    };
+    let parents = [qt.node(), kt.node(), vt.node(), at.node(), bt.node()];
+    record(AgentNode, parents, saved, flex(out, [b, n_q, c].into()))
 }

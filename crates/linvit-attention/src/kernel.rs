@@ -56,30 +56,12 @@ pub(crate) fn flex_view<const D: usize>(t: &Tensor<D>) -> Option<FlexTensor> {
 /// place where their rows are evenly spaced and contiguous (a `narrow` of a fused `qkv`
 /// projection's output is), copied to contiguous rows otherwise. `None` where no kernel applies.
 pub(crate) fn kernel_rows(t: &Tensor<3>) -> Option<KernelRows> {
-    let t = flex_view(t)?;
-    let [b, n, c] = t.layout().shape().dims::<3>();
-    let strides = t.layout().strides();
-    let evenly_spaced = strides[2] == 1
-        && strides[1] >= c as isize
-        && (b == 1 || strides[0] == n as isize * strides[1]);
-    Some(if evenly_spaced {
-        let (offset, stride) = (t.layout().start_offset(), strides[1] as usize);
-        KernelRows {
-            tensor: t,
-            offset,
-            stride,
-        }
-    } else {
-        KernelRows {
-            tensor: t.to_contiguous(),
-            offset: 0,
-            stride: c,
-        }
-    })
+    flex_view(t).map(KernelRows::new)
 }
 
 /// The flex tensor behind [`kernel_rows`] and where its rows lie (its shape gives their width
 /// and count).
+#[derive(Clone, Debug)]
 pub(crate) struct KernelRows {
     tensor: FlexTensor,
     offset: usize,
@@ -87,6 +69,30 @@ pub(crate) struct KernelRows {
 }
 
 impl KernelRows {
+    /// The rows of `t` (`[B, N, C]`) in place where they are evenly spaced and contiguous,
+    /// copied to contiguous rows otherwise.
+    pub(crate) fn new(t: FlexTensor) -> Self {
+        let [b, n, c] = t.layout().shape().dims::<3>();
+        let strides = t.layout().strides();
+        let evenly_spaced = strides[2] == 1
+            && strides[1] >= c as isize
+            && (b == 1 || strides[0] == n as isize * strides[1]);
+        if evenly_spaced {
+            let (offset, stride) = (t.layout().start_offset(), strides[1] as usize);
+            KernelRows {
+                tensor: t,
+                offset,
+                stride,
+            }
+        } else {
+            KernelRows {
+                tensor: t.to_contiguous(),
+                offset: 0,
+                stride: c,
+            }
+        }
+    }
+
     pub(crate) fn rows(&self) -> Rows<'_> {
         let [b, n, c] = self.tensor.layout().shape().dims::<3>();
         Rows::new(

@@ -271,3 +271,162 @@ fn focusing_function_node_matches_burns_ops_in_value_and_every_gradient() {
         assert_fused_ran("focus", 1, || focus(tracked_input(dims), scale(), p));
     }
 }
+
+/// Agent attention's node (the two softmax attentions through the agents, `fused::agent`) in
+/// the whole module on `Path::Auto` against `Path::Ops`: the output and the gradients of the
+/// input and of every parameter (the six bias grids, the CLS biases, the projections and the
+/// conv), on every flavour: Agent-DeiT (CLS token, fused `qkv`), Agent-Swin windows, Agent-PVT
+/// with and without spatial reduction on an odd 9x7 grid, and Agent-CSwin stripes (`q, k, v`
+/// cut from the input). The fused nodes counted are those of the whole module: the agent node
+/// with the linear layers, the convs and the norm around it (the op path would record two
+/// softmax nodes in its place), so the count tells the agent node ran.
+#[test]
+fn agent_attention_node_matches_burns_ops_in_value_and_every_gradient() {
+    use linvit_attention::agent::{AgentAttention, AgentConfig};
+    use linvit_attention::{Attention, AttentionConfig, MixerShape, Projection, TokenLayout};
+
+    struct Case {
+        name: &'static str,
+        shape: MixerShape,
+        layout: TokenLayout,
+        batch: usize,
+        agents: usize,
+        /// Fused nodes of one forward on `Path::Auto`.
+        nodes: usize,
+    }
+    let reduced = |sr_ratio| Projection::Reduced {
+        sr_ratio,
+        pooled: false,
+    };
+    let cases = [
+        Case {
+            name: "agent DeiT: CLS + 7x7, 3 heads of 12, 16 agents",
+            shape: MixerShape::new(36, 3, [7, 7]).with_prefix(1),
+            layout: TokenLayout::grid(7, 7).with_prefix(1),
+            batch: 2,
+            agents: 16,
+            nodes: 4,
+        },
+        Case {
+            name: "agent Swin: 5 windows of 7x7, 2 heads of 12, 9 agents",
+            shape: MixerShape::new(24, 2, [7, 7]),
+            layout: TokenLayout::grid(7, 7),
+            batch: 5,
+            agents: 9,
+            nodes: 4,
+        },
+        Case {
+            name: "agent PVT: 8x8, keys reduced 2x, 2 heads of 10, 16 agents",
+            shape: MixerShape::new(20, 2, [8, 8]).with_projection(reduced(2)),
+            layout: TokenLayout::grid(8, 8),
+            batch: 2,
+            agents: 16,
+            nodes: 6,
+        },
+        Case {
+            name: "agent PVT: 9x7, no reduction, 4 heads of 5, 49 agents",
+            shape: MixerShape::new(20, 4, [9, 7]).with_projection(reduced(1)),
+            layout: TokenLayout::grid(9, 7),
+            batch: 2,
+            agents: 49,
+            nodes: 5,
+        },
+        Case {
+            name: "agent CSwin: stripes of 2 rows on 6x6, 2 heads of 10, 4 agents",
+            shape: MixerShape::new(20, 2, [6, 6]).with_projection(Projection::External {
+                stripe: 0,
+                split: 2,
+            }),
+            layout: TokenLayout::grid(6, 6),
+            batch: 2,
+            agents: 4,
+            nodes: 2,
+        },
+    ];
+    let ad = Device::flex().autodiff();
+    for (i, case) in cases.iter().enumerate() {
+        let config = AttentionConfig::Agent(AgentConfig {
+            agent_num: case.agents,
+            dwc_kernel: 3,
+        });
+        let mut attention = config.init(&case.shape, &ad);
+        let Attention::Agent(m) = &mut attention else {
+            unreachable!("an agent config builds agent attention")
+        };
+        // Bias grids far from their initial 0.02 scale, so the softmaxes are not uniform.
+        let seed = 40 + 10 * i as u64;
+        let draw = |dims: [usize; 4], s| {
+            let t = Tensor::from_data(TensorData::new(lcg(dims.iter().product(), s), dims), &ad);
+            Param::from_tensor(t)
+        };
+        let draw5 = |dims: [usize; 5], s| {
+            let t = Tensor::from_data(TensorData::new(lcg(dims.iter().product(), s), dims), &ad);
+            Param::from_tensor(t)
+        };
+        m.an_bias = draw(m.an_bias.dims(), seed);
+        m.na_bias = draw(m.na_bias.dims(), seed + 1);
+        m.ah_bias = draw5(m.ah_bias.dims(), seed + 2);
+        m.aw_bias = draw5(m.aw_bias.dims(), seed + 3);
+        m.ha_bias = draw5(m.ha_bias.dims(), seed + 4);
+        m.wa_bias = draw5(m.wa_bias.dims(), seed + 5);
+        m.ac_bias = m.ac_bias.as_ref().map(|p| draw(p.dims(), seed + 6));
+        m.ca_bias = m.ca_bias.as_ref().map(|p| draw(p.dims(), seed + 7));
+        let external = matches!(case.shape.projection, Projection::External { .. });
+        let c = case.shape.dim;
+        let f = |x: Tensor<3>| match external {
+            true => attention.forward_qkv(
+                x.clone().narrow(2, 0, c),
+                x.clone().narrow(2, c, c),
+                x.narrow(2, 2 * c, c),
+                case.layout,
+            ),
+            false => attention.forward(x, case.layout),
+        };
+        let params = |g: &Gradients| {
+            let Attention::Agent(m) = &attention else {
+                unreachable!()
+            };
+            agent_parameter_grads(m, g)
+        };
+        let width = if external { 3 * c } else { c };
+        let dims = [case.batch, case.layout.tokens(), width];
+        let values = lcg(dims.iter().product(), 30 + i as u64);
+        let ops = output_and_grads(Path::Ops, values.clone(), dims, f, params);
+        let fused = output_and_grads(Path::Auto, values, dims, f, params);
+        for (j, (fused, ops)) in fused.iter().zip(&ops).enumerate() {
+            let what = match j {
+                0 => "output".to_string(),
+                1 => "input gradient".to_string(),
+                p => format!("parameter gradient {}", p - 2),
+            };
+            assert_fused_close(&format!("{}: {what}", case.name), fused, ops, 1e-5);
+        }
+        assert_fused_ran(case.name, case.nodes, || f(tracked_input(dims)));
+    }
+}
+
+/// The gradients of agent attention's parameters, in a fixed order: the six bias grids, the CLS
+/// biases, the projections' weights and biases, the conv's weight and bias.
+fn agent_parameter_grads(
+    m: &linvit_attention::agent::AgentAttention,
+    g: &Gradients,
+) -> Vec<Vec<f32>> {
+    let mut out = vec![
+        grad_of(&m.an_bias, g),
+        grad_of(&m.na_bias, g),
+        grad_of(&m.ah_bias, g),
+        grad_of(&m.aw_bias, g),
+        grad_of(&m.ha_bias, g),
+        grad_of(&m.wa_bias, g),
+    ];
+    out.extend(m.ac_bias.iter().chain(&m.ca_bias).map(|p| grad_of(p, g)));
+    for layer in [&m.qkv, &m.q, &m.kv, &m.proj].into_iter().flatten() {
+        out.push(grad_of(&layer.weight, g));
+        out.extend(layer.bias.iter().map(|b| grad_of(b, g)));
+    }
+    if let Some(conv) = &m.dwc {
+        out.push(grad_of(&conv.weight, g));
+        out.extend(conv.bias.iter().map(|b| grad_of(b, g)));
+    }
+    out
+}

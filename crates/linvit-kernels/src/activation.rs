@@ -135,7 +135,7 @@ pub fn softmax_backward(y: &[f32], grad: &[f32], width: usize) -> Vec<f32> {
 
 multiversion! {
     /// [`softmax_backward`] on whole rows; `grad` becomes the input's gradient.
-    fn softmax_backward_rows(grad: &mut [f32], y: &[f32], width: usize) {
+    pub(crate) fn softmax_backward_rows(grad: &mut [f32], y: &[f32], width: usize) {
         for (g, y) in grad.chunks_exact_mut(width).zip(y.chunks_exact(width)) {
             let dot = crate::simd::dot(g, y);
             for (g, &y) in g.iter_mut().zip(y) {

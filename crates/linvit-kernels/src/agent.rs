@@ -13,6 +13,7 @@
 
 use rayon::prelude::*;
 
+use crate::activation::softmax_backward_rows;
 use crate::focused::HeadSharedDwc;
 use crate::matmul::{product, Operand};
 use crate::rows::Rows;
@@ -39,14 +40,64 @@ pub struct AgentAttention<'a> {
     pub dwc: Option<HeadSharedDwc<'a>>,
 }
 
+/// What [`AgentAttention::forward_keeping`] keeps for the backward, for every image: the agents
+/// `[B, m, C]`, and per head the agents' softmax over the keys `[B, heads, m, n_k]`, what they
+/// gathered `[B, heads, m, d]` and the queries' softmax over the agents `[B, heads, n_q, m]`
+/// (the tensors PyTorch's autograd keeps for the same ops, less its head-split copies).
+#[derive(Clone, Debug, Default)]
+pub struct AgentSaved {
+    agents: Vec<f32>,
+    gather: Vec<f32>,
+    agent_v: Vec<f32>,
+    broadcast: Vec<f32>,
+}
+
+/// One image's part of [`AgentSaved`] (or scratch buffers of the same sizes).
+struct ImageState<'s> {
+    agents: &'s mut [f32],
+    gather: &'s mut [f32],
+    agent_v: &'s mut [f32],
+    broadcast: &'s mut [f32],
+}
+
+/// The gradients [`AgentAttention::backward`] computes.
+#[derive(Clone, Debug)]
+pub struct AgentGrads {
+    /// `[B * n_q, C]`, `[B * n_k, C]` and `[B * n_k, C]`.
+    pub q: Vec<f32>,
+    pub k: Vec<f32>,
+    pub v: Vec<f32>,
+    /// `[heads, m, n_k]` and `[heads, n_q, m]`, summed over the images.
+    pub agent_bias: Vec<f32>,
+    pub query_bias: Vec<f32>,
+}
+
+/// The sizes one call works on, checked against each other.
+#[derive(Clone, Copy)]
+struct Sizes {
+    c: usize,
+    d: usize,
+    n_q: usize,
+    n_k: usize,
+    grid: usize,
+    m: usize,
+}
+
+impl Sizes {
+    /// Per image: agents, gather, agent_v and broadcast elements.
+    fn state(&self, heads: usize) -> [usize; 4] {
+        let (m, d) = (self.m, self.d);
+        [
+            m * self.c,
+            heads * m * self.n_k,
+            heads * m * d,
+            heads * self.n_q * m,
+        ]
+    }
+}
+
 impl AgentAttention<'_> {
-    /// Queries `[B * n_q, C]`, keys and values `[B * n_k, C]` -> `[B * n_q, C]` (heads merged,
-    /// head-major channels), the rows read in place. Each image on its own thread.
-    ///
-    /// # Panics
-    /// On row counts, widths and bias sizes that disagree with `batch` and each other (a caller
-    /// bug, not a user input).
-    pub fn forward(&self, batch: usize, q: Rows, k: Rows, v: Rows) -> Vec<f32> {
+    fn sizes(&self, batch: usize, q: &Rows, k: &Rows, v: &Rows) -> Sizes {
         let (c, heads, prefix) = (q.width(), self.heads, self.prefix);
         assert!(heads > 0 && c.is_multiple_of(heads) && batch > 0);
         assert!(k.width() == c && v.width() == c && k.rows() == v.rows());
@@ -56,85 +107,339 @@ impl AgentAttention<'_> {
         let grid = n_q - prefix;
         let m = self.pool.len() / grid;
         assert!(m > 0 && m * grid == self.pool.len());
-        assert!(self.agent_bias.len() == heads * m * n_k);
-        assert!(self.query_bias.len() == heads * n_q * m);
-        let taps = self.dwc.map(|dwc| dwc.spread(c));
-        if let Some(dwc) = &self.dwc {
-            assert!(dwc.grid[0] * dwc.grid[1] == grid && n_k == n_q);
+        Sizes {
+            c,
+            d,
+            n_q,
+            n_k,
+            grid,
+            m,
         }
+    }
 
-        let mut out = vec![0f32; q.rows() * c];
-        out.par_chunks_mut(n_q * c)
+    /// Queries `[B * n_q, C]`, keys and values `[B * n_k, C]` -> `[B * n_q, C]` (heads merged,
+    /// head-major channels), the rows read in place. Each image on its own thread.
+    ///
+    /// # Panics
+    /// On row counts, widths and bias sizes that disagree with `batch` and each other (a caller
+    /// bug, not a user input).
+    pub fn forward(&self, batch: usize, q: Rows, k: Rows, v: Rows) -> Vec<f32> {
+        let n = self.sizes(batch, &q, &k, &v);
+        let taps = self.dwc.map(|dwc| dwc.spread(n.c));
+        if let Some(dwc) = &self.dwc {
+            assert!(dwc.grid[0] * dwc.grid[1] == n.grid && n.n_k == n.n_q);
+        }
+        let mut out = vec![0f32; q.rows() * n.c];
+        out.par_chunks_mut(n.n_q * n.c)
             .enumerate()
             .for_each(|(b, out)| {
-                let (first_q, first_k) = (b * n_q, b * n_k);
-                let mut agents = vec![0f32; m * c];
-                let pool = Operand(self.pool, [grid, 1]);
-                let grid_q = q.operand(first_q + prefix, 0);
-                product(&mut agents, [c, 1], pool, grid_q, [m, c, grid], false, 1.0);
-                let mut gather = vec![0f32; m * n_k];
-                let mut agent_v = vec![0f32; m * d];
-                let mut broadcast = vec![0f32; n_q * m];
-                for h in 0..heads {
-                    // The agents' softmax over the keys, then what they gather from the values.
-                    gather.copy_from_slice(&self.agent_bias[h * m * n_k..][..m * n_k]);
-                    let agents_h = Operand(&agents[h * d..], [c, 1]);
-                    let keys_t = k.operand_transposed(first_k, h * d);
-                    product(
-                        &mut gather,
-                        [n_k, 1],
-                        agents_h,
-                        keys_t,
-                        [m, n_k, d],
-                        true,
-                        self.scale,
-                    );
-                    softmax_rows(&mut gather, n_k);
-                    let values = v.operand(first_k, h * d);
-                    let weights = Operand(&gather, [n_k, 1]);
-                    product(
-                        &mut agent_v,
-                        [d, 1],
-                        weights,
-                        values,
-                        [m, d, n_k],
-                        false,
-                        1.0,
-                    );
-                    // The queries' softmax over the agents, then what they read from them.
-                    broadcast.copy_from_slice(&self.query_bias[h * n_q * m..][..n_q * m]);
-                    let queries = q.operand(first_q, h * d);
-                    let agents_t = Operand(&agents[h * d..], [1, c]);
-                    let mnk = [n_q, m, d];
-                    product(
-                        &mut broadcast,
-                        [m, 1],
-                        queries,
-                        agents_t,
-                        mnk,
-                        true,
-                        self.scale,
-                    );
-                    softmax_rows(&mut broadcast, m);
-                    let weights = Operand(&broadcast, [m, 1]);
-                    let read = Operand(&agent_v, [d, 1]);
-                    product(
-                        &mut out[h * d..],
-                        [c, 1],
-                        weights,
-                        read,
-                        [n_q, d, m],
-                        false,
-                        1.0,
-                    );
-                }
+                let mut scratch = n.state(self.heads).map(|len| vec![0f32; len]);
+                let [agents, gather, agent_v, broadcast] = &mut scratch;
+                let state = ImageState {
+                    agents,
+                    gather,
+                    agent_v,
+                    broadcast,
+                };
+                self.image(n, b, [&q, &k, &v], out, state);
                 if let (Some(dwc), Some(taps)) = (&self.dwc, &taps) {
-                    let image = v.from(first_k + prefix, 0);
-                    dwc.add_to_tokens(&mut out[prefix * c..], image, v.stride(), taps, 0);
+                    let image = v.from(b * n.n_k + self.prefix, 0);
+                    let out = &mut out[self.prefix * n.c..];
+                    dwc.add_to_tokens(out, image, v.stride(), taps, 0);
                 }
             });
         out
     }
+
+    /// [`Self::forward`] without the conv (`dwc` must be `None`: in training it is a node of its
+    /// own), keeping what [`Self::backward`] needs.
+    ///
+    /// # Panics
+    /// As [`Self::forward`], and where `dwc` is set.
+    pub fn forward_keeping(
+        &self,
+        batch: usize,
+        q: Rows,
+        k: Rows,
+        v: Rows,
+    ) -> (Vec<f32>, AgentSaved) {
+        assert!(
+            self.dwc.is_none(),
+            "agent training: the conv is a node of its own"
+        );
+        let n = self.sizes(batch, &q, &k, &v);
+        let lens = n.state(self.heads);
+        let [mut agents, mut gather, mut agent_v, mut broadcast] =
+            lens.map(|len| vec![0f32; batch * len]);
+        let mut out = vec![0f32; q.rows() * n.c];
+        out.par_chunks_mut(n.n_q * n.c)
+            .zip(agents.par_chunks_mut(lens[0]))
+            .zip(gather.par_chunks_mut(lens[1]))
+            .zip(agent_v.par_chunks_mut(lens[2]))
+            .zip(broadcast.par_chunks_mut(lens[3]))
+            .enumerate()
+            .for_each(|(b, ((((out, agents), gather), agent_v), broadcast))| {
+                let state = ImageState {
+                    agents,
+                    gather,
+                    agent_v,
+                    broadcast,
+                };
+                self.image(n, b, [&q, &k, &v], out, state);
+            });
+        let saved = AgentSaved {
+            agents,
+            gather,
+            agent_v,
+            broadcast,
+        };
+        (out, saved)
+    }
+
+    /// Image `b`'s attention into `out` (`[n_q, C]`), its agents, softmaxes and gathered values
+    /// into `state`.
+    fn image(&self, n: Sizes, b: usize, [q, k, v]: [&Rows; 3], out: &mut [f32], s: ImageState) {
+        let (c, d, m, n_q, n_k) = (n.c, n.d, n.m, n.n_q, n.n_k);
+        assert!(self.agent_bias.len() == self.heads * m * n_k);
+        assert!(self.query_bias.len() == self.heads * n_q * m);
+        let (first_q, first_k) = (b * n_q, b * n_k);
+        let pool = Operand(self.pool, [n.grid, 1]);
+        let grid_q = q.operand(first_q + self.prefix, 0);
+        product(s.agents, [c, 1], pool, grid_q, [m, c, n.grid], false, 1.0);
+        for h in 0..self.heads {
+            let gather = &mut s.gather[h * m * n_k..][..m * n_k];
+            let agent_v = &mut s.agent_v[h * m * d..][..m * d];
+            let broadcast = &mut s.broadcast[h * n_q * m..][..n_q * m];
+            // The agents' softmax over the keys, then what they gather from the values.
+            gather.copy_from_slice(&self.agent_bias[h * m * n_k..][..m * n_k]);
+            let agents_h = Operand(&s.agents[h * d..], [c, 1]);
+            let keys_t = k.operand_transposed(first_k, h * d);
+            product(
+                gather,
+                [n_k, 1],
+                agents_h,
+                keys_t,
+                [m, n_k, d],
+                true,
+                self.scale,
+            );
+            softmax_rows(gather, n_k);
+            let values = v.operand(first_k, h * d);
+            let weights = Operand(gather, [n_k, 1]);
+            product(agent_v, [d, 1], weights, values, [m, d, n_k], false, 1.0);
+            // The queries' softmax over the agents, then what they read from them.
+            broadcast.copy_from_slice(&self.query_bias[h * n_q * m..][..n_q * m]);
+            let queries = q.operand(first_q, h * d);
+            let agents_t = Operand(&s.agents[h * d..], [1, c]);
+            product(
+                broadcast,
+                [m, 1],
+                queries,
+                agents_t,
+                [n_q, m, d],
+                true,
+                self.scale,
+            );
+            softmax_rows(broadcast, m);
+            let weights = Operand(broadcast, [m, 1]);
+            let read = Operand(agent_v, [d, 1]);
+            product(
+                &mut out[h * d..],
+                [c, 1],
+                weights,
+                read,
+                [n_q, d, m],
+                false,
+                1.0,
+            );
+        }
+    }
+
+    /// The gradients of `sum(forward_keeping(..) * grad)` for the queries, keys, values and both
+    /// biases, from the inputs and `saved` (the biases' values are not read). Each image on its
+    /// own thread; the biases' gradients are summed over the images in order (the same bits on
+    /// any number of threads).
+    ///
+    /// # Panics
+    /// On sizes that disagree with the forward's (a caller bug).
+    pub fn backward(
+        &self,
+        batch: usize,
+        [q, k, v]: [Rows; 3],
+        saved: &AgentSaved,
+        grad: &[f32],
+    ) -> AgentGrads {
+        let n = self.sizes(batch, &q, &k, &v);
+        let (c, n_q, n_k) = (n.c, n.n_q, n.n_k);
+        let lens = n.state(self.heads);
+        assert!(grad.len() == q.rows() * c && saved.agents.len() == batch * lens[0]);
+        let bias_lens = [lens[1], lens[3]];
+        let mut dq = vec![0f32; q.rows() * c];
+        let mut dk = vec![0f32; k.rows() * c];
+        let mut dv = vec![0f32; k.rows() * c];
+        let mut d_agent_bias = vec![0f32; batch * bias_lens[0]];
+        let mut d_query_bias = vec![0f32; batch * bias_lens[1]];
+        dq.par_chunks_mut(n_q * c)
+            .zip(dk.par_chunks_mut(n_k * c))
+            .zip(dv.par_chunks_mut(n_k * c))
+            .zip(d_agent_bias.par_chunks_mut(bias_lens[0]))
+            .zip(d_query_bias.par_chunks_mut(bias_lens[1]))
+            .enumerate()
+            .for_each(|(b, ((((dq, dk), dv), d_ab), d_qb))| {
+                let grads = ImageGrads {
+                    q: dq,
+                    k: dk,
+                    v: dv,
+                    agent_bias: d_ab,
+                    query_bias: d_qb,
+                };
+                self.image_backward(n, b, [&q, &k, &v], saved, grad, grads);
+            });
+        let sum = |partials: &[f32], len: usize| crate::sum_in_order(partials.chunks(len), len);
+        AgentGrads {
+            q: dq,
+            k: dk,
+            v: dv,
+            agent_bias: sum(&d_agent_bias, bias_lens[0]),
+            query_bias: sum(&d_query_bias, bias_lens[1]),
+        }
+    }
+
+    /// Image `b`'s gradients, head by head, in the reverse order of [`Self::image`].
+    fn image_backward(
+        &self,
+        n: Sizes,
+        b: usize,
+        [q, k, v]: [&Rows; 3],
+        saved: &AgentSaved,
+        grad: &[f32],
+        g: ImageGrads,
+    ) {
+        let (c, d, m, n_q, n_k, s) = (n.c, n.d, n.m, n.n_q, n.n_k, self.scale);
+        let lens = n.state(self.heads);
+        let (first_q, first_k) = (b * n_q, b * n_k);
+        let agents = &saved.agents[b * lens[0]..][..lens[0]];
+        let gather = &saved.gather[b * lens[1]..][..lens[1]];
+        let agent_v = &saved.agent_v[b * lens[2]..][..lens[2]];
+        let broadcast = &saved.broadcast[b * lens[3]..][..lens[3]];
+        let grad = &grad[first_q * c..][..n_q * c];
+        let mut d_agents = vec![0f32; m * c];
+        let mut d_agent_v = vec![0f32; m * d];
+        for h in 0..self.heads {
+            let gather = &gather[h * m * n_k..][..m * n_k];
+            let agent_v = &agent_v[h * m * d..][..m * d];
+            let broadcast = &broadcast[h * n_q * m..][..n_q * m];
+            let d_out = Operand(&grad[h * d..], [c, 1]);
+            let agents_h = Operand(&agents[h * d..], [c, 1]);
+            // out = broadcast agent_v: the queries' weights, then the gathered values.
+            let d_broadcast = &mut g.query_bias[h * n_q * m..][..n_q * m];
+            let agent_v_t = Operand(agent_v, [1, d]);
+            product(
+                d_broadcast,
+                [m, 1],
+                d_out,
+                agent_v_t,
+                [n_q, m, d],
+                false,
+                1.0,
+            );
+            let broadcast_t = Operand(broadcast, [1, m]);
+            product(
+                &mut d_agent_v,
+                [d, 1],
+                broadcast_t,
+                d_out,
+                [m, d, n_q],
+                false,
+                1.0,
+            );
+            // Through the queries' softmax (its input's gradient is the bias's) to the
+            // queries and the agents.
+            softmax_backward_rows(d_broadcast, broadcast, m);
+            let d_scores = Operand(d_broadcast, [m, 1]);
+            product(
+                &mut g.q[h * d..],
+                [c, 1],
+                d_scores,
+                agents_h,
+                [n_q, d, m],
+                false,
+                s,
+            );
+            let d_scores_t = Operand(d_broadcast, [1, m]);
+            let queries = q.operand(first_q, h * d);
+            let d_agents_h = &mut d_agents[h * d..];
+            product(
+                d_agents_h,
+                [c, 1],
+                d_scores_t,
+                queries,
+                [m, d, n_q],
+                false,
+                s,
+            );
+            // agent_v = gather v: the agents' weights, then the values.
+            let d_gather = &mut g.agent_bias[h * m * n_k..][..m * n_k];
+            let d_agent_v_op = Operand(&d_agent_v, [d, 1]);
+            let values_t = v.operand_transposed(first_k, h * d);
+            product(
+                d_gather,
+                [n_k, 1],
+                d_agent_v_op,
+                values_t,
+                [m, n_k, d],
+                false,
+                1.0,
+            );
+            let gather_t = Operand(gather, [1, n_k]);
+            product(
+                &mut g.v[h * d..],
+                [c, 1],
+                gather_t,
+                d_agent_v_op,
+                [n_k, d, m],
+                false,
+                1.0,
+            );
+            // Through the agents' softmax to the agents and the keys.
+            softmax_backward_rows(d_gather, gather, n_k);
+            let keys = k.operand(first_k, h * d);
+            let d_scores = Operand(d_gather, [n_k, 1]);
+            product(
+                &mut d_agents[h * d..],
+                [c, 1],
+                d_scores,
+                keys,
+                [m, d, n_k],
+                true,
+                s,
+            );
+            let d_scores_t = Operand(d_gather, [1, n_k]);
+            product(
+                &mut g.k[h * d..],
+                [c, 1],
+                d_scores_t,
+                agents_h,
+                [n_k, d, m],
+                false,
+                s,
+            );
+        }
+        // The agents are pooled grid queries: their gradient goes back through the pool.
+        let pool_t = Operand(self.pool, [1, n.grid]);
+        let d_agents = Operand(&d_agents, [c, 1]);
+        let d_grid = &mut g.q[self.prefix * c..];
+        product(d_grid, [c, 1], pool_t, d_agents, [n.grid, c, m], true, 1.0);
+    }
+}
+
+/// One image's part of [`AgentGrads`], the biases' before the sum over images.
+struct ImageGrads<'g> {
+    q: &'g mut [f32],
+    k: &'g mut [f32],
+    v: &'g mut [f32],
+    agent_bias: &'g mut [f32],
+    query_bias: &'g mut [f32],
 }
 
 #[cfg(test)]
