@@ -282,7 +282,7 @@ fn focusing_function_node_matches_burns_ops_in_value_and_every_gradient() {
 /// softmax nodes in its place), so the count tells the agent node ran.
 #[test]
 fn agent_attention_node_matches_burns_ops_in_value_and_every_gradient() {
-    use linvit_attention::agent::{AgentAttention, AgentConfig};
+    use linvit_attention::agent::AgentConfig;
     use linvit_attention::{Attention, AttentionConfig, MixerShape, Projection, TokenLayout};
 
     struct Case {
