@@ -520,3 +520,108 @@ pub(crate) fn agent(
     let parents = [qt.node(), kt.node(), vt.node(), at.node(), bt.node()];
     record(AgentNode, parents, saved, flex(out, [b, n_q, c].into()))
 }
+
+/// Softmax attention within windows (`SoftmaxAttention::attend`: `softmax(scale q k^T + bias +
+/// mask) v` per window and head, heads merged) as one node: [`linvit_kernels::window`]'s
+/// `forward_keeping` and `backward`, from the inputs (read in place, as views of the `qkv`
+/// projection's output) and each head's softmax. `q, k, v` are `[windows, tokens, C]`; the
+/// bias, where given, is `[1, heads, tokens, tokens]` and a parent (its gradient flows on,
+/// through Burn's ops, to Swin's table); the mask `[masks, tokens, tokens]` is a constant.
+/// `None` where the gate is closed or the sizes disagree.
+pub(crate) fn window_softmax(
+    heads: usize,
+    scale: f32,
+    [q, k, v]: [&Tensor<3>; 3],
+    bias: Option<&Tensor<4>>,
+    mask: Option<&Tensor<3>>,
+) -> Option<Tensor<3>> {
+    use crate::kernel::KernelRows;
+    use linvit_kernels::window::WindowAttention;
+
+    /// The inputs as the kernel reads them, and the softmaxes the forward kept.
+    #[derive(Clone, Debug)]
+    struct Saved {
+        heads: usize,
+        scale: f32,
+        tokens: usize,
+        rows: [KernelRows; 3],
+        bias: Option<FlexTensor>,
+        mask: Option<FlexTensor>,
+        probs: Vec<f32>,
+    }
+
+    impl Saved {
+        fn kernel(&self) -> WindowAttention<'_> {
+            WindowAttention {
+                heads: self.heads,
+                scale: self.scale,
+                bias: self.bias.as_ref().map(values),
+                mask: self.mask.as_ref().map(values),
+            }
+        }
+    }
+
+    /// `N` parents: `q, k, v`, and the bias where there is one.
+    #[derive(Debug)]
+    struct WindowNode<const N: usize>;
+
+    impl<const N: usize> Backward<Flex, N> for WindowNode<N> {
+        type State = Saved;
+
+        fn backward(self, ops: Ops<Saved, N>, grads: &mut Gradients, _: &mut Checkpointer) {
+            let s = ops.state;
+            let grad = contiguous(grads.consume::<Flex>(&ops.node));
+            let [q, k, v] = s.rows.each_ref().map(KernelRows::rows);
+            let g = s
+                .kernel()
+                .backward(s.tokens, [q, k, v], &s.probs, values(&grad));
+            let ids = ops.parents.map(|p| p.map(|n| n.id));
+            let tokens = |rows: usize| Shape::from([rows / s.tokens, s.tokens, q.width()]);
+            give(grads, ids[0], g.q, tokens(q.rows()));
+            give(grads, ids[1], g.k, tokens(k.rows()));
+            give(grads, ids[2], g.v, tokens(v.rows()));
+            if let (Some(values), Some(bias)) = (g.bias, &s.bias) {
+                let shape = bias.layout().shape().clone();
+                give(grads, ids.get(3).copied().flatten(), values, shape);
+            }
+        }
+    }
+
+    let [windows, n, c] = q.dims();
+    let fits = k.dims() == q.dims()
+        && v.dims() == q.dims()
+        && n > 0
+        && heads > 0
+        && c.is_multiple_of(heads)
+        && bias.is_none_or(|b| b.dims() == [1, heads, n, n])
+        && mask.is_none_or(|m| {
+            let [masks, mn, mm] = m.dims();
+            masks > 0 && mn == n && mm == n && windows.is_multiple_of(masks)
+        });
+    if !fits {
+        return None;
+    }
+    let [qt, kt, vt] = [q, k, v].map(tracked);
+    let (qt, kt, vt) = (qt?, kt?, vt?);
+    let bias = crate::kernel::optional(bias, tracked)?;
+    let mask = crate::kernel::optional(mask, tracked)?;
+    let rows = [&qt, &kt, &vt].map(|t| KernelRows::new(t.primitive().clone()));
+    let mut saved = Saved {
+        heads,
+        scale,
+        tokens: n,
+        rows,
+        bias: bias.as_ref().map(laid_out),
+        mask: mask.as_ref().map(laid_out),
+        probs: Vec::new(),
+    };
+    let [q_rows, k_rows, v_rows] = saved.rows.each_ref().map(KernelRows::rows);
+    let (out, probs) = saved.kernel().forward_keeping(n, q_rows, k_rows, v_rows);
+    saved.probs = probs;
+    let out = flex(out, [windows, n, c].into());
+    let [q_node, k_node, v_node] = [&qt, &kt, &vt].map(|t| t.node());
+    match bias {
+        Some(bt) => record(WindowNode, [q_node, k_node, v_node, bt.node()], saved, out),
+        None => record(WindowNode, [q_node, k_node, v_node], saved, out),
+    }
+}

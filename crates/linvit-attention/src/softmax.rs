@@ -182,6 +182,12 @@ impl SoftmaxAttention {
         {
             return out;
         }
+        if let Some(out) = (!record)
+            .then(|| self.attend_tracked([&q, &k, &v], layout, mask.as_ref(), scale))
+            .flatten()
+        {
+            return out;
+        }
         if !record && self.relative_position_bias_table.is_none() && mask.is_none() {
             // Burn's attention op: tiled with an online softmax on flex (no N x n scores), flash
             // kernels on CubeCL; under autodiff it is the same matmul-softmax-matmul as below.
@@ -224,6 +230,32 @@ impl SoftmaxAttention {
             normalised: true,
         });
         out
+    }
+
+    /// In training on flex, where [`Self::attend_fused`] would apply in inference (as many keys
+    /// as queries, at most [`FUSED_TOKENS`]), the attention as one autodiff node with its own
+    /// backward (`fused::window_softmax`). `None` where the node does not apply.
+    fn attend_tracked(
+        &self,
+        qkv: [&Tensor<3>; 3],
+        layout: TokenLayout,
+        mask: Option<&Tensor<3>>,
+        scale: f64,
+    ) -> Option<Tensor<3>> {
+        let [q, k, _] = qkv;
+        let n = q.dims()[1];
+        if n > FUSED_TOKENS || k.dims()[1] != n || !crate::fused::applies(q) {
+            return None;
+        }
+        let bias = match &self.relative_position_bias_table {
+            Some(table) if layout.hw() == self.window => {
+                Some(self.relative_position_bias(table.val()))
+            }
+            Some(_) => return None,
+            None => None,
+        };
+        let heads = self.num_heads;
+        crate::fused::window_softmax(heads, scale as f32, qkv, bias.as_ref(), mask)
     }
 
     /// The fused CPU kernel ([`linvit_kernels::window`]) where it applies: f32 tensors on flex

@@ -430,3 +430,151 @@ fn agent_parameter_grads(
     }
     out
 }
+
+/// Window softmax attention's node (`fused::window_softmax`) in the whole module on
+/// `Path::Auto` against `Path::Ops`: the output and the gradients of the input and of every
+/// parameter (Swin's relative position table, the projections, LePE's conv), on Swin windows
+/// with the table and a shifted-window mask (3 images of 4 windows), with the table alone on
+/// odd sizes, a CLS token without either, CSwin stripes, and PVT without reduction. The fused
+/// nodes counted are those of the whole module (the linear layers and the conv around the
+/// attention node; the op path would record none for the attention, or a softmax node), so the
+/// count tells the node ran.
+#[test]
+fn window_softmax_node_matches_burns_ops_in_value_and_every_gradient() {
+    use linvit_attention::softmax::SoftmaxAttention;
+    use linvit_attention::{Attention, AttentionConfig, MixerShape, Projection, TokenLayout};
+
+    struct Case {
+        name: &'static str,
+        shape: MixerShape,
+        layout: TokenLayout,
+        batch: usize,
+        masks: usize,
+        /// Fused nodes of one forward on `Path::Auto`.
+        nodes: usize,
+    }
+    let cases = [
+        Case {
+            name: "softmax Swin: 3 images of 4 7x7 windows, table and mask, 3 heads of 12",
+            shape: MixerShape::new(36, 3, [7, 7]).with_relative_position_bias(true),
+            layout: TokenLayout::grid(7, 7),
+            batch: 12,
+            masks: 4,
+            nodes: 3,
+        },
+        Case {
+            name: "softmax Swin: 4x4 windows, table, no mask, 2 heads of 5",
+            shape: MixerShape::new(10, 2, [4, 4]).with_relative_position_bias(true),
+            layout: TokenLayout::grid(4, 4),
+            batch: 3,
+            masks: 0,
+            nodes: 3,
+        },
+        Case {
+            name: "softmax ViT: CLS + 7x7, 2 heads of 12",
+            shape: MixerShape::new(24, 2, [7, 7]).with_prefix(1),
+            layout: TokenLayout::grid(7, 7).with_prefix(1),
+            batch: 2,
+            masks: 0,
+            nodes: 3,
+        },
+        Case {
+            name: "softmax CSwin: stripes of 2 rows on 6x6, 2 heads of 10",
+            shape: MixerShape::new(20, 2, [6, 6]).with_projection(Projection::External {
+                stripe: 0,
+                split: 2,
+            }),
+            layout: TokenLayout::grid(6, 6),
+            batch: 2,
+            masks: 0,
+            nodes: 2,
+        },
+        Case {
+            name: "softmax PVT: 9x7, no reduction, 4 heads of 5",
+            shape: MixerShape::new(20, 4, [9, 7]).with_projection(Projection::Reduced {
+                sr_ratio: 1,
+                pooled: false,
+            }),
+            layout: TokenLayout::grid(9, 7),
+            batch: 2,
+            masks: 0,
+            nodes: 4,
+        },
+    ];
+    let ad = Device::flex().autodiff();
+    for (i, case) in cases.iter().enumerate() {
+        let mut attention = AttentionConfig::Softmax.init(&case.shape, &ad);
+        let Attention::Softmax(m) = &mut attention else {
+            unreachable!("a softmax config builds softmax attention")
+        };
+        if let Some(table) = &m.relative_position_bias_table {
+            let dims = table.dims();
+            let values = lcg(dims.iter().product(), 60 + i as u64);
+            m.relative_position_bias_table = Some(Param::from_tensor(Tensor::from_data(
+                TensorData::new(values, dims),
+                &ad,
+            )));
+        }
+        let n = case.layout.tokens();
+        let mask = (case.masks > 0).then(|| {
+            let values: Vec<f32> = lcg(case.masks * n * n, 70 + i as u64)
+                .into_iter()
+                .map(|v| if v > 0.3 { -100.0 } else { 0.0 })
+                .collect();
+            Tensor::<3>::from_data(TensorData::new(values, [case.masks, n, n]), &ad)
+        });
+        let external = matches!(case.shape.projection, Projection::External { .. });
+        let c = case.shape.dim;
+        let f = |x: Tensor<3>| match external {
+            true => attention.forward_qkv(
+                x.clone().narrow(2, 0, c),
+                x.clone().narrow(2, c, c),
+                x.narrow(2, 2 * c, c),
+                case.layout,
+            ),
+            false => attention.forward_masked(x, case.layout, mask.clone()),
+        };
+        let params = |g: &Gradients| {
+            let Attention::Softmax(m) = &attention else {
+                unreachable!()
+            };
+            softmax_parameter_grads(m, g)
+        };
+        let width = if external { 3 * c } else { c };
+        let dims = [case.batch, n, width];
+        let values = lcg(dims.iter().product(), 80 + i as u64);
+        let ops = output_and_grads(Path::Ops, values.clone(), dims, f, params);
+        let fused = output_and_grads(Path::Auto, values, dims, f, params);
+        for (j, (fused, ops)) in fused.iter().zip(&ops).enumerate() {
+            let what = match j {
+                0 => "output".to_string(),
+                1 => "input gradient".to_string(),
+                p => format!("parameter gradient {}", p - 2),
+            };
+            assert_fused_close(&format!("{}: {what}", case.name), fused, ops, 1e-5);
+        }
+        assert_fused_ran(case.name, case.nodes, || f(tracked_input(dims)));
+    }
+}
+
+/// The gradients of softmax attention's parameters, in a fixed order: Swin's table, the
+/// projections' weights and biases, LePE's conv.
+fn softmax_parameter_grads(
+    m: &linvit_attention::softmax::SoftmaxAttention,
+    g: &Gradients,
+) -> Vec<Vec<f32>> {
+    let mut out: Vec<Vec<f32>> = m
+        .relative_position_bias_table
+        .iter()
+        .map(|t| grad_of(t, g))
+        .collect();
+    for layer in [&m.qkv, &m.q, &m.kv, &m.proj].into_iter().flatten() {
+        out.push(grad_of(&layer.weight, g));
+        out.extend(layer.bias.iter().map(|b| grad_of(b, g)));
+    }
+    if let Some(conv) = &m.get_v {
+        out.push(grad_of(&conv.weight, g));
+        out.extend(conv.bias.iter().map(|b| grad_of(b, g)));
+    }
+    out
+}

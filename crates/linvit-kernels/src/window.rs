@@ -12,7 +12,7 @@
 
 use rayon::prelude::*;
 
-use crate::activation::exp;
+use crate::activation::{exp, softmax_backward_rows};
 use crate::matmul::{product, Operand};
 use crate::rows::Rows;
 use crate::simd::{max, multiversion, sum};
@@ -30,55 +30,191 @@ pub struct WindowAttention<'a> {
     pub mask: Option<&'a [f32]>,
 }
 
+/// The gradients [`WindowAttention::backward`] computes.
+#[derive(Clone, Debug)]
+pub struct WindowGrads {
+    /// `[windows * tokens, C]` each.
+    pub q: Vec<f32>,
+    pub k: Vec<f32>,
+    pub v: Vec<f32>,
+    /// `[heads, tokens, tokens]`, summed over the windows; where the attention has a bias.
+    pub bias: Option<Vec<f32>>,
+}
+
 impl WindowAttention<'_> {
-    /// `q, k, v`: `[windows * tokens, C]` each -> `[windows * tokens, C]`, heads merged
-    /// (head-major channels).
-    ///
-    /// # Panics
-    /// On shapes that disagree (a caller bug, not a user input).
-    pub fn forward(&self, tokens: usize, q: Rows, k: Rows, v: Rows) -> Vec<f32> {
-        let (n, c, heads) = (tokens, q.width(), self.heads);
+    /// Checks the sizes; returns the head dim and the number of masks.
+    fn sizes(&self, n: usize, q: &Rows, k: &Rows, v: &Rows) -> (usize, usize) {
+        let (c, heads) = (q.width(), self.heads);
         let d = c / heads;
         assert!(n > 0 && d * heads == c && q.rows().is_multiple_of(n));
-        for t in [&k, &v] {
+        for t in [k, v] {
             assert!(t.width() == c && t.rows() == q.rows());
         }
         assert!(self.bias.is_none_or(|b| b.len() == heads * n * n));
         assert!(self
             .mask
             .is_none_or(|m| !m.is_empty() && m.len() % (n * n) == 0));
-        let masks = self.mask.map_or(1, |m| m.len() / (n * n));
+        (d, self.mask.map_or(1, |m| m.len() / (n * n)))
+    }
 
-        let mut out = vec![0f32; q.rows() * c];
-        out.par_chunks_mut(n * c).enumerate().for_each(|(w, out)| {
-            let first = w * n;
-            let mask = self.mask.map(|m| &m[(w % masks) * n * n..][..n * n]);
-            let mut scores = vec![0f32; n * n];
-            for h in 0..heads {
-                let bias = self.bias.map(|b| &b[h * n * n..][..n * n]);
-                let preloaded = preload(&mut scores, bias, mask);
-                product(
-                    &mut scores,
-                    [n, 1],
-                    q.operand(first, h * d),
-                    k.operand_transposed(first, h * d),
-                    [n, n, d],
-                    preloaded,
-                    self.scale,
-                );
-                softmax_rows(&mut scores, n);
-                product(
-                    &mut out[h * d..],
-                    [c, 1],
-                    Operand(&scores, [n, 1]),
-                    v.operand(first, h * d),
-                    [n, d, n],
-                    false,
-                    1.0,
-                );
-            }
-        });
+    /// `q, k, v`: `[windows * tokens, C]` each -> `[windows * tokens, C]`, heads merged
+    /// (head-major channels).
+    ///
+    /// # Panics
+    /// On shapes that disagree (a caller bug, not a user input).
+    pub fn forward(&self, tokens: usize, q: Rows, k: Rows, v: Rows) -> Vec<f32> {
+        let n = tokens;
+        self.sizes(n, &q, &k, &v);
+        let mut out = vec![0f32; q.rows() * q.width()];
+        out.par_chunks_mut(n * q.width())
+            .enumerate()
+            .for_each(|(w, out)| {
+                let mut scores = vec![0f32; n * n];
+                self.window(n, w, [&q, &k, &v], out, &mut scores);
+            });
         out
+    }
+
+    /// [`Self::forward`], keeping each window's and head's softmax `[windows, heads, tokens,
+    /// tokens]` for [`Self::backward`] (what PyTorch's autograd keeps for the same ops).
+    ///
+    /// # Panics
+    /// As [`Self::forward`].
+    pub fn forward_keeping(
+        &self,
+        tokens: usize,
+        q: Rows,
+        k: Rows,
+        v: Rows,
+    ) -> (Vec<f32>, Vec<f32>) {
+        let (n, c, heads) = (tokens, q.width(), self.heads);
+        self.sizes(n, &q, &k, &v);
+        let windows = q.rows() / n;
+        let mut out = vec![0f32; q.rows() * c];
+        let mut probs = vec![0f32; windows * heads * n * n];
+        out.par_chunks_mut(n * c)
+            .zip(probs.par_chunks_mut(heads * n * n))
+            .enumerate()
+            .for_each(|(w, (out, probs))| {
+                self.window(n, w, [&q, &k, &v], out, probs);
+            });
+        (out, probs)
+    }
+
+    /// Window `w`'s attention into `out` (`[tokens, C]`), each head's scores and then softmax in
+    /// `scores`: one `[tokens, tokens]` buffer all heads reuse, or `[heads, tokens, tokens]` that
+    /// keeps each head's.
+    fn window(&self, n: usize, w: usize, [q, k, v]: [&Rows; 3], out: &mut [f32], all: &mut [f32]) {
+        let (c, heads) = (q.width(), self.heads);
+        let (d, masks) = (c / heads, self.mask.map_or(1, |m| m.len() / (n * n)));
+        let first = w * n;
+        let mask = self.mask.map(|m| &m[(w % masks) * n * n..][..n * n]);
+        for h in 0..heads {
+            let scores = match all.len() == n * n {
+                true => &mut all[..],
+                false => &mut all[h * n * n..][..n * n],
+            };
+            let bias = self.bias.map(|b| &b[h * n * n..][..n * n]);
+            let preloaded = preload(scores, bias, mask);
+            let keys_t = k.operand_transposed(first, h * d);
+            let queries = q.operand(first, h * d);
+            product(
+                scores,
+                [n, 1],
+                queries,
+                keys_t,
+                [n, n, d],
+                preloaded,
+                self.scale,
+            );
+            softmax_rows(scores, n);
+            let weights = Operand(scores, [n, 1]);
+            let values = v.operand(first, h * d);
+            product(
+                &mut out[h * d..],
+                [c, 1],
+                weights,
+                values,
+                [n, d, n],
+                false,
+                1.0,
+            );
+        }
+    }
+
+    /// The gradients of `sum(forward_keeping(..) * grad)` for `q, k, v` and the bias (where
+    /// there is one; the mask is a constant), from the inputs and the kept softmax `probs`. Each
+    /// window on its own thread; the bias's gradient is summed over the windows in order (the
+    /// same bits on any number of threads).
+    ///
+    /// # Panics
+    /// On sizes that disagree with the forward's (a caller bug).
+    pub fn backward(
+        &self,
+        tokens: usize,
+        [q, k, v]: [Rows; 3],
+        probs: &[f32],
+        grad: &[f32],
+    ) -> WindowGrads {
+        let (n, c, heads) = (tokens, q.width(), self.heads);
+        let (d, _) = self.sizes(n, &q, &k, &v);
+        let windows = q.rows() / n;
+        assert!(probs.len() == windows * heads * n * n && grad.len() == q.rows() * c);
+        let [mut dq, mut dk, mut dv] = [0; 3].map(|_| vec![0f32; q.rows() * c]);
+        // Each window's scores' gradient, per head: the bias's gradient before the sum.
+        let mut d_scores = vec![0f32; windows * heads * n * n];
+        dq.par_chunks_mut(n * c)
+            .zip(dk.par_chunks_mut(n * c))
+            .zip(dv.par_chunks_mut(n * c))
+            .zip(d_scores.par_chunks_mut(heads * n * n))
+            .enumerate()
+            .for_each(|(w, (((dq, dk), dv), d_scores))| {
+                let first = w * n;
+                for h in 0..heads {
+                    let probs = &probs[(w * heads + h) * n * n..][..n * n];
+                    let d_out = Operand(&grad[first * c + h * d..], [c, 1]);
+                    let d_s = &mut d_scores[h * n * n..][..n * n];
+                    // out = probs v.
+                    let values_t = v.operand_transposed(first, h * d);
+                    product(d_s, [n, 1], d_out, values_t, [n, n, d], false, 1.0);
+                    let probs_t = Operand(probs, [1, n]);
+                    product(
+                        &mut dv[h * d..],
+                        [c, 1],
+                        probs_t,
+                        d_out,
+                        [n, d, n],
+                        false,
+                        1.0,
+                    );
+                    // Through the softmax to the scores = scale q k^T + bias + mask.
+                    softmax_backward_rows(d_s, probs, n);
+                    let (keys, queries) = (k.operand(first, h * d), q.operand(first, h * d));
+                    let s = self.scale;
+                    let d_op = Operand(d_s, [n, 1]);
+                    product(&mut dq[h * d..], [c, 1], d_op, keys, [n, d, n], false, s);
+                    let d_op_t = Operand(d_s, [1, n]);
+                    product(
+                        &mut dk[h * d..],
+                        [c, 1],
+                        d_op_t,
+                        queries,
+                        [n, d, n],
+                        false,
+                        s,
+                    );
+                }
+            });
+        let len = heads * n * n;
+        let bias = self
+            .bias
+            .map(|_| crate::sum_in_order(d_scores.chunks(len), len));
+        WindowGrads {
+            q: dq,
+            k: dk,
+            v: dv,
+            bias,
+        }
     }
 }
 
