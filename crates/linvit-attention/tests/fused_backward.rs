@@ -441,7 +441,6 @@ fn agent_parameter_grads(
 /// count tells the node ran.
 #[test]
 fn window_softmax_node_matches_burns_ops_in_value_and_every_gradient() {
-    use linvit_attention::softmax::SoftmaxAttention;
     use linvit_attention::{Attention, AttentionConfig, MixerShape, Projection, TokenLayout};
 
     struct Case {
