@@ -625,3 +625,93 @@ pub(crate) fn window_softmax(
         None => record(WindowNode, [q_node, k_node, v_node], saved, out),
     }
 }
+
+/// A conv that cuts non-overlapping patches (stride = kernel `[kh, kw]`, no padding, one group:
+/// patch embeddings, PVT's spatial reduction) with a bias, as one node whose output is tokens
+/// `[B, (H / kh) * (W / kw), out]`: the patches gathered as rows ([`linvit_kernels::patch`],
+/// read in place from `image`, which may be a view of tokens) times the weight, and in the
+/// backward the linear layer's gradients with the input's scattered back to the image. Saves
+/// the patch rows (as many values as the image) and the weight. `None` where the gate is
+/// closed or the sizes disagree.
+pub(crate) fn patch_conv(
+    image: &Tensor<4>,
+    weight: &Tensor<4>,
+    bias: &Tensor<1>,
+) -> Option<Tensor<3>> {
+    use linvit_kernels::patch::{patches, unpatch, Image};
+
+    #[derive(Clone, Debug)]
+    struct Saved {
+        patches: Vec<f32>,
+        weight: FlexTensor,
+        dims: [usize; 4],
+    }
+
+    #[derive(Debug)]
+    struct PatchConv;
+
+    impl Backward<Flex, 3> for PatchConv {
+        type State = Saved;
+
+        fn backward(self, ops: Ops<Saved, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
+            let s = ops.state;
+            let grad = contiguous(grads.consume::<Flex>(&ops.node));
+            let w_shape = s.weight.layout().shape().clone();
+            let [_, c, kh, kw] = w_shape.dims::<4>();
+            let [x_node, w_node, b_node] = ops.parents.map(|p| p.map(|n| n.id));
+            let g = linvit_kernels::linear::linear_transposed_backward(
+                &s.patches,
+                c * kh * kw,
+                values(&s.weight),
+                values(&grad),
+                [x_node.is_some(), w_node.is_some()],
+            );
+            if let Some(rows) = g.input {
+                give(
+                    grads,
+                    x_node,
+                    unpatch(&rows, s.dims, [kh, kw]),
+                    s.dims.into(),
+                );
+            }
+            if let Some(weight) = g.weight {
+                give(grads, w_node, weight, w_shape.clone());
+            }
+            give(grads, b_node, g.bias, [w_shape[0]].into());
+        }
+    }
+
+    let ([b, c, h, w], [out, wc, kh, kw]) = (image.dims(), weight.dims());
+    if wc != c || bias.dims() != [out] || h < kh || w < kw || kh == 0 || kw == 0 {
+        return None;
+    }
+    let (xt, wt, bt) = (tracked(image)?, tracked(weight)?, tracked(bias)?);
+    let input = xt.primitive();
+    let strides: Vec<usize> = input
+        .layout()
+        .strides()
+        .iter()
+        .map(|&s| usize::try_from(s).ok())
+        .collect::<Option<_>>()?;
+    let view = Image::new(
+        input.storage::<f32>(),
+        input.layout().start_offset(),
+        [b, c, h, w],
+        [strides[0], strides[1], strides[2], strides[3]],
+    );
+    let rows = patches(view, [kh, kw]);
+    let (kernel, bias_values) = (laid_out(&wt), laid_out(&bt));
+    let y = linvit_kernels::linear::linear_transposed(
+        &rows,
+        c * kh * kw,
+        values(&kernel),
+        Some(values(&bias_values)),
+    );
+    let tokens = flex(y, [b, (h / kh) * (w / kw), out].into());
+    let saved = Saved {
+        patches: rows,
+        weight: kernel,
+        dims: [b, c, h, w],
+    };
+    record(PatchConv, [xt.node(), wt.node(), bt.node()], saved, tokens)
+}

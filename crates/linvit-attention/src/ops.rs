@@ -211,7 +211,8 @@ pub fn linear_in_block<const D: usize>(
 /// tokens `[B, h*w, out]`. Where the conv cuts non-overlapping patches (stride equal to the
 /// kernel, no padding, dilation 1, one group: patch embeddings, spatial reduction) in inference
 /// on flex (see [`kernel_input`]), the patches are read in place from `image` (a token view
-/// too) and multiplied by the fused linear kernel; Burn's conv elsewhere.
+/// too) and multiplied by the fused linear kernel; in training on flex the same as one autodiff
+/// node (`fused::patch_conv`, convs with a bias); Burn's conv elsewhere.
 pub fn conv_to_tokens(conv: &Conv2d, image: Tensor<4>) -> (Tensor<3>, [usize; 2]) {
     let [kh, kw] = conv.kernel_size;
     let unpadded = matches!(
@@ -253,6 +254,14 @@ pub fn conv_to_tokens(conv: &Conv2d, image: Tensor<4>) -> (Tensor<3>, [usize; 2]
     };
     if let Some(result) = fused() {
         return result;
+    }
+    let [_, _, h, w] = image.dims();
+    let trained = (unpadded && patches)
+        .then(|| conv.bias.as_ref())
+        .flatten()
+        .and_then(|bias| crate::fused::patch_conv(&image, &conv.weight.val(), &bias.val()));
+    if let Some(tokens) = trained {
+        return (tokens, [h / kh, w / kw]);
     }
     let x = conv.forward(image);
     let [_, _, h, w] = x.dims();

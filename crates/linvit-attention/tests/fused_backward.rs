@@ -577,3 +577,46 @@ fn softmax_parameter_grads(
     }
     out
 }
+
+/// The patch conv node (`fused::patch_conv`, stride = kernel) behind `ops::conv_to_tokens`
+/// against Burn's conv: PVT's spatial reduction 2x2 on tokens seen as an image (a strided view)
+/// of an odd 7x9 grid, whose last row and column the conv drops, and a 4x4 patch embedding of a
+/// 3-channel image in its own layout.
+#[test]
+fn patch_conv_node_matches_burns_conv_in_value_and_every_gradient() {
+    use linvit_attention::ops::{conv_to_tokens, tokens_to_image};
+
+    let ad = Device::flex().autodiff();
+    // (channels in, out, kernel, grid, tokens: the input is `[B, H*W, C]` tokens).
+    for (c, out, k, [h, w], tokens) in [(6, 6, 2, [7, 9], true), (3, 8, 4, [8, 12], false)] {
+        let conv = Conv2dConfig::new([c, out], [k, k])
+            .with_stride([k, k])
+            .init(&ad);
+        let bias = conv.bias.as_ref().expect("a bias");
+        let dims = match tokens {
+            true => [2, h * w, c],
+            false => [2, c, h * w],
+        };
+        let f = |x: Tensor<3>| {
+            let image = match tokens {
+                true => tokens_to_image(x, [h, w]),
+                false => x.reshape([2, c, h, w]),
+            };
+            conv_to_tokens(&conv, image).0
+        };
+        compare_paths(
+            &format!("patch conv {k}x{k} on {dims:?}"),
+            &[
+                ("output", 1e-5),
+                ("input gradient", 1e-5),
+                ("weight gradient", 1e-5),
+                ("bias gradient", 1e-5),
+            ],
+            lcg(dims.iter().product(), 5),
+            dims,
+            f,
+            |g| vec![grad_of(&conv.weight, g), grad_of(bias, g)],
+        );
+        assert_fused_ran("patch conv", 1, || f(tracked_input(dims)));
+    }
+}

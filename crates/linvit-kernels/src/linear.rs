@@ -65,11 +65,47 @@ pub fn linear_backward(
     width: usize,
     weight: &[f32],
     grad: &[f32],
-    [want_input, want_weight]: [bool; 2],
+    wants: [bool; 2],
 ) -> LinearGrads {
-    assert!(width > 0 && x.len().is_multiple_of(width) && weight.len().is_multiple_of(width));
+    let out = weight.len() / width.max(1);
+    // w^T's element (j, i) is w[i * out + j].
+    backward_with(x, width, Operand(weight, [1, out]), out, grad, wants, false)
+}
+
+/// [`linear_backward`] for the weight stored `[out, in]` ([`linear_transposed`]'s: a conv's
+/// flattened weight); the weight's gradient comes out `[out, in]` too.
+pub fn linear_transposed_backward(
+    x: &[f32],
+    width: usize,
+    weight: &[f32],
+    grad: &[f32],
+    wants: [bool; 2],
+) -> LinearGrads {
+    let out = weight.len() / width.max(1);
+    backward_with(
+        x,
+        width,
+        Operand(weight, [width, 1]),
+        out,
+        grad,
+        wants,
+        true,
+    )
+}
+
+/// The backward of both weight layouts: `weight_t` is the weight as the `[out, in]` operand the
+/// input's gradient multiplies by; `transposed` says which layout the weight's gradient takes.
+fn backward_with(
+    x: &[f32],
+    width: usize,
+    weight_t: Operand,
+    out: usize,
+    grad: &[f32],
+    [want_input, want_weight]: [bool; 2],
+    transposed: bool,
+) -> LinearGrads {
+    assert!(width > 0 && x.len().is_multiple_of(width) && weight_t.0.len() >= width * out);
     let rows = x.len() / width;
-    let out = weight.len() / width;
     assert_eq!(grad.len(), rows * out, "linear_backward: gradient size");
     // `dst = lhs rhs` for `[m, n, k]` on all cores; an empty product leaves `dst` zero.
     let product = |len: usize, dst_row: usize, lhs: Operand, rhs: Operand, mnk: [usize; 3]| {
@@ -80,15 +116,34 @@ pub fn linear_backward(
         }
         dst
     };
-    // [rows, in] = [rows, out] x [out, in]; w^T's element (j, i) is w[i * out + j].
+    // [rows, in] = [rows, out] x [out, in].
     let input = want_input.then(|| {
-        let (g, wt) = (Operand(grad, [out, 1]), Operand(weight, [1, out]));
-        product(rows * width, width, g, wt, [rows, width, out])
+        product(
+            rows * width,
+            width,
+            Operand(grad, [out, 1]),
+            weight_t,
+            [rows, width, out],
+        )
     });
-    // [in, out] = [in, rows] x [rows, out]; x^T's element (i, r) is x[r * width + i].
-    let weight = want_weight.then(|| {
-        let (xt, g) = (Operand(x, [1, width]), Operand(grad, [out, 1]));
-        product(width * out, out, xt, g, [width, out, rows])
+    // x^T's element (i, r) is x[r * width + i]; grad^T's (j, r) is grad[r * out + j].
+    let weight = want_weight.then(|| match transposed {
+        // [out, in] = [out, rows] x [rows, in].
+        true => product(
+            out * width,
+            width,
+            Operand(grad, [1, out]),
+            Operand(x, [width, 1]),
+            [out, width, rows],
+        ),
+        // [in, out] = [in, rows] x [rows, out].
+        false => product(
+            width * out,
+            out,
+            Operand(x, [1, width]),
+            Operand(grad, [out, 1]),
+            [width, out, rows],
+        ),
     });
     LinearGrads {
         input,
@@ -382,6 +437,34 @@ mod tests {
             let d: f64 = (0..rows).map(|r| g[r * out + j] as f64).sum();
             close(grads.bias[j], d, "bias");
         }
+    }
+
+    /// The backward with the weight stored `[out, in]` gives the same numbers as with `[in,
+    /// out]`, the weight's gradient transposed.
+    #[test]
+    fn transposed_backward_matches_the_plain_one() {
+        let (rows, width, out) = (301, 37, 19);
+        let (x, w, g) = (
+            wave(rows * width, 0.3),
+            wave(width * out, 0.7),
+            wave(rows * out, 1.1),
+        );
+        let w_t: Vec<f32> = (0..out * width)
+            .map(|i| w[(i % width) * out + i / width])
+            .collect();
+        let plain = linear_backward(&x, width, &w, &g, [true, true]);
+        let transposed = linear_transposed_backward(&x, width, &w_t, &g, [true, true]);
+        assert_eq!(plain.bias, transposed.bias);
+        let close = |a: &[f32], b: &[f32]| a.iter().zip(b).all(|(a, b)| (a - b).abs() < 1e-4);
+        assert!(close(
+            plain.input.as_ref().unwrap(),
+            transposed.input.as_ref().unwrap()
+        ));
+        let dw = plain.weight.unwrap();
+        let dw_t: Vec<f32> = (0..out * width)
+            .map(|i| dw[(i % width) * out + i / width])
+            .collect();
+        assert!(close(&dw_t, transposed.weight.as_ref().unwrap()));
     }
 
     #[test]

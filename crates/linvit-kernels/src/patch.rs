@@ -66,6 +66,36 @@ pub fn patches(image: Image, [kh, kw]: [usize; 2]) -> Vec<f32> {
     out
 }
 
+/// The inverse of [`patches`] for a gradient: `rows` `[B * (H / kh) * (W / kw), C * kh * kw]`
+/// scattered back to a new image `[B, C, H, W]` (row-major), zero where [`patches`] dropped a
+/// remainder. The patches do not overlap, so each pixel takes at most one value.
+///
+/// # Panics
+/// Where `rows` does not hold the patches of such an image (a caller bug).
+pub fn unpatch(rows: &[f32], [b, c, h, w]: [usize; 4], [kh, kw]: [usize; 2]) -> Vec<f32> {
+    let (prow, pcol) = (h / kh, w / kw);
+    let width = kh * kw * c;
+    assert!(prow > 0 && pcol > 0 && rows.len() == b * prow * pcol * width);
+    let mut image = vec![0f32; b * c * h * w];
+    image
+        .par_chunks_mut(h * w)
+        .enumerate()
+        .for_each(|(plane, image)| {
+            let (bi, ch) = (plane / c, plane % c);
+            for py in 0..prow {
+                for px in 0..pcol {
+                    let row = &rows[((bi * prow + py) * pcol + px) * width + ch * kh * kw..];
+                    for i in 0..kh {
+                        let y = py * kh + i;
+                        let dst = &mut image[y * w + px * kw..][..kw];
+                        dst.copy_from_slice(&row[i * kw..][..kw]);
+                    }
+                }
+            }
+        });
+    image
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -94,5 +124,20 @@ mod tests {
         let row = &from_nchw[3 * 12..4 * 12];
         assert_eq!(row[6 + 3 + 2], value(1, 3, 5));
         assert_eq!(row[0], value(0, 2, 3));
+        // Scattered back: every pixel of the two whole patch rows and columns, the remainder
+        // (none here; a 5x7 image drops its last row and column) zero.
+        assert_eq!(unpatch(&from_nchw, [1, c, h, w], [2, 3]), nchw);
+        let (h, w) = (5, 7);
+        let big: Vec<f32> = (0..c * h * w).map(|i| i as f32 + 1.0).collect();
+        let rows = patches(
+            Image::new(&big, 0, [1, c, h, w], [c * h * w, h * w, w, 1]),
+            [2, 3],
+        );
+        let back = unpatch(&rows, [1, c, h, w], [2, 3]);
+        for (i, (&b, &x)) in back.iter().zip(&big).enumerate() {
+            let (y, xx) = (i / w % h, i % w);
+            let want = if y < 4 && xx < 6 { x } else { 0.0 };
+            assert_eq!(b, want, "pixel {i}");
+        }
     }
 }
