@@ -257,7 +257,7 @@ pub fn conv_to_tokens(conv: &Conv2d, image: Tensor<4>) -> (Tensor<3>, [usize; 2]
     }
     let [_, _, h, w] = image.dims();
     let trained = (unpadded && patches)
-        .then(|| conv.bias.as_ref())
+        .then_some(conv.bias.as_ref())
         .flatten()
         .and_then(|bias| crate::fused::patch_conv(&image, &conv.weight.val(), &bias.val()));
     if let Some(tokens) = trained {
