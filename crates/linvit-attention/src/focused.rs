@@ -278,23 +278,34 @@ impl FocusedLinearAttention {
         // The keys' 1/sqrt(n) of `linear_attend` rides on the focusing factor.
         let k = focus_times(k, scale, self.focusing_factor, (n_keys as f64).powf(-0.5));
         let heads = self.num_heads;
-        let (q, k, v32) = (
-            split_heads(q, heads),
-            split_heads(k, heads),
-            split_heads(v32, heads),
-        );
-        let out = merge_heads(linear_attend_prescaled(q.clone(), k.clone(), v32.clone()));
-        let out = to(out, dtype);
-        explain::push(|| explain::Record {
-            kind: "focused",
-            layout,
-            key_grid,
-            windows: None,
-            maps: vec![("attention", explain::implied_linear(q, k))],
-            values: v32,
-            output: out.clone(),
-            normalised: true,
-        });
+        // In training on flex, one autodiff node (`fused::linear_attention`); recording needs
+        // the heads apart.
+        let trained = (!record)
+            .then(|| crate::fused::linear_attention(heads, [&q, &k, &v32]))
+            .flatten();
+        let out = match trained {
+            Some(out) => to(out, dtype),
+            None => {
+                let (q, k, v32) = (
+                    split_heads(q, heads),
+                    split_heads(k, heads),
+                    split_heads(v32, heads),
+                );
+                let out = merge_heads(linear_attend_prescaled(q.clone(), k.clone(), v32.clone()));
+                let out = to(out, dtype);
+                explain::push(|| explain::Record {
+                    kind: "focused",
+                    layout,
+                    key_grid,
+                    windows: None,
+                    maps: vec![("attention", explain::implied_linear(q, k))],
+                    values: v32,
+                    output: out.clone(),
+                    normalised: true,
+                });
+                out
+            }
+        };
         let v = split_heads(v, heads);
         match &self.dwc {
             Some(dwc) => add_head_shared_dwc(dwc, out, v, key_grid, layout),

@@ -715,3 +715,69 @@ pub(crate) fn patch_conv(
     };
     record(PatchConv, [xt.node(), wt.node(), bt.node()], saved, tokens)
 }
+
+/// Normalised linear attention (`focused::linear_attend_prescaled` on `q, k, v` `[B, N, C]`
+/// split into `heads`, merged again) as one node: [`linvit_kernels::linear_attention`]'s
+/// forward and backward on the merged-head rows read in place, keeping each head's `[kv |
+/// mean]`, each query's `1 / den` and the output. `None` where the gate is closed or the sizes
+/// disagree.
+pub(crate) fn linear_attention(heads: usize, [q, k, v]: [&Tensor<3>; 3]) -> Option<Tensor<3>> {
+    use crate::kernel::KernelRows;
+    use linvit_kernels::linear_attention::{backward, forward_keeping, LinearSaved};
+
+    #[derive(Clone, Debug)]
+    struct Saved {
+        heads: usize,
+        batch: usize,
+        rows: [KernelRows; 3],
+        out: FlexTensor,
+        kept: LinearSaved,
+    }
+
+    #[derive(Debug)]
+    struct LinearAttention;
+
+    impl Backward<Flex, 3> for LinearAttention {
+        type State = Saved;
+
+        fn backward(self, ops: Ops<Saved, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
+            let s = ops.state;
+            let grad = contiguous(grads.consume::<Flex>(&ops.node));
+            let [q, k, v] = s.rows.each_ref().map(KernelRows::rows);
+            let g = backward(
+                s.batch,
+                s.heads,
+                [q, k, v],
+                values(&s.out),
+                &s.kept,
+                values(&grad),
+            );
+            let ids = ops.parents.map(|p| p.map(|n| n.id));
+            let tokens = |rows: usize| Shape::from([s.batch, rows / s.batch, q.width()]);
+            give(grads, ids[0], g.q, tokens(q.rows()));
+            give(grads, ids[1], g.k, tokens(k.rows()));
+            give(grads, ids[2], g.v, tokens(v.rows()));
+        }
+    }
+
+    let ([b, n_q, c], [bk, n_k, ck]) = (q.dims(), k.dims());
+    let fits = v.dims() == k.dims() && bk == b && ck == c && n_k > 0 && n_q > 0;
+    if !fits || heads == 0 || !c.is_multiple_of(heads) {
+        return None;
+    }
+    let [qt, kt, vt] = [q, k, v].map(tracked);
+    let (qt, kt, vt) = (qt?, kt?, vt?);
+    let rows = [&qt, &kt, &vt].map(|t| KernelRows::new(t.primitive().clone()));
+    let [q_rows, k_rows, v_rows] = rows.each_ref().map(KernelRows::rows);
+    let (out, kept) = forward_keeping(b, heads, q_rows, k_rows, v_rows);
+    let out = flex(out, [b, n_q, c].into());
+    let saved = Saved {
+        heads,
+        batch: b,
+        rows,
+        out: out.clone(),
+        kept,
+    };
+    let parents = [qt.node(), kt.node(), vt.node()];
+    record(LinearAttention, parents, saved, out)
+}

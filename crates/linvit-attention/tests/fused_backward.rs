@@ -620,3 +620,120 @@ fn patch_conv_node_matches_burns_conv_in_value_and_every_gradient() {
         assert_fused_ran("patch conv", 1, || f(tracked_input(dims)));
     }
 }
+
+/// Focused linear attention in the whole module on `Path::Auto` (the focusing function, the
+/// normalised linear attention `fused::linear_attention`, the conv, the projections: each one
+/// node) against `Path::Ops`: the output and the gradients of the input and of every parameter
+/// (scale, positional encoding, projections, convs), on Swin windows, a CLS token, PVT with
+/// spatial reduction on an odd grid, and CSwin's whole map. The count of fused nodes includes
+/// the linear attention node (the op path would record none for it).
+#[test]
+fn focused_attention_nodes_match_burns_ops_in_value_and_every_gradient() {
+    use linvit_attention::focused::FocusedConfig;
+    use linvit_attention::{Attention, AttentionConfig, MixerShape, Projection, TokenLayout};
+
+    struct Case {
+        name: &'static str,
+        shape: MixerShape,
+        layout: TokenLayout,
+        batch: usize,
+        /// Fused nodes of one forward on `Path::Auto`.
+        nodes: usize,
+    }
+    let cases = [
+        Case {
+            name: "focused Swin: 5 windows of 7x7, 2 heads of 12",
+            shape: MixerShape::new(24, 2, [7, 7]),
+            layout: TokenLayout::grid(7, 7),
+            batch: 5,
+            nodes: 6,
+        },
+        Case {
+            name: "focused DeiT: CLS + 7x7, 3 heads of 12",
+            shape: MixerShape::new(36, 3, [7, 7]).with_prefix(1),
+            layout: TokenLayout::grid(7, 7).with_prefix(1),
+            batch: 2,
+            nodes: 6,
+        },
+        Case {
+            name: "focused PVT: 9x7, keys reduced 2x, 2 heads of 10",
+            shape: MixerShape::new(20, 2, [9, 7]).with_projection(Projection::Reduced {
+                sr_ratio: 2,
+                pooled: false,
+            }),
+            layout: TokenLayout::grid(9, 7),
+            batch: 2,
+            nodes: 9,
+        },
+        Case {
+            name: "focused CSwin: whole 6x6 map, 2 heads of 10",
+            shape: MixerShape::new(20, 2, [6, 6]).with_projection(Projection::External {
+                stripe: -1,
+                split: 6,
+            }),
+            layout: TokenLayout::grid(6, 6),
+            batch: 2,
+            nodes: 5,
+        },
+    ];
+    let ad = Device::flex().autodiff();
+    for (i, case) in cases.iter().enumerate() {
+        let config = AttentionConfig::Focused(FocusedConfig {
+            focusing_factor: 3,
+            kernel_size: 5,
+        });
+        let mut attention = config.init(&case.shape, &ad);
+        let Attention::Focused(m) = &mut attention else {
+            unreachable!("a focused config builds focused attention")
+        };
+        let draw = |dims: [usize; 3], s: u64, times: f32| {
+            let values = lcg(dims.iter().product(), s)
+                .iter()
+                .map(|v| v * times)
+                .collect();
+            Param::from_tensor(Tensor::from_data(TensorData::new(values, dims), &ad))
+        };
+        m.positional_encoding = draw(m.positional_encoding.dims(), 90 + i as u64, 0.5);
+        m.scale = draw(m.scale.dims(), 95 + i as u64, 1.0);
+        let external = matches!(case.shape.projection, Projection::External { .. });
+        let c = case.shape.dim;
+        let f = |x: Tensor<3>| match external {
+            true => attention.forward_qkv(
+                x.clone().narrow(2, 0, c),
+                x.clone().narrow(2, c, c),
+                x.narrow(2, 2 * c, c),
+                case.layout,
+            ),
+            false => attention.forward(x, case.layout),
+        };
+        let params = |g: &Gradients| {
+            let Attention::Focused(m) = &attention else {
+                unreachable!()
+            };
+            let mut out = vec![grad_of(&m.scale, g), grad_of(&m.positional_encoding, g)];
+            for layer in [&m.qkv, &m.q, &m.kv, &m.proj].into_iter().flatten() {
+                out.push(grad_of(&layer.weight, g));
+                out.extend(layer.bias.iter().map(|b| grad_of(b, g)));
+            }
+            for conv in [&m.dwc, &m.get_v, &m.sr].into_iter().flatten() {
+                out.push(grad_of(&conv.weight, g));
+                out.extend(conv.bias.iter().map(|b| grad_of(b, g)));
+            }
+            out
+        };
+        let width = if external { 3 * c } else { c };
+        let dims = [case.batch, case.layout.tokens(), width];
+        let values = lcg(dims.iter().product(), 20 + i as u64);
+        let ops = output_and_grads(Path::Ops, values.clone(), dims, f, params);
+        let fused = output_and_grads(Path::Auto, values, dims, f, params);
+        for (j, (fused, ops)) in fused.iter().zip(&ops).enumerate() {
+            let what = match j {
+                0 => "output".to_string(),
+                1 => "input gradient".to_string(),
+                p => format!("parameter gradient {}", p - 2),
+            };
+            assert_fused_close(&format!("{}: {what}", case.name), fused, ops, 1e-5);
+        }
+        assert_fused_ran(case.name, case.nodes, || f(tracked_input(dims)));
+    }
+}

@@ -19,6 +19,7 @@ pub mod depthwise;
 pub mod focus;
 pub mod focused;
 pub mod linear;
+pub mod linear_attention;
 mod matmul;
 pub mod mlp;
 pub mod norm;
