@@ -6,10 +6,11 @@
 //! its arithmetic needs ~2 ms (experiments/bench/README.md). A kernel here does the same
 //! mathematics in a handful of cache-friendly passes on all cores.
 //!
-//! Scope: f32. Most kernels are forward-only, for inference; `activation` (GELU, softmax),
-//! `norm` (`RowNorm::forward_keeping_stats`, `layer_norm_backward`), `depthwise`, `focus` and
-//! `linear::linear_backward` also have the backward passes that `linvit-attention`
-//! wraps as autodiff operations for training on flex. Burn's ops stay the reference, and the
+//! Scope: f32. Most kernels serve inference; `activation` (GELU, softmax), `norm`
+//! (`RowNorm::forward_keeping_stats`, `layer_norm_backward`), `depthwise`, `focus`, `linear`
+//! (`linear_backward`, `linear_transposed_backward`), `patch::unpatch`, `linear_attention`,
+//! `agent` and `window` (`forward_keeping`, `backward`) also have the backward passes that
+//! `linvit-attention` wraps as autodiff operations for training on flex. Burn's ops stay the reference, and the
 //! path every other backend runs; `linvit-attention` picks this crate only for f32 tensors on
 //! flex (`Path::Auto`), and its tests hold the two paths together.
 
