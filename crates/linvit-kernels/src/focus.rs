@@ -13,7 +13,7 @@
 
 use rayon::prelude::*;
 
-use crate::focused::{focus_row, powi};
+use crate::focused::{focus_row, power, powi};
 use crate::simd::{dot, multiversion};
 
 /// The focusing function's constants; see the module documentation.
@@ -100,7 +100,9 @@ multiversion! {
     /// One row of [`Focus::backward`]. With `f = ||a|| / ||w||` and `G = t sum(g w)`:
     /// `dw = t f g - G ||a|| w / ||w||^3`, `da = dw p y^(p-1) / max(a) + G a / (||w|| ||a||)`,
     /// `dx = da / s` where `x > 0` (0 elsewhere), and `d softplus(scale) = -da a / s` summed
-    /// into `ds`. `w` is scratch of the row's width.
+    /// into `ds`. `w` is scratch of the row's width. The powers of the common exponents are
+    /// written out so the loops vectorise (`powi` recurses, so it is a call per element), with
+    /// the same rounding.
     #[allow(clippy::too_many_arguments)]
     fn focus_row_backward(
         dx: &mut [f32],
@@ -112,6 +114,44 @@ multiversion! {
         p: u32,
         times: f32,
     ) {
+        let row = RowBackward { dx, w, ds, x, g, inv_scale, p, times };
+        match p {
+            1 => row.run(power::<1>, |_| 1.0),
+            2 => row.run(power::<2>, power::<1>),
+            3 => row.run(power::<3>, power::<2>),
+            4 => row.run(power::<4>, power::<3>),
+            _ => row.run(|v| powi(v, p), |v| powi(v, p - 1)),
+        }
+    }
+}
+
+/// [`focus_row_backward`]'s arguments.
+struct RowBackward<'a> {
+    dx: &'a mut [f32],
+    w: &'a mut [f32],
+    ds: &'a mut [f32],
+    x: &'a [f32],
+    g: &'a [f32],
+    inv_scale: &'a [f32],
+    p: u32,
+    times: f32,
+}
+
+impl RowBackward<'_> {
+    /// The row's backward with `pow_p(v) = v^p` and `pow_p1(v) = v^(p-1)`; inlined into each
+    /// instruction set's copy of [`focus_row_backward`].
+    #[inline(always)]
+    fn run(self, pow_p: impl Fn(f32) -> f32, pow_p1: impl Fn(f32) -> f32) {
+        let RowBackward {
+            dx,
+            w,
+            ds,
+            x,
+            g,
+            inv_scale,
+            p,
+            times,
+        } = self;
         // dx holds a first.
         for ((a, &x), &s) in dx.iter_mut().zip(x).zip(inv_scale) {
             *a = (x.max(0.0) + 1e-6) * s;
@@ -119,7 +159,7 @@ multiversion! {
         let n1 = dot(dx, dx).sqrt();
         let inv_max = 1.0 / crate::simd::max(dx);
         for (w, &a) in w.iter_mut().zip(dx.iter()) {
-            *w = powi(a * inv_max, p);
+            *w = pow_p(a * inv_max);
         }
         let n2 = dot(w, w).sqrt();
         let f = n1 / n2;
@@ -127,13 +167,18 @@ multiversion! {
         let c_w = big_g * n1 / (n2 * n2 * n2);
         let c_a = big_g / (n2 * n1);
         let pm = p as f32 * inv_max;
-        for (((((d, &w), &g), &x), &s), ds) in
-            dx.iter_mut().zip(w.iter()).zip(g).zip(x).zip(inv_scale).zip(ds.iter_mut())
+        for (((((d, &w), &g), &x), &s), ds) in dx
+            .iter_mut()
+            .zip(w.iter())
+            .zip(g)
+            .zip(x)
+            .zip(inv_scale)
+            .zip(ds.iter_mut())
         {
             let a = *d;
             let y = a * inv_max;
             let dw = times * f * g - c_w * w;
-            let da = dw * pm * powi(y, p - 1) + c_a * a;
+            let da = dw * pm * pow_p1(y) + c_a * a;
             *ds -= da * a * s;
             *d = if x > 0.0 { da * s } else { 0.0 };
         }

@@ -314,7 +314,7 @@ fn kernel_and_norms(
 /// `x^P` for the common exponents, rounded as [`powi`] (and as
 /// `linvit_attention::focused::powi_by_mul`), written so each vectorises.
 #[inline(always)]
-fn power<const P: u32>(v: f32) -> f32 {
+pub(crate) fn power<const P: u32>(v: f32) -> f32 {
     match P {
         1 => v,
         2 => v * v,
