@@ -8,7 +8,7 @@ use common::lcg;
 use linvit_attention::focused::{focus, linear_attend, powi_by_mul};
 use linvit_attention::ops::{merge_heads, split_heads};
 use linvit_attention::reference;
-use linvit_attention::{AttentionConfig, MixerShape, TokenLayout};
+use linvit_attention::{AttentionConfig, MixerShape, Path, TokenLayout};
 
 fn tensor<const D: usize>(dims: [usize; D], seed: u64, device: &Device) -> Tensor<D> {
     Tensor::from_data(
@@ -218,8 +218,8 @@ struct FusedCase {
     kernel_size: usize,
 }
 
-/// The fused CPU kernel (inference on flex) against the Burn-op path (autodiff on, which
-/// training runs), with the same weights, a random positional encoding and scale, on every
+/// The fused CPU kernel (inference on flex) against the Burn-op path (autodiff on,
+/// `Path::Ops`), with the same weights, a random positional encoding and scale, on every
 /// projection flavour: windows (conv fused), a CLS prefix and spatial reduction (conv as Burn
 /// ops), 49/50/63/100 tokens (whole and partial row blocks), head dims 16 to 64 and odd ones.
 #[test]
@@ -319,7 +319,9 @@ fn fused_focused_attention_on_flex_matches_the_op_path() {
                 None,
             )
         };
-        let op_path = host(run(&attention, &ad));
+        // Burn's ops throughout: under autodiff `Path::Auto` would run the training nodes, whose
+        // forwards are these kernels.
+        let op_path = host(Path::Ops.run(|| run(&attention, &ad)));
         let fused = host(run(&inference, &Device::flex()));
         assert!(fused.iter().all(|x| x.is_finite()), "{}", case.name);
         println!(
@@ -331,7 +333,8 @@ fn fused_focused_attention_on_flex_matches_the_op_path() {
     }
 }
 
-/// The fused window-softmax kernel (inference on flex) against the Burn-op path (autodiff on),
+/// The fused window-softmax kernel (inference on flex) against the Burn-op path (autodiff on,
+/// `Path::Ops`),
 /// same weights: Swin windows with a random relative position bias, with and without a
 /// shifted-window mask (several images of several windows), a CLS prefix without bias, and
 /// CSwin stripes (`q, k, v` projected outside, cut into windows, LePE added).
@@ -413,7 +416,9 @@ fn fused_window_softmax_on_flex_matches_the_op_path() {
                 mask,
             )
         };
-        let op_path = host(run(&attention, &ad));
+        // Burn's ops throughout: under autodiff `Path::Auto` would run the training nodes, whose
+        // forwards are these kernels.
+        let op_path = host(Path::Ops.run(|| run(&attention, &ad)));
         let fused = host(run(&inference, &Device::flex()));
         println!(
             "{}: fused vs op path {:.1e}",
@@ -431,7 +436,8 @@ fn fused_window_softmax_on_flex_matches_the_op_path() {
     }
 }
 
-/// The fused agent-attention kernel (inference on flex) against the Burn-op path (autodiff on),
+/// The fused agent-attention kernel (inference on flex) against the Burn-op path (autodiff on,
+/// `Path::Ops`),
 /// same weights with every position bias drawn at random: Agent-DeiT (fused `qkv`, a CLS token
 /// with its `ac`/`ca` biases, conv fused), Agent-Swin windows (conv fused), Agent-PVT with
 /// spatial reduction (conv as Burn ops on the kernel's output) and without, a 9x7 grid whose
@@ -531,7 +537,9 @@ fn fused_agent_attention_on_flex_matches_the_op_path() {
                 None,
             )
         };
-        let op_path = host(run(&attention, &ad));
+        // Burn's ops throughout: under autodiff `Path::Auto` would run the training nodes, whose
+        // forwards are these kernels.
+        let op_path = host(Path::Ops.run(|| run(&attention, &ad)));
         let fused = host(run(&inference, &Device::flex()));
         println!(
             "{}: fused vs op path {:.1e}",

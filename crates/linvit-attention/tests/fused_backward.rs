@@ -321,7 +321,7 @@ fn agent_attention_node_matches_burns_ops_in_value_and_every_gradient() {
             layout: TokenLayout::grid(8, 8),
             batch: 2,
             agents: 16,
-            nodes: 6,
+            nodes: 7,
         },
         Case {
             name: "agent PVT: 9x7, no reduction, 4 heads of 5, 49 agents",
