@@ -293,6 +293,7 @@ pub(crate) fn linear<const D: usize>(
                 values(&x),
                 width,
                 values(&weight),
+                linvit_kernels::linear::WeightLayout::InOut,
                 values(&grad),
                 [x_node.is_some(), weight_node.is_some()],
             );
@@ -659,10 +660,11 @@ pub(crate) fn patch_conv(
             let w_shape = s.weight.layout().shape().clone();
             let [_, c, kh, kw] = w_shape.dims::<4>();
             let [x_node, w_node, b_node] = ops.parents.map(|p| p.map(|n| n.id));
-            let g = linvit_kernels::linear::linear_transposed_backward(
+            let g = linvit_kernels::linear::linear_backward(
                 &s.patches,
                 c * kh * kw,
                 values(&s.weight),
+                linvit_kernels::linear::WeightLayout::OutIn,
                 values(&grad),
                 [x_node.is_some(), w_node.is_some()],
             );

@@ -340,7 +340,7 @@ fn fused_focused_attention_on_flex_matches_the_op_path() {
 /// CSwin stripes (`q, k, v` projected outside, cut into windows, LePE added).
 #[test]
 fn fused_window_softmax_on_flex_matches_the_op_path() {
-    use burn::module::{Module, Param};
+    use burn::module::Param;
     use linvit_attention::{Attention, Projection};
 
     struct Case {
@@ -392,7 +392,6 @@ fn fused_window_softmax_on_flex_matches_the_op_path() {
                 m.relative_position_bias_table = Some(Param::from_tensor(t));
             }
         }
-        let inference = attention.valid();
         let n = case.layout.tokens();
         let dims = [case.batch, n, case.shape.dim];
         let mask = |device: &Device| {
@@ -416,24 +415,28 @@ fn fused_window_softmax_on_flex_matches_the_op_path() {
                 mask,
             )
         };
-        // Burn's ops throughout: under autodiff `Path::Auto` would run the training nodes, whose
-        // forwards are these kernels.
-        let op_path = host(Path::Ops.run(|| run(&attention, &ad)));
-        let fused = host(run(&inference, &Device::flex()));
-        println!(
-            "{}: fused vs op path {:.1e}",
-            case.name,
-            rel_err(&fused, &op_path)
-        );
-        assert_close(case.name, &fused, &op_path, 2e-5);
-        // The kernel rounds differently from the op path; bit-equal outputs would mean it did
-        // not run.
-        assert_ne!(
-            fused, op_path,
-            "{}: the fused kernel did not run",
-            case.name
-        );
+        assert_kernel_matches_ops(case.name, &attention, &ad, run);
     }
+}
+
+/// `run` with `attention` on the op path (autodiff on, `Path::Ops`: under autodiff `Path::Auto`
+/// would run the training nodes, whose forwards are the kernels) against the same weights on
+/// flex without autodiff, where the fused kernel runs: within 2e-5, and not bit-equal. The
+/// kernels round differently from the op path (they scale the products, the op path their
+/// inputs; no head dim in these tests is a power of 4, whose scale would be exact), so equal
+/// outputs would mean the kernel did not run.
+fn assert_kernel_matches_ops(
+    name: &str,
+    attention: &linvit_attention::Attention,
+    autodiff: &Device,
+    run: impl Fn(&linvit_attention::Attention, &Device) -> Tensor<3>,
+) {
+    use burn::module::Module;
+    let op_path = host(Path::Ops.run(|| run(attention, autodiff)));
+    let fused = host(run(&attention.valid(), &Device::flex()));
+    println!("{name}: fused vs op path {:.1e}", rel_err(&fused, &op_path));
+    assert_close(name, &fused, &op_path, 2e-5);
+    assert!(fused != op_path, "{name}: the fused kernel did not run");
 }
 
 /// The fused agent-attention kernel (inference on flex) against the Burn-op path (autodiff on,
@@ -444,7 +447,7 @@ fn fused_window_softmax_on_flex_matches_the_op_path() {
 /// pooling bins overlap, and Agent-CSwin stripes (no conv; LePE added outside).
 #[test]
 fn fused_agent_attention_on_flex_matches_the_op_path() {
-    use burn::module::{Module, Param};
+    use burn::module::Param;
     use linvit_attention::agent::AgentConfig;
     use linvit_attention::{Attention, Projection};
 
@@ -524,7 +527,6 @@ fn fused_agent_attention_on_flex_matches_the_op_path() {
         m.wa_bias = draw5(&m.wa_bias, 5);
         m.ac_bias = m.ac_bias.as_ref().map(|p| draw(p, 6));
         m.ca_bias = m.ca_bias.as_ref().map(|p| draw(p, 7));
-        let inference = attention.valid();
         let dims = [case.batch, case.layout.tokens(), case.shape.dim];
         let run = |module: &Attention, device: &Device| {
             forward_on(
@@ -537,24 +539,7 @@ fn fused_agent_attention_on_flex_matches_the_op_path() {
                 None,
             )
         };
-        // Burn's ops throughout: under autodiff `Path::Auto` would run the training nodes, whose
-        // forwards are these kernels.
-        let op_path = host(Path::Ops.run(|| run(&attention, &ad)));
-        let fused = host(run(&inference, &Device::flex()));
-        println!(
-            "{}: fused vs op path {:.1e}",
-            case.name,
-            rel_err(&fused, &op_path)
-        );
-        assert_close(case.name, &fused, &op_path, 2e-5);
-        // The kernel rounds differently from the op path (it scales the products, the op path
-        // their inputs; no head dim here is a power of 4, whose scale would be exact): bit-equal
-        // outputs would mean it did not run.
-        assert!(
-            fused != op_path,
-            "{}: the fused kernel did not run",
-            case.name
-        );
+        assert_kernel_matches_ops(case.name, &attention, &ad, run);
     }
 }
 

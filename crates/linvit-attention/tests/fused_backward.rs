@@ -371,37 +371,22 @@ fn agent_attention_node_matches_burns_ops_in_value_and_every_gradient() {
         m.wa_bias = draw5(m.wa_bias.dims(), seed + 5);
         m.ac_bias = m.ac_bias.as_ref().map(|p| draw(p.dims(), seed + 6));
         m.ca_bias = m.ca_bias.as_ref().map(|p| draw(p.dims(), seed + 7));
-        let external = matches!(case.shape.projection, Projection::External { .. });
-        let c = case.shape.dim;
-        let f = |x: Tensor<3>| match external {
-            true => attention.forward_qkv(
-                x.clone().narrow(2, 0, c),
-                x.clone().narrow(2, c, c),
-                x.narrow(2, 2 * c, c),
-                case.layout,
-            ),
-            false => attention.forward(x, case.layout),
-        };
         let params = |g: &Gradients| {
             let Attention::Agent(m) = &attention else {
                 unreachable!()
             };
             agent_parameter_grads(m, g)
         };
-        let width = if external { 3 * c } else { c };
-        let dims = [case.batch, case.layout.tokens(), width];
-        let values = lcg(dims.iter().product(), 30 + i as u64);
-        let ops = output_and_grads(Path::Ops, values.clone(), dims, f, params);
-        let fused = output_and_grads(Path::Auto, values, dims, f, params);
-        for (j, (fused, ops)) in fused.iter().zip(&ops).enumerate() {
-            let what = match j {
-                0 => "output".to_string(),
-                1 => "input gradient".to_string(),
-                p => format!("parameter gradient {}", p - 2),
-            };
-            assert_fused_close(&format!("{}: {what}", case.name), fused, ops, 1e-5);
-        }
-        assert_fused_ran(case.name, case.nodes, || f(tracked_input(dims)));
+        let run = MixerRun {
+            name: case.name,
+            shape: &case.shape,
+            layout: case.layout,
+            batch: case.batch,
+            mask: None,
+            seed: 30 + i as u64,
+            nodes: case.nodes,
+        };
+        run.compare(&attention, params);
     }
 }
 
@@ -420,14 +405,11 @@ fn agent_parameter_grads(
         grad_of(&m.wa_bias, g),
     ];
     out.extend(m.ac_bias.iter().chain(&m.ca_bias).map(|p| grad_of(p, g)));
-    for layer in [&m.qkv, &m.q, &m.kv, &m.proj].into_iter().flatten() {
-        out.push(grad_of(&layer.weight, g));
-        out.extend(layer.bias.iter().map(|b| grad_of(b, g)));
-    }
-    if let Some(conv) = &m.dwc {
-        out.push(grad_of(&conv.weight, g));
-        out.extend(conv.bias.iter().map(|b| grad_of(b, g)));
-    }
+    out.extend(layer_grads(
+        [&m.qkv, &m.q, &m.kv, &m.proj],
+        [&m.dwc, &None, &None],
+        g,
+    ));
     out
 }
 
@@ -522,37 +504,22 @@ fn window_softmax_node_matches_burns_ops_in_value_and_every_gradient() {
                 .collect();
             Tensor::<3>::from_data(TensorData::new(values, [case.masks, n, n]), &ad)
         });
-        let external = matches!(case.shape.projection, Projection::External { .. });
-        let c = case.shape.dim;
-        let f = |x: Tensor<3>| match external {
-            true => attention.forward_qkv(
-                x.clone().narrow(2, 0, c),
-                x.clone().narrow(2, c, c),
-                x.narrow(2, 2 * c, c),
-                case.layout,
-            ),
-            false => attention.forward_masked(x, case.layout, mask.clone()),
-        };
         let params = |g: &Gradients| {
             let Attention::Softmax(m) = &attention else {
                 unreachable!()
             };
             softmax_parameter_grads(m, g)
         };
-        let width = if external { 3 * c } else { c };
-        let dims = [case.batch, n, width];
-        let values = lcg(dims.iter().product(), 80 + i as u64);
-        let ops = output_and_grads(Path::Ops, values.clone(), dims, f, params);
-        let fused = output_and_grads(Path::Auto, values, dims, f, params);
-        for (j, (fused, ops)) in fused.iter().zip(&ops).enumerate() {
-            let what = match j {
-                0 => "output".to_string(),
-                1 => "input gradient".to_string(),
-                p => format!("parameter gradient {}", p - 2),
-            };
-            assert_fused_close(&format!("{}: {what}", case.name), fused, ops, 1e-5);
-        }
-        assert_fused_ran(case.name, case.nodes, || f(tracked_input(dims)));
+        let run = MixerRun {
+            name: case.name,
+            shape: &case.shape,
+            layout: case.layout,
+            batch: case.batch,
+            mask,
+            seed: 80 + i as u64,
+            nodes: case.nodes,
+        };
+        run.compare(&attention, params);
     }
 }
 
@@ -567,14 +534,11 @@ fn softmax_parameter_grads(
         .iter()
         .map(|t| grad_of(t, g))
         .collect();
-    for layer in [&m.qkv, &m.q, &m.kv, &m.proj].into_iter().flatten() {
-        out.push(grad_of(&layer.weight, g));
-        out.extend(layer.bias.iter().map(|b| grad_of(b, g)));
-    }
-    if let Some(conv) = &m.get_v {
-        out.push(grad_of(&conv.weight, g));
-        out.extend(conv.bias.iter().map(|b| grad_of(b, g)));
-    }
+    out.extend(layer_grads(
+        [&m.qkv, &m.q, &m.kv, &m.proj],
+        [&m.get_v, &None, &None],
+        g,
+    ));
     out
 }
 
@@ -695,45 +659,98 @@ fn focused_attention_nodes_match_burns_ops_in_value_and_every_gradient() {
         };
         m.positional_encoding = draw(m.positional_encoding.dims(), 90 + i as u64, 0.5);
         m.scale = draw(m.scale.dims(), 95 + i as u64, 1.0);
-        let external = matches!(case.shape.projection, Projection::External { .. });
-        let c = case.shape.dim;
-        let f = |x: Tensor<3>| match external {
-            true => attention.forward_qkv(
-                x.clone().narrow(2, 0, c),
-                x.clone().narrow(2, c, c),
-                x.narrow(2, 2 * c, c),
-                case.layout,
-            ),
-            false => attention.forward(x, case.layout),
-        };
         let params = |g: &Gradients| {
             let Attention::Focused(m) = &attention else {
                 unreachable!()
             };
             let mut out = vec![grad_of(&m.scale, g), grad_of(&m.positional_encoding, g)];
-            for layer in [&m.qkv, &m.q, &m.kv, &m.proj].into_iter().flatten() {
-                out.push(grad_of(&layer.weight, g));
-                out.extend(layer.bias.iter().map(|b| grad_of(b, g)));
-            }
-            for conv in [&m.dwc, &m.get_v, &m.sr].into_iter().flatten() {
-                out.push(grad_of(&conv.weight, g));
-                out.extend(conv.bias.iter().map(|b| grad_of(b, g)));
-            }
+            out.extend(layer_grads(
+                [&m.qkv, &m.q, &m.kv, &m.proj],
+                [&m.dwc, &m.get_v, &m.sr],
+                g,
+            ));
             out
         };
+        let run = MixerRun {
+            name: case.name,
+            shape: &case.shape,
+            layout: case.layout,
+            batch: case.batch,
+            mask: None,
+            seed: 20 + i as u64,
+            nodes: case.nodes,
+        };
+        run.compare(&attention, params);
+    }
+}
+
+/// One token mixer compared on both paths: `Path::Auto` against `Path::Ops`.
+struct MixerRun<'a> {
+    name: &'a str,
+    shape: &'a linvit_attention::MixerShape,
+    layout: linvit_attention::TokenLayout,
+    batch: usize,
+    /// Swin's shifted-window mask, where the case has one.
+    mask: Option<Tensor<3>>,
+    /// Seeds the input.
+    seed: u64,
+    /// Fused nodes of one forward on `Path::Auto`.
+    nodes: usize,
+}
+
+impl MixerRun<'_> {
+    /// `attention` on seeded tokens `[batch, tokens, C]` (`[.., 3C]` cut into `q, k, v` for
+    /// CSwin's external projection) on both paths: the output and the gradients of the input
+    /// and of `params` each within 1e-5 (relative), and `nodes` fused nodes recorded by one
+    /// forward on `Path::Auto`.
+    fn compare(
+        &self,
+        attention: &linvit_attention::Attention,
+        params: impl Fn(&Gradients) -> Vec<Vec<f32>>,
+    ) {
+        use linvit_attention::Projection;
+        let external = matches!(self.shape.projection, Projection::External { .. });
+        let c = self.shape.dim;
+        let f = |x: Tensor<3>| match external {
+            true => attention.forward_qkv(
+                x.clone().narrow(2, 0, c),
+                x.clone().narrow(2, c, c),
+                x.narrow(2, 2 * c, c),
+                self.layout,
+            ),
+            false => attention.forward_masked(x, self.layout, self.mask.clone()),
+        };
         let width = if external { 3 * c } else { c };
-        let dims = [case.batch, case.layout.tokens(), width];
-        let values = lcg(dims.iter().product(), 20 + i as u64);
-        let ops = output_and_grads(Path::Ops, values.clone(), dims, f, params);
-        let fused = output_and_grads(Path::Auto, values, dims, f, params);
+        let dims = [self.batch, self.layout.tokens(), width];
+        let values = lcg(dims.iter().product(), self.seed);
+        let ops = output_and_grads(Path::Ops, values.clone(), dims, f, &params);
+        let fused = output_and_grads(Path::Auto, values, dims, f, &params);
         for (j, (fused, ops)) in fused.iter().zip(&ops).enumerate() {
             let what = match j {
                 0 => "output".to_string(),
                 1 => "input gradient".to_string(),
                 p => format!("parameter gradient {}", p - 2),
             };
-            assert_fused_close(&format!("{}: {what}", case.name), fused, ops, 1e-5);
+            assert_fused_close(&format!("{}: {what}", self.name), fused, ops, 1e-5);
         }
-        assert_fused_ran(case.name, case.nodes, || f(tracked_input(dims)));
+        assert_fused_ran(self.name, self.nodes, || f(tracked_input(dims)));
     }
+}
+
+/// The gradients of the linear layers' weights and biases, then the convs', that a mixer has.
+fn layer_grads(
+    linears: [&Option<burn::nn::Linear>; 4],
+    convs: [&Option<burn::nn::conv::Conv2d>; 3],
+    g: &Gradients,
+) -> Vec<Vec<f32>> {
+    let mut out = Vec::new();
+    for layer in linears.into_iter().flatten() {
+        out.push(grad_of(&layer.weight, g));
+        out.extend(layer.bias.iter().map(|b| grad_of(b, g)));
+    }
+    for conv in convs.into_iter().flatten() {
+        out.push(grad_of(&conv.weight, g));
+        out.extend(conv.bias.iter().map(|b| grad_of(b, g)));
+    }
+    out
 }

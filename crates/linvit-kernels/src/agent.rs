@@ -15,7 +15,7 @@ use rayon::prelude::*;
 
 use crate::activation::softmax_backward_rows;
 use crate::focused::HeadSharedDwc;
-use crate::matmul::{product, Operand};
+use crate::matmul::{product, rows, transposed, Operand};
 use crate::rows::Rows;
 use crate::window::softmax_rows;
 
@@ -325,109 +325,48 @@ impl AgentAttention<'_> {
         let grad = &grad[first_q * c..][..n_q * c];
         let mut d_agents = vec![0f32; m * c];
         let mut d_agent_v = vec![0f32; m * d];
+        // `x_t` is x transposed (a stride swap), `d_x` the gradient of x.
         for h in 0..self.heads {
+            let hd = h * d;
             let gather = &gather[h * m * n_k..][..m * n_k];
-            let agent_v = &agent_v[h * m * d..][..m * d];
             let broadcast = &broadcast[h * n_q * m..][..n_q * m];
-            let d_out = Operand(&grad[h * d..], [c, 1]);
-            let agents_h = Operand(&agents[h * d..], [c, 1]);
+            let (d_out, agents_h) = (rows(&grad[hd..], c), rows(&agents[hd..], c));
+            let agent_v_t = transposed(&agent_v[h * m * d..][..m * d], d);
             // out = broadcast agent_v: the queries' weights, then the gathered values.
-            let d_broadcast = &mut g.query_bias[h * n_q * m..][..n_q * m];
-            let agent_v_t = Operand(agent_v, [1, d]);
-            product(
-                d_broadcast,
-                [m, 1],
-                d_out,
-                agent_v_t,
-                [n_q, m, d],
-                false,
-                1.0,
-            );
-            let broadcast_t = Operand(broadcast, [1, m]);
-            product(
-                &mut d_agent_v,
-                [d, 1],
-                broadcast_t,
-                d_out,
-                [m, d, n_q],
-                false,
-                1.0,
-            );
-            // Through the queries' softmax (its input's gradient is the bias's) to the
-            // queries and the agents.
-            softmax_backward_rows(d_broadcast, broadcast, m);
-            let d_scores = Operand(d_broadcast, [m, 1]);
-            product(
-                &mut g.q[h * d..],
-                [c, 1],
-                d_scores,
-                agents_h,
-                [n_q, d, m],
-                false,
-                s,
-            );
-            let d_scores_t = Operand(d_broadcast, [1, m]);
-            let queries = q.operand(first_q, h * d);
-            let d_agents_h = &mut d_agents[h * d..];
-            product(
-                d_agents_h,
-                [c, 1],
-                d_scores_t,
-                queries,
-                [m, d, n_q],
-                false,
-                s,
-            );
+            let d_bc = &mut g.query_bias[h * n_q * m..][..n_q * m];
+            product(d_bc, [m, 1], d_out, agent_v_t, [n_q, m, d], false, 1.0);
+            let bc_t = transposed(broadcast, m);
+            product(&mut d_agent_v, [d, 1], bc_t, d_out, [m, d, n_q], false, 1.0);
+            // Through the queries' softmax (its input's gradient is the bias's) to the queries
+            // and the agents.
+            softmax_backward_rows(d_bc, broadcast, m);
+            let (d_bc, d_bc_t) = (rows(d_bc, m), transposed(d_bc, m));
+            let dq = &mut g.q[hd..];
+            product(dq, [c, 1], d_bc, agents_h, [n_q, d, m], false, s);
+            let queries = q.operand(first_q, hd);
+            let da = &mut d_agents[hd..];
+            product(da, [c, 1], d_bc_t, queries, [m, d, n_q], false, s);
             // agent_v = gather v: the agents' weights, then the values.
-            let d_gather = &mut g.agent_bias[h * m * n_k..][..m * n_k];
-            let d_agent_v_op = Operand(&d_agent_v, [d, 1]);
-            let values_t = v.operand_transposed(first_k, h * d);
-            product(
-                d_gather,
-                [n_k, 1],
-                d_agent_v_op,
-                values_t,
-                [m, n_k, d],
-                false,
-                1.0,
-            );
-            let gather_t = Operand(gather, [1, n_k]);
-            product(
-                &mut g.v[h * d..],
-                [c, 1],
-                gather_t,
-                d_agent_v_op,
-                [n_k, d, m],
-                false,
-                1.0,
-            );
+            let d_ga = &mut g.agent_bias[h * m * n_k..][..m * n_k];
+            let (d_av, values_t) = (rows(&d_agent_v, d), v.operand_transposed(first_k, hd));
+            product(d_ga, [n_k, 1], d_av, values_t, [m, n_k, d], false, 1.0);
+            let gather_t = transposed(gather, n_k);
+            let dv = &mut g.v[hd..];
+            product(dv, [c, 1], gather_t, d_av, [n_k, d, m], false, 1.0);
             // Through the agents' softmax to the agents and the keys.
-            softmax_backward_rows(d_gather, gather, n_k);
-            let keys = k.operand(first_k, h * d);
-            let d_scores = Operand(d_gather, [n_k, 1]);
-            product(
-                &mut d_agents[h * d..],
-                [c, 1],
-                d_scores,
-                keys,
-                [m, d, n_k],
-                true,
-                s,
+            softmax_backward_rows(d_ga, gather, n_k);
+            let (d_ga, d_ga_t, keys) = (
+                rows(d_ga, n_k),
+                transposed(d_ga, n_k),
+                k.operand(first_k, hd),
             );
-            let d_scores_t = Operand(d_gather, [1, n_k]);
-            product(
-                &mut g.k[h * d..],
-                [c, 1],
-                d_scores_t,
-                agents_h,
-                [n_k, d, m],
-                false,
-                s,
-            );
+            let da = &mut d_agents[hd..];
+            product(da, [c, 1], d_ga, keys, [m, d, n_k], true, s);
+            let dk = &mut g.k[hd..];
+            product(dk, [c, 1], d_ga_t, agents_h, [n_k, d, m], false, s);
         }
         // The agents are pooled grid queries: their gradient goes back through the pool.
-        let pool_t = Operand(self.pool, [1, n.grid]);
-        let d_agents = Operand(&d_agents, [c, 1]);
+        let (pool_t, d_agents) = (transposed(self.pool, n.grid), rows(&d_agents, c));
         let d_grid = &mut g.q[self.prefix * c..];
         product(d_grid, [c, 1], pool_t, d_agents, [n.grid, c, m], true, 1.0);
     }

@@ -8,7 +8,7 @@
 //!
 //! Scope: f32. Most kernels serve inference; `activation` (GELU, softmax), `norm`
 //! (`RowNorm::forward_keeping_stats`, `layer_norm_backward`), `depthwise`, `focus`, `linear`
-//! (`linear_backward`, `linear_transposed_backward`), `patch::unpatch`, `linear_attention`,
+//! (`linear_backward`, either weight layout), `patch::unpatch`, `linear_attention`,
 //! `agent` and `window` (`forward_keeping`, `backward`) also have the backward passes that
 //! `linvit-attention` wraps as autodiff operations for training on flex. Burn's ops stay the reference, and the
 //! path every other backend runs; `linvit-attention` picks this crate only for f32 tensors on

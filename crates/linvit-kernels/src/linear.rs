@@ -52,11 +52,20 @@ pub struct LinearGrads {
     pub bias: Vec<f32>,
 }
 
-/// The gradients of `sum(linear(x, width, weight, bias) * grad)` for `x` `[rows, in]`,
-/// `weight` `[in, out]` and `grad` `[rows, out]`: `grad w^T` and `x^T grad` where `[input,
-/// weight]` ask for them (a frozen layer's weight needs no product), and the column sums of
-/// `grad`. The transposes are strides given to gemm (it packs its operands anyway), not copies,
-/// and the products are written straight into new buffers.
+/// How a linear layer's weight is stored.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WeightLayout {
+    /// `[in, out]`: Burn's `Linear` ([`linear`]).
+    InOut,
+    /// `[out, in]`: PyTorch's `Linear`, a conv's flattened weight ([`linear_transposed`]).
+    OutIn,
+}
+
+/// The gradients of `sum(linear(x, width, weight, bias) * grad)` for `x` `[rows, in]`, the
+/// weight stored as `layout` says, and `grad` `[rows, out]`: `grad w^T` and `x^T grad` (in the
+/// weight's layout) where `[input, weight]` ask for them (a frozen layer's weight needs no
+/// product), and the column sums of `grad`. The transposes are strides given to gemm (it packs
+/// its operands anyway), not copies, and the products are written straight into new buffers.
 ///
 /// Why not flex's: under autodiff it transposes both operands into new tensors and then
 /// multiplies into a zeroed buffer that it copies once more to align it.
@@ -64,47 +73,18 @@ pub fn linear_backward(
     x: &[f32],
     width: usize,
     weight: &[f32],
-    grad: &[f32],
-    wants: [bool; 2],
-) -> LinearGrads {
-    let out = weight.len() / width.max(1);
-    // w^T's element (j, i) is w[i * out + j].
-    backward_with(x, width, Operand(weight, [1, out]), out, grad, wants, false)
-}
-
-/// [`linear_backward`] for the weight stored `[out, in]` ([`linear_transposed`]'s: a conv's
-/// flattened weight); the weight's gradient comes out `[out, in]` too.
-pub fn linear_transposed_backward(
-    x: &[f32],
-    width: usize,
-    weight: &[f32],
-    grad: &[f32],
-    wants: [bool; 2],
-) -> LinearGrads {
-    let out = weight.len() / width.max(1);
-    backward_with(
-        x,
-        width,
-        Operand(weight, [width, 1]),
-        out,
-        grad,
-        wants,
-        true,
-    )
-}
-
-/// The backward of both weight layouts: `weight_t` is the weight as the `[out, in]` operand the
-/// input's gradient multiplies by; `transposed` says which layout the weight's gradient takes.
-fn backward_with(
-    x: &[f32],
-    width: usize,
-    weight_t: Operand,
-    out: usize,
+    layout: WeightLayout,
     grad: &[f32],
     [want_input, want_weight]: [bool; 2],
-    transposed: bool,
 ) -> LinearGrads {
-    assert!(width > 0 && x.len().is_multiple_of(width) && weight_t.0.len() >= width * out);
+    let out = weight.len() / width.max(1);
+    // The weight as the `[out, in]` operand the input's gradient multiplies by: in `[in, out]`
+    // storage, element (j, i) is w[i * out + j].
+    let weight_t = match layout {
+        WeightLayout::InOut => Operand(weight, [1, out]),
+        WeightLayout::OutIn => Operand(weight, [width, 1]),
+    };
+    assert!(width > 0 && x.len().is_multiple_of(width) && weight.len() == width * out);
     let rows = x.len() / width;
     assert_eq!(grad.len(), rows * out, "linear_backward: gradient size");
     // `dst = lhs rhs` for `[m, n, k]` on all cores; an empty product leaves `dst` zero.
@@ -127,9 +107,9 @@ fn backward_with(
         )
     });
     // x^T's element (i, r) is x[r * width + i]; grad^T's (j, r) is grad[r * out + j].
-    let weight = want_weight.then(|| match transposed {
+    let weight = want_weight.then(|| match layout {
         // [out, in] = [out, rows] x [rows, in].
-        true => product(
+        WeightLayout::OutIn => product(
             out * width,
             width,
             Operand(grad, [1, out]),
@@ -137,7 +117,7 @@ fn backward_with(
             [out, width, rows],
         ),
         // [in, out] = [in, rows] x [rows, out].
-        false => product(
+        WeightLayout::InOut => product(
             width * out,
             out,
             Operand(x, [1, width]),
@@ -409,7 +389,7 @@ mod tests {
         let x = wave(rows * width, 0.3);
         let w = wave(width * out, 0.7);
         let g = wave(rows * out, 1.1);
-        let grads = linear_backward(&x, width, &w, &g, [true, true]);
+        let grads = linear_backward(&x, width, &w, WeightLayout::InOut, &g, [true, true]);
         let (input, weight) = (grads.input.unwrap(), grads.weight.unwrap());
         let close = |a: f32, b: f64, what: &str| {
             assert!(
@@ -452,8 +432,8 @@ mod tests {
         let w_t: Vec<f32> = (0..out * width)
             .map(|i| w[(i % width) * out + i / width])
             .collect();
-        let plain = linear_backward(&x, width, &w, &g, [true, true]);
-        let transposed = linear_transposed_backward(&x, width, &w_t, &g, [true, true]);
+        let plain = linear_backward(&x, width, &w, WeightLayout::InOut, &g, [true, true]);
+        let transposed = linear_backward(&x, width, &w_t, WeightLayout::OutIn, &g, [true, true]);
         assert_eq!(plain.bias, transposed.bias);
         let close = |a: &[f32], b: &[f32]| a.iter().zip(b).all(|(a, b)| (a - b).abs() < 1e-4);
         assert!(close(

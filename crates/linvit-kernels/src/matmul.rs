@@ -6,6 +6,16 @@ pub(crate) use gemm::Parallelism;
 #[derive(Clone, Copy)]
 pub(crate) struct Operand<'a>(pub &'a [f32], pub [usize; 2]);
 
+/// Row-major rows `stride` apart as an operand.
+pub(crate) fn rows(x: &[f32], stride: usize) -> Operand<'_> {
+    Operand(x, [stride, 1])
+}
+
+/// The transpose of row-major rows `stride` apart as an operand (a stride swap, not a copy).
+pub(crate) fn transposed(x: &[f32], stride: usize) -> Operand<'_> {
+    Operand(x, [1, stride])
+}
+
 /// `dst = beta * lhs rhs` (`dst += ...` with `accumulate`) for `[m, n, k]` = rows of `lhs`,
 /// columns of `rhs`, inner size, on gemm (the multiply flex runs on), one thread; the kernels
 /// split their work over threads themselves. `dst_strides` are `[row, column]` strides.
