@@ -341,49 +341,51 @@ fn fused_focused_attention_on_flex_matches_the_op_path() {
 #[test]
 fn fused_window_softmax_on_flex_matches_the_op_path() {
     use burn::module::Param;
+    use common::MixerCase;
     use linvit_attention::{Attention, Projection};
 
-    struct Case {
-        name: &'static str,
-        shape: MixerShape,
-        layout: TokenLayout,
-        batch: usize,
-        masks: usize,
-    }
     let cases = [
-        Case {
-            name: "Swin 7x7 windows, bias, 4 masks x 3 images, d=32",
-            shape: MixerShape::new(96, 3, [7, 7]).with_relative_position_bias(true),
-            layout: TokenLayout::grid(7, 7),
-            batch: 12,
-            masks: 4,
-        },
-        Case {
-            name: "Swin 4x4 windows, bias, no mask, d=5",
-            shape: MixerShape::new(10, 2, [4, 4]).with_relative_position_bias(true),
-            layout: TokenLayout::grid(4, 4),
-            batch: 3,
-            masks: 0,
-        },
-        Case {
-            name: "CLS + 7x7 (50 tokens), no bias, d=24",
-            shape: MixerShape::new(48, 2, [7, 7]).with_prefix(1),
-            layout: TokenLayout::grid(7, 7).with_prefix(1),
-            batch: 2,
-            masks: 0,
-        },
-        Case {
-            name: "CSwin stripes of 2 rows on 6x6, d=10",
-            shape: MixerShape::new(20, 2, [6, 6]).with_projection(Projection::External {
-                stripe: 0,
-                split: 2,
-            }),
-            layout: TokenLayout::grid(6, 6),
-            batch: 2,
-            masks: 0,
-        },
+        (
+            MixerCase {
+                name: "Swin 7x7 windows, bias, 4 masks x 3 images, d=32",
+                shape: MixerShape::new(96, 3, [7, 7]).with_relative_position_bias(true),
+                layout: TokenLayout::grid(7, 7),
+                batch: 12,
+            },
+            4,
+        ),
+        (
+            MixerCase {
+                name: "Swin 4x4 windows, bias, no mask, d=5",
+                shape: MixerShape::new(10, 2, [4, 4]).with_relative_position_bias(true),
+                layout: TokenLayout::grid(4, 4),
+                batch: 3,
+            },
+            0,
+        ),
+        (
+            MixerCase {
+                name: "CLS + 7x7 (50 tokens), no bias, d=24",
+                shape: MixerShape::new(48, 2, [7, 7]).with_prefix(1),
+                layout: TokenLayout::grid(7, 7).with_prefix(1),
+                batch: 2,
+            },
+            0,
+        ),
+        (
+            MixerCase {
+                name: "CSwin stripes of 2 rows on 6x6, d=10",
+                shape: MixerShape::new(20, 2, [6, 6]).with_projection(Projection::External {
+                    stripe: 0,
+                    split: 2,
+                }),
+                layout: TokenLayout::grid(6, 6),
+                batch: 2,
+            },
+            0,
+        ),
     ];
-    for (i, case) in cases.iter().enumerate() {
+    for (i, (case, masks)) in cases.into_iter().enumerate() {
         let ad = Device::flex().autodiff();
         let mut attention = AttentionConfig::Softmax.init(&case.shape, &ad);
         if let Attention::Softmax(m) = &mut attention {
@@ -393,153 +395,60 @@ fn fused_window_softmax_on_flex_matches_the_op_path() {
             }
         }
         let n = case.layout.tokens();
-        let dims = [case.batch, n, case.shape.dim];
         let mask = |device: &Device| {
-            (case.masks > 0).then(|| {
-                let values = lcg(case.masks * n * n, 400 + i as u64)
+            (masks > 0).then(|| {
+                let values = lcg(masks * n * n, 400 + i as u64)
                     .into_iter()
                     .map(|v| if v > 0.3 { -100.0 } else { 0.0 })
                     .collect::<Vec<f32>>();
-                Tensor::<3>::from_data(TensorData::new(values, [case.masks, n, n]), device)
+                Tensor::<3>::from_data(TensorData::new(values, [masks, n, n]), device)
             })
         };
-        let run = |module: &Attention, device: &Device| {
-            let mask = mask(device);
-            forward_on(
-                module,
-                &case.shape,
-                case.layout,
-                dims,
-                9 + i as u64,
-                device,
-                mask,
-            )
-        };
-        assert_kernel_matches_ops(case.name, &attention, &ad, run);
+        assert_kernel_matches_ops(&case, &attention, 9 + i as u64, mask);
     }
 }
 
-/// `run` with `attention` on the op path (autodiff on, `Path::Ops`: under autodiff `Path::Auto`
-/// would run the training nodes, whose forwards are the kernels) against the same weights on
-/// flex without autodiff, where the fused kernel runs: within 2e-5, and not bit-equal. The
-/// kernels round differently from the op path (they scale the products, the op path their
-/// inputs; no head dim in these tests is a power of 4, whose scale would be exact), so equal
-/// outputs would mean the kernel did not run.
+/// `attention` on seeded tokens of `case` (see [`forward_on`], with the mask `mask` makes on a
+/// device) on the op path (autodiff on, `Path::Ops`: under autodiff `Path::Auto` would run the
+/// training nodes, whose forwards are the kernels) against the same weights on flex without
+/// autodiff, where the fused kernel runs: finite, within 2e-5, and not bit-equal. The kernels
+/// round differently from the op path (they scale the products, the op path their inputs; no
+/// head dim in these tests is a power of 4, whose scale would be exact), so equal outputs would
+/// mean the kernel did not run.
 fn assert_kernel_matches_ops(
-    name: &str,
+    case: &common::MixerCase,
     attention: &linvit_attention::Attention,
-    autodiff: &Device,
-    run: impl Fn(&linvit_attention::Attention, &Device) -> Tensor<3>,
+    seed: u64,
+    mask: impl Fn(&Device) -> Option<Tensor<3>>,
 ) {
     use burn::module::Module;
-    let op_path = host(Path::Ops.run(|| run(attention, autodiff)));
+    let dims = [case.batch, case.layout.tokens(), case.shape.dim];
+    let run = |module: &linvit_attention::Attention, device: &Device| {
+        let (shape, layout) = (&case.shape, case.layout);
+        forward_on(module, shape, layout, dims, seed, device, mask(device))
+    };
+    let autodiff = Device::flex().autodiff();
+    let op_path = host(Path::Ops.run(|| run(attention, &autodiff)));
     let fused = host(run(&attention.valid(), &Device::flex()));
+    let name = case.name;
+    assert!(fused.iter().all(|x| x.is_finite()), "{name}: not finite");
     println!("{name}: fused vs op path {:.1e}", rel_err(&fused, &op_path));
     assert_close(name, &fused, &op_path, 2e-5);
     assert!(fused != op_path, "{name}: the fused kernel did not run");
 }
 
 /// The fused agent-attention kernel (inference on flex) against the Burn-op path (autodiff on,
-/// `Path::Ops`),
-/// same weights with every position bias drawn at random: Agent-DeiT (fused `qkv`, a CLS token
-/// with its `ac`/`ca` biases, conv fused), Agent-Swin windows (conv fused), Agent-PVT with
-/// spatial reduction (conv as Burn ops on the kernel's output) and without, a 9x7 grid whose
-/// pooling bins overlap, and Agent-CSwin stripes (no conv; LePE added outside).
+/// `Path::Ops`), same weights with every position bias drawn at random, on every flavour
+/// (`common::agent_cases`): the conv fused where the values lie on the query grid, as Burn ops
+/// on the kernel's output after spatial reduction, none in CSwin (LePE added outside).
 #[test]
 fn fused_agent_attention_on_flex_matches_the_op_path() {
-    use burn::module::Param;
-    use linvit_attention::agent::AgentConfig;
-    use linvit_attention::{Attention, Projection};
+    use common::{agent_cases, agent_module};
 
-    struct Case {
-        name: &'static str,
-        shape: MixerShape,
-        layout: TokenLayout,
-        batch: usize,
-        agents: usize,
-    }
-    let reduced = |sr_ratio| Projection::Reduced {
-        sr_ratio,
-        pooled: false,
-    };
-    let cases = [
-        Case {
-            name: "DeiT: CLS + 7x7 (50 tokens), 3 heads of 12, 16 agents",
-            shape: MixerShape::new(36, 3, [7, 7]).with_prefix(1),
-            layout: TokenLayout::grid(7, 7).with_prefix(1),
-            batch: 2,
-            agents: 16,
-        },
-        Case {
-            name: "Swin 7x7 windows, 2 heads of 12, 9 agents",
-            shape: MixerShape::new(24, 2, [7, 7]),
-            layout: TokenLayout::grid(7, 7),
-            batch: 5,
-            agents: 9,
-        },
-        Case {
-            name: "PVT 8x8 keys reduced 2x, 2 heads of 32, 16 agents",
-            shape: MixerShape::new(64, 2, [8, 8]).with_projection(reduced(2)),
-            layout: TokenLayout::grid(8, 8),
-            batch: 2,
-            agents: 16,
-        },
-        Case {
-            name: "PVT 9x7 grid, no reduction, 4 heads of 5, 49 agents",
-            shape: MixerShape::new(20, 4, [9, 7]).with_projection(reduced(1)),
-            layout: TokenLayout::grid(9, 7),
-            batch: 2,
-            agents: 49,
-        },
-        Case {
-            name: "CSwin stripes of 2 rows on 6x6, 2 heads of 10, 4 agents",
-            shape: MixerShape::new(20, 2, [6, 6]).with_projection(Projection::External {
-                stripe: 0,
-                split: 2,
-            }),
-            layout: TokenLayout::grid(6, 6),
-            batch: 2,
-            agents: 4,
-        },
-    ];
-    for (i, case) in cases.iter().enumerate() {
+    for (i, (case, agents)) in agent_cases().into_iter().enumerate() {
         let ad = Device::flex().autodiff();
-        let config = AttentionConfig::Agent(AgentConfig {
-            agent_num: case.agents,
-            dwc_kernel: 3,
-        });
-        let mut attention = config.init(&case.shape, &ad);
-        let Attention::Agent(m) = &mut attention else {
-            unreachable!("an agent config builds agent attention")
-        };
-        let seed = 500 + 10 * i as u64;
-        let draw = |p: &Param<Tensor<4>>, s: u64| {
-            Param::from_tensor(tensor(p.dims(), seed + s, &ad).mul_scalar(0.5))
-        };
-        let draw5 = |p: &Param<Tensor<5>>, s: u64| {
-            Param::from_tensor(tensor(p.dims(), seed + s, &ad).mul_scalar(0.5))
-        };
-        m.an_bias = draw(&m.an_bias, 0);
-        m.na_bias = draw(&m.na_bias, 1);
-        m.ah_bias = draw5(&m.ah_bias, 2);
-        m.aw_bias = draw5(&m.aw_bias, 3);
-        m.ha_bias = draw5(&m.ha_bias, 4);
-        m.wa_bias = draw5(&m.wa_bias, 5);
-        m.ac_bias = m.ac_bias.as_ref().map(|p| draw(p, 6));
-        m.ca_bias = m.ca_bias.as_ref().map(|p| draw(p, 7));
-        let dims = [case.batch, case.layout.tokens(), case.shape.dim];
-        let run = |module: &Attention, device: &Device| {
-            forward_on(
-                module,
-                &case.shape,
-                case.layout,
-                dims,
-                11 + i as u64,
-                device,
-                None,
-            )
-        };
-        assert_kernel_matches_ops(case.name, &attention, &ad, run);
+        let attention = agent_module(&case, agents, 500 + 10 * i as u64, &ad);
+        assert_kernel_matches_ops(&case, &attention, 11 + i as u64, |_| None);
     }
 }
 

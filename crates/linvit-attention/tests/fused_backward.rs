@@ -128,6 +128,15 @@ fn compare_paths<const D: usize>(
     }
 }
 
+/// What a conv node's comparison checks, each within its tolerance: the output and the
+/// gradients of the input, the weight and the bias.
+const CONV_CHECKS: [(&str, f32); 4] = [
+    ("output", 1e-5),
+    ("input gradient", 1e-5),
+    ("weight gradient", 1e-5),
+    ("bias gradient", 1e-5),
+];
+
 /// A parameter's gradient, on the host.
 fn grad_of<const D: usize>(p: &Param<Tensor<D>>, grads: &Gradients) -> Vec<f32> {
     host(p.grad(grads).expect("the parameter has a gradient"))
@@ -148,12 +157,7 @@ fn depthwise_conv_node_matches_burns_conv_in_value_and_every_gradient() {
         let bias = conv.bias.as_ref().expect("a bias");
         compare_paths(
             &format!("depthwise {kernel}x{kernel} on {dims:?}"),
-            &[
-                ("output", 1e-5),
-                ("input gradient", 1e-5),
-                ("weight gradient", 1e-5),
-                ("bias gradient", 1e-5),
-            ],
+            &CONV_CHECKS,
             lcg(dims.iter().product(), 3),
             dims,
             |x| conv2d(&conv, x),
@@ -227,12 +231,7 @@ fn linear_node_matches_burns_linear_in_value_and_every_gradient() {
         let bias = layer.bias.as_ref().expect("a bias");
         compare_paths(
             &format!("linear {dims:?} -> {out}"),
-            &[
-                ("output", 1e-5),
-                ("input gradient", 1e-5),
-                ("weight gradient", 1e-5),
-                ("bias gradient", 1e-5),
-            ],
+            &CONV_CHECKS,
             lcg(dims.iter().product(), 5),
             dims,
             |x| linear(&layer, x),
@@ -282,101 +281,13 @@ fn focusing_function_node_matches_burns_ops_in_value_and_every_gradient() {
 /// softmax nodes in its place), so the count tells the agent node ran.
 #[test]
 fn agent_attention_node_matches_burns_ops_in_value_and_every_gradient() {
-    use linvit_attention::agent::AgentConfig;
-    use linvit_attention::{Attention, AttentionConfig, MixerShape, Projection, TokenLayout};
+    use common::{agent_cases, agent_module};
 
-    struct Case {
-        name: &'static str,
-        shape: MixerShape,
-        layout: TokenLayout,
-        batch: usize,
-        agents: usize,
-        /// Fused nodes of one forward on `Path::Auto`.
-        nodes: usize,
-    }
-    let reduced = |sr_ratio| Projection::Reduced {
-        sr_ratio,
-        pooled: false,
-    };
-    let cases = [
-        Case {
-            name: "agent DeiT: CLS + 7x7, 3 heads of 12, 16 agents",
-            shape: MixerShape::new(36, 3, [7, 7]).with_prefix(1),
-            layout: TokenLayout::grid(7, 7).with_prefix(1),
-            batch: 2,
-            agents: 16,
-            nodes: 4,
-        },
-        Case {
-            name: "agent Swin: 5 windows of 7x7, 2 heads of 12, 9 agents",
-            shape: MixerShape::new(24, 2, [7, 7]),
-            layout: TokenLayout::grid(7, 7),
-            batch: 5,
-            agents: 9,
-            nodes: 4,
-        },
-        Case {
-            name: "agent PVT: 8x8, keys reduced 2x, 2 heads of 10, 16 agents",
-            shape: MixerShape::new(20, 2, [8, 8]).with_projection(reduced(2)),
-            layout: TokenLayout::grid(8, 8),
-            batch: 2,
-            agents: 16,
-            nodes: 7,
-        },
-        Case {
-            name: "agent PVT: 9x7, no reduction, 4 heads of 5, 49 agents",
-            shape: MixerShape::new(20, 4, [9, 7]).with_projection(reduced(1)),
-            layout: TokenLayout::grid(9, 7),
-            batch: 2,
-            agents: 49,
-            nodes: 5,
-        },
-        Case {
-            name: "agent CSwin: stripes of 2 rows on 6x6, 2 heads of 10, 4 agents",
-            shape: MixerShape::new(20, 2, [6, 6]).with_projection(Projection::External {
-                stripe: 0,
-                split: 2,
-            }),
-            layout: TokenLayout::grid(6, 6),
-            batch: 2,
-            agents: 4,
-            nodes: 2,
-        },
-    ];
+    // Fused nodes of one forward on `Path::Auto`, case by case.
+    let nodes = [4, 4, 7, 5, 2];
     let ad = Device::flex().autodiff();
-    for (i, case) in cases.iter().enumerate() {
-        let config = AttentionConfig::Agent(AgentConfig {
-            agent_num: case.agents,
-            dwc_kernel: 3,
-        });
-        let mut attention = config.init(&case.shape, &ad);
-        let Attention::Agent(m) = &mut attention else {
-            unreachable!("an agent config builds agent attention")
-        };
-        // Bias grids far from their initial 0.02 scale, so the softmaxes are not uniform.
-        let seed = 40 + 10 * i as u64;
-        let draw = |dims: [usize; 4], s| {
-            let t = Tensor::from_data(TensorData::new(lcg(dims.iter().product(), s), dims), &ad);
-            Param::from_tensor(t)
-        };
-        let draw5 = |dims: [usize; 5], s| {
-            let t = Tensor::from_data(TensorData::new(lcg(dims.iter().product(), s), dims), &ad);
-            Param::from_tensor(t)
-        };
-        m.an_bias = draw(m.an_bias.dims(), seed);
-        m.na_bias = draw(m.na_bias.dims(), seed + 1);
-        m.ah_bias = draw5(m.ah_bias.dims(), seed + 2);
-        m.aw_bias = draw5(m.aw_bias.dims(), seed + 3);
-        m.ha_bias = draw5(m.ha_bias.dims(), seed + 4);
-        m.wa_bias = draw5(m.wa_bias.dims(), seed + 5);
-        m.ac_bias = m.ac_bias.as_ref().map(|p| draw(p.dims(), seed + 6));
-        m.ca_bias = m.ca_bias.as_ref().map(|p| draw(p.dims(), seed + 7));
-        let params = |g: &Gradients| {
-            let Attention::Agent(m) = &attention else {
-                unreachable!()
-            };
-            agent_parameter_grads(m, g)
-        };
+    for (i, ((case, agents), nodes)) in agent_cases().into_iter().zip(nodes).enumerate() {
+        let attention = agent_module(&case, agents, 40 + 10 * i as u64, &ad);
         let run = MixerRun {
             name: case.name,
             shape: &case.shape,
@@ -384,18 +295,18 @@ fn agent_attention_node_matches_burns_ops_in_value_and_every_gradient() {
             batch: case.batch,
             mask: None,
             seed: 30 + i as u64,
-            nodes: case.nodes,
+            nodes,
         };
-        run.compare(&attention, params);
+        run.compare(&attention, |g| agent_parameter_grads(&attention, g));
     }
 }
 
 /// The gradients of agent attention's parameters, in a fixed order: the six bias grids, the CLS
 /// biases, the projections' weights and biases, the conv's weight and bias.
-fn agent_parameter_grads(
-    m: &linvit_attention::agent::AgentAttention,
-    g: &Gradients,
-) -> Vec<Vec<f32>> {
+fn agent_parameter_grads(attention: &linvit_attention::Attention, g: &Gradients) -> Vec<Vec<f32>> {
+    let linvit_attention::Attention::Agent(m) = attention else {
+        unreachable!("agent attention")
+    };
     let mut out = vec![
         grad_of(&m.an_bias, g),
         grad_of(&m.na_bias, g),
@@ -405,11 +316,8 @@ fn agent_parameter_grads(
         grad_of(&m.wa_bias, g),
     ];
     out.extend(m.ac_bias.iter().chain(&m.ca_bias).map(|p| grad_of(p, g)));
-    out.extend(layer_grads(
-        [&m.qkv, &m.q, &m.kv, &m.proj],
-        [&m.dwc, &None, &None],
-        g,
-    ));
+    let convs = [&m.dwc, &None, &None];
+    out.extend(layer_grads([&m.qkv, &m.q, &m.kv, &m.proj], convs, g));
     out
 }
 
@@ -504,12 +412,6 @@ fn window_softmax_node_matches_burns_ops_in_value_and_every_gradient() {
                 .collect();
             Tensor::<3>::from_data(TensorData::new(values, [case.masks, n, n]), &ad)
         });
-        let params = |g: &Gradients| {
-            let Attention::Softmax(m) = &attention else {
-                unreachable!()
-            };
-            softmax_parameter_grads(m, g)
-        };
         let run = MixerRun {
             name: case.name,
             shape: &case.shape,
@@ -519,26 +421,26 @@ fn window_softmax_node_matches_burns_ops_in_value_and_every_gradient() {
             seed: 80 + i as u64,
             nodes: case.nodes,
         };
-        run.compare(&attention, params);
+        run.compare(&attention, |g| softmax_parameter_grads(&attention, g));
     }
 }
 
 /// The gradients of softmax attention's parameters, in a fixed order: Swin's table, the
 /// projections' weights and biases, LePE's conv.
 fn softmax_parameter_grads(
-    m: &linvit_attention::softmax::SoftmaxAttention,
+    attention: &linvit_attention::Attention,
     g: &Gradients,
 ) -> Vec<Vec<f32>> {
+    let linvit_attention::Attention::Softmax(m) = attention else {
+        unreachable!("softmax attention")
+    };
     let mut out: Vec<Vec<f32>> = m
         .relative_position_bias_table
         .iter()
         .map(|t| grad_of(t, g))
         .collect();
-    out.extend(layer_grads(
-        [&m.qkv, &m.q, &m.kv, &m.proj],
-        [&m.get_v, &None, &None],
-        g,
-    ));
+    let convs = [&m.get_v, &None, &None];
+    out.extend(layer_grads([&m.qkv, &m.q, &m.kv, &m.proj], convs, g));
     out
 }
 
@@ -570,12 +472,7 @@ fn patch_conv_node_matches_burns_conv_in_value_and_every_gradient() {
         };
         compare_paths(
             &format!("patch conv {k}x{k} on {dims:?}"),
-            &[
-                ("output", 1e-5),
-                ("input gradient", 1e-5),
-                ("weight gradient", 1e-5),
-                ("bias gradient", 1e-5),
-            ],
+            &CONV_CHECKS,
             lcg(dims.iter().product(), 5),
             dims,
             f,

@@ -60,6 +60,18 @@ struct ImageState<'s> {
     broadcast: &'s mut [f32],
 }
 
+impl<'s> ImageState<'s> {
+    /// From the four buffers in [`AgentSaved`]'s order.
+    fn new([agents, gather, agent_v, broadcast]: [&'s mut [f32]; 4]) -> Self {
+        ImageState {
+            agents,
+            gather,
+            agent_v,
+            broadcast,
+        }
+    }
+}
+
 /// The gradients [`AgentAttention::backward`] computes.
 #[derive(Clone, Debug)]
 pub struct AgentGrads {
@@ -134,13 +146,7 @@ impl AgentAttention<'_> {
             .enumerate()
             .for_each(|(b, out)| {
                 let mut scratch = n.state(self.heads).map(|len| vec![0f32; len]);
-                let [agents, gather, agent_v, broadcast] = &mut scratch;
-                let state = ImageState {
-                    agents,
-                    gather,
-                    agent_v,
-                    broadcast,
-                };
+                let state = ImageState::new(scratch.each_mut().map(Vec::as_mut_slice));
                 self.image(n, b, [&q, &k, &v], out, state);
                 if let (Some(dwc), Some(taps)) = (&self.dwc, &taps) {
                     let image = v.from(b * n.n_k + self.prefix, 0);
@@ -179,12 +185,7 @@ impl AgentAttention<'_> {
             .zip(broadcast.par_chunks_mut(lens[3]))
             .enumerate()
             .for_each(|(b, ((((out, agents), gather), agent_v), broadcast))| {
-                let state = ImageState {
-                    agents,
-                    gather,
-                    agent_v,
-                    broadcast,
-                };
+                let state = ImageState::new([agents, gather, agent_v, broadcast]);
                 self.image(n, b, [&q, &k, &v], out, state);
             });
         let saved = AgentSaved {
