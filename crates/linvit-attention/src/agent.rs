@@ -204,6 +204,18 @@ impl AgentAttention {
         }
     }
 
+    /// `[m, N]`: each agent as the average of its bin of the grid queries `q` (adaptive
+    /// average pooling to `sqrt(m) x sqrt(m)` written as a matrix), in `q`'s dtype.
+    fn pool(&self, grid: [usize; 2], q: &Tensor<3>) -> Tensor<2> {
+        let p = (self.agent_num as f64).sqrt().round() as usize;
+        adaptive_pool_matrix(grid, [p, p], &q.device()).cast(q.dtype())
+    }
+
+    /// The score scale `head_dim^-0.5` for `c` channels.
+    fn scale(&self, c: usize) -> f64 {
+        ((c / self.num_heads) as f64).powf(-0.5)
+    }
+
     pub(crate) fn attend(&self, qkv: Qkv, layout: TokenLayout) -> Tensor<3> {
         let Qkv { q, k, v, key_grid } = qkv;
         if !explain::recording() {
@@ -218,11 +230,10 @@ impl AgentAttention {
         let [_, n_q, c] = q.dims();
         let prefix = layout.prefix;
         let grid = layout.hw();
-        let p = (self.agent_num as f64).sqrt().round() as usize;
-        let scale = ((c / heads) as f64).powf(-0.5);
+        let scale = self.scale(c);
 
         let grid_q = q.clone().narrow(1, prefix, n_q - prefix);
-        let pool = adaptive_pool_matrix(grid, [p, p], &q.device()).cast(q.dtype()); // [m, N]
+        let pool = self.pool(grid, &q); // [m, N]
         let agents = pool.unsqueeze::<3>().matmul(grid_q); // [b, m, c]
 
         let q = split_heads(q, heads);
@@ -303,12 +314,11 @@ impl AgentAttention {
             return None;
         }
         let (grid, prefix) = (layout.hw(), layout.prefix);
-        let p = (self.agent_num as f64).sqrt().round() as usize;
         let core = crate::fused::AgentCore {
             heads: self.num_heads,
-            scale: ((q.dims()[2] / self.num_heads) as f64).powf(-0.5) as f32,
+            scale: self.scale(q.dims()[2]) as f32,
             prefix,
-            pool: adaptive_pool_matrix(grid, [p, p], &q.device()).cast(q.dtype()),
+            pool: self.pool(grid, q),
         };
         let biases = [
             &self.agent_to_key_bias(key_grid, prefix),
@@ -343,9 +353,7 @@ impl AgentAttention {
             }
             None => None,
         };
-        let p = (self.agent_num as f64).sqrt().round() as usize;
-        let pool = adaptive_pool_matrix(grid, [p, p], &q.device()).cast(q.dtype());
-        let pool = kernel::kernel_input(&pool)?;
+        let pool = kernel::kernel_input(&self.pool(grid, q))?;
         let agent_bias = kernel::kernel_input(&self.agent_to_key_bias(key_grid, prefix))?;
         let query_bias = kernel::kernel_input(&self.query_to_agent_bias(grid, prefix))?;
         let (q_in, k_in, v_in) = (
@@ -356,7 +364,7 @@ impl AgentAttention {
         let [b, n_q, c] = q.dims();
         let kernel = linvit_kernels::agent::AgentAttention {
             heads: self.num_heads,
-            scale: ((c / self.num_heads) as f64).powf(-0.5) as f32,
+            scale: self.scale(c) as f32,
             prefix,
             pool: pool.as_slice()?,
             agent_bias: agent_bias.as_slice()?,

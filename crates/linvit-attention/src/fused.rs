@@ -19,15 +19,16 @@ use linvit_kernels::depthwise::Depthwise;
 use linvit_kernels::focus::Focus;
 use linvit_kernels::norm::{layer_norm_backward, RowNorm};
 
-use crate::kernel::contiguous;
+use crate::kernel::{contiguous, KernelRows};
 use crate::path::Path;
+
+/// A float tensor on flex under autodiff, as the nodes take it.
+type Tracked = <Float as BackendPrimitive<Autodiff<Flex>>>::Primitive;
 
 /// `x` as a flex tensor under autodiff, where a fused autodiff operation may stand in for
 /// Burn's ops: f32 on [`Path::Auto`] (`Path::fused_for`), on flex with autodiff on. `None`
 /// otherwise.
-fn tracked<const D: usize>(
-    x: &Tensor<D>,
-) -> Option<<Float as BackendPrimitive<Autodiff<Flex>>>::Primitive> {
+fn tracked<const D: usize>(x: &Tensor<D>) -> Option<Tracked> {
     if !Path::fused_for(x.dtype()) {
         return None;
     }
@@ -41,7 +42,7 @@ pub(crate) fn applies<const D: usize>(x: &Tensor<D>) -> bool {
 }
 
 /// The values of `t` as [`values`] reads them (see [`contiguous`]).
-fn laid_out(t: &<Float as BackendPrimitive<Autodiff<Flex>>>::Primitive) -> FlexTensor {
+fn laid_out(t: &Tracked) -> FlexTensor {
     contiguous(t.primitive().clone())
 }
 
@@ -406,6 +407,37 @@ pub(crate) fn focus(x: &Tensor<3>, scale: &Tensor<3>, p: u32, times: f64) -> Opt
     record(FocusNode, [xt.node(), st.node()], saved, y)
 }
 
+/// `q, k, v` as the attention nodes take them: each tracked (see [`tracked`]) and its rows as
+/// the kernels read them, in place. `None` where the gate is closed for any of them.
+fn tracked_rows(qkv: [&Tensor<3>; 3]) -> Option<([Tracked; 3], [KernelRows; 3])> {
+    let [q, k, v] = qkv.map(tracked);
+    let tracked = [q?, k?, v?];
+    let rows = tracked
+        .each_ref()
+        .map(|t| KernelRows::new(t.primitive().clone()));
+    Some((tracked, rows))
+}
+
+/// Registers an attention node's gradients of `q, k, v` (`values`, laid out as `rows`, `batch`
+/// images each) with the parents `ids` that take one.
+fn give_qkv(
+    grads: &mut Gradients,
+    ids: [Option<NodeId>; 3],
+    values: [Vec<f32>; 3],
+    rows: &[KernelRows; 3],
+    batch: usize,
+) {
+    for ((id, values), rows) in ids.into_iter().zip(values).zip(rows) {
+        let r = rows.rows();
+        give(
+            grads,
+            id,
+            values,
+            [batch, r.rows() / batch, r.width()].into(),
+        );
+    }
+}
+
 /// What agent attention's node needs besides its tensors: heads, the score scale, the prefix
 /// tokens, and the pooling matrix `[m, N]` (a constant of the grid).
 #[derive(Clone, Debug)]
@@ -428,7 +460,6 @@ pub(crate) fn agent(
     [q, k, v]: [&Tensor<3>; 3],
     [agent_bias, query_bias]: [&Tensor<4>; 2],
 ) -> Option<Tensor<3>> {
-    use crate::kernel::KernelRows;
     use linvit_kernels::agent::{AgentAttention, AgentSaved};
 
     /// The inputs as the kernel reads them, and what the forward kept.
@@ -465,11 +496,8 @@ pub(crate) fn agent(
             let [q, k, v] = s.rows.each_ref().map(KernelRows::rows);
             let g = kernel.backward(s.batch, [q, k, v], &s.kept, values(&grad));
             let [q_node, k_node, v_node, ab_node, qb_node] = ops.parents.map(|p| p.map(|n| n.id));
-            let width = q.width();
-            let tokens = |rows: usize| Shape::from([s.batch, rows / s.batch, width]);
-            give(grads, q_node, g.q, tokens(q.rows()));
-            give(grads, k_node, g.k, tokens(k.rows()));
-            give(grads, v_node, g.v, tokens(v.rows()));
+            let ids = [q_node, k_node, v_node];
+            give_qkv(grads, ids, [g.q, g.k, g.v], &s.rows, s.batch);
             let [ab_shape, qb_shape] = s.bias_shapes;
             give(grads, ab_node, g.agent_bias, ab_shape);
             give(grads, qb_node, g.query_bias, qb_shape);
@@ -488,14 +516,12 @@ pub(crate) fn agent(
     if !fits || n_q <= core.prefix || n_k == 0 {
         return None;
     }
-    let [qt, kt, vt] = [q, k, v].map(tracked);
-    let (qt, kt, vt) = (qt?, kt?, vt?);
+    let ([qt, kt, vt], rows) = tracked_rows([q, k, v])?;
     let (at, bt, pool) = (
         tracked(agent_bias)?,
         tracked(query_bias)?,
         tracked(&core.pool)?,
     );
-    let rows = [&qt, &kt, &vt].map(|t| KernelRows::new(t.primitive().clone()));
     let (ab, qb, pool) = (laid_out(&at), laid_out(&bt), laid_out(&pool));
     let kernel = AgentAttention {
         heads,
@@ -536,7 +562,6 @@ pub(crate) fn window_softmax(
     bias: Option<&Tensor<4>>,
     mask: Option<&Tensor<3>>,
 ) -> Option<Tensor<3>> {
-    use crate::kernel::KernelRows;
     use linvit_kernels::window::WindowAttention;
 
     /// The inputs as the kernel reads them, and the softmaxes the forward kept.
@@ -577,10 +602,14 @@ pub(crate) fn window_softmax(
                 .kernel()
                 .backward(s.tokens, [q, k, v], &s.probs, values(&grad));
             let ids = ops.parents.map(|p| p.map(|n| n.id));
-            let tokens = |rows: usize| Shape::from([rows / s.tokens, s.tokens, q.width()]);
-            give(grads, ids[0], g.q, tokens(q.rows()));
-            give(grads, ids[1], g.k, tokens(k.rows()));
-            give(grads, ids[2], g.v, tokens(v.rows()));
+            let windows = q.rows() / s.tokens;
+            give_qkv(
+                grads,
+                [ids[0], ids[1], ids[2]],
+                [g.q, g.k, g.v],
+                &s.rows,
+                windows,
+            );
             if let (Some(values), Some(bias)) = (g.bias, &s.bias) {
                 let shape = bias.layout().shape().clone();
                 give(grads, ids.get(3).copied().flatten(), values, shape);
@@ -602,11 +631,9 @@ pub(crate) fn window_softmax(
     if !fits {
         return None;
     }
-    let [qt, kt, vt] = [q, k, v].map(tracked);
-    let (qt, kt, vt) = (qt?, kt?, vt?);
+    let ([qt, kt, vt], rows) = tracked_rows([q, k, v])?;
     let bias = crate::kernel::optional(bias, tracked)?;
     let mask = crate::kernel::optional(mask, tracked)?;
-    let rows = [&qt, &kt, &vt].map(|t| KernelRows::new(t.primitive().clone()));
     let mut saved = Saved {
         heads,
         scale,
@@ -724,7 +751,6 @@ pub(crate) fn patch_conv(
 /// mean]`, each query's `1 / den` and the output. `None` where the gate is closed or the sizes
 /// disagree.
 pub(crate) fn linear_attention(heads: usize, [q, k, v]: [&Tensor<3>; 3]) -> Option<Tensor<3>> {
-    use crate::kernel::KernelRows;
     use linvit_kernels::linear_attention::{backward, forward_keeping, LinearSaved};
 
     #[derive(Clone, Debug)]
@@ -755,10 +781,7 @@ pub(crate) fn linear_attention(heads: usize, [q, k, v]: [&Tensor<3>; 3]) -> Opti
                 values(&grad),
             );
             let ids = ops.parents.map(|p| p.map(|n| n.id));
-            let tokens = |rows: usize| Shape::from([s.batch, rows / s.batch, q.width()]);
-            give(grads, ids[0], g.q, tokens(q.rows()));
-            give(grads, ids[1], g.k, tokens(k.rows()));
-            give(grads, ids[2], g.v, tokens(v.rows()));
+            give_qkv(grads, ids, [g.q, g.k, g.v], &s.rows, s.batch);
         }
     }
 
@@ -767,9 +790,7 @@ pub(crate) fn linear_attention(heads: usize, [q, k, v]: [&Tensor<3>; 3]) -> Opti
     if !fits || heads == 0 || !c.is_multiple_of(heads) {
         return None;
     }
-    let [qt, kt, vt] = [q, k, v].map(tracked);
-    let (qt, kt, vt) = (qt?, kt?, vt?);
-    let rows = [&qt, &kt, &vt].map(|t| KernelRows::new(t.primitive().clone()));
+    let ([qt, kt, vt], rows) = tracked_rows([q, k, v])?;
     let [q_rows, k_rows, v_rows] = rows.each_ref().map(KernelRows::rows);
     let (out, kept) = forward_keeping(b, heads, q_rows, k_rows, v_rows);
     let out = flex(out, [b, n_q, c].into());
