@@ -227,17 +227,6 @@ pub(crate) struct Loaded {
     pub state: TrainState,
 }
 
-/// The tensors and state of one checkpoint, borrowed for writing.
-pub(crate) struct Snapshot<'a> {
-    pub model_config: &'a ModelConfig,
-    pub model: &'a Model,
-    pub adam: &'a AdamState,
-    pub ema: Option<&'a Model>,
-    pub state: &'a TrainState,
-    pub classes: &'a [String],
-    pub config_toml: &'a str,
-}
-
 pub(crate) fn checkpoints_dir(run_dir: &Path) -> PathBuf {
     run_dir.join("checkpoints")
 }
@@ -248,7 +237,7 @@ pub(crate) fn checkpoints_dir(run_dir: &Path) -> PathBuf {
 ///   written, optimizer state not yet) for that long;
 /// - `LINVIT_FAULT_COMMIT_PAUSE_MS` holds the run for that long right after a checkpoint is
 ///   committed (renamed into place and named by the manifest).
-fn fault_pause(variable: &str) {
+pub(crate) fn fault_pause(variable: &str) {
     let pause = std::env::var(variable)
         .ok()
         .and_then(|v| v.parse::<u64>().ok());
@@ -257,38 +246,23 @@ fn fault_pause(variable: &str) {
     }
 }
 
-/// Writes a complete checkpoint for the position in `snap.state`, updates the manifest and
-/// keeps the newest `keep` checkpoints. Returns the checkpoint's folder.
-pub(crate) fn save(run_dir: &Path, snap: &Snapshot, keep: usize) -> Result<PathBuf, TrainError> {
-    let position = &snap.state.position;
-    let name = match position.batch {
-        0 => format!("epoch-{:04}", position.epoch),
-        b => format!("epoch-{:04}-batch-{b:06}", position.epoch),
-    };
-    commit(
-        run_dir,
-        &name,
-        (position.epoch, position.step),
-        keep,
-        |tmp| {
-            write_model_dir(
-                tmp,
-                snap.model_config,
-                snap.model.clone(),
-                snap.classes,
-                snap.config_toml,
-            )?;
-            fault_pause("LINVIT_FAULT_CHECKPOINT_PAUSE_MS");
-            save_adam(&tmp.join("optimizer.safetensors"), snap.adam)?;
-            if let Some(ema) = snap.ema {
-                let ema_dir = tmp.join("ema");
-                save_model(&ema_dir, snap.model_config, ema.clone())
-                    .map_err(|e| err(&e.path, e.reason))?;
-                sync_dir(&ema_dir);
-            }
-            write_json(&tmp.join("state.json"), snap.state)
-        },
-    )
+/// The classifier's files in a checkpoint folder: the model with its classes and run config,
+/// and the EMA's model under `ema/`.
+pub(crate) fn save_classifier(
+    dir: &Path,
+    model_config: &ModelConfig,
+    model: &Model,
+    ema: Option<&Model>,
+    classes: &[String],
+    config_toml: &str,
+) -> Result<(), TrainError> {
+    write_model_dir(dir, model_config, model.clone(), classes, config_toml)?;
+    if let Some(ema) = ema {
+        let ema_dir = dir.join("ema");
+        save_model(&ema_dir, model_config, ema.clone()).map_err(|e| err(&e.path, e.reason))?;
+        sync_dir(&ema_dir);
+    }
+    Ok(())
 }
 
 /// Commits the checkpoint folder `name` of a run, whole or not at all (see the module docs):

@@ -13,12 +13,14 @@
 //! Why not burn-train's `Learner`: its checkpoints (`model/optim/scheduler-N.bpk`) are not
 //! written atomically, carry no data-loader position or RNG state and no EMA, its AdamW defaults
 //! (eps 1e-5, weight decay 1e-4) and per-tensor clipping differ from the PyTorch recipe, and its
-//! metrics files are not ours. The loop here is short; see `train.rs` and `optim.rs`.
+//! metrics files are not ours. Our engine is short: `trainer.rs` (the `Trainer` that
+//! the classifier, `classify.rs`, and the LM, `lm.rs`, both run through) and `optim.rs`.
 
 pub mod ablate;
 pub mod bench;
 pub mod charts;
 pub mod checkpoint;
+mod classify;
 pub mod config;
 pub mod eval;
 pub mod explain;

@@ -4,9 +4,12 @@
 //! the recurrent form, carrying a fixed-size state per layer, so memory does not grow with
 //! the number of generated tokens.
 //!
-//! The recipe is the image classifier's optimizer (PyTorch-exact AdamW, global-norm clipping,
-//! warmup + cosine per step) on next-byte cross-entropy; losses are reported in bits per byte.
+//! The LM is a `Task` of the same `Trainer` (`trainer.rs`) as the image classifier (PyTorch-exact AdamW,
+//! global-norm clipping, warmup + cosine per step, gradient accumulation, the skip-or-stop rule
+//! for non-finite values, atomic checkpoints) on next-byte cross-entropy; losses are reported in
+//! bits per byte.
 
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -26,8 +29,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::checkpoint;
 use crate::config::{apply_sets, deserialize_as, parse_file};
-use crate::optim::{clip_global_norm, collect_grads, lr_at, AdamState, AdamW};
+use crate::optim::{collect_grads, AdamState, AdamW};
 use crate::train::seeded_init;
+use crate::trainer::{Counters, Pass, Recipe, Schedule, Task, Trainer};
 use crate::{ConfigError, TrainError};
 
 /// The embedded default LM recipe (`configs/lm_quickstart.toml`).
@@ -46,7 +50,8 @@ pub struct LmRunConfig {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct LmTrainConfig {
-    /// Optimizer steps. Default: 400.
+    /// Optimizer steps. A micro-batch skipped for a non-finite value (`skip_nonfinite`) is
+    /// not replaced, so such a run takes fewer. Default: 400.
     pub steps: u64,
     /// Windows per step. Default: 16.
     pub batch_size: usize,
@@ -60,6 +65,11 @@ pub struct LmTrainConfig {
     pub weight_decay: f64,
     /// Global gradient-norm clip, 0 for none. Default: 1.0.
     pub clip_grad: f64,
+    /// Micro-batches of `batch_size` windows summed per optimizer step. Default: 1.
+    pub accum_steps: usize,
+    /// Skip (and count) a micro-batch whose loss, or a step whose gradient norm, is NaN or
+    /// infinite, instead of stopping the run. Default: false.
+    pub skip_nonfinite: bool,
     /// Seed of model init and window sampling. Default: 0.
     pub seed: u64,
     /// Steps between log lines. Default: 25.
@@ -83,6 +93,8 @@ impl Default for LmTrainConfig {
             warmup_steps: 20,
             weight_decay: 0.01,
             clip_grad: 1.0,
+            accum_steps: 1,
+            skip_nonfinite: false,
             seed: 0,
             log_every: 25,
             eval_every: 100,
@@ -115,6 +127,7 @@ impl LmRunConfig {
         for (key, ok) in [
             ("train.steps", t.steps > 0),
             ("train.batch_size", t.batch_size > 0),
+            ("train.accum_steps", t.accum_steps > 0),
             ("train.lr", t.lr > 0.0 && t.lr.is_finite()),
             ("train.log_every", t.log_every > 0),
             ("train.eval_every", t.eval_every > 0),
@@ -152,6 +165,8 @@ pub struct LmSummary {
     pub tokens_per_s: f64,
     pub seconds: f64,
     pub corpus: String,
+    /// `step N (epoch 1): what value` of every step skipped for a non-finite value.
+    pub skipped_steps: Vec<String>,
 }
 
 fn io(path: &Path, e: impl ToString) -> TrainError {
@@ -194,9 +209,13 @@ fn validate(model: &TransnormerForCausalLM, windows: &[Vec<u32>], device: &Devic
 /// Where an LM run stands: what its checkpoints hold besides the model and the optimizer.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 struct LmState {
-    /// Optimizer steps taken. The windows of a step depend only on `(train.seed, step)`, so
-    /// this is the whole position of the run.
+    /// Optimizer steps taken.
     step: u64,
+    /// Micro-batches run. The windows of a micro-batch depend only on `(train.seed,
+    /// micro_step)`, so with `step` this is the whole position of the run. Absent in
+    /// checkpoints from before accumulation, where it equals `step`.
+    #[serde(default)]
+    micro_step: Option<u64>,
     /// `metrics.csv` so far.
     metrics: String,
     initial_val_bpb: f64,
@@ -205,6 +224,42 @@ struct LmState {
     last_train_bpb: Option<f64>,
     /// Seconds of training so far.
     elapsed_s: f64,
+}
+
+/// The LM as a [`Task`]: next-byte cross entropy on windows of `seq_len + 1` bytes.
+struct NextByte {
+    config: TransnormerConfig,
+    ad: Device,
+}
+
+impl Task for NextByte {
+    type Model = TransnormerForCausalLM;
+    type Batch = Vec<Vec<u32>>;
+    type Output = ();
+
+    fn pass(
+        &self,
+        model: &TransnormerForCausalLM,
+        windows: &Vec<Vec<u32>>,
+        _micro_step: u64,
+        loss_scale: f64,
+    ) -> Pass<()> {
+        let l = loss(model, windows, &self.ad);
+        let value = l.clone().into_scalar::<f32>() as f64;
+        let grads = value.is_finite().then(|| {
+            let l = if loss_scale == 1.0 { l } else { l * loss_scale };
+            collect_grads(model, GradientsParams::from_grads(l.backward(), model)).0
+        });
+        Pass {
+            loss: value,
+            grads,
+            output: (),
+        }
+    }
+
+    fn save(&self, dir: &Path, model: &TransnormerForCausalLM) -> Result<(), TrainError> {
+        save_lm(dir, &self.config, model)
+    }
 }
 
 /// Trains a new LM in `run_dir` (which must not hold one) on `device`; `log` gets progress lines.
@@ -252,7 +307,7 @@ pub fn resume_lm(
         run_dir.display(),
         state.step
     );
-    run.train(model, adam, state, Some(dir), log)
+    run.train(model, adam, state, log)
 }
 
 /// An LM run's fixed parts: its config, directory, text and device.
@@ -294,125 +349,117 @@ impl<'a> LmRun<'a> {
         );
         let state = LmState {
             step: 0,
+            micro_step: Some(0),
             metrics: String::from("step,train_bpb,val_bpb,lr,tokens_per_s\n"),
             initial_val_bpb: initial,
             last_val_bpb: initial,
             last_train_bpb: None,
             elapsed_s: 0.0,
         };
-        self.train(model, AdamState::default(), state, None, log)
+        self.train(model, AdamState::default(), state, log)
     }
 
-    /// Steps from `state.step` to `train.steps`: a log line every `log_every` steps, and at
-    /// every `eval_every` (and the last) a validation, `model.*` in the run directory, and a
-    /// checkpoint.
+    /// The micro-batches from where `state` stands to `train.steps` optimizer steps through
+    /// the [`Trainer`]: a log line every `log_every` steps, and at every `eval_every` (and at
+    /// the end) a validation, a checkpoint, and its model published to the run directory.
     fn train(
         &self,
-        mut model: TransnormerForCausalLM,
-        mut adam: AdamState,
+        model: TransnormerForCausalLM,
+        adam: AdamState,
         mut state: LmState,
-        mut last_checkpoint: Option<PathBuf>,
         log: &mut dyn Write,
     ) -> Result<LmSummary, TrainError> {
-        let (t, seq, ad) = (&self.config.train, self.config.data.seq_len, &self.ad);
-        let hp = AdamW {
-            betas: [0.9, 0.999],
-            eps: 1e-8,
-            weight_decay: t.weight_decay,
+        let (t, seq) = (&self.config.train, self.config.data.seq_len);
+        let recipe = Recipe {
+            adam: AdamW {
+                betas: [0.9, 0.999],
+                eps: 1e-8,
+                weight_decay: t.weight_decay,
+            },
+            schedule: Schedule {
+                total: t.steps,
+                warmup: t.warmup_steps,
+                lr: t.lr,
+                warmup_lr: 0.0,
+                min_lr: t.min_lr,
+            },
+            clip_grad: t.clip_grad,
+            accum_steps: t.accum_steps,
+            skip_nonfinite: t.skip_nonfinite,
+            lr_scale: BTreeMap::new(),
+            keep_checkpoints: t.keep_checkpoints,
         };
-        let start = Instant::now();
-        let elapsed_before = state.elapsed_s;
-        let (mut window_loss, mut window_steps, mut window_start) = (0.0, 0u64, Instant::now());
-        for step in state.step..t.steps {
-            let windows = sample_windows(&self.corpus.train, seq + 1, t.batch_size, t.seed, step);
-            let l = loss(&model, &windows, ad);
-            let value = l.clone().into_scalar::<f32>() as f64;
-            if !value.is_finite() {
-                return Err(TrainError::NonFinite {
-                    what: "loss",
-                    epoch: 1,
-                    step: step + 1,
-                    loss: value,
-                    checkpoint: last_checkpoint,
-                });
-            }
-            let grads = GradientsParams::from_grads(l.backward(), &model);
-            let (grads, _) = collect_grads(&model, grads);
-            let grads = if t.clip_grad > 0.0 {
-                clip_global_norm(grads, t.clip_grad).0
-            } else {
-                grads
-            };
-            let lr = lr_at(step, t.steps, t.warmup_steps, t.lr, 0.0, t.min_lr);
-            model = hp.step(model, grads, &mut adam, lr);
-            window_loss += value / std::f64::consts::LN_2;
-            window_steps += 1;
-            let done = step + 1;
-            if done % t.log_every != 0 && done != t.steps {
+        let at = Counters {
+            step: state.step,
+            micro_step: state.micro_step.unwrap_or(state.step),
+            loss_scale: None,
+            elapsed_s: state.elapsed_s,
+        };
+        let task = NextByte {
+            config: self.config.model.clone(),
+            ad: self.ad.clone(),
+        };
+        let mut trainer = Trainer::new(task, model, adam, recipe, at, self.run_dir)?;
+        let micro_batches = t.steps * t.accum_steps as u64;
+        let tokens = t.batch_size * seq;
+        while trainer.counters().micro_step < micro_batches {
+            let micro = trainer.counters().micro_step;
+            let last = micro + 1 == micro_batches;
+            let windows = sample_windows(&self.corpus.train, seq + 1, t.batch_size, t.seed, micro);
+            let stepped = trainer
+                .batch(&windows, tokens, last, 1)?
+                .is_some_and(|d| d.stepped);
+            let step = trainer.counters().step;
+            if !(stepped && step % t.log_every == 0 || last) {
                 continue;
             }
-            let train_bpb = window_loss / window_steps as f64;
+            let w = trainer.take_window();
+            let train_bpb = w.loss / std::f64::consts::LN_2;
             state.last_train_bpb = Some(train_bpb);
-            let tokens = (window_steps as usize * t.batch_size * seq) as f64;
-            let tps = tokens / window_start.elapsed().as_secs_f64().max(1e-9);
-            let validated = done % t.eval_every == 0 || done == t.steps;
+            let validated = stepped && step % t.eval_every == 0 || last;
             if validated {
-                state.last_val_bpb = validate(&model, &self.val, ad);
+                state.last_val_bpb = validate(trainer.model(), &self.val, &self.ad);
             }
             let val = validated.then_some(state.last_val_bpb);
+            let (lr, tps) = (w.lr, w.items_per_s);
             let _ = writeln!(
                 log,
-                "step {done}/{}  train {train_bpb:.3} bits/byte{}  lr {lr:.2e}  {tps:.0} tokens/s",
+                "step {step}/{}  train {train_bpb:.3} bits/byte{}  lr {lr:.2e}  {tps:.0} tokens/s",
                 t.steps,
                 val.map(|v| format!("  val {v:.3}")).unwrap_or_default()
             );
             let val_text = val.map(|v| format!("{v:.5}")).unwrap_or_default();
             (state.metrics).push_str(&format!(
-                "{done},{train_bpb:.5},{val_text},{lr:.6e},{tps:.1}\n"
+                "{step},{train_bpb:.5},{val_text},{lr:.6e},{tps:.1}\n"
             ));
             let metrics = self.run_dir.join("metrics.csv");
             write_atomic(&metrics, state.metrics.as_bytes()).map_err(|e| io(&metrics, e))?;
             if validated {
-                state.step = done;
-                state.elapsed_s = elapsed_before + start.elapsed().as_secs_f64();
-                let dir = self.checkpoint(&model, &adam, &state)?;
+                let at = trainer.counters();
+                state.step = at.step;
+                state.micro_step = Some(at.micro_step);
+                state.elapsed_s = at.elapsed_s;
+                let dir = trainer.checkpoint(&format!("step-{:08}", at.step), 0, &state)?;
                 publish_model(&dir, self.run_dir)?;
-                last_checkpoint = Some(dir);
             }
-            (window_loss, window_steps, window_start) = (0.0, 0, Instant::now());
         }
-        let seconds = elapsed_before + start.elapsed().as_secs_f64();
+        let at = trainer.counters();
         let summary = LmSummary {
             run_dir: self.run_dir.to_path_buf(),
-            steps: t.steps,
+            steps: at.step,
             params: self.config.model.num_params(),
             initial_val_bpb: state.initial_val_bpb,
             final_val_bpb: state.last_val_bpb,
             final_train_bpb: state.last_train_bpb.unwrap_or(f64::NAN),
-            tokens_per_s: (t.steps as usize * t.batch_size * seq) as f64 / seconds.max(1e-9),
-            seconds,
+            tokens_per_s: (at.micro_step as usize * tokens) as f64 / at.elapsed_s.max(1e-9),
+            seconds: at.elapsed_s,
             corpus: self.corpus.source.clone(),
+            skipped_steps: trainer.skipped_steps().to_vec(),
         };
         let json = serde_json::to_vec_pretty(&summary).map_err(|e| io(self.run_dir, e))?;
         let path = self.run_dir.join("summary.json");
         write_atomic(&path, &json).map_err(|e| io(&path, e))?;
         Ok(summary)
-    }
-
-    /// `checkpoints/step-NNNNNNNN`: the model, the optimizer and the state, committed whole.
-    fn checkpoint(
-        &self,
-        model: &TransnormerForCausalLM,
-        adam: &AdamState,
-        state: &LmState,
-    ) -> Result<PathBuf, TrainError> {
-        let name = format!("step-{:08}", state.step);
-        let keep = self.config.train.keep_checkpoints;
-        checkpoint::commit(self.run_dir, &name, (0, state.step), keep, |tmp| {
-            save_lm(tmp, &self.config.model, model)?;
-            checkpoint::save_adam(&tmp.join("optimizer.safetensors"), adam)?;
-            checkpoint::write_json(&tmp.join("state.json"), state)
-        })
     }
 }
 

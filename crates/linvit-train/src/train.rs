@@ -18,8 +18,8 @@ use linvit_data::Dataset;
 use linvit_models::{Model, ModelConfig};
 
 use crate::checkpoint::{self, TrainState};
+use crate::classify::Run;
 use crate::optim::{cast_params, AdamState};
-use crate::trainer::Trainer;
 use crate::{ConfigError, RunConfig, TrainError};
 
 /// Held while the device RNG is seeded and drawn from (flex keeps one RNG per process).
@@ -212,7 +212,7 @@ fn start(
 ) -> Result<TrainSummary, TrainError> {
     let ema = (setup.config.train.ema > 0.0).then(|| model.valid());
     let (adam, state) = (AdamState::default(), TrainState::default());
-    Trainer::new(setup, run_dir, ad, model, adam, ema, state, options)?.run()
+    Run::new(setup, run_dir, ad, model, adam, ema, state, options)?.run()
 }
 
 /// Continues the run in `run_dir` from its newest complete checkpoint (from the start when it
@@ -259,7 +259,7 @@ pub fn resume_with(
         (false, _) => None,
     };
     let (model, adam, state) = (loaded.model, loaded.adam, loaded.state);
-    Trainer::new(setup, run_dir, &ad, model, adam, ema, state, options)?.run()
+    Run::new(setup, run_dir, &ad, model, adam, ema, state, options)?.run()
 }
 
 /// Soft-target cross entropy, `mean_i sum_k -t_ik log softmax(z_i)_k` (timm's

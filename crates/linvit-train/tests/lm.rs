@@ -5,6 +5,7 @@ use std::path::Path;
 
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use linvit_train::lm::{load_lm, resolve_lm, resume_lm, train_lm, LmRunConfig};
+use linvit_train::TrainError;
 
 /// A 2-layer, width-32 TransNormer on 30 kB of stories: 12 steps, a checkpoint every 4.
 fn tiny() -> LmRunConfig {
@@ -64,6 +65,22 @@ fn copy_dir(from: &Path, to: &Path) {
     }
 }
 
+/// A copy of run `whole` as if interrupted after step 4: its config and the step-4 checkpoint
+/// are all that is left (no manifest, so the newest complete folder is taken).
+fn interrupted_after_step_4(whole: &Path, cut: &Path) -> std::path::PathBuf {
+    std::fs::create_dir_all(cut.join("checkpoints")).unwrap();
+    std::fs::copy(whole.join("config.toml"), cut.join("config.toml")).unwrap();
+    let step4 = "checkpoints/step-00000004";
+    copy_dir(&whole.join(step4), &cut.join(step4));
+    let state = std::fs::read_to_string(cut.join(step4).join("state.json"));
+    let state: serde_json::Value = serde_json::from_str(&state.unwrap()).unwrap();
+    assert_eq!(state["step"], 4);
+    let accum = std::fs::read_to_string(whole.join("config.toml")).unwrap();
+    let accum: LmRunConfig = toml::from_str(&accum).unwrap();
+    assert_eq!(state["micro_step"], 4 * accum.train.accum_steps as u64);
+    cut.to_path_buf()
+}
+
 #[test]
 fn a_resumed_lm_run_ends_with_the_same_weights_and_metrics_as_an_uninterrupted_one() {
     let root = tempfile::tempdir().unwrap();
@@ -99,19 +116,7 @@ fn a_resumed_lm_run_ends_with_the_same_weights_and_metrics_as_an_uninterrupted_o
         assert!(change > 0.0, "{path} did not change between steps 4 and 8");
     }
 
-    // Interrupted after step 4: its config and the step-4 checkpoint are all that is left
-    // (no manifest, so the newest complete folder is taken).
-    let cut = root.path().join("cut");
-    std::fs::create_dir_all(cut.join("checkpoints")).unwrap();
-    std::fs::copy(whole.join("config.toml"), cut.join("config.toml")).unwrap();
-    let step4 = "step-00000004";
-    copy_dir(
-        &checkpoints.join(step4),
-        &cut.join("checkpoints").join(step4),
-    );
-    let state = std::fs::read_to_string(cut.join("checkpoints").join(step4).join("state.json"));
-    let state: serde_json::Value = serde_json::from_str(&state.unwrap()).unwrap();
-    assert_eq!(state["step"], 4);
+    let cut = interrupted_after_step_4(&whole, &root.path().join("cut"));
     let resumed = resume_lm(&cut, &Device::flex(), &mut std::io::sink()).unwrap();
 
     // Interrupted before its first checkpoint: it starts over from the seed.
@@ -143,4 +148,62 @@ fn a_run_directory_without_a_config_cannot_be_resumed() {
     let root = tempfile::tempdir().unwrap();
     let err = resume_lm(root.path(), &Device::flex(), &mut std::io::sink()).unwrap_err();
     assert!(err.to_string().contains("config.toml"), "{err}");
+}
+
+#[test]
+fn accumulated_micro_batches_all_train_and_an_accumulated_run_resumes_exactly() {
+    let root = tempfile::tempdir().unwrap();
+    let mut config = tiny();
+    config.train.accum_steps = 2;
+    let whole = root.path().join("whole");
+    let summary = train_lm(&config, &whole, &Device::flex(), &mut std::io::sink()).unwrap();
+    assert_eq!(summary.steps, 12);
+    let cut = interrupted_after_step_4(&whole, &root.path().join("cut"));
+    resume_lm(&cut, &Device::flex(), &mut std::io::sink()).unwrap();
+    assert_eq!(logits(&cut), logits(&whole));
+    assert_eq!(metrics(&cut), metrics(&whole));
+
+    // The second micro-batch of each step counts: without it the weights differ.
+    let plain = root.path().join("plain");
+    train_lm(&tiny(), &plain, &Device::flex(), &mut std::io::sink()).unwrap();
+    assert_ne!(logits(&plain), logits(&whole));
+}
+
+#[test]
+fn a_non_finite_lm_step_stops_the_run_naming_it_or_is_skipped_when_asked() {
+    let root = tempfile::tempdir().unwrap();
+    let mut config = tiny();
+    // The first step at this rate throws the weights so far that the next pass overflows (its
+    // loss or its gradients).
+    config.train.lr = 1e30;
+    config.train.warmup_steps = 0;
+    config.train.clip_grad = 0.0;
+    let stopped = root.path().join("stopped");
+    let err = train_lm(&config, &stopped, &Device::flex(), &mut std::io::sink()).unwrap_err();
+    match &err {
+        TrainError::NonFinite { step, .. } => assert_eq!(*step, 2, "{err}"),
+        other => panic!("expected a non-finite loss, got {other}"),
+    }
+    assert!(err.to_string().contains("train.skip_nonfinite"), "{err}");
+
+    config.train.skip_nonfinite = true;
+    let skipped = root.path().join("skipped");
+    let summary = train_lm(&config, &skipped, &Device::flex(), &mut std::io::sink()).unwrap();
+    let skips = &summary.skipped_steps;
+    assert_eq!(
+        skips.len(),
+        11,
+        "every micro-batch after the first: {skips:?}"
+    );
+    assert!(
+        summary.skipped_steps[0].starts_with("step 2 (epoch 1): "),
+        "{:?}",
+        summary.skipped_steps
+    );
+    // The last checkpoint holds the one step that was taken, finite.
+    let (_, model) = load_lm(&skipped, &Device::flex()).unwrap();
+    for (path, p) in linvit_train::optim::params_by_path(&model) {
+        let finite = p.is_finite().all().into_scalar::<bool>();
+        assert!(finite, "{path} is not finite");
+    }
 }

@@ -68,6 +68,7 @@ pub fn run(command: LmCommand) -> ExitCode {
                     device,
                 )?,
             };
+            super::print_skipped_steps(&s.skipped_steps);
             Ok(format!(
                 "trained {} steps in {:.0} s ({:.0} tokens/s); validation {:.3} -> {:.3} bits/byte; run in {}",
                 s.steps,

@@ -194,3 +194,18 @@ fn with_parsed<T>(
         }
     }
 }
+
+/// The steps a run skipped for a non-finite value (`train.skip_nonfinite`), the first 20, on
+/// stderr.
+fn print_skipped_steps(steps: &[String]) {
+    if steps.is_empty() {
+        return;
+    }
+    eprintln!(
+        "skipped {} steps with a non-finite loss or gradient:",
+        steps.len()
+    );
+    for line in steps.iter().take(20) {
+        eprintln!("  {line}");
+    }
+}

@@ -41,15 +41,7 @@ pub fn run(a: TrainArgs) -> ExitCode {
                 eprintln!("  {line}");
             }
         }
-        if !summary.skipped_steps.is_empty() {
-            eprintln!(
-                "skipped {} steps with a non-finite loss or gradient:",
-                summary.skipped_steps.len()
-            );
-            for line in summary.skipped_steps.iter().take(20) {
-                eprintln!("  {line}");
-            }
-        }
+        super::print_skipped_steps(&summary.skipped_steps);
         Ok(format!(
             "trained {} epochs in {:.0} s ({:.1} img/s); final val top-1 {}; best {} (epoch {}); run in {}",
             summary.epochs,
