@@ -135,156 +135,175 @@ fn strings(items: &[&str]) -> Vec<String> {
     items.iter().map(|s| s.to_string()).collect()
 }
 
-#[test]
-fn every_bad_input_gets_a_one_line_error_naming_it_and_no_panic() {
-    let root = scratch();
-    let mut cases: Vec<Case> = Vec::new();
-    let mut data_case = |name: &'static str, kind: &str, build: &dyn Fn(&Path) -> PathBuf| {
-        let dir = root.join(name);
-        let culprit = build(&dir);
-        let mut args = inspect(kind, &dir);
-        if kind == "image-folder" {
-            let classes = std::fs::read_dir(dir.join("train")).unwrap().count();
-            args.extend(["--set".into(), format!("data.num_classes={classes}")]);
-        }
-        cases.push(Case {
-            name,
-            args,
-            mentions: vec![culprit.display().to_string()],
-        });
-    };
+/// A dataset that `build` makes wrong in `root/name`, opened by `linvit data inspect`; the
+/// error must name the file `build` returns.
+fn data_case(
+    root: &Path,
+    name: &'static str,
+    kind: &str,
+    build: &dyn Fn(&Path) -> PathBuf,
+) -> Case {
+    let dir = root.join(name);
+    let culprit = build(&dir);
+    let mut args = inspect(kind, &dir);
+    if kind == "image-folder" {
+        let classes = std::fs::read_dir(dir.join("train")).unwrap().count();
+        args.extend(["--set".into(), format!("data.num_classes={classes}")]);
+    }
+    Case {
+        name,
+        args,
+        mentions: vec![culprit.display().to_string()],
+    }
+}
 
-    // IDX (MNIST / Fashion-MNIST).
-    data_case("idx_truncated", "idx", &|d| {
-        idx_dataset(d, 10);
-        let f = d.join("train-images-idx3-ubyte");
-        write(&f, &idx_images(10, 28, 28, &[0u8; 5 * 28 * 28]));
-        f
-    });
-    data_case("idx_wrong_magic", "idx", &|d| {
-        idx_dataset(d, 10);
-        let f = d.join("t10k-labels-idx1-ubyte");
-        let mut bytes = std::fs::read(&f).unwrap();
-        bytes[3] = 0x03;
-        write(&f, &bytes);
-        f
-    });
-    data_case("idx_zero_bytes", "idx", &|d| {
-        idx_dataset(d, 10);
-        let f = d.join("train-labels-idx1-ubyte");
-        write(&f, &[]);
-        f
-    });
-    data_case("idx_huge_dimensions", "idx", &|d| {
-        idx_dataset(d, 10);
-        let f = d.join("train-images-idx3-ubyte");
-        write(&f, &idx_images(2_000_000_000, 65_535, 65_535, &[0u8; 64]));
-        f
-    });
-    data_case("idx_label_count_mismatch", "idx", &|d| {
-        idx_dataset(d, 10);
-        let f = d.join("train-labels-idx1-ubyte");
-        write(&f, &idx_labels(&[1, 2, 3]));
-        f
-    });
-    data_case("idx_label_out_of_range", "idx", &|d| {
-        idx_dataset(d, 10);
-        let f = d.join("t10k-labels-idx1-ubyte");
-        write(&f, &idx_labels(&[0, 1, 2, 3, 4, 5, 6, 7, 8, 200]));
-        f
-    });
-    data_case("idx_corrupt_gzip", "idx", &|d| {
-        idx_dataset(d, 10);
-        std::fs::remove_file(d.join("train-images-idx3-ubyte")).unwrap();
-        let f = d.join("train-images-idx3-ubyte.gz");
-        write(&f, &[0x1f, 0x8b, 8, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9]);
-        f
-    });
-    // CIFAR-10 binary batches.
-    data_case("cifar_truncated", "cifar10", &|d| {
-        cifar_dataset(d, 4);
-        let f = d.join("data_batch_3.bin");
-        write(&f, &vec![1u8; 3073 * 2 + 100]);
-        f
-    });
-    data_case("cifar_zero_bytes", "cifar10", &|d| {
-        cifar_dataset(d, 4);
-        let f = d.join("test_batch.bin");
-        write(&f, &[]);
-        f
-    });
-    data_case("cifar_label_out_of_range", "cifar10", &|d| {
-        cifar_dataset(d, 4);
-        let f = d.join("data_batch_1.bin");
-        let record: Vec<u8> = std::iter::once(77u8).chain([9u8; 3072]).collect();
-        write(&f, &record.repeat(4));
-        f
-    });
-    data_case("cifar_missing_batch", "cifar10", &|d| {
-        cifar_dataset(d, 4);
-        let f = d.join("data_batch_5.bin");
-        std::fs::remove_file(&f).unwrap();
-        f
-    });
-    // Image folders (PNG / JPEG).
-    data_case("png_corrupt", "image-folder", &|d| {
-        folder_dataset(d);
-        let f = d.join("train/cat/b.png");
-        write(&f, b"\x89PNG\r\n\x1a\nthis is not a png at all");
-        f
-    });
-    data_case("png_zero_bytes", "image-folder", &|d| {
-        folder_dataset(d);
-        let f = d.join("val/dog/b.png");
-        write(&f, &[]);
-        f
-    });
-    data_case("png_truncated", "image-folder", &|d| {
-        folder_dataset(d);
-        let f = d.join("train/dog/b.png");
-        let bytes = png(16, 16);
-        write(&f, &bytes[..bytes.len() / 2]);
-        f
-    });
-    data_case("png_huge_dimensions", "image-folder", &|d| {
-        folder_dataset(d);
-        let f = d.join("train/cat/huge.png");
-        // A valid header declaring 100000 x 100000 pixels and no image data.
-        let mut bytes = png(1, 1);
-        bytes[16..20].copy_from_slice(&be(100_000));
-        bytes[20..24].copy_from_slice(&be(100_000));
-        let crc = crc32(&bytes[12..29]);
-        bytes[29..33].copy_from_slice(&be(crc));
-        write(&f, &bytes[..33]);
-        f
-    });
-    data_case("jpeg_truncated", "image-folder", &|d| {
-        folder_dataset(d);
-        let f = d.join("val/cat/b.jpg");
-        let mut out = Vec::new();
-        image::RgbImage::from_pixel(16, 16, image::Rgb([1, 2, 3]))
-            .write_to(
-                &mut std::io::Cursor::new(&mut out),
-                image::ImageFormat::Jpeg,
-            )
-            .unwrap();
-        write(&f, &out[..out.len() / 3]);
-        f
-    });
-    data_case("jpeg_wrong_magic", "image-folder", &|d| {
-        folder_dataset(d);
-        let f = d.join("train/dog/c.jpeg");
-        write(&f, b"GIF89a not a jpeg");
-        f
-    });
-    data_case("image_folder_empty_class", "image-folder", &|d| {
-        folder_dataset(d);
-        let f = d.join("train/bird");
-        std::fs::create_dir_all(&f).unwrap();
-        f
-    });
+/// IDX files (MNIST / Fashion-MNIST).
+fn idx_cases(root: &Path) -> Vec<Case> {
+    vec![
+        data_case(root, "idx_truncated", "idx", &|d| {
+            idx_dataset(d, 10);
+            let f = d.join("train-images-idx3-ubyte");
+            write(&f, &idx_images(10, 28, 28, &[0u8; 5 * 28 * 28]));
+            f
+        }),
+        data_case(root, "idx_wrong_magic", "idx", &|d| {
+            idx_dataset(d, 10);
+            let f = d.join("t10k-labels-idx1-ubyte");
+            let mut bytes = std::fs::read(&f).unwrap();
+            bytes[3] = 0x03;
+            write(&f, &bytes);
+            f
+        }),
+        data_case(root, "idx_zero_bytes", "idx", &|d| {
+            idx_dataset(d, 10);
+            let f = d.join("train-labels-idx1-ubyte");
+            write(&f, &[]);
+            f
+        }),
+        data_case(root, "idx_huge_dimensions", "idx", &|d| {
+            idx_dataset(d, 10);
+            let f = d.join("train-images-idx3-ubyte");
+            write(&f, &idx_images(2_000_000_000, 65_535, 65_535, &[0u8; 64]));
+            f
+        }),
+        data_case(root, "idx_label_count_mismatch", "idx", &|d| {
+            idx_dataset(d, 10);
+            let f = d.join("train-labels-idx1-ubyte");
+            write(&f, &idx_labels(&[1, 2, 3]));
+            f
+        }),
+        data_case(root, "idx_label_out_of_range", "idx", &|d| {
+            idx_dataset(d, 10);
+            let f = d.join("t10k-labels-idx1-ubyte");
+            write(&f, &idx_labels(&[0, 1, 2, 3, 4, 5, 6, 7, 8, 200]));
+            f
+        }),
+        data_case(root, "idx_corrupt_gzip", "idx", &|d| {
+            idx_dataset(d, 10);
+            std::fs::remove_file(d.join("train-images-idx3-ubyte")).unwrap();
+            let f = d.join("train-images-idx3-ubyte.gz");
+            write(&f, &[0x1f, 0x8b, 8, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9]);
+            f
+        }),
+    ]
+}
 
-    // Configs.
+/// CIFAR-10 binary batches.
+fn cifar_cases(root: &Path) -> Vec<Case> {
+    vec![
+        data_case(root, "cifar_truncated", "cifar10", &|d| {
+            cifar_dataset(d, 4);
+            let f = d.join("data_batch_3.bin");
+            write(&f, &vec![1u8; 3073 * 2 + 100]);
+            f
+        }),
+        data_case(root, "cifar_zero_bytes", "cifar10", &|d| {
+            cifar_dataset(d, 4);
+            let f = d.join("test_batch.bin");
+            write(&f, &[]);
+            f
+        }),
+        data_case(root, "cifar_label_out_of_range", "cifar10", &|d| {
+            cifar_dataset(d, 4);
+            let f = d.join("data_batch_1.bin");
+            let record: Vec<u8> = std::iter::once(77u8).chain([9u8; 3072]).collect();
+            write(&f, &record.repeat(4));
+            f
+        }),
+        data_case(root, "cifar_missing_batch", "cifar10", &|d| {
+            cifar_dataset(d, 4);
+            let f = d.join("data_batch_5.bin");
+            std::fs::remove_file(&f).unwrap();
+            f
+        }),
+    ]
+}
+
+/// Image folders (PNG / JPEG).
+fn image_folder_cases(root: &Path) -> Vec<Case> {
+    vec![
+        data_case(root, "png_corrupt", "image-folder", &|d| {
+            folder_dataset(d);
+            let f = d.join("train/cat/b.png");
+            write(&f, b"\x89PNG\r\n\x1a\nthis is not a png at all");
+            f
+        }),
+        data_case(root, "png_zero_bytes", "image-folder", &|d| {
+            folder_dataset(d);
+            let f = d.join("val/dog/b.png");
+            write(&f, &[]);
+            f
+        }),
+        data_case(root, "png_truncated", "image-folder", &|d| {
+            folder_dataset(d);
+            let f = d.join("train/dog/b.png");
+            let bytes = png(16, 16);
+            write(&f, &bytes[..bytes.len() / 2]);
+            f
+        }),
+        data_case(root, "png_huge_dimensions", "image-folder", &|d| {
+            folder_dataset(d);
+            let f = d.join("train/cat/huge.png");
+            // A valid header declaring 100000 x 100000 pixels and no image data.
+            let mut bytes = png(1, 1);
+            bytes[16..20].copy_from_slice(&be(100_000));
+            bytes[20..24].copy_from_slice(&be(100_000));
+            let crc = crc32(&bytes[12..29]);
+            bytes[29..33].copy_from_slice(&be(crc));
+            write(&f, &bytes[..33]);
+            f
+        }),
+        data_case(root, "jpeg_truncated", "image-folder", &|d| {
+            folder_dataset(d);
+            let f = d.join("val/cat/b.jpg");
+            let mut out = Vec::new();
+            image::RgbImage::from_pixel(16, 16, image::Rgb([1, 2, 3]))
+                .write_to(
+                    &mut std::io::Cursor::new(&mut out),
+                    image::ImageFormat::Jpeg,
+                )
+                .unwrap();
+            write(&f, &out[..out.len() / 3]);
+            f
+        }),
+        data_case(root, "jpeg_wrong_magic", "image-folder", &|d| {
+            folder_dataset(d);
+            let f = d.join("train/dog/c.jpeg");
+            write(&f, b"GIF89a not a jpeg");
+            f
+        }),
+        data_case(root, "image_folder_empty_class", "image-folder", &|d| {
+            folder_dataset(d);
+            let f = d.join("train/bird");
+            std::fs::create_dir_all(&f).unwrap();
+            f
+        }),
+    ]
+}
+
+/// Configs: `--set` keys and a file that is not TOML.
+fn config_cases(root: &Path) -> Vec<Case> {
+    let mut cases = Vec::new();
     let config_cases: [(&'static str, &[&str], &[&str]); 13] = [
         (
             "config_unknown_key",
@@ -367,23 +386,15 @@ fn every_bad_input_gets_a_one_line_error_naming_it_and_no_panic() {
         args: strings(&["train", "--config", bad_file.to_str().unwrap()]),
         mentions: vec![bad_file.display().to_string()],
     });
+    cases
+}
 
-    // Checkpoints: a model folder whose files do not fit.
+/// Checkpoints: copies of a trained model folder whose files do not fit.
+fn checkpoint_cases(root: &Path) -> Vec<Case> {
+    let mut cases = Vec::new();
     let good = root.join("ckpt_good");
     let out = Command::new(env!("CARGO_BIN_EXE_linvit"))
-        .args([
-            "train",
-            "--set",
-            "train.epochs=1",
-            "--set",
-            "data.train_size=64",
-            "--set",
-            "data.val_size=32",
-            "--set",
-            "train.batch_size=32",
-            "--out",
-            good.to_str().unwrap(),
-        ])
+        .args(train_with(&[], &good))
         .output()
         .unwrap();
     assert!(
@@ -449,37 +460,60 @@ fn every_bad_input_gets_a_one_line_error_naming_it_and_no_panic() {
         edit_json(d, "\"depths\": [\n    2,", "\"depths\": [\n    1,");
         d.join("model.bpk")
     });
+    cases
+}
 
+/// Runs `case`: its one error line, or what is wrong with how it failed.
+fn run_case(case: &Case) -> Result<String, String> {
+    let out = Command::new(env!("CARGO_BIN_EXE_linvit"))
+        .args(&case.args)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    let error_lines: Vec<&str> = err.lines().filter(|l| l.starts_with("error: ")).collect();
+    let problem = if out.status.success() {
+        Some("exited 0".to_string())
+    } else if err.contains("panicked") {
+        Some("panicked".into())
+    } else if error_lines.len() != 1 {
+        Some(format!("{} error lines", error_lines.len()))
+    } else if let Some(m) = case
+        .mentions
+        .iter()
+        .find(|m| !error_lines[0].contains(m.as_str()))
+    {
+        Some(format!("the error does not name {m:?}"))
+    } else {
+        None
+    };
+    match problem {
+        Some(p) => Err(format!("{}: {p}\n{err}", case.name)),
+        None => Ok(error_lines[0].to_string()),
+    }
+}
+
+#[test]
+fn every_bad_input_gets_a_one_line_error_naming_it_and_no_panic() {
+    let root = scratch();
+    let cases: Vec<Case> = [
+        idx_cases(&root),
+        cifar_cases(&root),
+        image_folder_cases(&root),
+        config_cases(&root),
+        checkpoint_cases(&root),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
     let total = cases.len();
     let mut failures = Vec::new();
     for case in &cases {
-        let out = Command::new(env!("CARGO_BIN_EXE_linvit"))
-            .args(&case.args)
-            .output()
-            .unwrap();
-        let err = String::from_utf8_lossy(&out.stderr);
-        let error_lines: Vec<&str> = err.lines().filter(|l| l.starts_with("error: ")).collect();
-        let problem = if out.status.success() {
-            Some("exited 0".to_string())
-        } else if err.contains("panicked") {
-            Some("panicked".into())
-        } else if error_lines.len() != 1 {
-            Some(format!("{} error lines", error_lines.len()))
-        } else if let Some(m) = case
-            .mentions
-            .iter()
-            .find(|m| !error_lines[0].contains(m.as_str()))
-        {
-            Some(format!("the error does not name {m:?}"))
-        } else {
-            None
-        };
-        match problem {
-            Some(p) => failures.push(format!("{}: {p}\n{err}", case.name)),
-            None => println!("{:<36} {}", case.name, error_lines[0]),
-        }
-        if let Some(p) = failures.last().filter(|f| f.starts_with(case.name)) {
-            eprintln!("PROBLEM {}", p.lines().next().unwrap_or_default());
+        match run_case(case) {
+            Ok(line) => println!("{:<36} {line}", case.name),
+            Err(p) => {
+                eprintln!("PROBLEM {}", p.lines().next().unwrap_or_default());
+                failures.push(p);
+            }
         }
     }
     println!(

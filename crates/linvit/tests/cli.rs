@@ -1,7 +1,7 @@
 //! The `linvit` binary as a user runs it: clear one-line errors and exit codes for bad input.
 
 mod common;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use common::{linvit, scratch};
 
@@ -250,6 +250,14 @@ fn train_then_eval_and_predict_on_the_saved_checkpoint() {
     assert_eq!(code, 1);
     assert!(err.contains("already holds a run"), "{err}");
 
+    eval_reports_the_run(&dir, run_s);
+    predict_ranks_classes_of_files_and_folders(&dir, run_s);
+    fine_tuning_loads_all_but_a_head_of_another_shape(&dir, run_s);
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// `linvit eval --json` on run `run_s` (128 validation images), with its confusion matrix.
+fn eval_reports_the_run(dir: &Path, run_s: &str) {
     let png = dir.join("confusion.png");
     let (code, out, err) = linvit(&[
         "eval",
@@ -265,7 +273,10 @@ fn train_then_eval_and_predict_on_the_saved_checkpoint() {
     let top1 = eval["top1"].as_f64().unwrap();
     assert!((0.0..=1.0).contains(&top1));
     assert!(png.is_file());
+}
 
+/// `linvit predict` on one image (JSON), a nested folder (CSV and text), and an empty one.
+fn predict_ranks_classes_of_files_and_folders(dir: &Path, run_s: &str) {
     let sample = sample_image(&dir.join("sample.png"));
     let (code, out, err) = linvit(&[
         "predict",
@@ -326,7 +337,10 @@ fn train_then_eval_and_predict_on_the_saved_checkpoint() {
     assert_eq!(code, 1);
     assert!(err.contains("empty") && err.contains(".png"), "{err}");
     assert_eq!(err.trim().lines().count(), 1, "{err}");
+}
 
+/// Fine-tuning from run `run_s`.
+fn fine_tuning_loads_all_but_a_head_of_another_shape(dir: &Path, run_s: &str) {
     // Fine-tuning from the run with another class count: the head starts fresh, every other
     // weight is loaded, and the run trains.
     let tuned = dir.join("tuned");
@@ -366,7 +380,6 @@ fn train_then_eval_and_predict_on_the_saved_checkpoint() {
         !dir.join("misfit").exists(),
         "nothing is written for a failed start"
     );
-    std::fs::remove_dir_all(&dir).ok();
 }
 
 #[test]
