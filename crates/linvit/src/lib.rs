@@ -41,6 +41,7 @@ from_error!(
     linvit_train::ablate::AblateError,
     std::io::Error,
     serde_json::Error,
+    reference::CaseError,
 );
 
 /// `CliError` from `format!` arguments.

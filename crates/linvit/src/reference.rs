@@ -379,6 +379,49 @@ impl CaseReport {
     pub fn passed(&self) -> bool {
         self.status == Status::Pass
     }
+
+    /// The header line of a table of these rows (their `Display`).
+    pub fn header() -> String {
+        format!(
+            "{:<34} {:>10} {:>10}  {:<6} detail",
+            "case", "output", "gradient", "result"
+        )
+    }
+}
+
+/// The row: the case, its worst output and gradient ratios, the result and its detail.
+impl std::fmt::Display for CaseReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let ratio = |x: Option<f64>| x.map(|v| format!("{v:.4}")).unwrap_or_else(|| "-".into());
+        let (result, detail) = match &self.status {
+            Status::Pass => (
+                "PASS",
+                format!(
+                    "worst {} {}; {} fused nodes",
+                    // Decode cases compare prefill logits and recurrent states, not gradients.
+                    if self.kind == "decode" {
+                        "state/prefill"
+                    } else {
+                        "gradient"
+                    },
+                    self.worst_grad.as_deref().unwrap_or("-"),
+                    self.fused_nodes
+                ),
+            ),
+            Status::Fail(why) => ("FAIL", why.clone()),
+            Status::Unsupported(why) => ("UNSUP", why.clone()),
+            Status::Error(why) => ("ERROR", why.clone()),
+        };
+        write!(
+            f,
+            "{:<34} {:>10} {:>10}  {:<6} {}",
+            self.case,
+            ratio(self.output_ratio),
+            ratio(self.grad_ratio),
+            result,
+            detail
+        )
+    }
 }
 
 pub fn to_host<const D: usize>(t: Tensor<D>) -> HostTensor {

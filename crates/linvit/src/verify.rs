@@ -46,6 +46,64 @@ struct Outcome {
     param_grads: BTreeMap<String, HostTensor>,
 }
 
+/// What `linvit verify` found: the path that ran (`auto` or `ops`) and one row per case.
+/// Its `Display` is the table the command prints (row by row as the cases finish); with
+/// `--json` each row is printed as its JSON object instead.
+#[derive(Debug, Clone)]
+pub struct VerifyReport {
+    pub path: linvit_attention::Path,
+    pub cases: Vec<CaseReport>,
+}
+
+impl VerifyReport {
+    /// The lines above the rows.
+    pub fn head(path: linvit_attention::Path) -> String {
+        format!("path: {}\n{}", path.name(), CaseReport::header())
+    }
+
+    pub fn all_passed(&self) -> bool {
+        self.cases.iter().all(CaseReport::passed)
+    }
+
+    /// The line below the rows.
+    pub fn summary(&self) -> String {
+        let passed = self.cases.iter().filter(|c| c.passed()).count();
+        format!("{passed} of {} cases passed", self.cases.len())
+    }
+}
+
+impl std::fmt::Display for VerifyReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(f, "{}", Self::head(self.path))?;
+        for case in &self.cases {
+            writeln!(f, "{case}")?;
+        }
+        write!(f, "{}", self.summary())
+    }
+}
+
+/// Verifies the case folders `dirs` in turn on `device`, on this thread's
+/// [`linvit_attention::Path`], handing each row to `on_case` as soon as it is done (a case
+/// can take minutes on a slow backend).
+pub fn verify_all(
+    dirs: &[std::path::PathBuf],
+    device: &Device,
+    mut on_case: impl FnMut(&CaseReport),
+) -> VerifyReport {
+    let cases = dirs
+        .iter()
+        .map(|dir| {
+            let report = verify_case(dir, device);
+            on_case(&report);
+            report
+        })
+        .collect();
+    VerifyReport {
+        path: linvit_attention::Path::current(),
+        cases,
+    }
+}
+
 /// Verifies one case folder on `device` (without autodiff; gradients are turned on here), on
 /// this thread's [`linvit_attention::Path`].
 pub fn verify_case(dir: &Path, device: &Device) -> CaseReport {

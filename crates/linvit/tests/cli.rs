@@ -3,6 +3,7 @@
 mod common;
 use std::path::{Path, PathBuf};
 
+use burn::tensor::Device;
 use common::{linvit, scratch};
 
 #[test]
@@ -65,6 +66,10 @@ fn verify_reports_a_corrupt_case_as_an_error_row_and_fails() {
     assert_eq!(code, 1, "{out}{err}");
     assert!(out.contains("ERROR") && out.contains("case.json"), "{out}");
     assert!(out.contains("0 of 1 cases passed"), "{out}");
+    // What the command streams, row by row, is the typed report's `Display`.
+    let report = linvit::verify::verify_all(&[case.clone()], &Device::flex(), |_| {});
+    assert!(!report.all_passed());
+    assert_eq!(out.trim_end(), report.to_string());
 
     std::fs::write(
         case.join("case.json"),

@@ -7,7 +7,8 @@ use linvit_attention::Path;
 
 use crate::device::{parse_device, DEVICE_NAMES};
 use crate::reference::{discover, reference_root};
-use crate::verify::{verify_case, CaseReport, Status};
+use crate::verify::{verify_all, VerifyReport};
+use crate::CliError;
 
 #[derive(clap::Args)]
 pub struct VerifyArgs {
@@ -27,104 +28,55 @@ pub struct VerifyArgs {
 }
 
 pub fn run(a: VerifyArgs) -> ExitCode {
-    a.path.run(|| verify(&a.paths, &a.device, a.json))
-}
-
-fn verify(paths: &[PathBuf], device: &str, json: bool) -> ExitCode {
-    let device = match parse_device(device) {
-        Ok(d) => d,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::from(2);
-        }
-    };
-    let default_root;
-    let paths = if paths.is_empty() {
-        match reference_root() {
-            Some(root) => {
-                default_root = [root];
-                &default_root[..]
-            }
-            None => {
-                eprintln!(
-                    "error: no case folder given and LINVIT_REFERENCE_DIR names no folder; \
-                     usage: linvit verify PATH..."
-                );
-                return ExitCode::from(2);
-            }
-        }
-    } else {
-        paths
-    };
-    let mut cases = Vec::new();
-    for path in paths {
-        match discover(path) {
-            Ok(found) => cases.extend(found),
+    a.path.run(|| {
+        let found = parse_device(&a.device).and_then(|d| Ok((d, case_dirs(&a.paths)?)));
+        let (device, dirs) = match found {
+            Ok(found) => found,
             Err(e) => {
                 eprintln!("error: {e}");
                 return ExitCode::from(2);
             }
+        };
+        if !a.json {
+            println!("{}", VerifyReport::head(Path::current()));
         }
-    }
-    if !json {
-        println!("path: {}", Path::current().name());
-        println!(
-            "{:<34} {:>10} {:>10}  {:<6} detail",
-            "case", "output", "gradient", "result"
-        );
-    }
-    let mut failed = 0;
-    for dir in &cases {
-        let report = verify_case(dir, &device);
-        if !report.passed() {
-            failed += 1;
+        let report = verify_all(&dirs, &device, |row| {
+            if a.json {
+                println!("{}", serde_json::to_string(row).expect("reports serialise"));
+            } else {
+                println!("{row}");
+            }
+        });
+        if !a.json {
+            println!("{}", report.summary());
         }
-        if json {
-            println!(
-                "{}",
-                serde_json::to_string(&report).expect("reports serialise")
-            );
+        if report.all_passed() {
+            ExitCode::SUCCESS
         } else {
-            print_row(&report);
+            ExitCode::FAILURE
         }
-    }
-    if !json {
-        println!("{} of {} cases passed", cases.len() - failed, cases.len());
-    }
-    if failed == 0 {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    }
+    })
 }
 
-fn print_row(r: &CaseReport) {
-    let ratio = |x: Option<f64>| x.map(|v| format!("{v:.4}")).unwrap_or_else(|| "-".into());
-    let (result, detail) = match &r.status {
-        Status::Pass => (
-            "PASS",
-            format!(
-                "worst {} {}; {} fused nodes",
-                // Decode cases compare prefill logits and recurrent states, not gradients.
-                if r.kind == "decode" {
-                    "state/prefill"
-                } else {
-                    "gradient"
-                },
-                r.worst_grad.as_deref().unwrap_or("-"),
-                r.fused_nodes
-            ),
-        ),
-        Status::Fail(why) => ("FAIL", why.clone()),
-        Status::Unsupported(why) => ("UNSUP", why.clone()),
-        Status::Error(why) => ("ERROR", why.clone()),
+/// The case folders under `paths`, or under `LINVIT_REFERENCE_DIR` without any.
+fn case_dirs(paths: &[PathBuf]) -> Result<Vec<PathBuf>, CliError> {
+    let root;
+    let paths = match (paths, reference_root()) {
+        ([], Some(r)) => {
+            root = [r];
+            &root[..]
+        }
+        ([], None) => {
+            return Err(CliError::from(
+                "no case folder given and LINVIT_REFERENCE_DIR names no folder; usage: linvit \
+                 verify PATH...",
+            ))
+        }
+        (paths, _) => paths,
     };
-    println!(
-        "{:<34} {:>10} {:>10}  {:<6} {}",
-        r.case,
-        ratio(r.output_ratio),
-        ratio(r.grad_ratio),
-        result,
-        detail
-    );
+    let mut cases = Vec::new();
+    for path in paths {
+        cases.extend(discover(path)?);
+    }
+    Ok(cases)
 }
