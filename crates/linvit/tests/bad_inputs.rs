@@ -17,6 +17,13 @@ fn write(path: &Path, bytes: &[u8]) {
     std::fs::write(path, bytes).unwrap();
 }
 
+/// Writes `bytes` over file `name` of dataset folder `dir`; returns the file's path.
+fn overwrite(dir: &Path, name: &str, bytes: &[u8]) -> PathBuf {
+    let f = dir.join(name);
+    write(&f, bytes);
+    f
+}
+
 fn be(x: u32) -> [u8; 4] {
     x.to_be_bytes()
 }
@@ -162,9 +169,11 @@ fn idx_cases(root: &Path) -> Vec<Case> {
     vec![
         data_case(root, "idx_truncated", "idx", &|d| {
             idx_dataset(d, 10);
-            let f = d.join("train-images-idx3-ubyte");
-            write(&f, &idx_images(10, 28, 28, &[0u8; 5 * 28 * 28]));
-            f
+            overwrite(
+                d,
+                "train-images-idx3-ubyte",
+                &idx_images(10, 28, 28, &[0u8; 5 * 28 * 28]),
+            )
         }),
         data_case(root, "idx_wrong_magic", "idx", &|d| {
             idx_dataset(d, 10);
@@ -176,34 +185,36 @@ fn idx_cases(root: &Path) -> Vec<Case> {
         }),
         data_case(root, "idx_zero_bytes", "idx", &|d| {
             idx_dataset(d, 10);
-            let f = d.join("train-labels-idx1-ubyte");
-            write(&f, &[]);
-            f
+            overwrite(d, "train-labels-idx1-ubyte", &[])
         }),
         data_case(root, "idx_huge_dimensions", "idx", &|d| {
             idx_dataset(d, 10);
-            let f = d.join("train-images-idx3-ubyte");
-            write(&f, &idx_images(2_000_000_000, 65_535, 65_535, &[0u8; 64]));
-            f
+            overwrite(
+                d,
+                "train-images-idx3-ubyte",
+                &idx_images(2_000_000_000, 65_535, 65_535, &[0u8; 64]),
+            )
         }),
         data_case(root, "idx_label_count_mismatch", "idx", &|d| {
             idx_dataset(d, 10);
-            let f = d.join("train-labels-idx1-ubyte");
-            write(&f, &idx_labels(&[1, 2, 3]));
-            f
+            overwrite(d, "train-labels-idx1-ubyte", &idx_labels(&[1, 2, 3]))
         }),
         data_case(root, "idx_label_out_of_range", "idx", &|d| {
             idx_dataset(d, 10);
-            let f = d.join("t10k-labels-idx1-ubyte");
-            write(&f, &idx_labels(&[0, 1, 2, 3, 4, 5, 6, 7, 8, 200]));
-            f
+            overwrite(
+                d,
+                "t10k-labels-idx1-ubyte",
+                &idx_labels(&[0, 1, 2, 3, 4, 5, 6, 7, 8, 200]),
+            )
         }),
         data_case(root, "idx_corrupt_gzip", "idx", &|d| {
             idx_dataset(d, 10);
             std::fs::remove_file(d.join("train-images-idx3-ubyte")).unwrap();
-            let f = d.join("train-images-idx3-ubyte.gz");
-            write(&f, &[0x1f, 0x8b, 8, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9]);
-            f
+            overwrite(
+                d,
+                "train-images-idx3-ubyte.gz",
+                &[0x1f, 0x8b, 8, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9],
+            )
         }),
     ]
 }
@@ -213,15 +224,11 @@ fn cifar_cases(root: &Path) -> Vec<Case> {
     vec![
         data_case(root, "cifar_truncated", "cifar10", &|d| {
             cifar_dataset(d, 4);
-            let f = d.join("data_batch_3.bin");
-            write(&f, &vec![1u8; 3073 * 2 + 100]);
-            f
+            overwrite(d, "data_batch_3.bin", &vec![1u8; 3073 * 2 + 100])
         }),
         data_case(root, "cifar_zero_bytes", "cifar10", &|d| {
             cifar_dataset(d, 4);
-            let f = d.join("test_batch.bin");
-            write(&f, &[]);
-            f
+            overwrite(d, "test_batch.bin", &[])
         }),
         data_case(root, "cifar_label_out_of_range", "cifar10", &|d| {
             cifar_dataset(d, 4);
@@ -244,15 +251,15 @@ fn image_folder_cases(root: &Path) -> Vec<Case> {
     vec![
         data_case(root, "png_corrupt", "image-folder", &|d| {
             folder_dataset(d);
-            let f = d.join("train/cat/b.png");
-            write(&f, b"\x89PNG\r\n\x1a\nthis is not a png at all");
-            f
+            overwrite(
+                d,
+                "train/cat/b.png",
+                b"\x89PNG\r\n\x1a\nthis is not a png at all",
+            )
         }),
         data_case(root, "png_zero_bytes", "image-folder", &|d| {
             folder_dataset(d);
-            let f = d.join("val/dog/b.png");
-            write(&f, &[]);
-            f
+            overwrite(d, "val/dog/b.png", &[])
         }),
         data_case(root, "png_truncated", "image-folder", &|d| {
             folder_dataset(d);
@@ -288,9 +295,7 @@ fn image_folder_cases(root: &Path) -> Vec<Case> {
         }),
         data_case(root, "jpeg_wrong_magic", "image-folder", &|d| {
             folder_dataset(d);
-            let f = d.join("train/dog/c.jpeg");
-            write(&f, b"GIF89a not a jpeg");
-            f
+            overwrite(d, "train/dog/c.jpeg", b"GIF89a not a jpeg")
         }),
         data_case(root, "image_folder_empty_class", "image-folder", &|d| {
             folder_dataset(d);
@@ -430,9 +435,7 @@ fn checkpoint_cases(root: &Path) -> Vec<Case> {
         f
     });
     ckpt_case("ckpt_weights_zero_bytes", &|d| {
-        let f = d.join("model.bpk");
-        write(&f, &[]);
-        f
+        overwrite(d, "model.bpk", &[])
     });
     ckpt_case("ckpt_weights_missing", &|d| {
         let f = d.join("model.bpk");
@@ -440,9 +443,7 @@ fn checkpoint_cases(root: &Path) -> Vec<Case> {
         f
     });
     ckpt_case("ckpt_config_not_json", &|d| {
-        let f = d.join("model.json");
-        write(&f, b"{\"family\": ");
-        f
+        overwrite(d, "model.json", b"{\"family\": ")
     });
     ckpt_case("ckpt_misshaped_tensors", &|d| {
         edit_json(
