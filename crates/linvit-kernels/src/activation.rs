@@ -30,9 +30,9 @@ pub fn gelu(x: &[f32]) -> Vec<f32> {
 fn gelu_chunk(out: &mut [MaybeUninit<f32>], x: &[f32]) {
     assert_eq!(out.len(), x.len());
     #[cfg(target_arch = "x86_64")]
-    if crate::simd::has_avx512() {
-        // SAFETY: the CPU has AVX-512, and `out` is as long as `x`.
-        return unsafe { x86::gelu(out.as_mut_ptr().cast(), x.as_ptr(), x.len()) };
+    // SAFETY: `out` is as long as `x`.
+    if unsafe { x86::gelu(out.as_mut_ptr().cast(), x.as_ptr(), x.len()) } {
+        return;
     }
     gelu_chunk_portable(out, x)
 }
@@ -48,10 +48,12 @@ multiversion! {
 /// [`gelu`] in place, on one thread (for kernels that already split their work).
 pub fn gelu_in_place(x: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
-    if crate::simd::has_avx512() {
+    {
         let at = x.as_mut_ptr();
-        // SAFETY: the CPU has AVX-512; `x86::gelu` may write where it reads.
-        return unsafe { x86::gelu(at, at, x.len()) };
+        // SAFETY: `x86::gelu` may write where it reads.
+        if unsafe { x86::gelu(at, at, x.len()) } {
+            return;
+        }
     }
     gelu_in_place_portable(x)
 }
@@ -88,8 +90,18 @@ pub fn gelu_backward(x: &[f32], grad: &[f32]) -> Vec<f32> {
     out
 }
 
+fn gelu_backward_chunk(out: &mut [MaybeUninit<f32>], x: &[f32], grad: &[f32]) {
+    assert!(out.len() == x.len() && grad.len() == x.len());
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: `out`, `x` and `grad` are equally long.
+    if unsafe { x86::gelu_backward(out.as_mut_ptr().cast(), x.as_ptr(), grad.as_ptr(), x.len()) } {
+        return;
+    }
+    gelu_backward_chunk_portable(out, x, grad)
+}
+
 multiversion! {
-    fn gelu_backward_chunk(out: &mut [MaybeUninit<f32>], x: &[f32], grad: &[f32]) {
+    fn gelu_backward_chunk_portable(out: &mut [MaybeUninit<f32>], x: &[f32], grad: &[f32]) {
         for ((o, &x), &g) in out.iter_mut().zip(x).zip(grad) {
             o.write(g * gelu_derivative(x));
         }
@@ -145,52 +157,310 @@ multiversion! {
     }
 }
 
-/// GELU written with AVX-512 intrinsics, where the compiled loops above are bound by their
-/// arithmetic: Rust never fuses a multiply and an add, so `erf`'s two polynomials cost twelve
-/// multiplies and twelve adds per vector. Here they are twelve fused multiply-adds (one
-/// rounding each, so results may differ from [`gelu_one`]'s in the last bit), and the tail is
-/// done with masked loads, not one element at a time. Measured in `experiments/bench/README.md`.
+/// GELU and its derivative written with intrinsics, for AVX-512 (16 lanes) and AVX2+FMA (8),
+/// where the compiled loops above are bound by their arithmetic: Rust never fuses a multiply
+/// and an add, so `erf`'s two polynomials cost twelve multiplies and twelve adds per vector,
+/// and `exp`'s six more each. Here every step is one fused multiply-add (one rounding each, so
+/// results may differ from [`gelu_one`] and [`gelu_derivative`] in the last bits). One generic
+/// body serves both widths through [`Vector`]. Measured in `experiments/bench/README.md` and
+/// `experiments/bench/fused_training.md`.
 #[cfg(target_arch = "x86_64")]
 mod x86 {
     use std::arch::x86_64::*;
 
     use super::{ERF_P, ERF_Q};
 
-    /// `out[i] = gelu(x[i])` for `i < len`; `out` may be `x`.
+    /// `out[i] = gelu(x[i])` for `i < len`, on the widest vectors the selected instruction set
+    /// has; `false` (nothing written) where it has neither AVX-512 nor AVX2+FMA. `out` may be
+    /// `x`.
     ///
     /// # Safety
-    /// AVX-512F; `x` readable and `out` writable for `len` floats.
-    #[target_feature(enable = "avx512f")]
-    pub(super) unsafe fn gelu(out: *mut f32, x: *const f32, len: usize) {
-        let mut i = 0;
-        while i + 16 <= len {
-            _mm512_storeu_ps(out.add(i), gelu16(_mm512_loadu_ps(x.add(i))));
-            i += 16;
+    /// `x` readable and `out` writable for `len` floats.
+    pub(super) unsafe fn gelu(out: *mut f32, x: *const f32, len: usize) -> bool {
+        if crate::simd::has_avx512() {
+            gelu_512(out, x, len);
+        } else if crate::simd::has_avx2_fma() {
+            gelu_256(out, x, len);
+        } else {
+            return false;
         }
-        if i < len {
-            let mask: __mmask16 = (1u16 << (len - i)) - 1;
-            let v = _mm512_maskz_loadu_ps(mask, x.add(i));
-            _mm512_mask_storeu_ps(out.add(i), mask, gelu16(v));
+        true
+    }
+
+    /// `out[i] = grad[i] * gelu'(x[i])`, as [`gelu`] dispatches.
+    ///
+    /// # Safety
+    /// `x` and `grad` readable and `out` writable for `len` floats.
+    pub(super) unsafe fn gelu_backward(
+        out: *mut f32,
+        x: *const f32,
+        grad: *const f32,
+        len: usize,
+    ) -> bool {
+        if crate::simd::has_avx512() {
+            gelu_backward_512(out, x, grad, len);
+        } else if crate::simd::has_avx2_fma() {
+            gelu_backward_256(out, x, grad, len);
+        } else {
+            return false;
+        }
+        true
+    }
+
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn gelu_512(out: *mut f32, x: *const f32, len: usize) {
+        map::<__m512, Gelu>(out, [x, x], len);
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn gelu_256(out: *mut f32, x: *const f32, len: usize) {
+        map::<__m256, Gelu>(out, [x, x], len);
+    }
+
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn gelu_backward_512(
+        out: *mut f32,
+        x: *const f32,
+        grad: *const f32,
+        len: usize,
+    ) {
+        map::<__m512, GeluGrad>(out, [x, grad], len);
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn gelu_backward_256(
+        out: *mut f32,
+        x: *const f32,
+        grad: *const f32,
+        len: usize,
+    ) {
+        map::<__m256, GeluGrad>(out, [x, grad], len);
+    }
+
+    /// What the loops need of a vector register.
+    trait Vector: Copy {
+        const LANES: usize;
+        unsafe fn splat(x: f32) -> Self;
+        unsafe fn load(p: *const f32) -> Self;
+        unsafe fn store(self, p: *mut f32);
+        unsafe fn add(self, b: Self) -> Self;
+        unsafe fn sub(self, b: Self) -> Self;
+        unsafe fn mul(self, b: Self) -> Self;
+        unsafe fn div(self, b: Self) -> Self;
+        /// `self` clamped to `[lo, hi]`.
+        unsafe fn clamp(self, lo: f32, hi: f32) -> Self;
+        /// `self * b + c`, rounded once.
+        unsafe fn fmadd(self, b: Self, c: Self) -> Self;
+        /// `2^n` for the integer `n` that `self = n + ROUND` holds in its low mantissa bits.
+        unsafe fn pow2_of_rounded(self) -> Self;
+        /// `self` where `x >= bound`, 0 elsewhere.
+        unsafe fn zero_below(self, x: Self, bound: f32) -> Self;
+    }
+
+    impl Vector for __m512 {
+        const LANES: usize = 16;
+        #[inline(always)]
+        unsafe fn splat(x: f32) -> Self {
+            _mm512_set1_ps(x)
+        }
+        #[inline(always)]
+        unsafe fn load(p: *const f32) -> Self {
+            _mm512_loadu_ps(p)
+        }
+        #[inline(always)]
+        unsafe fn store(self, p: *mut f32) {
+            _mm512_storeu_ps(p, self)
+        }
+        #[inline(always)]
+        unsafe fn add(self, b: Self) -> Self {
+            _mm512_add_ps(self, b)
+        }
+        #[inline(always)]
+        unsafe fn sub(self, b: Self) -> Self {
+            _mm512_sub_ps(self, b)
+        }
+        #[inline(always)]
+        unsafe fn mul(self, b: Self) -> Self {
+            _mm512_mul_ps(self, b)
+        }
+        #[inline(always)]
+        unsafe fn div(self, b: Self) -> Self {
+            _mm512_div_ps(self, b)
+        }
+        #[inline(always)]
+        unsafe fn clamp(self, lo: f32, hi: f32) -> Self {
+            _mm512_min_ps(_mm512_max_ps(self, Self::splat(lo)), Self::splat(hi))
+        }
+        #[inline(always)]
+        unsafe fn fmadd(self, b: Self, c: Self) -> Self {
+            _mm512_fmadd_ps(self, b, c)
+        }
+        #[inline(always)]
+        unsafe fn pow2_of_rounded(self) -> Self {
+            let n = _mm512_sub_epi32(_mm512_castps_si512(self), _mm512_set1_epi32(ROUND_BITS));
+            let biased = _mm512_add_epi32(n, _mm512_set1_epi32(127));
+            _mm512_castsi512_ps(_mm512_slli_epi32::<23>(biased))
+        }
+        #[inline(always)]
+        unsafe fn zero_below(self, x: Self, bound: f32) -> Self {
+            let keep = _mm512_cmp_ps_mask::<_CMP_GE_OQ>(x, Self::splat(bound));
+            _mm512_maskz_mov_ps(keep, self)
         }
     }
 
-    /// [`super::gelu_one`] on 16 lanes, its polynomials' steps fused.
+    impl Vector for __m256 {
+        const LANES: usize = 8;
+        #[inline(always)]
+        unsafe fn splat(x: f32) -> Self {
+            _mm256_set1_ps(x)
+        }
+        #[inline(always)]
+        unsafe fn load(p: *const f32) -> Self {
+            _mm256_loadu_ps(p)
+        }
+        #[inline(always)]
+        unsafe fn store(self, p: *mut f32) {
+            _mm256_storeu_ps(p, self)
+        }
+        #[inline(always)]
+        unsafe fn add(self, b: Self) -> Self {
+            _mm256_add_ps(self, b)
+        }
+        #[inline(always)]
+        unsafe fn sub(self, b: Self) -> Self {
+            _mm256_sub_ps(self, b)
+        }
+        #[inline(always)]
+        unsafe fn mul(self, b: Self) -> Self {
+            _mm256_mul_ps(self, b)
+        }
+        #[inline(always)]
+        unsafe fn div(self, b: Self) -> Self {
+            _mm256_div_ps(self, b)
+        }
+        #[inline(always)]
+        unsafe fn clamp(self, lo: f32, hi: f32) -> Self {
+            _mm256_min_ps(_mm256_max_ps(self, Self::splat(lo)), Self::splat(hi))
+        }
+        #[inline(always)]
+        unsafe fn fmadd(self, b: Self, c: Self) -> Self {
+            _mm256_fmadd_ps(self, b, c)
+        }
+        #[inline(always)]
+        unsafe fn pow2_of_rounded(self) -> Self {
+            let n = _mm256_sub_epi32(_mm256_castps_si256(self), _mm256_set1_epi32(ROUND_BITS));
+            let biased = _mm256_add_epi32(n, _mm256_set1_epi32(127));
+            _mm256_castsi256_ps(_mm256_slli_epi32::<23>(biased))
+        }
+        #[inline(always)]
+        unsafe fn zero_below(self, x: Self, bound: f32) -> Self {
+            let keep = _mm256_cmp_ps::<_CMP_GE_OQ>(x, Self::splat(bound));
+            _mm256_and_ps(self, keep)
+        }
+    }
+
+    /// An element-wise function of two vectors (a trait rather than a closure, so that it is
+    /// inlined into the `target_feature` functions above whatever LLVM's heuristics say).
+    trait Elementwise {
+        unsafe fn apply<V: Vector>(a: V, b: V) -> V;
+    }
+
+    /// `gelu(a)`.
+    struct Gelu;
+    impl Elementwise for Gelu {
+        #[inline(always)]
+        unsafe fn apply<V: Vector>(a: V, _: V) -> V {
+            gelu_v(a)
+        }
+    }
+
+    /// `b * gelu'(a)`.
+    struct GeluGrad;
+    impl Elementwise for GeluGrad {
+        #[inline(always)]
+        unsafe fn apply<V: Vector>(a: V, b: V) -> V {
+            gelu_grad_v(a, b)
+        }
+    }
+
+    /// `out[i] = F(a[i], b[i])` for `i < len`, a vector at a time; the tail goes through a
+    /// padded buffer.
     #[inline(always)]
-    unsafe fn gelu16(v: __m512) -> __m512 {
-        let x = _mm512_mul_ps(v, _mm512_set1_ps(std::f32::consts::FRAC_1_SQRT_2));
-        // Clamped as `f32::clamp` does; a NaN lane comes back through the final `v *`.
-        let x = _mm512_min_ps(_mm512_max_ps(x, _mm512_set1_ps(-4.0)), _mm512_set1_ps(4.0));
-        let x2 = _mm512_mul_ps(x, x);
+    unsafe fn map<V: Vector, F: Elementwise>(out: *mut f32, [a, b]: [*const f32; 2], len: usize) {
+        let mut i = 0;
+        while i + V::LANES <= len {
+            F::apply(V::load(a.add(i)), V::load(b.add(i))).store(out.add(i));
+            i += V::LANES;
+        }
+        let rest = len - i;
+        if rest > 0 {
+            let (mut pa, mut pb, mut po) = ([0f32; 16], [0f32; 16], [0f32; 16]);
+            std::ptr::copy_nonoverlapping(a.add(i), pa.as_mut_ptr(), rest);
+            std::ptr::copy_nonoverlapping(b.add(i), pb.as_mut_ptr(), rest);
+            F::apply(V::load(pa.as_ptr()), V::load(pb.as_ptr())).store(po.as_mut_ptr());
+            std::ptr::copy_nonoverlapping(po.as_ptr(), out.add(i), rest);
+        }
+    }
+
+    /// `x P(x^2) / Q(x^2)` (see [`super::erf`]) of `x` already clamped to `[-4, 4]`.
+    #[inline(always)]
+    unsafe fn erf_clamped<V: Vector>(x: V) -> V {
+        let x2 = x.mul(x);
         let horner = |coefficients: &[f32]| {
             coefficients[1..]
                 .iter()
-                .fold(_mm512_set1_ps(coefficients[0]), |acc, &c| {
-                    _mm512_fmadd_ps(acc, x2, _mm512_set1_ps(c))
+                .fold(V::splat(coefficients[0]), |acc, &c| {
+                    acc.fmadd(x2, V::splat(c))
                 })
         };
-        let erf = _mm512_div_ps(_mm512_mul_ps(x, horner(&ERF_P)), horner(&ERF_Q));
-        let one_plus = _mm512_add_ps(erf, _mm512_set1_ps(1.0));
-        _mm512_mul_ps(_mm512_mul_ps(v, one_plus), _mm512_set1_ps(0.5))
+        x.mul(horner(&ERF_P)).div(horner(&ERF_Q))
+    }
+
+    /// `1.5 * 2^23` and its bits: adding it rounds a float to an integer (see [`super::exp`]).
+    const ROUND: f32 = 12_582_912.0;
+    const ROUND_BITS: i32 = 0x4B40_0000;
+
+    /// [`super::exp`] on every lane, each step fused.
+    #[inline(always)]
+    unsafe fn exp<V: Vector>(x: V) -> V {
+        let clamped = x.clamp(-87.0, 88.0);
+        let shifted = clamped.fmadd(V::splat(std::f32::consts::LOG2_E), V::splat(ROUND));
+        let n = shifted.sub(V::splat(ROUND));
+        let r = n.fmadd(V::splat(-0.693_359_4), clamped);
+        let r = n.fmadd(V::splat(2.121_944_4e-4), r);
+        let p = [
+            1.398_199_9e-3,
+            8.333_452e-3,
+            4.166_579_6e-2,
+            0.166_666_65,
+            0.5,
+        ]
+        .iter()
+        .fold(V::splat(1.987_569_1e-4), |p, &c| p.fmadd(r, V::splat(c)));
+        let y = p.mul(r).fmadd(r, r.add(V::splat(1.0)));
+        y.mul(shifted.pow2_of_rounded()).zero_below(x, -87.0)
+    }
+
+    /// [`super::gelu_one`], each step fused; a NaN lane comes back through the final `v *`.
+    #[inline(always)]
+    unsafe fn gelu_v<V: Vector>(v: V) -> V {
+        let x = v
+            .mul(V::splat(std::f32::consts::FRAC_1_SQRT_2))
+            .clamp(-4.0, 4.0);
+        let one_plus = erf_clamped(x).add(V::splat(1.0));
+        v.mul(one_plus).mul(V::splat(0.5))
+    }
+
+    /// `g * gelu'(v)` ([`super::gelu_derivative`]), each step fused.
+    #[inline(always)]
+    unsafe fn gelu_grad_v<V: Vector>(v: V, g: V) -> V {
+        const INV_SQRT_2PI: f32 = 0.398_942_3;
+        let x = v
+            .mul(V::splat(std::f32::consts::FRAC_1_SQRT_2))
+            .clamp(-4.0, 4.0);
+        let cdf = erf_clamped(x).fmadd(V::splat(0.5), V::splat(0.5));
+        let pdf = exp(v.mul(v).mul(V::splat(-0.5))).mul(V::splat(INV_SQRT_2PI));
+        v.fmadd(pdf, cdf).mul(g)
     }
 }
 
@@ -328,6 +598,60 @@ mod tests {
                 (c - g).abs() <= 1e-6 * c.abs().max(1.0),
                 "x={x}: {c} vs {g}"
             );
+        }
+    }
+
+    /// Both vector widths against the compiled loops, for GELU and its derivative: over
+    /// [-20, 20] (`exp`'s underflow past |x| = 13.2, `erf`'s clamp), with a tail for each width
+    /// and a NaN, which must come out NaN. A width the CPU lacks is left out.
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn both_vector_widths_agree_with_the_compiled_loops() {
+        let mut x: Vec<f32> = (-8001..8000).map(|i| i as f32 * 2.5e-3).collect();
+        x.push(f32::NAN);
+        let g: Vec<f32> = (0..x.len()).map(|i| 0.5 - (i % 5) as f32 * 0.3).collect();
+        let mut forward = x.clone();
+        gelu_in_place_portable(&mut forward);
+        let mut backward = Vec::with_capacity(x.len());
+        gelu_backward_chunk_portable(&mut backward.spare_capacity_mut()[..x.len()], &x, &g);
+        // SAFETY: the chunk function wrote all `x.len()` elements.
+        unsafe { backward.set_len(x.len()) };
+        let avx512 = is_x86_feature_detected!("avx512f");
+        let avx2 = is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma");
+        type Kernel = unsafe fn(*mut f32, *const f32, *const f32, usize);
+        let widths: [(bool, unsafe fn(*mut f32, *const f32, usize), Kernel); 2] = [
+            (avx512, x86::gelu_512, x86::gelu_backward_512),
+            (avx2, x86::gelu_256, x86::gelu_backward_256),
+        ];
+        let close = |a: f32, b: f32| (a - b).abs() <= 2e-6 * a.abs().max(1.0);
+        for (i, (present, gelu_v, backward_v)) in widths.into_iter().enumerate() {
+            if !present {
+                continue;
+            }
+            let (mut f, mut b) = (vec![0f32; x.len()], vec![0f32; x.len()]);
+            // SAFETY: the CPU has the width's features; all buffers hold `x.len()` floats.
+            unsafe {
+                gelu_v(f.as_mut_ptr(), x.as_ptr(), x.len());
+                backward_v(b.as_mut_ptr(), x.as_ptr(), g.as_ptr(), x.len());
+            }
+            for j in 0..x.len() {
+                let (xj, n) = (x[j], x.len() - 1);
+                assert_eq!(f[j].is_nan() || b[j].is_nan(), j == n, "width {i}, x={xj}");
+                if j < n {
+                    assert!(
+                        close(forward[j], f[j]),
+                        "width {i}, x={xj}: {} vs {}",
+                        forward[j],
+                        f[j]
+                    );
+                    assert!(
+                        close(backward[j], b[j]),
+                        "width {i}, x={xj}: {} vs {}",
+                        backward[j],
+                        b[j]
+                    );
+                }
+            }
         }
     }
 
