@@ -618,8 +618,9 @@ mod tests {
         unsafe { backward.set_len(x.len()) };
         let avx512 = is_x86_feature_detected!("avx512f");
         let avx2 = is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma");
-        type Kernel = unsafe fn(*mut f32, *const f32, *const f32, usize);
-        let widths: [(bool, unsafe fn(*mut f32, *const f32, usize), Kernel); 2] = [
+        type Forward = unsafe fn(*mut f32, *const f32, usize);
+        type Backward = unsafe fn(*mut f32, *const f32, *const f32, usize);
+        let widths: [(bool, Forward, Backward); 2] = [
             (avx512, x86::gelu_512, x86::gelu_backward_512),
             (avx2, x86::gelu_256, x86::gelu_backward_256),
         ];
