@@ -1,17 +1,22 @@
 #!/usr/bin/env python3
 """Time the authors' PyTorch models on this machine, the way `linvit bench model` times ours.
 
-The PyTorch side of the comparison in experiments/bench/README.md ("Against PyTorch on the same
-machine"). It builds each preset from the constructor arguments `linvit models --json` lists (the
-same numbers our presets are built from) with the authors' own model classes, imported from a
-checkout of https://github.com/LeapLabTHU/FLatten-Transformer given by --upstream (their code is
-not part of this repository). Each phase is timed as `linvit bench` does it: one untimed warm-up
-call, then calls until --seconds have passed (at least 3), and the median call.
+The PyTorch side of the comparisons in experiments/bench/README.md ("Against PyTorch on the same
+machine") and experiments/bench/vs_pytorch.md. It builds each preset from the constructor
+arguments `linvit models --json` lists (the same numbers our presets are built from) with the
+authors' own model classes, imported from checkouts given by --upstream (their code is not part
+of this repository): https://github.com/LeapLabTHU/FLatten-Transformer for the FLatten presets,
+https://github.com/LeapLabTHU/Agent-Attention for the agent presets. A model whose parameter
+count differs from ours stops the run. Each phase is timed as `linvit bench` does it: one
+untimed warm-up call, then calls until --seconds have passed (at least 3), and the median call;
+its peak memory is the peak resident set above the one before the phase, as `linvit bench`
+measures it (`/proc/self/clear_refs` resets the peak).
 
-Needs torch and timm (the authors' files import timm's DropPath, to_2tuple and trunc_normal_).
+Needs torch, einops and timm 0.4.12 (the authors' pinned version: their files import timm's
+DropPath, to_2tuple and trunc_normal_, and Agent-Attention's deit.py registers models the old way).
 
     python3 experiments/bench/pytorch_baseline.py --upstream ../FLatten-Transformer \
-        --presets flatten_pvt_t,flatten_swin_t --resolution 224 --batch 8 --json
+        --upstream ../Agent-Attention --presets flatten_pvt_t,agent_deit_t --train --json
 """
 
 import argparse
@@ -26,37 +31,62 @@ import subprocess
 import sys
 import time
 
-# Preset name prefix -> (module under the upstream checkout's `models/`, class name).
-UPSTREAM = {
-    "flatten_pvt": ("flatten_pvt", "PyramidVisionTransformer"),
-    "flatten_swin": ("flatten_swin", "FLattenSwinTransformer"),
+# The upstream file a preset names (`linvit models --json`, "upstream") -> the class in it.
+CLASSES = {
+    "flatten_pvt.py": "PyramidVisionTransformer",
+    "flatten_swin.py": "FLattenSwinTransformer",
+    "agent_deit.py": "VisionTransformer",
+    "agent_pvt.py": "PyramidVisionTransformer",
+    "agent_swin.py": "AgentSwinTransformer",
 }
 
 
+def add_upstream(checkout):
+    """Makes a checkout's model files importable: FLatten-Transformer's `models/` as top-level
+    modules, Agent-Attention's `agent_transformer/models/` as the package `agent_models` (its
+    files import each other relatively)."""
+    import importlib.util
+
+    flatten = os.path.join(checkout, "models")
+    agent = os.path.join(checkout, "agent_transformer", "models")
+    if os.path.isfile(os.path.join(agent, "__init__.py")):
+        spec = importlib.util.spec_from_file_location(
+            "agent_models", os.path.join(agent, "__init__.py"), submodule_search_locations=[agent])
+        module = importlib.util.module_from_spec(spec)
+        sys.modules["agent_models"] = module
+        spec.loader.exec_module(module)
+    elif os.path.isdir(flatten):
+        sys.path.insert(0, flatten)
+    else:
+        sys.exit(f"pytorch_baseline: {checkout} holds neither models/ nor agent_transformer/models/")
+
+
 def preset_args(linvit, names):
-    """Each named preset's constructor arguments, as `linvit models --json` lists them."""
+    """Each named preset's row of `linvit models --json`: its upstream file, constructor
+    arguments and parameter count."""
     try:
         out = subprocess.run([linvit, "models", "--json"], check=True, capture_output=True, text=True)
     except (OSError, subprocess.CalledProcessError) as e:
         sys.exit(f"pytorch_baseline: cannot run `{linvit} models --json` (set --linvit or LINVIT): {e}")
-    listed = {row["name"]: row["args"] for row in json.loads(out.stdout)}
+    listed = {row["name"]: row for row in json.loads(out.stdout)}
     for name in names:
         if name not in listed:
             sys.exit(f"pytorch_baseline: no preset {name!r} in `{linvit} models --json`")
-    return [(name, listed[name]) for name in names]
+    return [listed[name] for name in names]
 
 
-def build(upstream, name, args, resolution):
+def build(file, args, resolution):
     import torch.nn as nn
 
-    family = next((k for k in UPSTREAM if name.startswith(k)), None)
-    if family is None:
-        sys.exit(f"pytorch_baseline: preset {name!r} has no upstream class here ({', '.join(UPSTREAM)})")
-    module_name, class_name = UPSTREAM[family]
+    if file not in CLASSES:
+        sys.exit(f"pytorch_baseline: no upstream class for {file!r} here ({', '.join(CLASSES)})")
+    module_name = file.removesuffix(".py")
+    if module_name.startswith("agent_"):
+        module_name = "agent_models." + module_name
     try:
-        cls = getattr(importlib.import_module(module_name), class_name)
+        cls = getattr(importlib.import_module(module_name), CLASSES[file])
     except (ImportError, AttributeError) as e:
-        sys.exit(f"pytorch_baseline: no {class_name} in {os.path.join(upstream, 'models', module_name)}.py: {e}")
+        sys.exit(f"pytorch_baseline: no {CLASSES[file]} in {file} (is its checkout an --upstream?): {e}")
     args = dict(args)
     args["img_size"] = resolution
     if isinstance(args.get("norm_layer"), str):
@@ -67,17 +97,22 @@ def build(upstream, name, args, resolution):
     return cls(**args).eval()
 
 
-def check_reference(upstream, root):
+def check_reference(root):
     """Load the reference cases' weights into the upstream classes and compare their outputs with
     the stored ones under the cases' own rule, to show that --upstream is the authors' code."""
     import torch
     from safetensors.torch import load_file
 
-    for case in ("flatten_swin_reduced_model", "flatten_pvt_reduced_model"):
+    for case in sorted(os.listdir(root)):
         folder = os.path.join(root, case)
+        if not os.path.isfile(os.path.join(folder, "case.json")):
+            continue
         meta = json.load(open(os.path.join(folder, "case.json")))
+        file = os.path.basename(meta.get("upstream", {}).get("file", ""))
+        if meta.get("kind") != "model" or file not in CLASSES:
+            continue
         args = dict(meta["args"])
-        model = build(upstream, case, args, args["img_size"])
+        model = build(file, args, args["img_size"])
         missing, unexpected = model.load_state_dict(
             load_file(os.path.join(folder, "weights.safetensors")), strict=False)
         io = load_file(os.path.join(folder, "io.safetensors"))
@@ -86,7 +121,8 @@ def check_reference(upstream, root):
         tol, want = meta["tolerance"], io["output"]
         ratio = ((out - want).abs() / (tol["abs"] + tol["rel"] * want.abs())).max().item()
         print(f"{case}: missing keys {missing}, unexpected keys {unexpected}, "
-              f"worst ratio to the tolerance {ratio:.4f}" + (" FAIL" if ratio > 1 else ""))
+              f"worst ratio to the tolerance {ratio:.4f}" + (" FAIL" if ratio > 1 else ""),
+              file=sys.__stdout__)
 
 
 def cpu_name():
@@ -108,33 +144,79 @@ def median_ms(seconds, f):
     return statistics.median(times)
 
 
+def proc_status_kb(field):
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith(field))
+
+
+class PeakMemory:
+    """The peak resident set of a phase above the one before it, as `linvit bench` measures
+    it: freed memory returned to the system first (gc, malloc_trim), then the peak reset."""
+
+    def __enter__(self):
+        import ctypes
+        import gc
+
+        gc.collect()
+        try:
+            ctypes.CDLL("libc.so.6").malloc_trim(0)
+        except (OSError, AttributeError):
+            pass
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        self.base = proc_status_kb("VmRSS:")
+        return self
+
+    def __exit__(self, *exc):
+        self.bytes = (proc_status_kb("VmHWM:") - self.base) * 1024
+
+
 def summary(path):
-    """Markdown table of interleaved pairs (lines of `vs_pytorch.sh`): per preset, each side's
-    median and range, and the per-pair ratio linvit / PyTorch."""
-    pairs = {}
-    for line in open(path):
-        r = json.loads(line)
-        pairs.setdefault(r["preset"], {}).setdefault(r["pair"], {})[r["side"]] = r["forward_img_s"]
+    """Markdown tables of interleaved pairs (lines of `vs_pytorch.sh`): per preset and phase,
+    each side's median and range, and the per-pair ratio linvit / PyTorch; and the training
+    step's peak memory."""
+    rows = [json.loads(line) for line in open(path)]
+    by = {}
+    for r in rows:
+        by.setdefault(r["preset"], {}).setdefault(r["pair"], {})[r["side"]] = r
 
-    def spread(xs):
-        return f"{statistics.median(xs):.1f} ({min(xs):.1f}-{max(xs):.1f})"
+    def spread(xs, digits=1):
+        return f"{statistics.median(xs):.{digits}f} ({min(xs):.{digits}f}-{max(xs):.{digits}f})"
 
-    print("| preset | pairs | linvit img/s, median (range) | PyTorch img/s | ratio, median (range) "
-          "| pairs >= 1.5x |")
-    print("| --- | --- | --- | --- | --- | --- |")
-    for preset, by_pair in pairs.items():
-        done = [p for p in by_pair.values() if len(p) == 2]
-        ours = [p["linvit"] for p in done]
-        theirs = [p["pytorch"] for p in done]
-        ratios = [p["linvit"] / p["pytorch"] for p in done]
-        print(f"| {preset} | {len(done)} | {spread(ours)} | {spread(theirs)} | "
-              f"{statistics.median(ratios):.2f}x ({min(ratios):.2f}-{max(ratios):.2f}) | "
-              f"{sum(r >= 1.5 for r in ratios)} of {len(done)} |")
+    for phase, key, target in [("forward", "forward_img_s", 1.5), ("training step", "train_img_s", 1.3)]:
+        print(f"\n{phase}, img/s:\n")
+        print(f"| preset | pairs | linvit, median (range) | PyTorch | ratio, median (range) "
+              f"| pairs >= {target}x |")
+        print("| --- | --- | --- | --- | --- | --- |")
+        for preset, pairs in by.items():
+            done = [p for p in pairs.values() if key in p.get("linvit", {}) and key in p.get("pytorch", {})]
+            if not done:
+                continue
+            ours = [p["linvit"][key] for p in done]
+            theirs = [p["pytorch"][key] for p in done]
+            ratios = [a / b for a, b in zip(ours, theirs)]
+            print(f"| {preset} | {len(done)} | {spread(ours)} | {spread(theirs)} | "
+                  f"{statistics.median(ratios):.2f}x ({min(ratios):.2f}-{max(ratios):.2f}) | "
+                  f"{sum(r >= target for r in ratios)} of {len(done)} |")
+    print("\ntraining step, peak resident set above the one before the phase, MiB:\n")
+    print("| preset | linvit, median (range) | PyTorch | linvit / PyTorch |")
+    print("| --- | --- | --- | --- |")
+    for preset, pairs in by.items():
+        done = [p for p in pairs.values() if "train_peak_bytes" in p.get("linvit", {})
+                and "train_peak_bytes" in p.get("pytorch", {})]
+        if not done:
+            continue
+        ours = [p["linvit"]["train_peak_bytes"] / 2**20 for p in done]
+        theirs = [p["pytorch"]["train_peak_bytes"] / 2**20 for p in done]
+        print(f"| {preset} | {spread(ours, 0)} | {spread(theirs, 0)} | "
+              f"{statistics.median(ours) / statistics.median(theirs):.2f} |")
 
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--upstream", help="checkout of LeapLabTHU/FLatten-Transformer")
+    p.add_argument("--upstream", action="append", default=[],
+                   help="a checkout of LeapLabTHU/FLatten-Transformer or LeapLabTHU/Agent-Attention "
+                   "(repeat for both)")
     p.add_argument("--linvit", default=os.environ.get("LINVIT", "target/debug/linvit"))
     p.add_argument("--presets", default="flatten_pvt_t,flatten_swin_t")
     p.add_argument("--resolution", type=int, default=224)
@@ -145,41 +227,48 @@ def main():
                    help="also time a training step (forward, cross entropy, backward, AdamW)")
     p.add_argument("--json", action="store_true", help="print one JSON object per preset")
     p.add_argument("--check", metavar="REFERENCE_DIR",
-                   help="only check --upstream against the FLatten model reference cases in "
-                   "REFERENCE_DIR (e.g. ../shared/reference); needs safetensors")
+                   help="only check --upstream against the model reference cases in REFERENCE_DIR "
+                   "(e.g. ../shared/reference) whose classes it holds; needs safetensors")
     p.add_argument("--summary", metavar="JSONL",
                    help="only summarise the pairs `vs_pytorch.sh` wrote to JSONL (no torch needed)")
     a = p.parse_args()
     if a.summary:
         return summary(a.summary)
     if not a.upstream:
-        p.error("--upstream is required (a checkout of LeapLabTHU/FLatten-Transformer)")
-
-    sys.path.insert(0, os.path.join(a.upstream, "models"))
-    if a.check:
-        return check_reference(a.upstream, a.check)
-
-    import torch
-    import torch.nn as nn
+        p.error("--upstream is required (checkouts of FLatten-Transformer and/or Agent-Attention)")
 
     # The authors' constructors print (`Linear Attention sr_ratio1 f3 kernel5`): everything but
     # the results goes to stderr, so that `--json` output is JSON lines only.
     results = sys.stdout
     sys.stdout = sys.stderr
+    for checkout in a.upstream:
+        add_upstream(checkout)
+    if a.check:
+        return check_reference(a.check)
+
+    import torch
+    import torch.nn as nn
+
     torch.manual_seed(0)
     torch.set_num_threads(a.threads)
-    for name, args in preset_args(a.linvit, a.presets.split(",")):
-        model = build(a.upstream, name, args, a.resolution)
+    for preset in preset_args(a.linvit, a.presets.split(",")):
+        name = preset["name"]
+        model = build(preset["upstream"], preset["args"], a.resolution)
+        params = sum(t.numel() for t in model.parameters())
+        if params != preset["params"]:
+            sys.exit(f"pytorch_baseline: {name}: the authors' model has {params} parameters, "
+                     f"ours {preset['params']}; not the same model")
         x = torch.randn(a.batch, 3, a.resolution, a.resolution)
-        with torch.inference_mode():
+        with torch.inference_mode(), PeakMemory() as memory:
             forward_ms = median_ms(a.seconds, lambda: model(x))
         row = {
             "preset": name,
             "resolution": a.resolution,
             "batch": a.batch,
-            "params": sum(t.numel() for t in model.parameters()),
+            "params": params,
             "forward_ms": forward_ms,
             "forward_img_s": a.batch * 1e3 / forward_ms,
+            "forward_peak_bytes": memory.bytes,
         }
         if a.train:
             model.train()
@@ -191,9 +280,13 @@ def main():
                 nn.functional.cross_entropy(model(x), labels).backward()
                 opt.step()
 
-            row["train_step_ms"] = median_ms(a.seconds, step)
+            with PeakMemory() as memory:
+                row["train_step_ms"] = median_ms(a.seconds, step)
             row["train_img_s"] = a.batch * 1e3 / row["train_step_ms"]
-        row.update(torch=torch.__version__, threads=torch.get_num_threads(), cpu=cpu_name())
+            row["train_peak_bytes"] = memory.bytes
+        del model
+        row.update(torch=torch.__version__, threads=torch.get_num_threads(), cpu=cpu_name(),
+                   isa=torch.backends.cpu.get_cpu_capability())
         if a.json:
             print(json.dumps(row), file=results, flush=True)
         else:

@@ -1,38 +1,52 @@
 #!/bin/sh
-# linvit against the authors' PyTorch code on this machine, in interleaved pairs (the VM's speed
-# drifts over minutes, so each pair's two sides see the same phase; the side that goes first
-# alternates). Writes experiments/bench/vs_pytorch.jsonl and vs_pytorch.md.
+# linvit against the authors' PyTorch code on this machine: the five T presets of the training
+# issue, forward (eval, no gradients) and training step (forward, cross entropy, backward,
+# AdamW), batch 8 at 224, with each side's peak memory. Interleaved pairs (the VM's speed drifts
+# over minutes, so each pair's two sides see the same phase; the side that goes first
+# alternates). Writes $OUT.jsonl and $OUT.md (default experiments/bench/vs_pytorch_train).
 #
-#   UPSTREAM=path/to/FLatten-Transformer PYTHON=path/to/python experiments/bench/vs_pytorch.sh [PAIRS]
+#   FLATTEN=path/to/FLatten-Transformer AGENT=path/to/Agent-Attention PYTHON=path/to/python \
+#       sh experiments/bench/vs_pytorch.sh [PAIRS]
 #
-# Repository root, after `cargo build -p linvit`; PYTHON needs torch and timm.
+# Repository root, after `cargo build -p linvit` (or LINVIT=path/to/linvit); PYTHON needs torch,
+# einops and timm 0.4.12 (see pytorch_baseline.py). To hold both sides to AVX2 on an AVX-512
+# machine: LINVIT_ISA=avx2 ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2
+# MKL_ENABLE_INSTRUCTIONS=AVX2, and LINVIT a linvit built without gemm-f32's `x86-v4` feature
+# (root Cargo.toml), whose matrix products are then AVX2's too; flex's element-wise ops still
+# choose for themselves.
 set -e
 B=${LINVIT:-target/debug/linvit}
 PY=${PYTHON:-python3}
-: "${UPSTREAM:?set UPSTREAM to a checkout of LeapLabTHU/FLatten-Transformer}"
-PAIRS=${1:-12}
-PRESETS=flatten_pvt_t,flatten_swin_t
-OUT=experiments/bench/vs_pytorch.jsonl
+: "${FLATTEN:?set FLATTEN to a checkout of LeapLabTHU/FLatten-Transformer}"
+: "${AGENT:?set AGENT to a checkout of LeapLabTHU/Agent-Attention}"
+PAIRS=${1:-4}
+PRESETS=${PRESETS:-flatten_pvt_t,flatten_swin_t,agent_pvt_t,agent_swin_t,agent_deit_t}
+OUT=${OUT:-experiments/bench/vs_pytorch_train}
 TMP=$(mktemp -d)
 trap 'rm -rf "$TMP"' EXIT
-: >"$OUT"
+: >"$OUT.jsonl"
 
 ours() {
-    "$B" bench model --presets $PRESETS --resolutions 224 --batch 8 --device flex --seconds 3 \
-        --no-train --json --out "$TMP/ours.json" >/dev/null
+    "$B" bench model --presets "$PRESETS" --resolutions 224 --batch 8 --device flex --seconds 3 \
+        --json --out "$TMP/ours.json" >/dev/null
     "$PY" -c 'import json, sys
-for r in json.load(open(sys.argv[1]))["rows"]:
+report = json.load(open(sys.argv[1]))
+for r in report["rows"]:
     print(json.dumps({"pair": int(sys.argv[2]), "side": "linvit", "preset": r["preset"],
-                      "forward_img_s": r["forward_img_s"]}))' "$TMP/ours.json" "$1" >>"$OUT"
+                      "forward_img_s": r["forward_img_s"], "train_img_s": r["train_img_s"],
+                      "forward_peak_bytes": r["forward_peak_bytes"],
+                      "train_peak_bytes": r["peak_bytes"], "isa": report["isa"]}))' \
+        "$TMP/ours.json" "$1" >>"$OUT.jsonl"
 }
 
 theirs() {
-    LINVIT=$B "$PY" experiments/bench/pytorch_baseline.py --upstream "$UPSTREAM" --presets $PRESETS \
-        --resolution 224 --batch 8 --seconds 3 --json >"$TMP/theirs.jsonl"
+    LINVIT=$B "$PY" -W ignore experiments/bench/pytorch_baseline.py --upstream "$FLATTEN" \
+        --upstream "$AGENT" --presets "$PRESETS" --resolution 224 --batch 8 --seconds 3 --train \
+        --json 2>/dev/null >"$TMP/theirs.jsonl"
     "$PY" -c 'import json, sys
 for line in sys.stdin:
     r = json.loads(line)
-    print(json.dumps({"pair": int(sys.argv[1]), "side": "pytorch", **r}))' "$1" <"$TMP/theirs.jsonl" >>"$OUT"
+    print(json.dumps({"pair": int(sys.argv[1]), "side": "pytorch", **r}))' "$1" <"$TMP/theirs.jsonl" >>"$OUT.jsonl"
 }
 
 i=1
@@ -41,4 +55,17 @@ while [ "$i" -le "$PAIRS" ]; do
     echo "pair $i of $PAIRS done" >&2
     i=$((i + 1))
 done
-"$PY" experiments/bench/pytorch_baseline.py --summary "$OUT" | tee experiments/bench/vs_pytorch.md
+{
+    echo "# linvit against the authors' PyTorch code ($(date -u +%Y-%m-%d))"
+    echo
+    echo "Machine: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//'), $(nproc) cores;"
+    echo "AVX-512 on the CPU: $(grep -q avx512f /proc/cpuinfo && echo yes || echo no)."
+    echo "linvit's kernels ran on \`$(sed -n 's/.*"side": "linvit".*"isa": "\([a-z0-9]*\)".*/\1/p' "$OUT.jsonl" | head -1)\`,"
+    echo "PyTorch on \`$(sed -n 's/.*"side": "pytorch".*"isa": "\([A-Za-z0-9_]*\)".*/\1/p' "$OUT.jsonl" | head -1)\`"
+    echo "(torch $(sed -n 's/.*"torch": "\([^"]*\)".*/\1/p' "$OUT.jsonl" | head -1), 2 threads)."
+    echo "Environment: LINVIT_ISA=${LINVIT_ISA:-unset} ATEN_CPU_CAPABILITY=${ATEN_CPU_CAPABILITY:-unset}"
+    echo "ONEDNN_MAX_CPU_ISA=${ONEDNN_MAX_CPU_ISA:-unset}"
+    echo "MKL_ENABLE_INSTRUCTIONS=${MKL_ENABLE_INSTRUCTIONS:-unset}; linvit binary: $B."
+    echo "Command: \`sh experiments/bench/vs_pytorch.sh $PAIRS\` (see its header); $PAIRS interleaved pairs."
+    "$PY" experiments/bench/pytorch_baseline.py --summary "$OUT.jsonl"
+} | tee "$OUT.md"
