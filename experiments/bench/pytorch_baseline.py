@@ -134,6 +134,8 @@ def cpu_name():
 
 
 def median_ms(seconds, f):
+    """The median time of `f` over calls for `seconds` (at least 3, at most 50) after one
+    untimed call. `f` must return only once its work is done (synchronise a GPU inside it)."""
     f()
     times = []
     start = time.perf_counter()
@@ -169,6 +171,25 @@ class PeakMemory:
 
     def __exit__(self, *exc):
         self.bytes = (proc_status_kb("VmHWM:") - self.base) * 1024
+
+
+class CudaPeakMemory:
+    """[`PeakMemory`] on the GPU: the peak of `torch.cuda.max_memory_allocated` over the phase
+    above what was allocated before it."""
+
+    def __enter__(self):
+        import torch
+
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        self.base = torch.cuda.memory_allocated()
+        return self
+
+    def __exit__(self, *exc):
+        import torch
+
+        torch.cuda.synchronize()
+        self.bytes = torch.cuda.max_memory_allocated() - self.base
 
 
 def summary(path):
@@ -223,6 +244,9 @@ def main():
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--seconds", type=float, default=3.0)
     p.add_argument("--threads", type=int, default=os.cpu_count())
+    p.add_argument("--device", default="cpu",
+                   help="cpu, or cuda for PyTorch eager on the GPU (memory then is "
+                   "torch.cuda.max_memory_allocated, not the resident set)")
     p.add_argument("--train", action="store_true",
                    help="also time a training step (forward, cross entropy, backward, AdamW)")
     p.add_argument("--json", action="store_true", help="print one JSON object per preset")
@@ -258,9 +282,18 @@ def main():
         if params != preset["params"]:
             sys.exit(f"pytorch_baseline: {name}: the authors' model has {params} parameters, "
                      f"ours {preset['params']}; not the same model")
-        x = torch.randn(a.batch, 3, a.resolution, a.resolution)
-        with torch.inference_mode(), PeakMemory() as memory:
-            forward_ms = median_ms(a.seconds, lambda: model(x))
+        device = torch.device(a.device)
+        model = model.to(device)
+        x = torch.randn(a.batch, 3, a.resolution, a.resolution, device=device)
+
+        def done(value):
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            return value
+
+        memory_of = CudaPeakMemory if device.type == "cuda" else PeakMemory
+        with torch.inference_mode(), memory_of() as memory:
+            forward_ms = median_ms(a.seconds, lambda: done(model(x)))
         row = {
             "preset": name,
             "resolution": a.resolution,
@@ -272,21 +305,24 @@ def main():
         }
         if a.train:
             model.train()
-            labels = torch.randint(0, 1000, (a.batch,))
+            labels = torch.randint(0, 1000, (a.batch,), device=device)
             opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
 
             def step():
                 opt.zero_grad(set_to_none=True)
                 nn.functional.cross_entropy(model(x), labels).backward()
                 opt.step()
+                done(None)
 
-            with PeakMemory() as memory:
+            with memory_of() as memory:
                 row["train_step_ms"] = median_ms(a.seconds, step)
             row["train_img_s"] = a.batch * 1e3 / row["train_step_ms"]
             row["train_peak_bytes"] = memory.bytes
         del model
         row.update(torch=torch.__version__, threads=torch.get_num_threads(), cpu=cpu_name(),
-                   isa=torch.backends.cpu.get_cpu_capability())
+                   isa=torch.backends.cpu.get_cpu_capability(), device=a.device)
+        if device.type == "cuda":
+            row["gpu"] = torch.cuda.get_device_name(device)
         if a.json:
             print(json.dumps(row), file=results, flush=True)
         else:

@@ -1,54 +1,74 @@
 #!/bin/sh
-# GPU numbers (issue 8): `linvit verify` on every reference case, then `linvit bench` of the
-# attention kinds, the causal forms and the presets, on each GPU backend this build has. JSON and
-# PNG land in $OUT (default experiments/gpu), one file per backend and benchmark.
+# GPU numbers for the training-speed issue: on each GPU backend, `linvit verify` over the
+# reference cases that travel, and `linvit bench model` (forward and training step) of the five
+# T presets; then the authors' PyTorch models, eager, on the same GPU. Results land in $OUT
+# (default experiments/gpu/out): at most 8 files, as the device tool returns them.
 #
-# From the repository root on the GPU machine:
-#   sh experiments/gpu/run.sh                         # builds target/release/linvit (wgpu)
-#   CUDA=1 sh experiments/gpu/run.sh                  # also builds and runs the CUDA backend
-#   LINVIT=path/to/linvit sh experiments/gpu/run.sh   # a binary built elsewhere (no network)
-# LINVIT_REFERENCE_DIR is the folder holding reference/ and reference-lm/ (default ../shared).
-set -eu
-OUT=${OUT:-experiments/gpu}
-REF=${LINVIT_REFERENCE_DIR:-../shared}
-DEVICES=wgpu
-if [ "${CUDA:-0}" = 1 ]; then
-    DEVICES="wgpu cuda"
-fi
-if [ -z "${LINVIT:-}" ]; then
-    if [ "${CUDA:-0}" = 1 ]; then
-        cargo build --release -p linvit --features cuda
-    else
-        cargo build --release -p linvit
-    fi
-    LINVIT=target/release/linvit
-fi
+# On the GPU machine, after experiments/gpu/prepare.sh here, in one device-tool call:
+#   run(command="sh experiments/gpu/run.sh", carry=[".gpu", ".gl"], timeout_s=600)
+# A dry run on this machine's CPU (the same script, smaller):
+#   DEVICES=flex TORCH_DEVICE=cpu BATCH=2 SECONDS_PER_PHASE=1 sh experiments/gpu/run.sh
+#
+# Nothing is compiled there (no registry is reachable); CUDA is left out: its build downloads a
+# prebuilt LLVM from GitHub, which this machine cannot reach. wgpu runs on Vulkan there.
+# Each step has its own time limit (150 + 270 + 120 s), so that the whole run ends inside the
+# device tool's 600 s for one command with what it has measured.
+set -u
+OUT=${OUT:-experiments/gpu/out}
+DEVICES=${DEVICES:-wgpu}
+TORCH_DEVICE=${TORCH_DEVICE:-cuda}
+BATCH=${BATCH:-32}
+SECONDS_PER_PHASE=${SECONDS_PER_PHASE:-2}
+PRESETS=${PRESETS:-flatten_pvt_t,flatten_swin_t,agent_pvt_t,agent_swin_t,agent_deit_t}
+G=.gpu
 mkdir -p "$OUT"
-nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv > "$OUT/gpu.txt" 2>&1 || true
+LOG="$OUT/log.txt"
+: >"$LOG"
+say() { echo "== $*" | tee -a "$LOG"; }
+
+# The Vulkan loader (device README): unpacked only where none is installed.
+if [ -d .gl ] && ! ldconfig -p 2>/dev/null | grep -q libvulkan; then
+    for f in .gl/*.deb; do dpkg -x "$f" /; done
+    ldconfig
+fi
+if [ -f /usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json ]; then
+    export VK_DRIVER_FILES=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json
+fi
+
+# The binary: prepared here (.gpu/linvit.xz), or LINVIT=path.
+if [ -z "${LINVIT:-}" ]; then
+    if [ ! -x "$G/linvit" ]; then
+        python3 -c 'import lzma, shutil, sys; shutil.copyfileobj(lzma.open(sys.argv[1]), open(sys.argv[2], "wb"))' \
+            "$G/linvit.xz" "$G/linvit"
+        chmod +x "$G/linvit"
+    fi
+    LINVIT=$G/linvit
+fi
+REF=${LINVIT_REFERENCE_DIR:-$G}
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv >"$OUT/gpu.txt" 2>&1 || true
 
 status=0
 for dev in $DEVICES; do
-    echo "== $dev: verify"
-    if ! "$LINVIT" verify "$REF/reference" "$REF/reference-lm" --device "$dev" --json \
-        > "$OUT/verify_$dev.json"; then
-        echo "verify on $dev did not pass (see $OUT/verify_$dev.json)"
+    say "$dev: verify ($REF)"
+    if ! timeout 150 "$LINVIT" verify "$REF/reference" "$REF/reference-lm" --device "$dev" --json \
+        >"$OUT/verify_$dev.jsonl" 2>>"$LOG"; then
+        say "verify on $dev did not pass (see verify_$dev.jsonl)"
         status=1
     fi
-    echo "== $dev: attention kinds"
-    "$LINVIT" bench attention --kinds softmax,softmax_naive,linear,focused,agent \
-        --tokens 196,784,3136,12544,50176 --batch 2 --heads 4 --head-dim 32 --device "$dev" \
-        --seconds 2 --json --out "$OUT/attention_$dev.json" --plot "$OUT/attention_$dev.png" \
-        > /dev/null || status=1
-    echo "== $dev: causal forms"
-    "$LINVIT" bench causal --tokens 1024,4096,16384,65536 --batch 1 --heads 8 --head-dim 64 \
-        --device "$dev" --json --plot "$OUT/causal_$dev.png" > "$OUT/causal_$dev.json" || status=1
-    echo "== $dev: presets"
-    "$LINVIT" bench model --presets flatten_pvt_t,flatten_swin_t,agent_pvt_t,agent_deit_t,pvt_t,swin_t,deit_t \
-        --resolutions 224,384 --batch 32 --device "$dev" --seconds 3 \
-        --json --out "$OUT/models_$dev.json" --plot "$OUT/models_$dev.png" > /dev/null || status=1
-    echo "== $dev: presets in bf16 (f32 master weights for the training step)"
-    "$LINVIT" bench model --presets flatten_pvt_t,flatten_swin_t,pvt_t,swin_t \
-        --resolutions 224 --batch 32 --device "$dev" --seconds 3 --precision bf16 \
-        --json --out "$OUT/models_bf16_$dev.json" > /dev/null || status=1
+    say "$dev: presets, batch $BATCH, forward and training step"
+    timeout 270 "$LINVIT" bench model --presets "$PRESETS" --resolutions 224 --batch "$BATCH" --device "$dev" \
+        --seconds "$SECONDS_PER_PHASE" --json --out "$OUT/models_$dev.json" >/dev/null 2>>"$LOG" \
+        || status=1
 done
+
+say "PyTorch eager on $TORCH_DEVICE, batch $BATCH"
+if [ -d "$G/wheels" ]; then
+    python3 -m pip install -q --no-index --no-deps --target /tmp/linvit-site "$G"/wheels/*.whl >>"$LOG" 2>&1
+    export PYTHONPATH=/tmp/linvit-site${PYTHONPATH:+:$PYTHONPATH}
+fi
+LINVIT=$LINVIT timeout 120 python3 -W ignore experiments/bench/pytorch_baseline.py \
+    --upstream "${FLATTEN:-$G/FLatten-Transformer}" --upstream "${AGENT:-$G/Agent-Attention}" \
+    --presets "$PRESETS" --resolution 224 --batch "$BATCH" --seconds "$SECONDS_PER_PHASE" --train \
+    --device "$TORCH_DEVICE" --json >"$OUT/pytorch_$TORCH_DEVICE.jsonl" 2>>"$LOG" || status=1
+say "done, status $status"
 exit $status
