@@ -75,6 +75,24 @@ def preset_args(linvit, names):
     return [listed[name] for name in names]
 
 
+def recipe_row(linvit, path):
+    """The model a training recipe (`configs/*.toml`) trains, as a row like `preset_args`'s: its
+    preset's arguments with the recipe's `[model] args` on top, its image size and channels, 10
+    classes (Fashion-MNIST's), at the recipe's batch size."""
+    import tomllib
+
+    with open(path, "rb") as f:
+        recipe = tomllib.load(f)
+    model, data = recipe["model"], recipe.get("data", {})
+    row = dict(preset_args(linvit, [model["preset"]])[0])
+    args = {**row["args"], **model.get("args", {})}
+    args["in_chans"] = data.get("channels", 3)
+    args["num_classes"] = model.get("num_classes", 10)
+    row.update(name=os.path.basename(path).removesuffix(".toml"), args=args, params=None,
+               resolution=data.get("image_size", 224), batch=recipe.get("train", {}).get("batch_size"))
+    return row
+
+
 def build(file, args, resolution):
     import torch.nn as nn
 
@@ -205,10 +223,7 @@ def summary(path):
         return f"{statistics.median(xs):.{digits}f} ({min(xs):.{digits}f}-{max(xs):.{digits}f})"
 
     for phase, key, target in [("forward", "forward_img_s", 1.5), ("training step", "train_img_s", 1.3)]:
-        print(f"\n{phase}, img/s:\n")
-        print(f"| preset | pairs | linvit, median (range) | PyTorch | ratio, median (range) "
-              f"| pairs >= {target}x |")
-        print("| --- | --- | --- | --- | --- | --- |")
+        lines = []
         for preset, pairs in by.items():
             done = [p for p in pairs.values() if key in p.get("linvit", {}) and key in p.get("pytorch", {})]
             if not done:
@@ -216,12 +231,13 @@ def summary(path):
             ours = [p["linvit"][key] for p in done]
             theirs = [p["pytorch"][key] for p in done]
             ratios = [a / b for a, b in zip(ours, theirs)]
-            print(f"| {preset} | {len(done)} | {spread(ours)} | {spread(theirs)} | "
-                  f"{statistics.median(ratios):.2f}x ({min(ratios):.2f}-{max(ratios):.2f}) | "
-                  f"{sum(r >= target for r in ratios)} of {len(done)} |")
-    print("\ntraining step, peak resident set above the one before the phase, MiB:\n")
-    print("| preset | linvit, median (range) | PyTorch | linvit / PyTorch |")
-    print("| --- | --- | --- | --- |")
+            lines.append(f"| {preset} | {len(done)} | {spread(ours)} | {spread(theirs)} | "
+                         f"{statistics.median(ratios):.2f}x ({min(ratios):.2f}-{max(ratios):.2f}) | "
+                         f"{sum(r >= target for r in ratios)} of {len(done)} |")
+        print_table(f"{phase}, img/s:",
+                    f"| preset | pairs | linvit, median (range) | PyTorch | ratio, median (range) "
+                    f"| pairs >= {target}x |", lines)
+    lines = []
     for preset, pairs in by.items():
         done = [p for p in pairs.values() if "train_peak_bytes" in p.get("linvit", {})
                 and "train_peak_bytes" in p.get("pytorch", {})]
@@ -229,8 +245,20 @@ def summary(path):
             continue
         ours = [p["linvit"]["train_peak_bytes"] / 2**20 for p in done]
         theirs = [p["pytorch"]["train_peak_bytes"] / 2**20 for p in done]
-        print(f"| {preset} | {spread(ours, 0)} | {spread(theirs, 0)} | "
-              f"{statistics.median(ours) / statistics.median(theirs):.2f} |")
+        lines.append(f"| {preset} | {spread(ours, 0)} | {spread(theirs, 0)} | "
+                     f"{statistics.median(ours) / statistics.median(theirs):.2f} |")
+    print_table("training step, peak resident set above the one before the phase, MiB:",
+                "| preset | linvit, median (range) | PyTorch | linvit / PyTorch |", lines)
+
+
+def print_table(title, header, lines):
+    """A Markdown table under `title`, or nothing where it has no rows."""
+    if not lines:
+        return
+    print(f"\n{title}\n\n{header}")
+    print("|" + " --- |" * (header.count("|") - 1))
+    for line in lines:
+        print(line)
 
 
 def main():
@@ -239,7 +267,9 @@ def main():
                    help="a checkout of LeapLabTHU/FLatten-Transformer or LeapLabTHU/Agent-Attention "
                    "(repeat for both)")
     p.add_argument("--linvit", default=os.environ.get("LINVIT", "target/debug/linvit"))
-    p.add_argument("--presets", default="flatten_pvt_t,flatten_swin_t")
+    p.add_argument("--presets", default="flatten_pvt_t,flatten_swin_t",
+                   help="comma-separated preset names, or recipes (configs/*.toml: their model, "
+                   "image size, channels and batch size)")
     p.add_argument("--resolution", type=int, default=224)
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--seconds", type=float, default=3.0)
@@ -275,16 +305,23 @@ def main():
 
     torch.manual_seed(0)
     torch.set_num_threads(a.threads)
-    for preset in preset_args(a.linvit, a.presets.split(",")):
+    names = a.presets.split(",")
+    rows = [recipe_row(a.linvit, n) if n.endswith(".toml") else preset_args(a.linvit, [n])[0]
+            for n in names]
+    for preset in rows:
         name = preset["name"]
-        model = build(preset["upstream"], preset["args"], a.resolution)
+        resolution = preset.get("resolution", a.resolution)
+        batch = preset.get("batch") or a.batch
+        model = build(preset["upstream"], preset["args"], resolution)
         params = sum(t.numel() for t in model.parameters())
-        if params != preset["params"]:
+        if preset["params"] is not None and params != preset["params"]:
             sys.exit(f"pytorch_baseline: {name}: the authors' model has {params} parameters, "
                      f"ours {preset['params']}; not the same model")
         device = torch.device(a.device)
         model = model.to(device)
-        x = torch.randn(a.batch, 3, a.resolution, a.resolution, device=device)
+        channels = preset["args"].get("in_chans", 3)
+        classes = preset["args"].get("num_classes", 1000)
+        x = torch.randn(batch, channels, resolution, resolution, device=device)
 
         def done(value):
             if device.type == "cuda":
@@ -296,16 +333,16 @@ def main():
             forward_ms = median_ms(a.seconds, lambda: done(model(x)))
         row = {
             "preset": name,
-            "resolution": a.resolution,
-            "batch": a.batch,
+            "resolution": resolution,
+            "batch": batch,
             "params": params,
             "forward_ms": forward_ms,
-            "forward_img_s": a.batch * 1e3 / forward_ms,
+            "forward_img_s": batch * 1e3 / forward_ms,
             "forward_peak_bytes": memory.bytes,
         }
         if a.train:
             model.train()
-            labels = torch.randint(0, 1000, (a.batch,), device=device)
+            labels = torch.randint(0, classes, (batch,), device=device)
             opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
 
             def step():
@@ -316,7 +353,7 @@ def main():
 
             with memory_of() as memory:
                 row["train_step_ms"] = median_ms(a.seconds, step)
-            row["train_img_s"] = a.batch * 1e3 / row["train_step_ms"]
+            row["train_img_s"] = batch * 1e3 / row["train_step_ms"]
             row["train_peak_bytes"] = memory.bytes
         del model
         row.update(torch=torch.__version__, threads=torch.get_num_threads(), cpu=cpu_name(),
@@ -326,7 +363,7 @@ def main():
         if a.json:
             print(json.dumps(row), file=results, flush=True)
         else:
-            print(f"{name} {a.resolution}: forward {row['forward_img_s']:.2f} img/s"
+            print(f"{name} {resolution}: forward {row['forward_img_s']:.2f} img/s"
                   + (f", train step {row['train_img_s']:.2f} img/s" if a.train else ""),
                   file=results, flush=True)
 
