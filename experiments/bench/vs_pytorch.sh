@@ -1,7 +1,12 @@
 #!/bin/sh
 # linvit against the authors' PyTorch code on this machine: the five T presets of the training
 # issue, forward (eval, no gradients) and training step (forward, cross entropy, backward,
-# AdamW), batch 8 at 224, with each side's peak memory. Interleaved pairs (the VM's speed drifts
+# AdamW), batch 8 at 224, with each side's peak memory. With PRESETS naming recipes
+# (configs/*.toml), the training step of the models they train, at their own image size,
+# channels and batch: ours through the `train_step` example (`Path::Auto`, the step alone, no
+# data loading), PyTorch's built from each recipe's preset and `[model] args`:
+#   PRESETS=configs/fashion_mnist_flatten.toml,configs/fashion_mnist_agent.toml,configs/fashion_mnist_softmax.toml \
+#       OUT=experiments/bench/vs_pytorch_recipes sh experiments/bench/vs_pytorch.sh 4 Interleaved pairs (the VM's speed drifts
 # over minutes, so each pair's two sides see the same phase; the side that goes first
 # alternates). Writes $OUT.jsonl and $OUT.md (default experiments/bench/vs_pytorch_train).
 #
@@ -15,7 +20,7 @@
 # (root Cargo.toml), whose matrix products are then AVX2's too; flex's element-wise ops still
 # choose for themselves.
 set -e
-B=${LINVIT:-target/debug/linvit}
+B=${LINVIT:-${CARGO_TARGET_DIR:-target}/debug/linvit}
 PY=${PYTHON:-python3}
 : "${FLATTEN:?set FLATTEN to a checkout of LeapLabTHU/FLatten-Transformer}"
 : "${AGENT:?set AGENT to a checkout of LeapLabTHU/Agent-Attention}"
@@ -26,7 +31,27 @@ TMP=$(mktemp -d)
 trap 'rm -rf "$TMP"' EXIT
 : >"$OUT.jsonl"
 
+case "$PRESETS" in
+*.toml*) RECIPES=1 ;;
+*) RECIPES=0 ;;
+esac
+if [ "$RECIPES" = 1 ]; then cargo build -q -p linvit-train --example train_step; fi
+
 ours() {
+    if [ "$RECIPES" = 1 ]; then ours_recipes "$1"; else ours_presets "$1"; fi
+}
+
+ours_recipes() {
+    LINVIT_TRAIN_STEP_PATH=auto MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=2147483647 \
+        "${CARGO_TARGET_DIR:-target}/debug/examples/train_step" "$PRESETS" 0 1 3 >"$TMP/ours.md"
+    # Rows: | configs/NAME.toml (batch B) | auto | MS | | | IMG_S |
+    sed -n 's/^| configs\/\([a-z_]*\)\.toml (batch [0-9]*) | auto | [0-9.]* | | | \([0-9.]*\) |$/\1 \2/p' \
+        "$TMP/ours.md" | while read -r name img_s; do
+        echo "{\"pair\": $1, \"side\": \"linvit\", \"preset\": \"$name\", \"train_img_s\": $img_s}"
+    done >>"$OUT.jsonl"
+}
+
+ours_presets() {
     "$B" bench model --presets "$PRESETS" --resolutions 224 --batch 8 --device flex --seconds 3 \
         --json --out "$TMP/ours.json" >/dev/null
     "$PY" -c 'import json, sys
