@@ -271,7 +271,7 @@ impl<'a> Run<'a> {
             self.log_step(run)?;
         }
         let every = self.t.checkpoint_every;
-        if done.stepped && !last && every > 0 && step % every == 0 {
+        if done.stepped && !last && every > 0 && step.is_multiple_of(every) {
             self.state.position.batch = i + 1;
             self.state.partial = Some(run.sums.clone());
             self.checkpoint()?;

@@ -4,10 +4,10 @@
 //! the recurrent form, carrying a fixed-size state per layer, so memory does not grow with
 //! the number of generated tokens.
 //!
-//! The LM is a `Task` of the same `Trainer` (`trainer.rs`) as the image classifier (PyTorch-exact AdamW,
-//! global-norm clipping, warmup + cosine per step, gradient accumulation, the skip-or-stop rule
-//! for non-finite values, atomic checkpoints) on next-byte cross-entropy; losses are reported in
-//! bits per byte.
+//! The LM is a `Task` of the same `Trainer` (`trainer.rs`) as the image classifier:
+//! PyTorch-exact AdamW, global-norm clipping, warmup + cosine per step, gradient accumulation,
+//! the skip-or-stop rule for non-finite values and atomic checkpoints, on next-byte
+//! cross-entropy. Losses are reported in bits per byte.
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -50,8 +50,8 @@ pub struct LmRunConfig {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct LmTrainConfig {
-    /// Optimizer steps. A micro-batch skipped for a non-finite value (`skip_nonfinite`) is
-    /// not replaced, so such a run takes fewer. Default: 400.
+    /// Optimizer steps. A micro-batch skipped for a non-finite loss (`skip_nonfinite`) is not
+    /// replaced, so such a run takes fewer. Default: 400.
     pub steps: u64,
     /// Windows per step. Default: 16.
     pub batch_size: usize,
@@ -566,7 +566,8 @@ pub fn generate(
         CausalForm::Recurrent => CausalForm::Blocked { block_size: 64 },
         other => other,
     };
-    let (logits, mut state) = model.forward_from(ids(&[prompt.clone()], device), None, form);
+    let (logits, mut state) =
+        model.forward_from(ids(std::slice::from_ref(&prompt), device), None, form);
     let prefill_ms = start.elapsed().as_secs_f64() * 1e3;
     let state_bytes = state_size(&state);
     let [_, n, _] = logits.dims();

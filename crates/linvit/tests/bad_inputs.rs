@@ -478,14 +478,10 @@ fn run_case(case: &Case) -> Result<String, String> {
         Some("panicked".into())
     } else if error_lines.len() != 1 {
         Some(format!("{} error lines", error_lines.len()))
-    } else if let Some(m) = case
-        .mentions
-        .iter()
-        .find(|m| !error_lines[0].contains(m.as_str()))
-    {
-        Some(format!("the error does not name {m:?}"))
     } else {
-        None
+        (case.mentions.iter())
+            .find(|m| !error_lines[0].contains(m.as_str()))
+            .map(|m| format!("the error does not name {m:?}"))
     };
     match problem {
         Some(p) => Err(format!("{}: {p}\n{err}", case.name)),

@@ -67,7 +67,7 @@ fn verify_reports_a_corrupt_case_as_an_error_row_and_fails() {
     assert!(out.contains("ERROR") && out.contains("case.json"), "{out}");
     assert!(out.contains("0 of 1 cases passed"), "{out}");
     // What the command streams, row by row, is the typed report's `Display`.
-    let report = linvit::verify::verify_all(&[case.clone()], &Device::flex(), |_| {});
+    let report = linvit::verify::verify_all(std::slice::from_ref(&case), &Device::flex(), |_| {});
     assert!(!report.all_passed());
     assert_eq!(out.trim_end(), report.to_string());
 
