@@ -288,15 +288,14 @@ fn agent_attention_node_matches_burns_ops_in_value_and_every_gradient() {
     let ad = Device::flex().autodiff();
     for (i, ((case, agents), nodes)) in agent_cases().into_iter().zip(nodes).enumerate() {
         let attention = agent_module(&case, agents, 40 + 10 * i as u64, &ad);
-        let run = MixerRun {
-            name: case.name,
-            shape: &case.shape,
-            layout: case.layout,
-            batch: case.batch,
-            mask: None,
-            seed: 30 + i as u64,
+        let run = MixerRun::new(
+            case.name,
+            &case.shape,
+            case.layout,
+            case.batch,
+            30 + i as u64,
             nodes,
-        };
+        );
         run.compare(&attention, |g| agent_parameter_grads(&attention, g));
     }
 }
@@ -412,15 +411,15 @@ fn window_softmax_node_matches_burns_ops_in_value_and_every_gradient() {
                 .collect();
             Tensor::<3>::from_data(TensorData::new(values, [case.masks, n, n]), &ad)
         });
-        let run = MixerRun {
-            name: case.name,
-            shape: &case.shape,
-            layout: case.layout,
-            batch: case.batch,
-            mask,
-            seed: 80 + i as u64,
-            nodes: case.nodes,
-        };
+        let run = MixerRun::new(
+            case.name,
+            &case.shape,
+            case.layout,
+            case.batch,
+            80 + i as u64,
+            case.nodes,
+        )
+        .with_mask(mask);
         run.compare(&attention, |g| softmax_parameter_grads(&attention, g));
     }
 }
@@ -568,15 +567,14 @@ fn focused_attention_nodes_match_burns_ops_in_value_and_every_gradient() {
             ));
             out
         };
-        let run = MixerRun {
-            name: case.name,
-            shape: &case.shape,
-            layout: case.layout,
-            batch: case.batch,
-            mask: None,
-            seed: 20 + i as u64,
-            nodes: case.nodes,
-        };
+        let run = MixerRun::new(
+            case.name,
+            &case.shape,
+            case.layout,
+            case.batch,
+            20 + i as u64,
+            case.nodes,
+        );
         run.compare(&attention, params);
     }
 }
@@ -595,7 +593,31 @@ struct MixerRun<'a> {
     nodes: usize,
 }
 
-impl MixerRun<'_> {
+impl<'a> MixerRun<'a> {
+    /// A case without a mask, its input drawn from `seed`, expecting `nodes` fused nodes.
+    fn new(
+        name: &'a str,
+        shape: &'a linvit_attention::MixerShape,
+        layout: linvit_attention::TokenLayout,
+        batch: usize,
+        seed: u64,
+        nodes: usize,
+    ) -> Self {
+        MixerRun {
+            name,
+            shape,
+            layout,
+            batch,
+            mask: None,
+            seed,
+            nodes,
+        }
+    }
+
+    fn with_mask(self, mask: Option<Tensor<3>>) -> Self {
+        MixerRun { mask, ..self }
+    }
+
     /// `attention` on seeded tokens `[batch, tokens, C]` (`[.., 3C]` cut into `q, k, v` for
     /// CSwin's external projection) on both paths: the output and the gradients of the input
     /// and of `params` each within 1e-5 (relative), and `nodes` fused nodes recorded by one

@@ -177,14 +177,7 @@ mod x86 {
     /// # Safety
     /// `x` readable and `out` writable for `len` floats.
     pub(super) unsafe fn gelu(out: *mut f32, x: *const f32, len: usize) -> bool {
-        if crate::simd::has_avx512() {
-            gelu_512(out, x, len);
-        } else if crate::simd::has_avx2_fma() {
-            gelu_256(out, x, len);
-        } else {
-            return false;
-        }
-        true
+        widest::<Gelu>(out, [x, x], len)
     }
 
     /// `out[i] = grad[i] * gelu'(x[i])`, as [`gelu`] dispatches.
@@ -197,48 +190,36 @@ mod x86 {
         grad: *const f32,
         len: usize,
     ) -> bool {
+        widest::<GeluGrad>(out, [x, grad], len)
+    }
+
+    /// [`map`] of `F` on the widest vectors the selected instruction set has; `false` where it
+    /// has neither.
+    unsafe fn widest<F: Elementwise>(out: *mut f32, ab: [*const f32; 2], len: usize) -> bool {
         if crate::simd::has_avx512() {
-            gelu_backward_512(out, x, grad, len);
+            map_512::<F>(out, ab, len);
         } else if crate::simd::has_avx2_fma() {
-            gelu_backward_256(out, x, grad, len);
+            map_256::<F>(out, ab, len);
         } else {
             return false;
         }
         true
     }
 
+    /// [`map`] on AVX-512.
     #[target_feature(enable = "avx512f")]
-    pub(super) unsafe fn gelu_512(out: *mut f32, x: *const f32, len: usize) {
-        map::<__m512, Gelu>(out, [x, x], len);
+    pub(super) unsafe fn map_512<F: Elementwise>(out: *mut f32, ab: [*const f32; 2], len: usize) {
+        map::<__m512, F>(out, ab, len);
     }
 
+    /// [`map`] on AVX2+FMA.
     #[target_feature(enable = "avx2,fma")]
-    pub(super) unsafe fn gelu_256(out: *mut f32, x: *const f32, len: usize) {
-        map::<__m256, Gelu>(out, [x, x], len);
-    }
-
-    #[target_feature(enable = "avx512f")]
-    pub(super) unsafe fn gelu_backward_512(
-        out: *mut f32,
-        x: *const f32,
-        grad: *const f32,
-        len: usize,
-    ) {
-        map::<__m512, GeluGrad>(out, [x, grad], len);
-    }
-
-    #[target_feature(enable = "avx2,fma")]
-    pub(super) unsafe fn gelu_backward_256(
-        out: *mut f32,
-        x: *const f32,
-        grad: *const f32,
-        len: usize,
-    ) {
-        map::<__m256, GeluGrad>(out, [x, grad], len);
+    pub(super) unsafe fn map_256<F: Elementwise>(out: *mut f32, ab: [*const f32; 2], len: usize) {
+        map::<__m256, F>(out, ab, len);
     }
 
     /// What the loops need of a vector register.
-    trait Vector: Copy {
+    pub(super) trait Vector: Copy {
         const LANES: usize;
         unsafe fn splat(x: f32) -> Self;
         unsafe fn load(p: *const f32) -> Self;
@@ -361,12 +342,12 @@ mod x86 {
 
     /// An element-wise function of two vectors (a trait rather than a closure, so that it is
     /// inlined into the `target_feature` functions above whatever LLVM's heuristics say).
-    trait Elementwise {
+    pub(super) trait Elementwise {
         unsafe fn apply<V: Vector>(a: V, b: V) -> V;
     }
 
     /// `gelu(a)`.
-    struct Gelu;
+    pub(super) struct Gelu;
     impl Elementwise for Gelu {
         #[inline(always)]
         unsafe fn apply<V: Vector>(a: V, _: V) -> V {
@@ -375,7 +356,7 @@ mod x86 {
     }
 
     /// `b * gelu'(a)`.
-    struct GeluGrad;
+    pub(super) struct GeluGrad;
     impl Elementwise for GeluGrad {
         #[inline(always)]
         unsafe fn apply<V: Vector>(a: V, b: V) -> V {
@@ -618,11 +599,11 @@ mod tests {
         unsafe { backward.set_len(x.len()) };
         let avx512 = is_x86_feature_detected!("avx512f");
         let avx2 = is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma");
-        type Forward = unsafe fn(*mut f32, *const f32, usize);
-        type Backward = unsafe fn(*mut f32, *const f32, *const f32, usize);
-        let widths: [(bool, Forward, Backward); 2] = [
-            (avx512, x86::gelu_512, x86::gelu_backward_512),
-            (avx2, x86::gelu_256, x86::gelu_backward_256),
+        use x86::{Gelu, GeluGrad};
+        type Map = unsafe fn(*mut f32, [*const f32; 2], usize);
+        let widths: [(bool, Map, Map); 2] = [
+            (avx512, x86::map_512::<Gelu>, x86::map_512::<GeluGrad>),
+            (avx2, x86::map_256::<Gelu>, x86::map_256::<GeluGrad>),
         ];
         let close = |a: f32, b: f32| (a - b).abs() <= 2e-6 * a.abs().max(1.0);
         for (i, (present, gelu_v, backward_v)) in widths.into_iter().enumerate() {
@@ -632,8 +613,8 @@ mod tests {
             let (mut f, mut b) = (vec![0f32; x.len()], vec![0f32; x.len()]);
             // SAFETY: the CPU has the width's features; all buffers hold `x.len()` floats.
             unsafe {
-                gelu_v(f.as_mut_ptr(), x.as_ptr(), x.len());
-                backward_v(b.as_mut_ptr(), x.as_ptr(), g.as_ptr(), x.len());
+                gelu_v(f.as_mut_ptr(), [x.as_ptr(), x.as_ptr()], x.len());
+                backward_v(b.as_mut_ptr(), [x.as_ptr(), g.as_ptr()], x.len());
             }
             for j in 0..x.len() {
                 let (xj, n) = (x[j], x.len() - 1);

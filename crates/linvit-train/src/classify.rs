@@ -266,7 +266,7 @@ impl<'a> Run<'a> {
         run.sums.train_time_s += batch_start.elapsed().as_secs_f64();
         let ips = run.sums.seen as f64 / run.sums.train_time_s.max(1e-9);
         self.reporter.batch(done.loss, self.trainer.lr(), ips);
-        let step = self.trainer.counters().step;
+        let step = self.trainer.step();
         if done.stepped && step.checked_rem(self.t.log_every as u64) == Some(0) {
             self.log_step(run)?;
         }
@@ -332,7 +332,7 @@ impl<'a> Run<'a> {
                 ema_top1 = Some(self.evaluate(em)?.top1);
             }
         }
-        let step = self.trainer.counters().step;
+        let step = self.trainer.step();
         let row = EpochRow {
             epoch: epoch + 1,
             step,

@@ -402,14 +402,14 @@ impl<'a> LmRun<'a> {
         let mut trainer = Trainer::new(task, model, adam, recipe, at, self.run_dir)?;
         let micro_batches = t.steps * t.accum_steps as u64;
         let tokens = t.batch_size * seq;
-        while trainer.counters().micro_step < micro_batches {
-            let micro = trainer.counters().micro_step;
+        while trainer.micro_step() < micro_batches {
+            let micro = trainer.micro_step();
             let last = micro + 1 == micro_batches;
             let windows = sample_windows(&self.corpus.train, seq + 1, t.batch_size, t.seed, micro);
             let stepped = trainer
                 .batch(&windows, tokens, last, 1)?
                 .is_some_and(|d| d.stepped);
-            let step = trainer.counters().step;
+            let step = trainer.step();
             if !(stepped && step % t.log_every == 0 || last) {
                 continue;
             }

@@ -213,7 +213,17 @@ impl<T: Task> Trainer<T> {
         &self.task
     }
 
-    /// The counters now, with the seconds trained so far.
+    /// Optimizer steps taken.
+    pub(crate) fn step(&self) -> u64 {
+        self.at.step
+    }
+
+    /// Micro-batches run, skipped ones included.
+    pub(crate) fn micro_step(&self) -> u64 {
+        self.at.micro_step
+    }
+
+    /// The counters now, with the seconds trained so far (what a checkpoint records).
     pub(crate) fn counters(&self) -> Counters {
         Counters {
             elapsed_s: self.at.elapsed_s + self.started.elapsed().as_secs_f64(),
