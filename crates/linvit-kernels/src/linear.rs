@@ -9,7 +9,7 @@ use std::mem::MaybeUninit;
 
 use rayon::prelude::*;
 
-use crate::matmul::{product_on, Operand, Parallelism};
+use crate::matmul::{new_product, product_on, Operand, Parallelism};
 use crate::norm::RowNorm;
 use crate::simd::multiversion;
 
@@ -87,39 +87,24 @@ pub fn linear_backward(
     assert!(width > 0 && x.len().is_multiple_of(width) && weight.len() == width * out);
     let rows = x.len() / width;
     assert_eq!(grad.len(), rows * out, "linear_backward: gradient size");
-    // `dst = lhs rhs` for `[m, n, k]` on all cores; an empty product leaves `dst` zero.
-    let product = |len: usize, dst_row: usize, lhs: Operand, rhs: Operand, mnk: [usize; 3]| {
-        let mut dst = vec![0f32; len];
-        if mnk.iter().all(|&d| d > 0) {
-            let threads = Parallelism::Rayon(rayon::current_num_threads().max(1));
-            product_on(threads, &mut dst, [dst_row, 1], lhs, rhs, mnk, false, 1.0);
-        }
-        dst
+    // `lhs rhs` for `[m, n, k]` on all cores, into a new buffer (zero for an empty product).
+    let product = |lhs: Operand, rhs: Operand, mnk: [usize; 3]| {
+        let threads = Parallelism::Rayon(rayon::current_num_threads().max(1));
+        new_product(threads, lhs, rhs, mnk)
     };
     // [rows, in] = [rows, out] x [out, in].
-    let input = want_input.then(|| {
-        product(
-            rows * width,
-            width,
-            Operand(grad, [out, 1]),
-            weight_t,
-            [rows, width, out],
-        )
-    });
+    let input =
+        want_input.then(|| product(Operand(grad, [out, 1]), weight_t, [rows, width, out]));
     // x^T's element (i, r) is x[r * width + i]; grad^T's (j, r) is grad[r * out + j].
     let weight = want_weight.then(|| match layout {
         // [out, in] = [out, rows] x [rows, in].
         WeightLayout::OutIn => product(
-            out * width,
-            width,
             Operand(grad, [1, out]),
             Operand(x, [width, 1]),
             [out, width, rows],
         ),
         // [in, out] = [in, rows] x [rows, out].
         WeightLayout::InOut => product(
-            width * out,
-            out,
             Operand(x, [1, width]),
             Operand(grad, [out, 1]),
             [width, out, rows],

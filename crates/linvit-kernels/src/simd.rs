@@ -120,11 +120,6 @@ pub(crate) fn has_avx512() -> bool {
     selected() == Isa::Avx512
 }
 
-#[cfg(not(target_arch = "x86_64"))]
-pub(crate) fn has_avx512() -> bool {
-    false
-}
-
 #[cfg(target_arch = "x86_64")]
 pub(crate) fn has_avx2_fma() -> bool {
     selected() >= Isa::Avx2
