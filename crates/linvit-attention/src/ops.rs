@@ -130,11 +130,18 @@ pub fn linear<const D: usize>(layer: &Linear, x: Tensor<D>) -> Tensor<D> {
     if let Some(y) = linear_in_block(layer, &x, None, None, None) {
         return y;
     }
-    let trained = layer
-        .bias
-        .as_ref()
-        .and_then(|b| crate::fused::linear(&x, &layer.weight.val(), &b.val()));
-    trained.unwrap_or_else(|| layer.forward(x))
+    if !crate::fused::applies(&x) {
+        return layer.forward(x);
+    }
+    // A layer without a bias (Swin's patch merging) runs the same node with a zero bias that
+    // takes no gradient: Burn's linear would transpose both operands into new tensors for
+    // its backward, and the node's one extra pass (the bias's column sums) costs less.
+    let weight = layer.weight.val();
+    let bias = match &layer.bias {
+        Some(b) => b.val(),
+        None => Tensor::zeros([weight.dims()[1]], &x.device()),
+    };
+    crate::fused::linear(&x, &weight, &bias).unwrap_or_else(|| layer.forward(x))
 }
 
 /// `layer(norm(x))`: one fused kernel call in inference on flex (see [`linear_in_block`]),

@@ -224,18 +224,27 @@ fn softmax_node_matches_burns_softmax_in_value_and_gradient() {
 #[test]
 fn linear_node_matches_burns_linear_in_value_and_every_gradient() {
     let ad = Device::flex().autodiff();
-    // 37 -> 19 on [2, 151, 37] (odd everything), and 37 -> 64.
-    for (dims, out) in [([2usize, 151, 37], 19usize), ([3, 35, 37], 64)] {
+    // 37 -> 19 on [2, 151, 37] (odd everything), 37 -> 64, and 37 -> 19 without a bias (Swin's
+    // patch merging: the node with a zero bias that takes no gradient).
+    for (dims, out, with_bias) in [
+        ([2usize, 151, 37], 19usize, true),
+        ([3, 35, 37], 64, true),
+        ([2, 151, 37], 19, false),
+    ] {
         let width = dims[2];
-        let layer = LinearConfig::new(width, out).init(&ad);
-        let bias = layer.bias.as_ref().expect("a bias");
+        let layer = LinearConfig::new(width, out).with_bias(with_bias).init(&ad);
+        let checks = &CONV_CHECKS[..if with_bias { 4 } else { 3 }];
         compare_paths(
-            &format!("linear {dims:?} -> {out}"),
-            &CONV_CHECKS,
+            &format!("linear {dims:?} -> {out}, bias {with_bias}"),
+            checks,
             lcg(dims.iter().product(), 5),
             dims,
             |x| linear(&layer, x),
-            |g| vec![grad_of(&layer.weight, g), grad_of(bias, g)],
+            |g| {
+                let mut grads = vec![grad_of(&layer.weight, g)];
+                grads.extend(layer.bias.iter().map(|b| grad_of(b, g)));
+                grads
+            },
         );
         assert_fused_ran("linear", 1, || linear(&layer, tracked_input(dims)));
     }

@@ -122,12 +122,7 @@ impl Depthwise {
                     pad.fill(src, x);
                     pad.fill(grad_padded, grad);
                     sums.fill(0.0);
-                    correlate(
-                        sums,
-                        grad_padded,
-                        &flipped[ch * taps..][..taps],
-                        pad.dims(),
-                    );
+                    correlate(sums, grad_padded, &flipped[ch * taps..][..taps], pad.dims());
                     pad.extract(input, sums);
                     let share = weight_share(src, grad_padded, pad.dims());
                     (share, crate::simd::sum(grad))

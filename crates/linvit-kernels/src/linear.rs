@@ -93,8 +93,7 @@ pub fn linear_backward(
         new_product(threads, lhs, rhs, mnk)
     };
     // [rows, in] = [rows, out] x [out, in].
-    let input =
-        want_input.then(|| product(Operand(grad, [out, 1]), weight_t, [rows, width, out]));
+    let input = want_input.then(|| product(Operand(grad, [out, 1]), weight_t, [rows, width, out]));
     // x^T's element (i, r) is x[r * width + i]; grad^T's (j, r) is grad[r * out + j].
     let weight = want_weight.then(|| match layout {
         // [out, in] = [out, rows] x [rows, in].

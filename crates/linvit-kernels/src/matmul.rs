@@ -132,4 +132,3 @@ pub(crate) fn new_product(
     }
     dst
 }
-
