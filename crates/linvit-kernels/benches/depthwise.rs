@@ -1,5 +1,5 @@
 //! Criterion bench of the depthwise convolution's forward and backward (`Depthwise`), on the
-//! shapes the T presets' training steps run at 224² and batch 8 (one image per plane):
+//! shapes the T presets' training steps run at 224² and batch 8:
 //!
 //! `cargo test -p linvit-kernels --bench depthwise -- --bench [FILTER]` measures in the build
 //! the tests use (see `crates/linvit-attention/benches/attention.rs` for how criterion keeps
