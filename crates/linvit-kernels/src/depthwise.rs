@@ -11,6 +11,8 @@
 //! channels, and FLatten's head-shared conv on `[B * heads, d, H, W]` is `B * heads * d` planes
 //! of `d` channels.
 
+use std::mem::MaybeUninit;
+
 use rayon::prelude::*;
 
 use crate::simd::multiversion;
@@ -80,8 +82,9 @@ impl Depthwise {
         self.check(x, weight);
         assert_eq!(bias.len(), self.channels, "depthwise conv: bias size");
         let (plane, taps, pad) = (self.plane(), self.kernel * self.kernel, self.padded());
-        let mut out = vec![0f32; x.len()];
-        out.par_chunks_mut(plane)
+        let mut out = Vec::with_capacity(x.len());
+        out.spare_capacity_mut()
+            .par_chunks_mut(plane)
             .zip(x.par_chunks(plane))
             .enumerate()
             .for_each_init(
@@ -90,10 +93,12 @@ impl Depthwise {
                     let ch = p % self.channels;
                     pad.fill(src, x);
                     sums.fill(bias[ch]);
-                    correlate(sums, src, &weight[ch * taps..][..taps], pad.dims());
+                    correlate(sums, src, &weight[ch * taps..][..taps], pad);
                     pad.extract(out, sums);
                 },
             );
+        // SAFETY: the planes cover all `x.len()` elements, and `extract` wrote every one.
+        unsafe { out.set_len(x.len()) };
         out
     }
 
@@ -110,8 +115,9 @@ impl Depthwise {
             .chunks(taps)
             .flat_map(|w| w.iter().rev().copied())
             .collect();
-        let mut input = vec![0f32; x.len()];
+        let mut input = Vec::with_capacity(x.len());
         let shares: Vec<(Vec<f32>, f32)> = input
+            .spare_capacity_mut()
             .par_chunks_mut(plane)
             .zip(x.par_chunks(plane).zip(grad.par_chunks(plane)))
             .enumerate()
@@ -122,13 +128,15 @@ impl Depthwise {
                     pad.fill(src, x);
                     pad.fill(grad_padded, grad);
                     sums.fill(0.0);
-                    correlate(sums, grad_padded, &flipped[ch * taps..][..taps], pad.dims());
+                    correlate(sums, grad_padded, &flipped[ch * taps..][..taps], pad);
                     pad.extract(input, sums);
-                    let share = weight_share(src, grad_padded, pad.dims());
+                    let share = weight_share(src, grad_padded, pad);
                     (share, crate::simd::sum(grad))
                 },
             )
             .collect();
+        // SAFETY: the planes cover all `x.len()` elements, and `extract` wrote every one.
+        unsafe { input.set_len(x.len()) };
         let mut weight_grad = vec![0f32; weight.len()];
         let mut bias_grad = vec![0f32; self.channels];
         for (p, (w, b)) in shares.iter().enumerate() {
@@ -168,6 +176,11 @@ impl Padded {
         self.width + self.kernel - 1
     }
 
+    /// Where tap `(i, j)` of output 0 reads the padded plane.
+    fn tap(&self, i: usize, j: usize) -> usize {
+        i * self.stride() + j
+    }
+
     /// A zeroed padded plane; [`Padded::fill`] writes only the image, so the borders stay zero
     /// when the buffer is reused.
     fn buffer(&self) -> Vec<f32> {
@@ -179,82 +192,72 @@ impl Padded {
         self.height * self.stride()
     }
 
-    fn dims(&self) -> [usize; 2] {
-        [self.stride(), self.kernel]
-    }
-
     /// Writes the `[H, W]` image `plane` inside the borders of `padded`.
     fn fill(&self, padded: &mut [f32], plane: &[f32]) {
-        let (stride, margin) = (self.stride(), self.kernel / 2);
+        let margin = self.kernel / 2;
         for (y, row) in plane.chunks_exact(self.width).enumerate() {
-            padded[(y + margin) * stride + margin..][..self.width].copy_from_slice(row);
+            padded[self.tap(y + margin, margin)..][..self.width].copy_from_slice(row);
         }
     }
 
-    /// Copies the first `W` sums of each row into the `[H, W]` `plane`.
-    fn extract(&self, plane: &mut [f32], sums: &[f32]) {
+    /// Writes the first `W` sums of each row into the `[H, W]` `plane` (every element of it).
+    fn extract(&self, plane: &mut [MaybeUninit<f32>], sums: &[f32]) {
         for (row, sums) in plane
             .chunks_exact_mut(self.width)
             .zip(sums.chunks(self.stride()))
         {
-            row.copy_from_slice(&sums[..self.width]);
+            row.write_copy_of_slice(&sums[..self.width]);
         }
     }
 }
 
 multiversion! {
-    /// `sums[n] += sum over taps (i, j) of taps[i, j] * padded[n + i stride + j]` (the
-    /// [`Padded`] layout, `dims = [stride, k]`): each output's taps in kernel-row order, the
-    /// order the definition sums them in. The sums go through the taps a block at a time, held
-    /// in registers (a pass over all the sums per tap was bound by their loads and stores).
-    fn correlate(sums: &mut [f32], padded: &[f32], taps: &[f32], dims: [usize; 2]) {
-        let [stride, k] = dims;
+    /// `sums[n] += sum over taps (i, j) of taps[i, j] * padded[n + pad.tap(i, j)]` (the
+    /// [`Padded`] layout): each output's taps in kernel-row order, the order the definition
+    /// sums them in. The sums go through the taps a block at a time, held in registers (a pass
+    /// over all the sums per tap was bound by their loads and stores).
+    fn correlate(sums: &mut [f32], padded: &[f32], taps: &[f32], pad: Padded) {
         let start = sums.len() - sums.len() % BLOCK;
         let mut blocks = sums.chunks_exact_mut(BLOCK);
         for (b, block) in (&mut blocks).enumerate() {
             let mut acc: [f32; BLOCK] = (&*block).try_into().expect("a full block");
-            for i in 0..k {
-                for j in 0..k {
-                    let t = taps[i * k + j];
-                    let src: &[f32; BLOCK] = padded[b * BLOCK + i * stride + j..][..BLOCK]
-                        .try_into()
-                        .expect("a full block");
-                    for (a, s) in acc.iter_mut().zip(src) {
-                        *a += t * s;
-                    }
-                }
-            }
+            add_taps(&mut acc, &padded[b * BLOCK..], taps, pad);
             block.copy_from_slice(&acc);
         }
-        let rest = blocks.into_remainder();
-        for i in 0..k {
-            for j in 0..k {
-                let t = taps[i * k + j];
-                for (a, s) in rest.iter_mut().zip(&padded[start + i * stride + j..]) {
-                    *a += t * s;
-                }
-            }
-        }
+        add_taps(blocks.into_remainder(), &padded[start..], taps, pad);
     }
 }
 
 /// Sums [`correlate`] carries through all taps at once: four AVX-512 registers (eight AVX2).
 const BLOCK: usize = 64;
 
+/// [`correlate`] on the sums `acc`, whose output 0 reads `padded[0]` for tap `(0, 0)`.
+#[inline(always)]
+fn add_taps(acc: &mut [f32], padded: &[f32], taps: &[f32], pad: Padded) {
+    let len = acc.len();
+    for i in 0..pad.kernel {
+        for j in 0..pad.kernel {
+            let t = taps[i * pad.kernel + j];
+            for (a, s) in acc.iter_mut().zip(&padded[pad.tap(i, j)..][..len]) {
+                *a += t * s;
+            }
+        }
+    }
+}
+
 multiversion! {
     /// One plane's share of the weight gradient, `[k, k]`: tap `(i, j)` gets
     /// `sum over (y, x) of grad[y, x] * src[y + i - k/2, x + j - k/2]`, from both planes
-    /// padded ([`Padded`], `dims = [stride, k]`). The gradient read from its padded plane at
-    /// offset `(k/2) (stride + 1)` is in the sums' layout, and the columns past `W` it yields
-    /// are borders, so zero: each tap is one dot product.
-    fn weight_share(src: &[f32], grad: &[f32], dims: [usize; 2]) -> Vec<f32> {
-        let [stride, k] = dims;
-        let outputs = grad.len() + 1 - k - (k - 1) * stride;
-        let grad = &grad[(k / 2) * (stride + 1)..][..outputs];
+    /// padded ([`Padded`]). The gradient read from its padded plane from its first image
+    /// element on is in the sums' layout, and the columns past `W` it yields are borders, so
+    /// zero: each tap is one dot product.
+    fn weight_share(src: &[f32], grad: &[f32], pad: Padded) -> Vec<f32> {
+        let (k, outputs) = (pad.kernel, pad.outputs());
+        let grad = &grad[pad.tap(k / 2, k / 2)..][..outputs];
         let mut share = vec![0f32; k * k];
         for i in 0..k {
             for j in 0..k {
-                share[i * k + j] = crate::simd::dot(grad, &src[i * stride + j..][..outputs]);
+                share[i * k + j] = crate::simd::dot(grad, &src[pad.tap(i, j)..][..outputs]);
             }
         }
         share
