@@ -19,7 +19,7 @@ use linvit_attention::{Attention, AttentionConfig, MixerShape, Projection, Token
 use serde::{Deserialize, Serialize};
 
 use crate::mixers::{softmax_or, swap_per_stage};
-use crate::upstream::{agent, at, family_stage_kinds, Args};
+use crate::upstream::{agent, at, family_stage_kinds, Args, Call};
 use crate::{model_error, ModelConfig, ModelError};
 
 use crate::layers::{
@@ -347,4 +347,129 @@ fn cswin_config(file: &str, a: &Args) -> Result<ModelConfig, ModelError> {
         attention,
         splits,
     }))
+}
+
+// The papers' variants as typed calls of the authors' constructors; `presets.rs` names them,
+// with their papers and parameter counts.
+
+/// Keyword arguments of the CSWin classes (`flatten_cswin.py`, `agent_cswin.py`) that the
+/// presets set; a field left `None` keeps the factory's or the class's value.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct CswinArgs {
+    pub img_size: Option<usize>,
+    pub patch_size: Option<usize>,
+    pub num_classes: Option<usize>,
+    pub embed_dim: Option<usize>,
+    pub depth: Option<Vec<usize>>,
+    /// The softmax stages' stripe widths.
+    pub split_size: Option<Vec<usize>>,
+    /// The linear stages' stripe widths, dash-separated (`"56-28-14-7"`: whole stages at 224²).
+    pub la_split_size: Option<&'static str>,
+    pub num_heads: Option<Vec<usize>>,
+    pub mlp_ratio: Option<f64>,
+    pub drop_path_rate: Option<f64>,
+    /// A mixer letter per stage.
+    pub attn_type: Option<&'static str>,
+    /// Agent's class: agents per stage.
+    pub agent_num: Option<Vec<usize>>,
+}
+
+/// The linear stages of FLatten's and Agent's CSWin each see their whole stage at 224².
+const WHOLE_STAGES: &str = "56-28-14-7";
+
+/// The CSWin-T baseline: the released `CSWin_64_12211_tiny_224` config, on FLatten's class
+/// with softmax in every stage.
+pub fn cswin_t() -> Call {
+    let args = CswinArgs {
+        embed_dim: Some(64),
+        depth: Some(vec![1, 2, 21, 1]),
+        drop_path_rate: Some(0.2),
+        la_split_size: Some(WHOLE_STAGES),
+        attn_type: Some("SSSS"),
+        ..CswinArgs::default()
+    };
+    Call::class("flatten_cswin.py", &args)
+}
+
+/// FLatten-CSWin: focused linear attention in the first two stages.
+fn focused_cswin(factory: &'static str, drop_path_rate: f64) -> Call {
+    let args = CswinArgs {
+        drop_path_rate: Some(drop_path_rate),
+        la_split_size: Some(WHOLE_STAGES),
+        attn_type: Some("LLSS"),
+        ..CswinArgs::default()
+    };
+    Call::factory(factory, &args)
+}
+
+/// Agent-CSWin: agent attention in the first two stages.
+fn agent_cswin(factory: &'static str, drop_path_rate: f64) -> Call {
+    let args = CswinArgs {
+        drop_path_rate: Some(drop_path_rate),
+        la_split_size: Some(WHOLE_STAGES),
+        attn_type: Some("AABB"),
+        agent_num: Some(vec![9, 16, 49, 49]),
+        ..CswinArgs::default()
+    };
+    Call::factory(factory, &args)
+}
+
+pub fn flatten_cswin_t() -> Call {
+    focused_cswin("FLatten_CSWin_64_24181_tiny_224", 0.2)
+}
+
+pub fn flatten_cswin_s() -> Call {
+    focused_cswin("FLatten_CSWin_64_24322_small_224", 0.4)
+}
+
+pub fn flatten_cswin_b() -> Call {
+    focused_cswin("FLatten_CSWin_96_36292_base_224", 0.5)
+}
+
+pub fn agent_cswin_t() -> Call {
+    agent_cswin("Agent_CSWin_64_24181_tiny_224", 0.2)
+}
+
+pub fn agent_cswin_s() -> Call {
+    agent_cswin("Agent_CSWin_64_36292_small_224", 0.4)
+}
+
+pub fn agent_cswin_b() -> Call {
+    agent_cswin("Agent_CSWin_96_36292_base_224", 0.5)
+}
+
+/// The reduced CSWin of the reference cases: 64² images, width 16, 6 blocks.
+fn tiny(file: &'static str, args: CswinArgs) -> Call {
+    let args = CswinArgs {
+        img_size: Some(64),
+        patch_size: Some(4),
+        num_classes: Some(10),
+        embed_dim: Some(16),
+        depth: Some(vec![1, 2, 2, 1]),
+        split_size: Some(vec![1, 2, 2, 2]),
+        num_heads: Some(vec![2, 2, 4, 4]),
+        mlp_ratio: Some(2.0),
+        ..args
+    };
+    Call::class(file, &args)
+}
+
+pub fn tiny_flatten_cswin() -> Call {
+    let args = CswinArgs {
+        la_split_size: Some("16-8-4-2"),
+        attn_type: Some("LLSS"),
+        ..CswinArgs::default()
+    };
+    tiny("flatten_cswin.py", args)
+}
+
+/// Stage 2's agent stripes are 4 wide, not its whole 8-wide grid.
+pub fn tiny_agent_cswin() -> Call {
+    let args = CswinArgs {
+        la_split_size: Some("16-4-4-2"),
+        attn_type: Some("AABB"),
+        agent_num: Some(vec![4, 4, 9, 9]),
+        ..CswinArgs::default()
+    };
+    tiny("agent_cswin.py", args)
 }

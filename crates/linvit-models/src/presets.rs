@@ -1,15 +1,17 @@
-//! The papers' named variants. Each preset is written as the authors build it: their model
-//! factory where they have one (`flatten_pvt_tiny`, `agent_deit_small`, ...), plus the keyword
-//! arguments their training config adds on top (`la_sr_ratios`, `drop_path_rate`, ...), with the
-//! upstream class's own defaults for everything else ([`upstream::CLASSES`],
-//! [`upstream::FACTORIES`]: one table, shared with `linvit verify`). It goes through the same
-//! [`upstream::model_config`] mapping that the reference cases verify; `params_m` is the
-//! parameter count the paper reports, checked by the tests.
+//! The papers' named variants: one table of name, paper, builder and published parameter count.
+//! Each builder is a typed call of the authors' constructor, written in its family's file
+//! ([`crate::vit`], [`crate::swin`], [`crate::pvt`], [`crate::cswin`]): their model factory
+//! where they have one (`flatten_pvt_tiny`, `agent_deit_small`, ...) plus the keyword arguments
+//! their training config adds on top (`la_sr_ratios`, `drop_path_rate`, ...), the upstream
+//! class's own defaults for everything else ([`upstream::CLASSES`], [`upstream::FACTORIES`]).
+//! It goes through the same [`upstream::model_config`] mapping that the reference cases
+//! verify; the tests check every count the paper publishes.
 
 use serde_json::Value;
 
-use crate::upstream;
+use crate::upstream::{self, Call};
 use crate::ModelConfig;
+use crate::{cswin, pvt, swin, vit};
 use crate::{model_error, ModelError};
 
 /// A named model variant.
@@ -19,13 +21,8 @@ pub struct Preset {
     pub name: &'static str,
     /// Where the numbers come from.
     pub paper: &'static str,
-    /// The upstream model class (file name, or timm class).
-    pub upstream: &'static str,
-    /// The authors' factory function this preset starts from, where they have one.
-    pub factory: Option<&'static str>,
-    /// Keyword arguments on top of the factory's (as JSON); without a factory, every argument
-    /// that differs from the class defaults.
-    pub args: &'static str,
+    /// The authors' call that builds it.
+    pub build: fn() -> Call,
     /// Parameters in millions as the paper reports them.
     pub params_m: Option<f64>,
     /// The paper gives the count to the nearest million only.
@@ -35,26 +32,79 @@ pub struct Preset {
 }
 
 impl Preset {
+    /// A preset whose paper publishes `params_m` million parameters.
+    const fn published(
+        name: &'static str,
+        paper: &'static str,
+        build: fn() -> Call,
+        params_m: f64,
+    ) -> Self {
+        Self {
+            name,
+            paper,
+            build,
+            params_m: Some(params_m),
+            rounded_to_1m: false,
+            discrepancy: None,
+        }
+    }
+
+    /// A preset whose paper publishes no parameter count.
+    const fn unpublished(name: &'static str, paper: &'static str, build: fn() -> Call) -> Self {
+        Self {
+            name,
+            paper,
+            build,
+            params_m: None,
+            rounded_to_1m: false,
+            discrepancy: None,
+        }
+    }
+
+    /// The paper's count is to the nearest million.
+    const fn rounded(self) -> Self {
+        Self {
+            rounded_to_1m: true,
+            ..self
+        }
+    }
+
+    /// The paper's count differs from the released code's, for this reason.
+    const fn differs(self, why: &'static str) -> Self {
+        Self {
+            discrepancy: Some(why),
+            ..self
+        }
+    }
+
+    /// The authors' call: their class's file, their factory, the keyword arguments on top.
+    pub fn call(&self) -> Call {
+        (self.build)()
+    }
+
+    /// The upstream model class (its file, or timm's class path).
+    pub fn upstream(&self) -> &'static str {
+        self.call().file
+    }
+
+    /// The authors' factory function this preset starts from, where they have one.
+    pub fn factory(&self) -> Option<&'static str> {
+        self.call().factory
+    }
+
     /// The keyword arguments the authors' call passes: the factory's, then this preset's. The
     /// class defaults fill in the rest ([`Preset::resolved_arguments`]).
     pub fn arguments(&self) -> Value {
-        let own: Value = serde_json::from_str(self.args).expect("preset arguments are valid JSON");
-        match self.factory {
-            Some(name) => {
-                let factory = upstream::factory(name).expect("a preset's factory is in the table");
-                upstream::overlay(factory.kwargs(), &own)
-            }
-            None => own,
-        }
+        self.call().arguments()
     }
 
     /// Every keyword argument of the upstream constructor, defaults included.
     pub fn resolved_arguments(&self) -> Value {
-        upstream::resolve(self.upstream, &self.arguments()).expect("presets resolve")
+        upstream::resolve(self.upstream(), &self.arguments()).expect("presets resolve")
     }
 
     pub fn config(&self) -> ModelConfig {
-        upstream::model_config(self.upstream, &self.arguments())
+        upstream::model_config(self.upstream(), &self.arguments())
             .expect("presets map to valid configs")
     }
 
@@ -92,521 +142,141 @@ impl Preset {
     /// A key the upstream class does not take is an error naming the nearest one it does.
     pub fn config_with(&self, overrides: &Value) -> Result<ModelConfig, ModelError> {
         upstream::model_config(
-            self.upstream,
+            self.upstream(),
             &upstream::overlay(self.arguments(), overrides),
         )
     }
 }
 
-const VIT: &str = "timm.models.vision_transformer.VisionTransformer";
-const SWIN: &str = "timm.models.swin_transformer.SwinTransformer";
+const DEIT: &str = "DeiT (Touvron et al. 2021), Table 1";
+const SWIN: &str = "Swin (Liu et al. 2021), Table 1";
+const PVT: &str =
+    "PVT (Wang et al. 2021), Table 2 (mean-pooled head instead of a stage-4 CLS token)";
+const FLATTEN: &str = "FLatten (Han et al., ICCV 2023), Fig. 6";
+const FLATTEN_1M: &str = "FLatten (Han et al., ICCV 2023), Fig. 6 (rounded to 1M)";
+const FLATTEN_NONE: &str = "FLatten (Han et al., ICCV 2023) (no published count)";
+const AGENT: &str = "Agent Attention (Han et al., ECCV 2024), README table";
+const AGENT_1M: &str = "Agent Attention (Han et al., ECCV 2024), README table (rounded to 1M)";
 
 /// Every preset: baselines, FLatten, Agent, then `tiny_*` twins for tests and quick runs.
 pub const PRESETS: &[Preset] = &[
-    Preset {
-        name: "deit_t",
-        paper: "DeiT (Touvron et al. 2021), Table 1",
-        upstream: VIT,
-        factory: None,
-        args: r#"{"embed_dim":192,"num_heads":3,"drop_path_rate":0.1}"#,
-        params_m: Some(5.7),
-        rounded_to_1m: false,
-        discrepancy: None,
-    },
-    Preset {
-        name: "deit_s",
-        paper: "DeiT (Touvron et al. 2021), Table 1",
-        upstream: VIT,
-        factory: None,
-        args: r#"{"embed_dim":384,"num_heads":6,"drop_path_rate":0.1}"#,
-        params_m: Some(22.1),
-        rounded_to_1m: false,
-        discrepancy: None,
-    },
-    Preset {
-        name: "deit_b",
-        paper: "DeiT (Touvron et al. 2021), Table 1",
-        upstream: VIT,
-        factory: None,
-        args: r#"{"drop_path_rate":0.1}"#,
-        params_m: Some(86.6),
-        rounded_to_1m: false,
-        discrepancy: None,
-    },
-    Preset {
-        name: "swin_t",
-        paper: "Swin (Liu et al. 2021), Table 1",
-        upstream: SWIN,
-        factory: None,
-        args: r#"{"drop_path_rate":0.2}"#,
-        params_m: Some(28.3),
-        rounded_to_1m: false,
-        discrepancy: None,
-    },
-    Preset {
-        name: "swin_s",
-        paper: "Swin (Liu et al. 2021), Table 1",
-        upstream: SWIN,
-        factory: None,
-        args: r#"{"depths":[2,2,18,2],"drop_path_rate":0.3}"#,
-        params_m: Some(49.6),
-        rounded_to_1m: false,
-        discrepancy: None,
-    },
-    Preset {
-        name: "swin_b",
-        paper: "Swin (Liu et al. 2021), Table 1",
-        upstream: SWIN,
-        factory: None,
-        args: r#"{"embed_dim":128,"depths":[2,2,18,2],"num_heads":[4,8,16,32],"drop_path_rate":0.5}"#,
-        params_m: Some(87.8),
-        rounded_to_1m: false,
-        discrepancy: None,
-    },
-    Preset {
-        name: "pvt_t",
-        paper: "PVT (Wang et al. 2021), Table 2 (mean-pooled head instead of a stage-4 CLS token)",
-        upstream: "flatten_pvt.py",
-        factory: Some("flatten_pvt_tiny"),
-        args: r#"{"attn_type":"SSSS","drop_path_rate":0.1}"#,
-        params_m: Some(13.2),
-        rounded_to_1m: false,
-        discrepancy: None,
-    },
-    Preset {
-        name: "pvt_s",
-        paper: "PVT (Wang et al. 2021), Table 2 (mean-pooled head instead of a stage-4 CLS token)",
-        upstream: "flatten_pvt.py",
-        factory: Some("flatten_pvt_small"),
-        args: r#"{"attn_type":"SSSS","drop_path_rate":0.1}"#,
-        params_m: Some(24.5),
-        rounded_to_1m: false,
-        discrepancy: None,
-    },
-    Preset {
-        name: "pvt_v2_b0",
-        paper: "PVTv2 released code as counted by timm (the PVTv2 README lists 3.4M)",
-        upstream: "flatten_pvt_v2.py",
-        factory: Some("flatten_pvt_v2_b0"),
-        args: r#"{"attn_type":"SSSS","drop_path_rate":0.1}"#,
-        params_m: Some(3.7),
-        rounded_to_1m: false,
-        discrepancy: None,
-    },
-    Preset {
-        name: "pvt_v2_b1",
-        paper: "PVTv2 released code as counted by timm (the PVTv2 README lists 13.1M)",
-        upstream: "flatten_pvt_v2.py",
-        factory: Some("flatten_pvt_v2_b1"),
-        args: r#"{"attn_type":"SSSS","drop_path_rate":0.1}"#,
-        params_m: Some(14.0),
-        rounded_to_1m: false,
-        discrepancy: None,
-    },
-    Preset {
-        name: "pvt_v2_b2",
-        paper: "PVTv2 (Wang et al. 2022), Table 1",
-        upstream: "flatten_pvt_v2.py",
-        factory: Some("flatten_pvt_v2_b2"),
-        args: r#"{"attn_type":"SSSS","drop_path_rate":0.1}"#,
-        params_m: Some(25.4),
-        rounded_to_1m: false,
-        discrepancy: None,
-    },
-    Preset {
-        name: "cswin_t",
-        paper: "CSWin (Dong et al. 2022), Table 1",
-        upstream: "flatten_cswin.py",
-        factory: None,
-        args: r#"{"embed_dim":64,"depth":[1,2,21,1],"drop_path_rate":0.2,"la_split_size":"56-28-14-7","attn_type":"SSSS"}"#,
-        params_m: Some(23.0),
-        rounded_to_1m: false,
-        discrepancy: Some(
-            "the CSWin paper reports 23M; building the released CSWin_64_12211_tiny_224 config gives 22.3M",
-        ),
-    },
-    Preset {
-        name: "flatten_pvt_t",
-        paper: "FLatten (Han et al., ICCV 2023), Fig. 6",
-        upstream: "flatten_pvt.py",
-        factory: Some("flatten_pvt_tiny"),
-        args: r#"{"la_sr_ratios":"1111","drop_path_rate":0.1}"#,
-        params_m: Some(12.2),
-        rounded_to_1m: false,
-        discrepancy: None,
-    },
-    Preset {
-        name: "flatten_pvt_s",
-        paper: "FLatten (Han et al., ICCV 2023), Fig. 6",
-        upstream: "flatten_pvt.py",
-        factory: Some("flatten_pvt_small"),
-        args: r#"{"la_sr_ratios":"1111","drop_path_rate":0.1}"#,
-        params_m: Some(21.7),
-        rounded_to_1m: false,
-        discrepancy: None,
-    },
-    Preset {
-        name: "flatten_pvt_m",
-        paper: "FLatten (Han et al., ICCV 2023) (no published count)",
-        upstream: "flatten_pvt.py",
-        factory: Some("flatten_pvt_medium"),
-        args: r#"{"la_sr_ratios":"1111","drop_path_rate":0.3}"#,
-        params_m: None,
-        rounded_to_1m: false,
-        discrepancy: None,
-    },
-    Preset {
-        name: "flatten_pvt_l",
-        paper: "FLatten (Han et al., ICCV 2023) (no published count)",
-        upstream: "flatten_pvt.py",
-        factory: Some("flatten_pvt_large"),
-        args: r#"{"la_sr_ratios":"1111","drop_path_rate":0.3}"#,
-        params_m: None,
-        rounded_to_1m: false,
-        discrepancy: None,
-    },
-    Preset {
-        name: "flatten_pvt_v2_b0",
-        paper: "FLatten (Han et al., ICCV 2023) (no published count)",
-        upstream: "flatten_pvt_v2.py",
-        factory: Some("flatten_pvt_v2_b0"),
-        args: r#"{"la_sr_ratios":"1111","drop_path_rate":0.1}"#,
-        params_m: None,
-        rounded_to_1m: false,
-        discrepancy: None,
-    },
-    Preset {
-        name: "flatten_pvt_v2_b1",
-        paper: "FLatten (Han et al., ICCV 2023), Fig. 6",
-        upstream: "flatten_pvt_v2.py",
-        factory: Some("flatten_pvt_v2_b1"),
-        args: r#"{"la_sr_ratios":"1111","drop_path_rate":0.1}"#,
-        params_m: Some(12.9),
-        rounded_to_1m: false,
-        discrepancy: None,
-    },
-    Preset {
-        name: "flatten_pvt_v2_b2",
-        paper: "FLatten (Han et al., ICCV 2023), Fig. 6",
-        upstream: "flatten_pvt_v2.py",
-        factory: Some("flatten_pvt_v2_b2"),
-        args: r#"{"la_sr_ratios":"1111","drop_path_rate":0.1}"#,
-        params_m: Some(22.6),
-        rounded_to_1m: false,
-        discrepancy: None,
-    },
-    Preset {
-        name: "flatten_pvt_v2_b3",
-        paper: "FLatten (Han et al., ICCV 2023) (no published count)",
-        upstream: "flatten_pvt_v2.py",
-        factory: Some("flatten_pvt_v2_b3"),
-        args: r#"{"la_sr_ratios":"1111","drop_path_rate":0.3}"#,
-        params_m: None,
-        rounded_to_1m: false,
-        discrepancy: None,
-    },
-    Preset {
-        name: "flatten_pvt_v2_b4",
-        paper: "FLatten (Han et al., ICCV 2023) (no published count)",
-        upstream: "flatten_pvt_v2.py",
-        factory: Some("flatten_pvt_v2_b4"),
-        args: r#"{"la_sr_ratios":"1111","drop_path_rate":0.3}"#,
-        params_m: None,
-        rounded_to_1m: false,
-        discrepancy: None,
-    },
-    Preset {
-        name: "flatten_swin_t",
-        paper: "FLatten (Han et al., ICCV 2023), Fig. 6 (rounded to 1M)",
-        upstream: "flatten_swin.py",
-        factory: None,
-        args: r#"{"window_size":56,"drop_path_rate":0.2,"attn_type":"LLSS"}"#,
-        params_m: Some(29.0),
-        rounded_to_1m: true,
-        discrepancy: None,
-    },
-    Preset {
-        name: "flatten_swin_s",
-        paper: "FLatten (Han et al., ICCV 2023), Fig. 6 (rounded to 1M)",
-        upstream: "flatten_swin.py",
-        factory: None,
-        args: r#"{"depths":[2,2,18,2],"window_size":56,"drop_path_rate":0.3,"attn_type":"LLSS"}"#,
-        params_m: Some(51.0),
-        rounded_to_1m: true,
-        discrepancy: None,
-    },
-    Preset {
-        name: "flatten_swin_b",
-        paper: "FLatten (Han et al., ICCV 2023), Fig. 6 (rounded to 1M)",
-        upstream: "flatten_swin.py",
-        factory: None,
-        args: r#"{"embed_dim":128,"depths":[2,2,18,2],"num_heads":[4,8,16,32],"window_size":56,"drop_path_rate":0.5,"attn_type":"LLSS"}"#,
-        params_m: Some(89.0),
-        rounded_to_1m: true,
-        discrepancy: None,
-    },
-    Preset {
-        name: "flatten_cswin_t",
-        paper: "FLatten (Han et al., ICCV 2023), Fig. 6 (rounded to 1M)",
-        upstream: "flatten_cswin.py",
-        factory: Some("FLatten_CSWin_64_24181_tiny_224"),
-        args: r#"{"drop_path_rate":0.2,"la_split_size":"56-28-14-7","attn_type":"LLSS"}"#,
-        params_m: Some(21.0),
-        rounded_to_1m: true,
-        discrepancy: None,
-    },
-    Preset {
-        name: "flatten_cswin_s",
-        paper: "FLatten (Han et al., ICCV 2023), Fig. 6 (rounded to 1M)",
-        upstream: "flatten_cswin.py",
-        factory: Some("FLatten_CSWin_64_24322_small_224"),
-        args: r#"{"drop_path_rate":0.4,"la_split_size":"56-28-14-7","attn_type":"LLSS"}"#,
-        params_m: Some(35.0),
-        rounded_to_1m: true,
-        discrepancy: None,
-    },
-    Preset {
-        name: "flatten_cswin_b",
-        paper: "FLatten (Han et al., ICCV 2023), Fig. 6 (rounded to 1M)",
-        upstream: "flatten_cswin.py",
-        factory: Some("FLatten_CSWin_96_36292_base_224"),
-        args: r#"{"drop_path_rate":0.5,"la_split_size":"56-28-14-7","attn_type":"LLSS"}"#,
-        params_m: Some(75.0),
-        rounded_to_1m: true,
-        discrepancy: None,
-    },
-    Preset {
-        name: "agent_deit_t",
-        paper: "Agent Attention (Han et al., ECCV 2024), README table",
-        upstream: "agent_deit.py",
-        factory: Some("agent_deit_tiny"),
-        args: r#"{}"#,
-        params_m: Some(6.0),
-        rounded_to_1m: false,
-        discrepancy: None,
-    },
-    Preset {
-        name: "agent_deit_s",
-        paper: "Agent Attention (Han et al., ECCV 2024), README table",
-        upstream: "agent_deit.py",
-        factory: Some("agent_deit_small"),
-        args: r#"{"drop_path_rate":0.1}"#,
-        params_m: Some(22.7),
-        rounded_to_1m: false,
-        discrepancy: None,
-    },
-    Preset {
-        name: "agent_deit_b",
-        paper: "Agent Attention (Han et al., ECCV 2024), README table",
-        upstream: "agent_deit.py",
-        factory: Some("agent_deit_base"),
-        args: r#"{"drop_path_rate":0.3,"agent_num":[81,81,81,81]}"#,
-        params_m: Some(87.2),
-        rounded_to_1m: false,
-        discrepancy: None,
-    },
-    Preset {
-        name: "agent_pvt_t",
-        paper: "Agent Attention (Han et al., ECCV 2024), README table",
-        upstream: "agent_pvt.py",
-        factory: Some("agent_pvt_tiny"),
-        args: r#"{"drop_path_rate":0.1}"#,
-        params_m: Some(11.6),
-        rounded_to_1m: false,
-        discrepancy: None,
-    },
-    Preset {
-        name: "agent_pvt_s",
-        paper: "Agent Attention (Han et al., ECCV 2024), README table",
-        upstream: "agent_pvt.py",
-        factory: Some("agent_pvt_small"),
-        args: r#"{"drop_path_rate":0.1}"#,
-        params_m: Some(20.6),
-        rounded_to_1m: false,
-        discrepancy: None,
-    },
-    Preset {
-        name: "agent_pvt_m",
-        paper: "Agent Attention (Han et al., ECCV 2024), README table",
-        upstream: "agent_pvt.py",
-        factory: Some("agent_pvt_medium"),
-        args: r#"{"drop_path_rate":0.3}"#,
-        params_m: Some(35.9),
-        rounded_to_1m: false,
-        discrepancy: None,
-    },
-    Preset {
-        name: "agent_pvt_l",
-        paper: "Agent Attention (Han et al., ECCV 2024), README table",
-        upstream: "agent_pvt.py",
-        factory: Some("agent_pvt_large"),
-        args: r#"{"drop_path_rate":0.3}"#,
-        params_m: Some(48.7),
-        rounded_to_1m: false,
-        discrepancy: None,
-    },
-    Preset {
-        name: "agent_swin_t",
-        paper: "Agent Attention (Han et al., ECCV 2024), README table (rounded to 1M)",
-        upstream: "agent_swin.py",
-        factory: None,
-        args: r#"{"window_size":56,"drop_path_rate":0.2,"attn_type":"AAAB"}"#,
-        params_m: Some(29.0),
-        rounded_to_1m: true,
-        discrepancy: None,
-    },
-    Preset {
-        name: "agent_swin_s",
-        paper: "Agent Attention (Han et al., ECCV 2024), README table (rounded to 1M)",
-        upstream: "agent_swin.py",
-        factory: None,
-        args: r#"{"depths":[2,2,18,2],"window_size":56,"drop_path_rate":0.3,"attn_type":"AABB"}"#,
-        params_m: Some(50.0),
-        rounded_to_1m: true,
-        discrepancy: None,
-    },
-    Preset {
-        name: "agent_swin_b",
-        paper: "Agent Attention (Han et al., ECCV 2024), README table (rounded to 1M)",
-        upstream: "agent_swin.py",
-        factory: None,
-        args: r#"{"embed_dim":128,"depths":[2,2,18,2],"num_heads":[4,8,16,32],"window_size":56,"drop_path_rate":0.5,"attn_type":"AAMB2"}"#,
-        params_m: Some(88.0),
-        rounded_to_1m: true,
-        discrepancy: None,
-    },
-    Preset {
-        name: "agent_cswin_t",
-        paper: "Agent Attention (Han et al., ECCV 2024), README table (rounded to 1M)",
-        upstream: "agent_cswin.py",
-        factory: Some("Agent_CSWin_64_24181_tiny_224"),
-        args: r#"{"drop_path_rate":0.2,"la_split_size":"56-28-14-7","attn_type":"AABB","agent_num":[9,16,49,49]}"#,
-        params_m: Some(21.0),
-        rounded_to_1m: true,
-        discrepancy: Some(
+    Preset::published("deit_t", DEIT, vit::deit_t, 5.7),
+    Preset::published("deit_s", DEIT, vit::deit_s, 22.1),
+    Preset::published("deit_b", DEIT, vit::deit_b, 86.6),
+    Preset::published("swin_t", SWIN, swin::swin_t, 28.3),
+    Preset::published("swin_s", SWIN, swin::swin_s, 49.6),
+    Preset::published("swin_b", SWIN, swin::swin_b, 87.8),
+    Preset::published("pvt_t", PVT, pvt::pvt_t, 13.2),
+    Preset::published("pvt_s", PVT, pvt::pvt_s, 24.5),
+    Preset::published(
+        "pvt_v2_b0",
+        "PVTv2 released code as counted by timm (the PVTv2 README lists 3.4M)",
+        pvt::pvt_v2_b0,
+        3.7,
+    ),
+    Preset::published(
+        "pvt_v2_b1",
+        "PVTv2 released code as counted by timm (the PVTv2 README lists 13.1M)",
+        pvt::pvt_v2_b1,
+        14.0,
+    ),
+    Preset::published(
+        "pvt_v2_b2",
+        "PVTv2 (Wang et al. 2022), Table 1",
+        pvt::pvt_v2_b2,
+        25.4,
+    ),
+    Preset::published(
+        "cswin_t",
+        "CSWin (Dong et al. 2022), Table 1",
+        cswin::cswin_t,
+        23.0,
+    )
+    .differs(
+        "the CSWin paper reports 23M; building the released CSWin_64_12211_tiny_224 config gives 22.3M",
+    ),
+    Preset::published("flatten_pvt_t", FLATTEN, pvt::flatten_pvt_t, 12.2),
+    Preset::published("flatten_pvt_s", FLATTEN, pvt::flatten_pvt_s, 21.7),
+    Preset::unpublished("flatten_pvt_m", FLATTEN_NONE, pvt::flatten_pvt_m),
+    Preset::unpublished("flatten_pvt_l", FLATTEN_NONE, pvt::flatten_pvt_l),
+    Preset::unpublished("flatten_pvt_v2_b0", FLATTEN_NONE, pvt::flatten_pvt_v2_b0),
+    Preset::published("flatten_pvt_v2_b1", FLATTEN, pvt::flatten_pvt_v2_b1, 12.9),
+    Preset::published("flatten_pvt_v2_b2", FLATTEN, pvt::flatten_pvt_v2_b2, 22.6),
+    Preset::unpublished("flatten_pvt_v2_b3", FLATTEN_NONE, pvt::flatten_pvt_v2_b3),
+    Preset::unpublished("flatten_pvt_v2_b4", FLATTEN_NONE, pvt::flatten_pvt_v2_b4),
+    Preset::published("flatten_swin_t", FLATTEN_1M, swin::flatten_swin_t, 29.0).rounded(),
+    Preset::published("flatten_swin_s", FLATTEN_1M, swin::flatten_swin_s, 51.0).rounded(),
+    Preset::published("flatten_swin_b", FLATTEN_1M, swin::flatten_swin_b, 89.0).rounded(),
+    Preset::published("flatten_cswin_t", FLATTEN_1M, cswin::flatten_cswin_t, 21.0).rounded(),
+    Preset::published("flatten_cswin_s", FLATTEN_1M, cswin::flatten_cswin_s, 35.0).rounded(),
+    Preset::published("flatten_cswin_b", FLATTEN_1M, cswin::flatten_cswin_b, 75.0).rounded(),
+    Preset::published("agent_deit_t", AGENT, vit::agent_deit_t, 6.0),
+    Preset::published("agent_deit_s", AGENT, vit::agent_deit_s, 22.7),
+    Preset::published("agent_deit_b", AGENT, vit::agent_deit_b, 87.2),
+    Preset::published("agent_pvt_t", AGENT, pvt::agent_pvt_t, 11.6),
+    Preset::published("agent_pvt_s", AGENT, pvt::agent_pvt_s, 20.6),
+    Preset::published("agent_pvt_m", AGENT, pvt::agent_pvt_m, 35.9),
+    Preset::published("agent_pvt_l", AGENT, pvt::agent_pvt_l, 48.7),
+    Preset::published("agent_swin_t", AGENT_1M, swin::agent_swin_t, 29.0).rounded(),
+    Preset::published("agent_swin_s", AGENT_1M, swin::agent_swin_s, 50.0).rounded(),
+    Preset::published("agent_swin_b", AGENT_1M, swin::agent_swin_b, 88.0).rounded(),
+    Preset::published("agent_cswin_t", AGENT_1M, cswin::agent_cswin_t, 21.0)
+        .rounded()
+        .differs(
             "the Agent README reports 21M; building the released Agent_CSWin_64_24181_tiny_224 config gives 20.5M",
         ),
-    },
-    Preset {
-        name: "agent_cswin_s",
-        paper: "Agent Attention (Han et al., ECCV 2024), README table (rounded to 1M)",
-        upstream: "agent_cswin.py",
-        factory: Some("Agent_CSWin_64_36292_small_224"),
-        args: r#"{"drop_path_rate":0.4,"la_split_size":"56-28-14-7","attn_type":"AABB","agent_num":[9,16,49,49]}"#,
-        params_m: Some(33.0),
-        rounded_to_1m: true,
-        discrepancy: None,
-    },
-    Preset {
-        name: "agent_cswin_b",
-        paper: "Agent Attention (Han et al., ECCV 2024), README table (rounded to 1M)",
-        upstream: "agent_cswin.py",
-        factory: Some("Agent_CSWin_96_36292_base_224"),
-        args: r#"{"drop_path_rate":0.5,"la_split_size":"56-28-14-7","attn_type":"AABB","agent_num":[9,16,49,49]}"#,
-        params_m: Some(73.0),
-        rounded_to_1m: true,
-        discrepancy: None,
-    },
-    Preset {
-        name: "tiny_vit",
-        paper: "the reduced timm_vit model of the reference cases",
-        upstream: VIT,
-        factory: None,
-        args: r#"{"img_size":32,"patch_size":8,"num_classes":10,"embed_dim":64,"depth":2,"num_heads":2}"#,
-        params_m: None,
-        rounded_to_1m: false,
-        discrepancy: None,
-    },
-    Preset {
-        name: "tiny_agent_deit",
-        paper: "the reduced agent_deit model of the reference cases",
-        upstream: "agent_deit.py",
-        factory: None,
-        args: r#"{"img_size":64,"patch_size":8,"num_classes":10,"embed_dim":64,"depth":4,"num_heads":2,"mlp_ratio":2.0,"agent_num":[4,9,16,16],"agent_layer":3}"#,
-        params_m: None,
-        rounded_to_1m: false,
-        discrepancy: None,
-    },
-    Preset {
-        name: "tiny_flatten_pvt",
-        paper: "the reduced flatten_pvt model of the reference cases",
-        upstream: "flatten_pvt.py",
-        factory: None,
-        args: r#"{"img_size":64,"patch_size":4,"num_classes":10,"embed_dims":[16,32,48,64],"num_heads":[1,2,3,4],"mlp_ratios":[2,2,2,2],"qkv_bias":true,"depths":[2,1,1,1],"la_sr_ratios":"2111","norm_layer":"partial(nn.LayerNorm, eps=1e-6)"}"#,
-        params_m: None,
-        rounded_to_1m: false,
-        discrepancy: None,
-    },
-    Preset {
-        name: "tiny_flatten_pvt_v2",
-        paper: "the reduced flatten_pvt_v2 model of the reference cases",
-        upstream: "flatten_pvt_v2.py",
-        factory: None,
-        args: r#"{"img_size":64,"patch_size":4,"num_classes":10,"embed_dims":[16,32,48,64],"num_heads":[1,2,3,4],"mlp_ratios":[2,2,2,2],"qkv_bias":true,"depths":[2,1,1,1],"la_sr_ratios":"1111","norm_layer":"partial(nn.LayerNorm, eps=1e-6)"}"#,
-        params_m: None,
-        rounded_to_1m: false,
-        discrepancy: None,
-    },
-    Preset {
-        name: "tiny_agent_pvt",
-        paper: "the reduced agent_pvt model of the reference cases",
-        upstream: "agent_pvt.py",
-        factory: None,
-        args: r#"{"img_size":64,"patch_size":4,"num_classes":10,"embed_dims":[16,32,48,64],"num_heads":[1,2,3,4],"mlp_ratios":[2,2,2,2],"qkv_bias":true,"depths":[2,1,1,1],"agent_sr_ratios":"2111","agent_num":[4,9,16,4],"norm_layer":"partial(nn.LayerNorm, eps=1e-6)"}"#,
-        params_m: None,
-        rounded_to_1m: false,
-        discrepancy: None,
-    },
-    Preset {
-        name: "tiny_swin",
-        paper: "the reduced timm_swin model of the reference cases",
-        upstream: SWIN,
-        factory: None,
-        args: r#"{"img_size":64,"num_classes":10,"embed_dim":32,"depths":[2,2],"num_heads":[2,4],"window_size":4,"mlp_ratio":2.0,"drop_path_rate":0.0}"#,
-        params_m: None,
-        rounded_to_1m: false,
-        discrepancy: None,
-    },
-    Preset {
-        name: "tiny_flatten_swin",
-        paper: "the reduced flatten_swin model of the reference cases",
-        upstream: "flatten_swin.py",
-        factory: None,
-        args: r#"{"img_size":112,"patch_size":2,"num_classes":10,"embed_dim":16,"depths":[2,2,2,2],"num_heads":[1,2,4,8],"window_size":14,"mlp_ratio":2.0,"drop_path_rate":0.0,"attn_type":"LLSS"}"#,
-        params_m: None,
-        rounded_to_1m: false,
-        discrepancy: None,
-    },
-    Preset {
-        name: "tiny_agent_swin",
-        paper: "the reduced agent_swin model of the reference cases",
-        upstream: "agent_swin.py",
-        factory: None,
-        args: r#"{"img_size":112,"patch_size":2,"num_classes":10,"embed_dim":16,"depths":[2,2,2,2],"num_heads":[1,2,4,8],"window_size":14,"mlp_ratio":2.0,"drop_path_rate":0.0,"attn_type":"AAAB"}"#,
-        params_m: None,
-        rounded_to_1m: false,
-        discrepancy: None,
-    },
-    Preset {
-        name: "tiny_flatten_cswin",
-        paper: "the reduced flatten_cswin model of the reference cases",
-        upstream: "flatten_cswin.py",
-        factory: None,
-        args: r#"{"img_size":64,"patch_size":4,"num_classes":10,"embed_dim":16,"depth":[1,2,2,1],"split_size":[1,2,2,2],"la_split_size":"16-8-4-2","num_heads":[2,2,4,4],"mlp_ratio":2.0,"attn_type":"LLSS"}"#,
-        params_m: None,
-        rounded_to_1m: false,
-        discrepancy: None,
-    },
-    Preset {
-        name: "tiny_agent_cswin",
-        paper: "the reduced agent_cswin model of the reference cases",
-        upstream: "agent_cswin.py",
-        factory: None,
-        args: r#"{"img_size":64,"patch_size":4,"num_classes":10,"embed_dim":16,"depth":[1,2,2,1],"split_size":[1,2,2,2],"la_split_size":"16-4-4-2","num_heads":[2,2,4,4],"mlp_ratio":2.0,"agent_num":[4,4,9,9],"attn_type":"AABB"}"#,
-        params_m: None,
-        rounded_to_1m: false,
-        discrepancy: None,
-    },
+    Preset::published("agent_cswin_s", AGENT_1M, cswin::agent_cswin_s, 33.0).rounded(),
+    Preset::published("agent_cswin_b", AGENT_1M, cswin::agent_cswin_b, 73.0).rounded(),
+    Preset::unpublished(
+        "tiny_vit",
+        "the reduced timm_vit model of the reference cases",
+        vit::tiny_vit,
+    ),
+    Preset::unpublished(
+        "tiny_agent_deit",
+        "the reduced agent_deit model of the reference cases",
+        vit::tiny_agent_deit,
+    ),
+    Preset::unpublished(
+        "tiny_flatten_pvt",
+        "the reduced flatten_pvt model of the reference cases",
+        pvt::tiny_flatten_pvt,
+    ),
+    Preset::unpublished(
+        "tiny_flatten_pvt_v2",
+        "the reduced flatten_pvt_v2 model of the reference cases",
+        pvt::tiny_flatten_pvt_v2,
+    ),
+    Preset::unpublished(
+        "tiny_agent_pvt",
+        "the reduced agent_pvt model of the reference cases",
+        pvt::tiny_agent_pvt,
+    ),
+    Preset::unpublished(
+        "tiny_swin",
+        "the reduced timm_swin model of the reference cases",
+        swin::tiny_swin,
+    ),
+    Preset::unpublished(
+        "tiny_flatten_swin",
+        "the reduced flatten_swin model of the reference cases",
+        swin::tiny_flatten_swin,
+    ),
+    Preset::unpublished(
+        "tiny_agent_swin",
+        "the reduced agent_swin model of the reference cases",
+        swin::tiny_agent_swin,
+    ),
+    Preset::unpublished(
+        "tiny_flatten_cswin",
+        "the reduced flatten_cswin model of the reference cases",
+        cswin::tiny_flatten_cswin,
+    ),
+    Preset::unpublished(
+        "tiny_agent_cswin",
+        "the reduced agent_cswin model of the reference cases",
+        cswin::tiny_agent_cswin,
+    ),
 ];
 
 /// A preset by name; the error names the nearest valid one.

@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::mixers::{softmax_or, swap_per_stage};
-use crate::upstream::{agent, at, family_stage_kinds, layer_norm_eps, Args};
+use crate::upstream::{agent, at, family_stage_kinds, layer_norm_eps, Args, Call};
 use crate::{ModelConfig, ModelError};
 
 use crate::block::{Block, BlockSpec};
@@ -367,4 +367,177 @@ fn pvt_config(file: &str, a: &Args) -> Result<ModelConfig, ModelError> {
         norm_eps: layer_norm_eps(a.get("norm_layer").unwrap_or(&Value::Null))?,
         unused_norm: file == "flatten_pvt.py",
     }))
+}
+
+// The papers' variants as typed calls of the authors' constructors; `presets.rs` names them,
+// with their papers and parameter counts.
+
+/// Keyword arguments of the PVT classes (`flatten_pvt.py`, `flatten_pvt_v2.py`,
+/// `agent_pvt.py`) that the presets set; a field left `None` keeps the factory's or the
+/// class's value.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct PvtArgs {
+    pub img_size: Option<usize>,
+    pub patch_size: Option<usize>,
+    pub num_classes: Option<usize>,
+    pub embed_dims: Option<Vec<usize>>,
+    pub num_heads: Option<Vec<usize>>,
+    pub mlp_ratios: Option<Vec<usize>>,
+    pub qkv_bias: Option<bool>,
+    pub depths: Option<Vec<usize>>,
+    pub drop_path_rate: Option<f64>,
+    /// The norm layer as the authors' source writes it (`partial(nn.LayerNorm, eps=1e-6)`).
+    pub norm_layer: Option<&'static str>,
+    /// FLatten's classes: a mixer letter per stage.
+    pub attn_type: Option<&'static str>,
+    /// FLatten's classes: the focused stages' spatial reduction, a digit per stage.
+    pub la_sr_ratios: Option<&'static str>,
+    /// Agent's class: the agent stages' spatial reduction, a digit per stage.
+    pub agent_sr_ratios: Option<&'static str>,
+    /// Agent's class: agents per stage.
+    pub agent_num: Option<Vec<usize>>,
+}
+
+/// The PVT baseline: one of FLatten's factories with softmax in every stage.
+fn softmax_pvt(factory: &'static str) -> Call {
+    let args = PvtArgs {
+        attn_type: Some("SSSS"),
+        drop_path_rate: Some(0.1),
+        ..PvtArgs::default()
+    };
+    Call::factory(factory, &args)
+}
+
+/// FLatten-PVT: focused linear attention in every stage, without spatial reduction.
+fn focused_pvt(factory: &'static str, drop_path_rate: f64) -> Call {
+    let args = PvtArgs {
+        la_sr_ratios: Some("1111"),
+        drop_path_rate: Some(drop_path_rate),
+        ..PvtArgs::default()
+    };
+    Call::factory(factory, &args)
+}
+
+/// Agent-PVT: the factory as it is, with the training config's stochastic depth.
+fn agent_pvt(factory: &'static str, drop_path_rate: f64) -> Call {
+    let args = PvtArgs {
+        drop_path_rate: Some(drop_path_rate),
+        ..PvtArgs::default()
+    };
+    Call::factory(factory, &args)
+}
+
+pub fn pvt_t() -> Call {
+    softmax_pvt("flatten_pvt_tiny")
+}
+
+pub fn pvt_s() -> Call {
+    softmax_pvt("flatten_pvt_small")
+}
+
+pub fn pvt_v2_b0() -> Call {
+    softmax_pvt("flatten_pvt_v2_b0")
+}
+
+pub fn pvt_v2_b1() -> Call {
+    softmax_pvt("flatten_pvt_v2_b1")
+}
+
+pub fn pvt_v2_b2() -> Call {
+    softmax_pvt("flatten_pvt_v2_b2")
+}
+
+pub fn flatten_pvt_t() -> Call {
+    focused_pvt("flatten_pvt_tiny", 0.1)
+}
+
+pub fn flatten_pvt_s() -> Call {
+    focused_pvt("flatten_pvt_small", 0.1)
+}
+
+pub fn flatten_pvt_m() -> Call {
+    focused_pvt("flatten_pvt_medium", 0.3)
+}
+
+pub fn flatten_pvt_l() -> Call {
+    focused_pvt("flatten_pvt_large", 0.3)
+}
+
+pub fn flatten_pvt_v2_b0() -> Call {
+    focused_pvt("flatten_pvt_v2_b0", 0.1)
+}
+
+pub fn flatten_pvt_v2_b1() -> Call {
+    focused_pvt("flatten_pvt_v2_b1", 0.1)
+}
+
+pub fn flatten_pvt_v2_b2() -> Call {
+    focused_pvt("flatten_pvt_v2_b2", 0.1)
+}
+
+pub fn flatten_pvt_v2_b3() -> Call {
+    focused_pvt("flatten_pvt_v2_b3", 0.3)
+}
+
+pub fn flatten_pvt_v2_b4() -> Call {
+    focused_pvt("flatten_pvt_v2_b4", 0.3)
+}
+
+pub fn agent_pvt_t() -> Call {
+    agent_pvt("agent_pvt_tiny", 0.1)
+}
+
+pub fn agent_pvt_s() -> Call {
+    agent_pvt("agent_pvt_small", 0.1)
+}
+
+pub fn agent_pvt_m() -> Call {
+    agent_pvt("agent_pvt_medium", 0.3)
+}
+
+pub fn agent_pvt_l() -> Call {
+    agent_pvt("agent_pvt_large", 0.3)
+}
+
+/// The reduced PVT of the reference cases: 64² images, widths 16 to 64, 5 blocks.
+fn tiny() -> PvtArgs {
+    PvtArgs {
+        img_size: Some(64),
+        patch_size: Some(4),
+        num_classes: Some(10),
+        embed_dims: Some(vec![16, 32, 48, 64]),
+        num_heads: Some(vec![1, 2, 3, 4]),
+        mlp_ratios: Some(vec![2; 4]),
+        qkv_bias: Some(true),
+        depths: Some(vec![2, 1, 1, 1]),
+        norm_layer: Some("partial(nn.LayerNorm, eps=1e-6)"),
+        ..PvtArgs::default()
+    }
+}
+
+/// With a spatial reduction of 2 in the first stage.
+pub fn tiny_flatten_pvt() -> Call {
+    let args = PvtArgs {
+        la_sr_ratios: Some("2111"),
+        ..tiny()
+    };
+    Call::class("flatten_pvt.py", &args)
+}
+
+pub fn tiny_flatten_pvt_v2() -> Call {
+    let args = PvtArgs {
+        la_sr_ratios: Some("1111"),
+        ..tiny()
+    };
+    Call::class("flatten_pvt_v2.py", &args)
+}
+
+/// With a spatial reduction of 2 in the first stage.
+pub fn tiny_agent_pvt() -> Call {
+    let args = PvtArgs {
+        agent_sr_ratios: Some("2111"),
+        agent_num: Some(vec![4, 9, 16, 4]),
+        ..tiny()
+    };
+    Call::class("agent_pvt.py", &args)
 }

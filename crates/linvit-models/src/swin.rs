@@ -18,7 +18,7 @@ use linvit_attention::{ops, Attention, AttentionConfig, LayerNorm, MixerShape, T
 use serde::{Deserialize, Serialize};
 
 use crate::mixers::{kinds, pick, softmax_or};
-use crate::upstream::{agent, at, upstream_layout, Args};
+use crate::upstream::{agent, at, upstream_layout, Args, Call};
 use crate::{ModelConfig, ModelError};
 
 use crate::layers::{
@@ -420,4 +420,142 @@ fn swin(
         windows,
         naming,
     }))
+}
+
+// The papers' variants as typed calls of the authors' constructors; `presets.rs` names them,
+// with their papers and parameter counts.
+
+/// Keyword arguments of the Swin classes (timm's `SwinTransformer`, `flatten_swin.py`,
+/// `agent_swin.py`) that the presets set; a field left `None` keeps the class's value.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct SwinArgs {
+    pub img_size: Option<usize>,
+    pub patch_size: Option<usize>,
+    pub num_classes: Option<usize>,
+    pub embed_dim: Option<usize>,
+    pub depths: Option<Vec<usize>>,
+    pub num_heads: Option<Vec<usize>>,
+    pub window_size: Option<usize>,
+    pub mlp_ratio: Option<f64>,
+    pub drop_path_rate: Option<f64>,
+    /// The authors' classes only: a mixer letter per stage.
+    pub attn_type: Option<&'static str>,
+}
+
+const TIMM_SWIN: &str = "timm.models.swin_transformer.SwinTransformer";
+
+/// Swin-T as Swin's config gives it (the class defaults, stochastic depth 0.2).
+fn tiny() -> SwinArgs {
+    SwinArgs {
+        drop_path_rate: Some(0.2),
+        ..SwinArgs::default()
+    }
+}
+
+/// Swin-S: Swin-T with 18 blocks in stage 3.
+fn small() -> SwinArgs {
+    SwinArgs {
+        depths: Some(vec![2, 2, 18, 2]),
+        drop_path_rate: Some(0.3),
+        ..SwinArgs::default()
+    }
+}
+
+/// Swin-B: Swin-S at width 128.
+fn base() -> SwinArgs {
+    SwinArgs {
+        embed_dim: Some(128),
+        num_heads: Some(vec![4, 8, 16, 32]),
+        drop_path_rate: Some(0.5),
+        ..small()
+    }
+}
+
+/// FLatten's and Agent's Swin: a mixer per stage (`layout`) in 56² windows, which at 224²
+/// cover every stage whole.
+fn windowed(file: &'static str, layout: &'static str, size: SwinArgs) -> Call {
+    let args = SwinArgs {
+        window_size: Some(56),
+        attn_type: Some(layout),
+        ..size
+    };
+    Call::class(file, &args)
+}
+
+pub fn swin_t() -> Call {
+    Call::class(TIMM_SWIN, &tiny())
+}
+
+pub fn swin_s() -> Call {
+    Call::class(TIMM_SWIN, &small())
+}
+
+pub fn swin_b() -> Call {
+    Call::class(TIMM_SWIN, &base())
+}
+
+pub fn flatten_swin_t() -> Call {
+    windowed("flatten_swin.py", "LLSS", tiny())
+}
+
+pub fn flatten_swin_s() -> Call {
+    windowed("flatten_swin.py", "LLSS", small())
+}
+
+pub fn flatten_swin_b() -> Call {
+    windowed("flatten_swin.py", "LLSS", base())
+}
+
+pub fn agent_swin_t() -> Call {
+    windowed("agent_swin.py", "AAAB", tiny())
+}
+
+pub fn agent_swin_s() -> Call {
+    windowed("agent_swin.py", "AABB", small())
+}
+
+/// Agent-Swin-B mixes within stage 3: agents in its first 2 blocks, softmax after (`M2`).
+pub fn agent_swin_b() -> Call {
+    windowed("agent_swin.py", "AAMB2", base())
+}
+
+/// The reduced timm Swin of the reference cases: two stages on 64² images.
+pub fn tiny_swin() -> Call {
+    let args = SwinArgs {
+        img_size: Some(64),
+        num_classes: Some(10),
+        embed_dim: Some(32),
+        depths: Some(vec![2, 2]),
+        num_heads: Some(vec![2, 4]),
+        window_size: Some(4),
+        mlp_ratio: Some(2.0),
+        drop_path_rate: Some(0.0),
+        ..SwinArgs::default()
+    };
+    Call::class(TIMM_SWIN, &args)
+}
+
+/// The reduced authors' Swin of the reference cases: four stages on 112² images, width 16.
+fn tiny_windowed(file: &'static str, layout: &'static str) -> Call {
+    let args = SwinArgs {
+        img_size: Some(112),
+        patch_size: Some(2),
+        num_classes: Some(10),
+        embed_dim: Some(16),
+        depths: Some(vec![2; 4]),
+        num_heads: Some(vec![1, 2, 4, 8]),
+        window_size: Some(14),
+        mlp_ratio: Some(2.0),
+        drop_path_rate: Some(0.0),
+        attn_type: Some(layout),
+    };
+    Call::class(file, &args)
+}
+
+pub fn tiny_flatten_swin() -> Call {
+    tiny_windowed("flatten_swin.py", "LLSS")
+}
+
+pub fn tiny_agent_swin() -> Call {
+    tiny_windowed("agent_swin.py", "AAAB")
 }

@@ -11,6 +11,7 @@
 //! ignore `**kwargs`; we do not, so a typo cannot pass silently.)
 
 use linvit_attention::{AgentConfig, AttentionConfig, FocusedConfig, Kind, Layout};
+use serde::Serialize;
 use serde_json::{Map, Value};
 
 use crate::model_error;
@@ -259,6 +260,63 @@ pub fn factory(name: &str) -> Result<&'static Factory, ModelError> {
         let nearest = nearest(FACTORIES.iter().map(|f| f.name), name);
         model_error!("unknown upstream factory {name:?}; did you mean {nearest:?}?")
     })
+}
+
+/// A call to one of the authors' model constructors: their class (by its file), through one
+/// of their factories where it starts from one, with keyword arguments on top. Presets are
+/// written as calls, each family's with its own typed arguments ([`crate::vit::VitArgs`],
+/// [`crate::swin::SwinArgs`], ...), so a misspelled keyword does not compile; the call then
+/// goes through [`model_config`] like any case or config file.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Call {
+    pub file: &'static str,
+    pub factory: Option<&'static str>,
+    /// The arguments beyond the factory's (without a factory, beyond the class defaults).
+    pub kwargs: Value,
+}
+
+impl Call {
+    /// `file`'s class with `args`; a field left `None` keeps the class default.
+    pub fn class(file: &'static str, args: &impl Serialize) -> Self {
+        Self {
+            file,
+            factory: None,
+            kwargs: kwargs(args),
+        }
+    }
+
+    /// The authors' factory `name` (which fixes the class) with `args` on top of its own.
+    pub fn factory(name: &'static str, args: &impl Serialize) -> Self {
+        let file = factory(name)
+            .expect("a preset's factory is in the table")
+            .file;
+        Self {
+            file,
+            factory: Some(name),
+            kwargs: kwargs(args),
+        }
+    }
+
+    /// Every keyword argument the call passes to the class: the factory's, then its own. The
+    /// class defaults fill in the rest ([`resolve`]).
+    pub fn arguments(&self) -> Value {
+        match self.factory {
+            Some(name) => {
+                let factory = factory(name).expect("a preset's factory is in the table");
+                overlay(factory.kwargs(), &self.kwargs)
+            }
+            None => self.kwargs.clone(),
+        }
+    }
+}
+
+/// A family's argument struct as keyword arguments: a JSON object of its set (`Some`) fields.
+fn kwargs(args: &impl Serialize) -> Value {
+    let mut value = serde_json::to_value(args).expect("argument structs serialize");
+    if let Value::Object(map) = &mut value {
+        map.retain(|_, v| !v.is_null());
+    }
+    value
 }
 
 /// `base` with the keys of `over` replaced or added (both JSON objects).

@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::mixers::swap_per_stage;
-use crate::upstream::{agent, Args};
+use crate::upstream::{agent, Args, Call};
 use crate::{model_error, ModelConfig, ModelError};
 
 use crate::block::{Block, BlockSpec};
@@ -236,4 +236,108 @@ fn vit(a: &Args, blocks: Vec<AttentionConfig>) -> Result<ModelConfig, ModelError
         drop_path_rate: a.f64_or("drop_path_rate", 0.0)?,
         blocks,
     }))
+}
+
+// The papers' variants as typed calls of the authors' constructors; `presets.rs` names them,
+// with their papers and parameter counts.
+
+/// Keyword arguments of timm's `VisionTransformer` and Agent-DeiT (`agent_deit.py`) that the
+/// presets set; a field left `None` keeps the factory's or the class's value.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct VitArgs {
+    pub img_size: Option<usize>,
+    pub patch_size: Option<usize>,
+    pub num_classes: Option<usize>,
+    pub embed_dim: Option<usize>,
+    pub depth: Option<usize>,
+    pub num_heads: Option<usize>,
+    pub mlp_ratio: Option<f64>,
+    pub drop_path_rate: Option<f64>,
+    /// Agent-DeiT only.
+    pub agent_num: Option<Vec<usize>>,
+    /// Agent-DeiT only: agent attention in this many blocks (`-1`: all).
+    pub agent_layer: Option<i64>,
+}
+
+const TIMM_VIT: &str = "timm.models.vision_transformer.VisionTransformer";
+
+/// DeiT's recipe on timm's class: stochastic depth 0.1 on any width.
+fn deit(embed_dim: Option<usize>, num_heads: Option<usize>) -> Call {
+    let args = VitArgs {
+        embed_dim,
+        num_heads,
+        drop_path_rate: Some(0.1),
+        ..VitArgs::default()
+    };
+    Call::class(TIMM_VIT, &args)
+}
+
+pub fn deit_t() -> Call {
+    deit(Some(192), Some(3))
+}
+
+pub fn deit_s() -> Call {
+    deit(Some(384), Some(6))
+}
+
+pub fn deit_b() -> Call {
+    deit(None, None)
+}
+
+/// Agent-DeiT's factory with its training config's stochastic depth.
+fn agent_deit(factory: &'static str, drop_path_rate: Option<f64>) -> Call {
+    let args = VitArgs {
+        drop_path_rate,
+        ..VitArgs::default()
+    };
+    Call::factory(factory, &args)
+}
+
+pub fn agent_deit_t() -> Call {
+    agent_deit("agent_deit_tiny", None)
+}
+
+pub fn agent_deit_s() -> Call {
+    agent_deit("agent_deit_small", Some(0.1))
+}
+
+/// The base model's config also widens every stage's agents to 81.
+pub fn agent_deit_b() -> Call {
+    let args = VitArgs {
+        drop_path_rate: Some(0.3),
+        agent_num: Some(vec![81; 4]),
+        ..VitArgs::default()
+    };
+    Call::factory("agent_deit_base", &args)
+}
+
+/// The reduced model of the reference cases: 32² images, 2 blocks of width 64, 10 classes.
+pub fn tiny_vit() -> Call {
+    let args = VitArgs {
+        img_size: Some(32),
+        patch_size: Some(8),
+        num_classes: Some(10),
+        embed_dim: Some(64),
+        depth: Some(2),
+        num_heads: Some(2),
+        ..VitArgs::default()
+    };
+    Call::class(TIMM_VIT, &args)
+}
+
+/// The reduced Agent-DeiT of the reference cases: agents in 3 of 4 blocks.
+pub fn tiny_agent_deit() -> Call {
+    let args = VitArgs {
+        img_size: Some(64),
+        patch_size: Some(8),
+        num_classes: Some(10),
+        embed_dim: Some(64),
+        depth: Some(4),
+        num_heads: Some(2),
+        mlp_ratio: Some(2.0),
+        agent_num: Some(vec![4, 9, 16, 16]),
+        agent_layer: Some(3),
+        ..VitArgs::default()
+    };
+    Call::class("agent_deit.py", &args)
 }

@@ -66,11 +66,11 @@ mod upstream_forms {
     #[test]
     fn every_preset_factory_builds_the_presets_class() {
         for p in PRESETS {
-            if let Some(name) = p.factory {
-                assert_eq!(factory(name).unwrap().file, p.upstream, "{}", p.name);
+            if let Some(name) = p.factory() {
+                assert_eq!(factory(name).unwrap().file, p.upstream(), "{}", p.name);
             }
             // Every argument a preset passes is one its class takes.
-            upstream::resolve(p.upstream, &p.arguments()).unwrap();
+            upstream::resolve(p.upstream(), &p.arguments()).unwrap();
         }
         for f in FACTORIES {
             class(f.file).unwrap();

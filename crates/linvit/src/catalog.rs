@@ -40,8 +40,8 @@ pub fn row(preset: &Preset) -> PresetRow {
         paper_params_m: preset.params_m,
         paper: preset.paper,
         discrepancy: preset.discrepancy,
-        upstream: preset.upstream,
-        factory: preset.factory,
+        upstream: preset.upstream(),
+        factory: preset.factory(),
         args,
     }
 }
