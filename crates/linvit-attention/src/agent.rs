@@ -286,7 +286,7 @@ impl AgentAttention {
         let ([b, _, c], [_, n_k, _]) = (out.dims(), v.dims());
         let (grid, prefix) = (layout.hw(), layout.prefix);
         let grid_keys = key_grid[0] * key_grid[1];
-        let mut grid_v = v.narrow(1, n_k - grid_keys, grid_keys);
+        let mut grid_v = ops::narrow(v, 1, n_k - grid_keys, grid_keys);
         if key_grid != grid {
             let up = bilinear_matrix(key_grid, grid, &grid_v.device());
             grid_v = resample_axis(grid_v, up, 1);

@@ -395,7 +395,7 @@ pub fn add_head_shared_dwc(
 ) -> Tensor<3> {
     let [_, _, n, _] = v.dims();
     let grid_keys = key_grid[0] * key_grid[1];
-    let mut v = v.narrow(2, n - grid_keys, grid_keys);
+    let mut v = ops::narrow(v, 2, n - grid_keys, grid_keys);
     let n_out = layout.grid_tokens();
     if grid_keys != n_out {
         let m = linear_matrix(grid_keys, n_out, &v.device());

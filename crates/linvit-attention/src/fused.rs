@@ -18,6 +18,7 @@ use burn_dispatch::backends::{Autodiff, Flex};
 use linvit_kernels::depthwise::Depthwise;
 use linvit_kernels::focus::Focus;
 use linvit_kernels::norm::{layer_norm_backward, RowNorm};
+use linvit_kernels::rows::{add_columns, widen_columns};
 
 use crate::kernel::{contiguous, KernelRows};
 use crate::path::Path;
@@ -118,6 +119,70 @@ pub(crate) fn gelu<const D: usize>(x: &Tensor<D>) -> Option<Tensor<D>> {
         input.layout().shape().clone(),
     );
     record(Gelu, [xt.node()], input, out)
+}
+
+/// `x.narrow(dim, start, len)` (a view, as Burn's) as one node whose backward adds its
+/// gradient into the parent's in place. Burn's slice backward writes each gradient into a new
+/// zeroed tensor of the parent's full size, and the parent then sums them: for `q, k, v` cut
+/// from one `qkv` projection, three full-size buffers, each zeroed twice (flex's `zeros`
+/// zero-fills and then copies to align), and two full-size adds, where one buffer written once
+/// suffices. Seen from `dim` on, the view is a block of columns of the parent's rows (`[outer,
+/// dims[dim] * inner]`), which is how the backward writes it. `None` where the gate is closed.
+pub(crate) fn narrow<const D: usize>(
+    x: &Tensor<D>,
+    dim: usize,
+    start: usize,
+    len: usize,
+) -> Option<Tensor<D>> {
+    #[derive(Debug)]
+    struct Narrow;
+
+    impl Backward<Flex, 1> for Narrow {
+        /// The parent (its gradient is looked up by it), and the view's first column and the
+        /// parent's row width, seen from the narrowed dim on.
+        type State = (Tracked, usize, usize);
+
+        fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
+            let (parent, start, width) = ops.state;
+            let [Some(node)] = ops.parents else {
+                return;
+            };
+            let grad = contiguous(grads.consume::<Flex>(&ops.node));
+            let shape = parent.primitive().layout().shape().clone();
+            let rows = shape.num_elements() / width;
+            let total = match grads.remove::<Flex>(&parent) {
+                Some(sum) => {
+                    let mut sum = owned(sum);
+                    let out = sum.try_storage_mut::<f32>().expect("`owned` is unique");
+                    add_columns(&mut out[..rows * width], width, start, values(&grad));
+                    sum
+                }
+                None => flex(widen_columns(width, start, values(&grad), rows), shape),
+            };
+            grads.register::<Flex>(node.id, total);
+        }
+    }
+
+    let dims = x.dims();
+    if dim >= D || start + len > dims[dim] || len == 0 {
+        return None;
+    }
+    let inner: usize = dims[dim + 1..].iter().product();
+    let xt = tracked(x)?;
+    let view = xt.primitive().narrow(dim, start, len);
+    let state = (xt.clone(), start * inner, dims[dim] * inner);
+    record(Narrow, [xt.node()], state, view)
+}
+
+/// `t` contiguous from offset 0 and the sole owner of its buffer, so that it may be changed in
+/// place: as it is where it already is (a gradient usually is), copied otherwise.
+fn owned(t: FlexTensor) -> FlexTensor {
+    let mut t = contiguous(t);
+    let from_zero = t.layout().contiguous_offsets() == Some((0, t.layout().num_elements()));
+    if !from_zero || !t.is_unique() {
+        t = flex(values(&t).to_vec(), t.layout().shape().clone());
+    }
+    t
 }
 
 /// A depthwise convolution with same padding and stride 1 as one node:

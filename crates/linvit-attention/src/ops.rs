@@ -73,6 +73,16 @@ pub fn gelu<const D: usize>(x: Tensor<D>) -> Tensor<D> {
     crate::fused::gelu(&x).unwrap_or_else(|| burn::tensor::activation::gelu(x))
 }
 
+/// `x.narrow(dim, start, len)`, a view, and `x` itself where that is all of it; in training on
+/// flex (see `fused::narrow`) one node whose backward adds into the parent's gradient in
+/// place, where Burn's gives every view a zeroed full-size gradient of its own.
+pub fn narrow<const D: usize>(x: Tensor<D>, dim: usize, start: usize, len: usize) -> Tensor<D> {
+    if start == 0 && len == x.dims()[dim] {
+        return x;
+    }
+    crate::fused::narrow(&x, dim, start, len).unwrap_or_else(|| x.narrow(dim, start, len))
+}
+
 /// `softmax(x, dim)`; over the last dim in training on flex (see `fused::softmax_last`) one
 /// node that saves its output and has a one-pass backward, where Burn differentiates the five
 /// ops it writes softmax with.

@@ -230,9 +230,9 @@ impl ProjectionRefs<'_> {
                 None => ops::linear(qkv, x.clone()),
             };
             return Qkv {
-                q: t.clone().narrow(2, 0, c),
-                k: t.clone().narrow(2, c, c),
-                v: t.narrow(2, 2 * c, c),
+                q: ops::narrow(t.clone(), 2, 0, c),
+                k: ops::narrow(t.clone(), 2, c, c),
+                v: ops::narrow(t, 2, 2 * c, c),
                 key_grid: layout.hw(),
             };
         }
@@ -266,8 +266,8 @@ impl ProjectionRefs<'_> {
         let kv = ops::linear(kv, reduced);
         Qkv {
             q: ops::linear(q, x),
-            k: kv.clone().narrow(2, 0, c),
-            v: kv.narrow(2, c, c),
+            k: ops::narrow(kv.clone(), 2, 0, c),
+            v: ops::narrow(kv, 2, c, c),
             key_grid,
         }
     }

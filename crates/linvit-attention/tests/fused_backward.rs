@@ -12,7 +12,7 @@ use burn::nn::{LinearConfig, PaddingConfig2d};
 use burn::tensor::{Device, Gradients, Tensor, TensorData};
 use common::lcg;
 use linvit_attention::focused::focus;
-use linvit_attention::ops::{conv2d, gelu, layer_norm, linear, softmax};
+use linvit_attention::ops::{conv2d, gelu, layer_norm, linear, narrow, softmax};
 use linvit_attention::Path;
 
 fn host<const D: usize>(t: Tensor<D>) -> Vec<f32> {
@@ -82,6 +82,54 @@ fn gelu_node_matches_burns_gelu_in_value_and_gradient() {
         );
         assert_fused_ran(what, 1, || f(tracked_input([3, 5, 1001])));
     }
+}
+
+#[test]
+fn narrow_node_adds_each_views_gradient_into_its_parents() {
+    // Views of the last dim of a leaf and of an intermediate, overlapping (column 6), beside a
+    // consumer of the whole intermediate: each view's gradient must land in its columns and add
+    // to what the other consumers gave, whichever registers first. A second intermediate is
+    // read through views (of the last dim, and two of the middle one that tile it), so the
+    // first of them starts its gradient; through a sum with the leaf, whose backward hands both
+    // terms one shared gradient (changed in place, it would change the leaf's too); and
+    // flipped, whose backward gives a strided view.
+    let f = |x: Tensor<3>| {
+        let a = narrow(x.clone(), 2, 0, 4);
+        let t = x.clone().mul_scalar(1.5);
+        let b = narrow(t.clone(), 2, 2, 5);
+        let c = narrow(t.clone(), 2, 6, 3);
+        let u = x.clone().mul_scalar(0.5);
+        let [d, e] = [(1, 3), (5, 4)].map(|(start, len)| narrow(u.clone(), 2, start, len));
+        let tiled = Tensor::cat(
+            vec![narrow(u.clone(), 1, 0, 3), narrow(u.clone(), 1, 3, 4)],
+            1,
+        );
+        let flipped = u.clone().flip([1]);
+        let parts = vec![
+            a,
+            b.clone() * b,
+            c.mul_scalar(-3.0),
+            t,
+            d.exp(),
+            e,
+            tiled.clone() * tiled,
+            u + x,
+            flipped,
+        ];
+        Tensor::cat(parts, 2)
+    };
+    let dims = [2, 7, 9];
+    compare_paths(
+        "narrow",
+        &[("output", 1e-6), ("input gradient", 1e-6)],
+        lcg(dims.iter().product(), 3),
+        dims,
+        f,
+        |_| vec![],
+    );
+    // A view of all of a dim is the tensor itself, no node.
+    assert_fused_ran("narrow", 7, || f(tracked_input(dims)));
+    assert_fused_ran("narrow (whole)", 0, || narrow(tracked_input(dims), 1, 0, 7));
 }
 
 /// On `path`: the output of `f(x)` for the leaf `x` (`values` shaped `dims`), then the gradients
@@ -286,14 +334,14 @@ fn focusing_function_node_matches_burns_ops_in_value_and_every_gradient() {
 /// conv), on every flavour: Agent-DeiT (CLS token, fused `qkv`), Agent-Swin windows, Agent-PVT
 /// with and without spatial reduction on an odd 9x7 grid, and Agent-CSwin stripes (`q, k, v`
 /// cut from the input). The fused nodes counted are those of the whole module: the agent node
-/// with the linear layers, the convs and the norm around it (the op path would record two
-/// softmax nodes in its place), so the count tells the agent node ran.
+/// with the linear layers, the convs, the norm and the `q, k, v` views around it (the op path
+/// would record two softmax nodes in its place), so the count tells the agent node ran.
 #[test]
 fn agent_attention_node_matches_burns_ops_in_value_and_every_gradient() {
     use common::{agent_cases, agent_module};
 
     // Fused nodes of one forward on `Path::Auto`, case by case.
-    let nodes = [4, 4, 7, 5, 2];
+    let nodes = [8, 7, 9, 7, 2];
     let ad = Device::flex().autodiff();
     for (i, ((case, agents), nodes)) in agent_cases().into_iter().zip(nodes).enumerate() {
         let attention = agent_module(&case, agents, 40 + 10 * i as u64, &ad);
@@ -334,9 +382,9 @@ fn agent_parameter_grads(attention: &linvit_attention::Attention, g: &Gradients)
 /// parameter (Swin's relative position table, the projections, LePE's conv), on Swin windows
 /// with the table and a shifted-window mask (3 images of 4 windows), with the table alone on
 /// odd sizes, a CLS token without either, CSwin stripes, and PVT without reduction. The fused
-/// nodes counted are those of the whole module (the linear layers and the conv around the
-/// attention node; the op path would record none for the attention, or a softmax node), so the
-/// count tells the node ran.
+/// nodes counted are those of the whole module (the linear layers, the conv and the `q, k, v`
+/// views around the attention node; the op path would record none for the attention, or a
+/// softmax node), so the count tells the node ran.
 #[test]
 fn window_softmax_node_matches_burns_ops_in_value_and_every_gradient() {
     use linvit_attention::{Attention, AttentionConfig, MixerShape, Projection, TokenLayout};
@@ -357,7 +405,7 @@ fn window_softmax_node_matches_burns_ops_in_value_and_every_gradient() {
             layout: TokenLayout::grid(7, 7),
             batch: 12,
             masks: 4,
-            nodes: 3,
+            nodes: 6,
         },
         Case {
             name: "softmax Swin: 4x4 windows, table, no mask, 2 heads of 5",
@@ -365,7 +413,7 @@ fn window_softmax_node_matches_burns_ops_in_value_and_every_gradient() {
             layout: TokenLayout::grid(4, 4),
             batch: 3,
             masks: 0,
-            nodes: 3,
+            nodes: 6,
         },
         Case {
             name: "softmax ViT: CLS + 7x7, 2 heads of 12",
@@ -373,7 +421,7 @@ fn window_softmax_node_matches_burns_ops_in_value_and_every_gradient() {
             layout: TokenLayout::grid(7, 7).with_prefix(1),
             batch: 2,
             masks: 0,
-            nodes: 3,
+            nodes: 6,
         },
         Case {
             name: "softmax CSwin: stripes of 2 rows on 6x6, 2 heads of 10",
@@ -395,7 +443,7 @@ fn window_softmax_node_matches_burns_ops_in_value_and_every_gradient() {
             layout: TokenLayout::grid(9, 7),
             batch: 2,
             masks: 0,
-            nodes: 4,
+            nodes: 6,
         },
     ];
     let ad = Device::flex().autodiff();
@@ -515,14 +563,14 @@ fn focused_attention_nodes_match_burns_ops_in_value_and_every_gradient() {
             shape: MixerShape::new(24, 2, [7, 7]),
             layout: TokenLayout::grid(7, 7),
             batch: 5,
-            nodes: 6,
+            nodes: 9,
         },
         Case {
             name: "focused DeiT: CLS + 7x7, 3 heads of 12",
             shape: MixerShape::new(36, 3, [7, 7]).with_prefix(1),
             layout: TokenLayout::grid(7, 7).with_prefix(1),
             batch: 2,
-            nodes: 6,
+            nodes: 10,
         },
         Case {
             name: "focused PVT: 9x7, keys reduced 2x, 2 heads of 10",
@@ -532,7 +580,7 @@ fn focused_attention_nodes_match_burns_ops_in_value_and_every_gradient() {
             }),
             layout: TokenLayout::grid(9, 7),
             batch: 2,
-            nodes: 9,
+            nodes: 11,
         },
         Case {
             name: "focused CSwin: whole 6x6 map, 2 heads of 10",

@@ -25,7 +25,7 @@ mod matmul;
 pub mod mlp;
 pub mod norm;
 pub mod patch;
-mod rows;
+pub mod rows;
 mod simd;
 pub mod window;
 

@@ -73,3 +73,77 @@ impl<'a> Rows<'a> {
         Operand(self.from(r, col), [1, self.stride])
     }
 }
+
+/// Adds `grad` (`[rows, len]`) into columns `start..start + len` of `sum` (`[rows, width]`), in
+/// place: a column view's gradient added into its parent's.
+///
+/// # Panics
+/// Where the columns do not fit in `width` or the row counts differ (a caller bug).
+pub fn add_columns(sum: &mut [f32], width: usize, start: usize, grad: &[f32]) {
+    let len = column_count(sum.len(), width, start, grad.len());
+    for (row, g) in sum.chunks_exact_mut(width).zip(grad.chunks_exact(len)) {
+        for (s, g) in row[start..start + len].iter_mut().zip(g) {
+            *s += g;
+        }
+    }
+}
+
+/// `grad` (`[rows, len]`) as columns `start..start + len` of a new `[rows, width]` matrix that
+/// is zero elsewhere: a column view's gradient as its parent's, each element written once.
+///
+/// # Panics
+/// Where the columns do not fit in `width` (a caller bug).
+pub fn widen_columns(width: usize, start: usize, grad: &[f32], rows: usize) -> Vec<f32> {
+    let len = column_count(rows * width, width, start, grad.len());
+    let mut out = Vec::with_capacity(rows * width);
+    for g in grad.chunks_exact(len) {
+        out.resize(out.len() + start, 0.0);
+        out.extend_from_slice(g);
+        out.resize(out.len() + width - start - len, 0.0);
+    }
+    out
+}
+
+/// The width of a `[rows, len]` view at column `start` of a `[rows, width]` matrix of `total`
+/// elements, given the view's `count` elements; panics where it does not fit.
+fn column_count(total: usize, width: usize, start: usize, count: usize) -> usize {
+    assert!(width > 0 && total.is_multiple_of(width));
+    let rows = total / width;
+    assert!(rows > 0 && count.is_multiple_of(rows));
+    let len = count / rows;
+    assert!(len > 0 && start + len <= width);
+    len
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn column_gradients_land_in_their_columns_and_add_to_what_is_there() {
+        // [3, 5] parent, a view of columns 1..3.
+        let grad = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0];
+        let widened = widen_columns(5, 1, &grad, 3);
+        assert_eq!(
+            widened,
+            [0., 1., 2., 0., 0., 0., 3., 4., 0., 0., 0., 5., 6., 0., 0.]
+        );
+        let mut sum: Vec<f32> = (0..15).map(|i| i as f32 * 10.0).collect();
+        add_columns(&mut sum, 5, 3, &grad);
+        assert_eq!(
+            sum,
+            [0., 10., 20., 31., 42., 50., 60., 70., 83., 94., 100., 110., 120., 135., 146.]
+        );
+        // The last column alone, and the whole width.
+        assert_eq!(widen_columns(2, 1, &[7.0, 8.0], 2), [0.0, 7.0, 0.0, 8.0]);
+        let mut whole = vec![1.0; 4];
+        add_columns(&mut whole, 2, 0, &[1.0, 2.0, 3.0, 4.0]);
+        assert_eq!(whole, [2.0, 3.0, 4.0, 5.0]);
+    }
+
+    #[test]
+    #[should_panic]
+    fn a_view_past_the_last_column_is_refused() {
+        add_columns(&mut [0.0; 6], 3, 2, &[1.0, 1.0, 1.0, 1.0]);
+    }
+}
