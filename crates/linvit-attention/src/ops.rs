@@ -83,6 +83,78 @@ pub fn narrow<const D: usize>(x: Tensor<D>, dim: usize, start: usize, len: usize
     crate::fused::narrow(&x, dim, start, len).unwrap_or_else(|| x.narrow(dim, start, len))
 }
 
+/// The scalars of one AdamW step (see [`adamw`]).
+pub use linvit_kernels::optim::AdamW as AdamUpdate;
+
+/// One AdamW update of a flattened parameter (torch's single-tensor path): the new
+/// `[parameter, exp_avg, exp_avg_sq]` from the parameter, its gradient and the moments (`None`
+/// before the first step). On flex in f32 ([`crate::Path::Auto`]) one pass over memory
+/// ([`linvit_kernels::optim`]) instead of [`adamw_written_out`]'s fourteen, with the same bits.
+pub fn adamw(
+    update: &AdamUpdate,
+    param: Tensor<1>,
+    grad: Tensor<1>,
+    moments: Option<[Tensor<1>; 2]>,
+) -> [Tensor<1>; 3] {
+    let flex = [Some(&param), Some(&grad)]
+        .into_iter()
+        .chain(moments.iter().flatten().map(Some))
+        .map(|t| t.and_then(kernel_input))
+        .collect::<Option<Vec<_>>>();
+    let Some(flex) = flex else {
+        return adamw_written_out(update, param, grad, moments);
+    };
+    let Some(slices) = flex
+        .iter()
+        .map(|t| t.as_slice::<f32>())
+        .collect::<Option<Vec<_>>>()
+    else {
+        return adamw_written_out(update, param, grad, moments);
+    };
+    let moments = (slices.len() == 4).then(|| [slices[2], slices[3]]);
+    let device = param.device();
+    update.update(slices[0], slices[1], moments).map(|values| {
+        let n = values.len();
+        Tensor::from_data(TensorData::new(values, [n]), &device)
+    })
+}
+
+/// [`adamw`] written as tensor ops, on every backend: torch's `param.mul_(1 - lr * wd)`,
+/// `exp_avg.lerp_(grad, 1 - beta1)`, `exp_avg_sq.mul_(beta2).addcmul_(grad, grad, 1 - beta2)`,
+/// `denom = (exp_avg_sq.sqrt() / sqrt(bias2)).add_(eps)` and
+/// `param.addcdiv_(exp_avg, denom, -step_size)`.
+pub fn adamw_written_out(
+    update: &AdamUpdate,
+    param: Tensor<1>,
+    grad: Tensor<1>,
+    moments: Option<[Tensor<1>; 2]>,
+) -> [Tensor<1>; 3] {
+    let scalar = |x: f32| x as f64;
+    let param = match update.decay {
+        Some(decay) => param.mul_scalar(scalar(decay)),
+        None => param,
+    };
+    let (b1, b2, c2) = (
+        scalar(update.one_minus_beta1),
+        scalar(update.beta2),
+        scalar(update.one_minus_beta2),
+    );
+    let (m, v) = match moments {
+        Some([m, v]) => (
+            m.clone() + (grad.clone() - m).mul_scalar(b1),
+            v.mul_scalar(b2) + grad.square().mul_scalar(c2),
+        ),
+        None => (grad.clone().mul_scalar(b1), grad.square().mul_scalar(c2)),
+    };
+    let denom = v
+        .clone()
+        .sqrt()
+        .div_scalar(scalar(update.sqrt_bias2))
+        .add_scalar(scalar(update.eps));
+    let param = param - m.clone().div(denom).mul_scalar(scalar(update.step_size));
+    [param, m, v]
+}
+
 /// `softmax(x, dim)`; over the last dim in training on flex (see `fused::softmax_last`) one
 /// node that saves its output and has a one-pass backward, where Burn differentiates the five
 /// ops it writes softmax with.

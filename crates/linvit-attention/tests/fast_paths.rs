@@ -617,3 +617,48 @@ fn fused_patch_conv_on_flex_matches_burns_conv() {
         assert_ne!(fused, op_path, "{name}: the fused kernel did not run");
     }
 }
+
+/// The AdamW update in one pass ([`linvit_attention::ops::adamw`] and the kernel behind it)
+/// against the same update written as tensor ops, bit for bit: first step (no moments) and a
+/// later one, a decayed parameter and one that is not, longer than one of the kernel's chunks.
+#[test]
+fn adamw_in_one_pass_equals_the_written_out_update_bit_for_bit() {
+    use linvit_attention::ops::{adamw, adamw_written_out, AdamUpdate};
+
+    let device = Device::flex();
+    let n = (1 << 14) + 37;
+    let [p, g, m] = [1, 2, 3].map(|seed| tensor([n], seed, &device));
+    let v = tensor([n], 4, &device).square().mul_scalar(1e-3);
+    for decay in [None, Some(1.0 - 1e-3 * 0.05)] {
+        for step in [1, 7] {
+            let update = AdamUpdate {
+                decay,
+                one_minus_beta1: (1.0 - 0.9f64) as f32,
+                beta2: 0.999,
+                one_minus_beta2: (1.0 - 0.999f64) as f32,
+                sqrt_bias2: (1.0 - 0.999f64.powi(step)).sqrt() as f32,
+                eps: 1e-8,
+                step_size: (1e-3 / (1.0 - 0.9f64.powi(step))) as f32,
+            };
+            let moments = (step > 1).then(|| [m.clone(), v.clone()]);
+            let ops = adamw_written_out(&update, p.clone(), g.clone(), moments.clone()).map(host);
+            let fused = Path::Auto
+                .run(|| adamw(&update, p.clone(), g.clone(), moments.clone()))
+                .map(host);
+            let [hp, hg] = [&p, &g].map(|t| host(t.clone()));
+            let hm = moments.clone().map(|[m, v]| [host(m), host(v)]);
+            let kernel = update.update(&hp, &hg, hm.as_ref().map(|[m, v]| [&m[..], &v[..]]));
+            for (what, ((ops, fused), kernel)) in ["param", "exp_avg", "exp_avg_sq"]
+                .iter()
+                .zip(ops.iter().zip(&fused).zip(&kernel))
+            {
+                let bits = |x: &[f32]| x.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+                let case = format!("{what}, decay {decay:?}, step {step}");
+                assert_eq!(bits(kernel), bits(ops), "kernel vs ops: {case}");
+                assert_eq!(bits(fused), bits(ops), "ops::adamw vs ops: {case}");
+            }
+            // The update moved the parameter (the comparison is not of two copies of it).
+            assert_ne!(ops[0], hp);
+        }
+    }
+}

@@ -10,8 +10,8 @@
 //! (`RowNorm::forward_keeping_stats`, `layer_norm_backward`), `depthwise`, `focus`, `linear`
 //! (`linear_backward`, either weight layout), `patch::unpatch`, `linear_attention`,
 //! `agent` and `window` (`forward_keeping`, `backward`) also have the backward passes that
-//! `linvit-attention` wraps as autodiff operations for training on flex. Burn's ops stay the reference, and the
-//! path every other backend runs; `linvit-attention` picks this crate only for f32 tensors on
+//! `linvit-attention` wraps as autodiff operations for training on flex, and `optim` is the
+//! optimizer's update. Burn's ops stay the reference, and the path every other backend runs; `linvit-attention` picks this crate only for f32 tensors on
 //! flex (`Path::Auto`), and its tests hold the two paths together.
 
 pub mod activation;
@@ -24,6 +24,7 @@ pub mod linear_attention;
 mod matmul;
 pub mod mlp;
 pub mod norm;
+pub mod optim;
 pub mod patch;
 pub mod rows;
 mod simd;

@@ -15,6 +15,7 @@ use std::collections::BTreeMap;
 use burn::module::{Module, ModuleMapper, ModuleVisitor, Param};
 use burn::optim::GradientsParams;
 use burn::tensor::{Device, FloatDType, Tensor, TensorData};
+use linvit_attention::ops::{adamw, AdamUpdate};
 
 /// Gradients of one optimizer step, flattened to 1-D and keyed by parameter path.
 pub type Grads = BTreeMap<String, Tensor<1>>;
@@ -173,31 +174,24 @@ impl ModuleMapper for AdamStep<'_> {
         let step = self.state.step as i32;
         // A parameter group's rate, decay included (torch uses the group's lr for both).
         let lr = self.lr * self.lr_scale.get(&key).copied().unwrap_or(1.0);
-        // torch: param.mul_(1 - lr * wd)
-        let p = if self.hp.weight_decay > 0.0 && decays(&key, D) {
-            p.mul_scalar(1.0 - lr * self.hp.weight_decay)
-        } else {
-            p
+        let decayed = self.hp.weight_decay > 0.0 && decays(&key, D);
+        let update = AdamUpdate {
+            decay: decayed.then_some((1.0 - lr * self.hp.weight_decay) as f32),
+            one_minus_beta1: (1.0 - b1) as f32,
+            beta2: b2 as f32,
+            one_minus_beta2: (1.0 - b2) as f32,
+            sqrt_bias2: (1.0 - b2.powi(step)).sqrt() as f32,
+            eps: self.hp.eps as f32,
+            step_size: (lr / (1.0 - b1.powi(step))) as f32,
         };
-        // torch: exp_avg.lerp_(grad, 1 - beta1); exp_avg_sq.mul_(beta2).addcmul_(g, g, 1 - beta2)
-        let m = match self.state.exp_avg.remove(&key) {
-            Some(m) => m.clone() + (grad.clone() - m).mul_scalar(1.0 - b1),
-            None => grad.clone().mul_scalar(1.0 - b1),
+        let moments = match (
+            self.state.exp_avg.remove(&key),
+            self.state.exp_avg_sq.remove(&key),
+        ) {
+            (Some(m), Some(v)) => Some([m, v]),
+            _ => None,
         };
-        let v = match self.state.exp_avg_sq.remove(&key) {
-            Some(v) => v.mul_scalar(b2) + grad.square().mul_scalar(1.0 - b2),
-            None => grad.square().mul_scalar(1.0 - b2),
-        };
-        let bias1 = 1.0 - b1.powi(step);
-        let bias2 = 1.0 - b2.powi(step);
-        let step_size = lr / bias1;
-        // torch: denom = (exp_avg_sq.sqrt() / sqrt(bias2)).add_(eps); p.addcdiv_(m, denom, -step_size)
-        let denom = v
-            .clone()
-            .sqrt()
-            .div_scalar(bias2.sqrt())
-            .add_scalar(self.hp.eps);
-        let p = p - m.clone().div(denom).mul_scalar(step_size);
+        let [p, m, v] = adamw(&update, p, grad, moments);
         self.state.exp_avg.insert(key.clone(), m);
         self.state.exp_avg_sq.insert(key, v);
         let mut t = Tensor::from_inner(p.reshape(dims));
