@@ -96,19 +96,16 @@ pub fn adamw(
     grad: Tensor<1>,
     moments: Option<[Tensor<1>; 2]>,
 ) -> [Tensor<1>; 3] {
-    let flex = [Some(&param), Some(&grad)]
+    // The kernel reads each tensor in place where all of them are f32 on flex (the gate).
+    let flex: Option<Vec<_>> = [&param, &grad]
         .into_iter()
-        .chain(moments.iter().flatten().map(Some))
-        .map(|t| t.and_then(kernel_input))
-        .collect::<Option<Vec<_>>>();
-    let Some(flex) = flex else {
-        return adamw_written_out(update, param, grad, moments);
-    };
-    let Some(slices) = flex
-        .iter()
-        .map(|t| t.as_slice::<f32>())
-        .collect::<Option<Vec<_>>>()
-    else {
+        .chain(moments.iter().flatten())
+        .map(kernel_input)
+        .collect();
+    let slices: Option<Vec<&[f32]>> = flex
+        .as_ref()
+        .and_then(|f| f.iter().map(|t| t.as_slice::<f32>()).collect());
+    let Some(slices) = slices else {
         return adamw_written_out(update, param, grad, moments);
     };
     let moments = (slices.len() == 4).then(|| [slices[2], slices[3]]);
