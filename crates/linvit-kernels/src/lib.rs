@@ -11,8 +11,9 @@
 //! (`linear_backward`, either weight layout), `patch::unpatch`, `linear_attention`,
 //! `agent` and `window` (`forward_keeping`, `backward`) also have the backward passes that
 //! `linvit-attention` wraps as autodiff operations for training on flex, and `optim` is the
-//! optimizer's update. Burn's ops stay the reference, and the path every other backend runs; `linvit-attention` picks this crate only for f32 tensors on
-//! flex (`Path::Auto`), and its tests hold the two paths together.
+//! optimizer's update. Burn's ops stay the reference, and the path every other backend runs;
+//! `linvit-attention` picks this crate only for f32 tensors on flex (`Path::Auto`), and its
+//! tests hold the two paths together.
 
 pub mod activation;
 pub mod agent;

@@ -67,56 +67,46 @@ impl AdamW {
 
     fn update_chunk(
         &self,
-        [p_out, m_out, v_out]: [&mut [MaybeUninit<f32>]; 3],
-        [param, grad]: [&[f32]; 2],
+        outputs: [&mut [MaybeUninit<f32>]; 3],
+        inputs: [&[f32]; 2],
         moments: Option<[&[f32]; 2]>,
     ) {
         // torch: exp_avg.lerp_(grad, 1 - beta1); exp_avg_sq.mul_(beta2).addcmul_(g, g, 1 - beta2)
         let (b1, b2, c2) = (self.one_minus_beta1, self.beta2, self.one_minus_beta2);
         match moments {
             Some([m, v]) => {
-                for (((m_out, v_out), g), (m, v)) in m_out
-                    .iter_mut()
-                    .zip(v_out.iter_mut())
-                    .zip(grad)
-                    .zip(m.iter().zip(v))
-                {
-                    m_out.write(m + (g - m) * b1);
-                    v_out.write(v * b2 + (g * g) * c2);
-                }
+                let n = inputs[0].len();
+                assert!(m.len() == n && v.len() == n);
+                self.write(outputs, inputs, |i, g| {
+                    (m[i] + (g - m[i]) * b1, v[i] * b2 + (g * g) * c2)
+                })
             }
-            None => {
-                for ((m_out, v_out), g) in m_out.iter_mut().zip(v_out.iter_mut()).zip(grad) {
-                    m_out.write(g * b1);
-                    v_out.write((g * g) * c2);
-                }
-            }
-        }
-        // SAFETY: both were written in full above.
-        let (m, v) = unsafe { (assume_init(m_out), assume_init(v_out)) };
-        // torch: param.mul_(1 - lr * wd); denom = (exp_avg_sq.sqrt() / sqrt(bias2)).add_(eps);
-        // param.addcdiv_(exp_avg, denom, -step_size)
-        let (sqrt_bias2, eps, step_size) = (self.sqrt_bias2, self.eps, self.step_size);
-        let update = |p: f32, m: f32, v: f32| p - (m / (v.sqrt() / sqrt_bias2 + eps)) * step_size;
-        let rows = p_out.iter_mut().zip(param).zip(m.iter().zip(v.iter()));
-        match self.decay {
-            Some(decay) => rows.for_each(|((out, p), (m, v))| {
-                out.write(update(p * decay, *m, *v));
-            }),
-            None => rows.for_each(|((out, p), (m, v))| {
-                out.write(update(*p, *m, *v));
-            }),
+            None => self.write(outputs, inputs, |_, g| (g * b1, (g * g) * c2)),
         }
     }
-}
 
-/// `x` as initialised values.
-///
-/// # Safety
-/// Every element of `x` has been written.
-unsafe fn assume_init(x: &[MaybeUninit<f32>]) -> &[f32] {
-    // SAFETY: `MaybeUninit<f32>` has `f32`'s layout, and the caller has written every element.
-    unsafe { std::slice::from_raw_parts(x.as_ptr().cast(), x.len()) }
+    /// Each element's new moments (`moments(i, grad[i])`), then its parameter: torch's
+    /// `param.mul_(1 - lr * wd)`, `denom = (exp_avg_sq.sqrt() / sqrt(bias2)).add_(eps)`,
+    /// `param.addcdiv_(exp_avg, denom, -step_size)`.
+    #[inline(always)]
+    fn write(
+        &self,
+        [p_out, m_out, v_out]: [&mut [MaybeUninit<f32>]; 3],
+        [param, grad]: [&[f32]; 2],
+        moments: impl Fn(usize, f32) -> (f32, f32),
+    ) {
+        let n = param.len();
+        assert!(grad.len() == n && p_out.len() == n && m_out.len() == n && v_out.len() == n);
+        // A parameter that is not decayed is multiplied by nothing, not by 1.
+        let decayed = |p: f32| self.decay.map_or(p, |d| p * d);
+        let (sqrt_bias2, eps, step_size) = (self.sqrt_bias2, self.eps, self.step_size);
+        for i in 0..n {
+            let (m, v) = moments(i, grad[i]);
+            m_out[i].write(m);
+            v_out[i].write(v);
+            p_out[i].write(decayed(param[i]) - (m / (v.sqrt() / sqrt_bias2 + eps)) * step_size);
+        }
+    }
 }
 
 #[cfg(test)]

@@ -80,7 +80,8 @@ impl<'a> Rows<'a> {
 /// # Panics
 /// Where the columns do not fit in `width` or the row counts differ (a caller bug).
 pub fn add_columns(sum: &mut [f32], width: usize, start: usize, grad: &[f32]) {
-    let len = column_count(sum.len(), width, start, grad.len());
+    assert!(width > 0 && sum.len().is_multiple_of(width));
+    let len = view_width(sum.len() / width, width, start, grad.len());
     for (row, g) in sum.chunks_exact_mut(width).zip(grad.chunks_exact(len)) {
         for (s, g) in row[start..start + len].iter_mut().zip(g) {
             *s += g;
@@ -94,7 +95,7 @@ pub fn add_columns(sum: &mut [f32], width: usize, start: usize, grad: &[f32]) {
 /// # Panics
 /// Where the columns do not fit in `width` (a caller bug).
 pub fn widen_columns(width: usize, start: usize, grad: &[f32], rows: usize) -> Vec<f32> {
-    let len = column_count(rows * width, width, start, grad.len());
+    let len = view_width(rows, width, start, grad.len());
     let mut out = Vec::with_capacity(rows * width);
     for g in grad.chunks_exact(len) {
         out.resize(out.len() + start, 0.0);
@@ -104,11 +105,9 @@ pub fn widen_columns(width: usize, start: usize, grad: &[f32], rows: usize) -> V
     out
 }
 
-/// The width of a `[rows, len]` view at column `start` of a `[rows, width]` matrix of `total`
-/// elements, given the view's `count` elements; panics where it does not fit.
-fn column_count(total: usize, width: usize, start: usize, count: usize) -> usize {
-    assert!(width > 0 && total.is_multiple_of(width));
-    let rows = total / width;
+/// The width of a view of `count` elements at column `start` of `rows` rows `width` wide;
+/// panics where it does not fit.
+fn view_width(rows: usize, width: usize, start: usize, count: usize) -> usize {
     assert!(rows > 0 && count.is_multiple_of(rows));
     let len = count / rows;
     assert!(len > 0 && start + len <= width);

@@ -439,8 +439,8 @@ pub fn agent_cswin_b() -> Call {
 }
 
 /// The reduced CSWin of the reference cases: 64² images, width 16, 6 blocks.
-fn tiny(file: &'static str, args: CswinArgs) -> Call {
-    let args = CswinArgs {
+fn tiny() -> CswinArgs {
+    CswinArgs {
         img_size: Some(64),
         patch_size: Some(4),
         num_classes: Some(10),
@@ -449,18 +449,17 @@ fn tiny(file: &'static str, args: CswinArgs) -> Call {
         split_size: Some(vec![1, 2, 2, 2]),
         num_heads: Some(vec![2, 2, 4, 4]),
         mlp_ratio: Some(2.0),
-        ..args
-    };
-    Call::class(file, &args)
+        ..CswinArgs::default()
+    }
 }
 
 pub fn tiny_flatten_cswin() -> Call {
     let args = CswinArgs {
         la_split_size: Some("16-8-4-2"),
         attn_type: Some("LLSS"),
-        ..CswinArgs::default()
+        ..tiny()
     };
-    tiny("flatten_cswin.py", args)
+    Call::class("flatten_cswin.py", &args)
 }
 
 /// Stage 2's agent stripes are 4 wide, not its whole 8-wide grid.
@@ -469,7 +468,7 @@ pub fn tiny_agent_cswin() -> Call {
         la_split_size: Some("16-4-4-2"),
         attn_type: Some("AABB"),
         agent_num: Some(vec![4, 4, 9, 9]),
-        ..CswinArgs::default()
+        ..tiny()
     };
-    tiny("agent_cswin.py", args)
+    Call::class("agent_cswin.py", &args)
 }

@@ -89,7 +89,7 @@ impl Preset {
 
     /// The authors' factory function this preset starts from, where they have one.
     pub fn factory(&self) -> Option<&'static str> {
-        self.call().factory
+        self.call().factory.map(|f| f.name)
     }
 
     /// The keyword arguments the authors' call passes: the factory's, then this preset's. The
@@ -100,11 +100,12 @@ impl Preset {
 
     /// Every keyword argument of the upstream constructor, defaults included.
     pub fn resolved_arguments(&self) -> Value {
-        upstream::resolve(self.upstream(), &self.arguments()).expect("presets resolve")
+        let call = self.call();
+        upstream::resolve(call.file, &call.arguments()).expect("presets resolve")
     }
 
     pub fn config(&self) -> ModelConfig {
-        upstream::model_config(self.upstream(), &self.arguments())
+        self.config_with(&Value::Null)
             .expect("presets map to valid configs")
     }
 
@@ -141,10 +142,8 @@ impl Preset {
     /// The preset with other constructor arguments changed (e.g. `num_classes`, `img_size`).
     /// A key the upstream class does not take is an error naming the nearest one it does.
     pub fn config_with(&self, overrides: &Value) -> Result<ModelConfig, ModelError> {
-        upstream::model_config(
-            self.upstream(),
-            &upstream::overlay(self.arguments(), overrides),
-        )
+        let call = self.call();
+        upstream::model_config(call.file, &upstream::overlay(call.arguments(), overrides))
     }
 }
 

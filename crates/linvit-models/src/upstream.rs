@@ -267,10 +267,10 @@ pub fn factory(name: &str) -> Result<&'static Factory, ModelError> {
 /// written as calls, each family's with its own typed arguments ([`crate::vit::VitArgs`],
 /// [`crate::swin::SwinArgs`], ...), so a misspelled keyword does not compile; the call then
 /// goes through [`model_config`] like any case or config file.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug)]
 pub struct Call {
     pub file: &'static str,
-    pub factory: Option<&'static str>,
+    pub factory: Option<&'static Factory>,
     /// The arguments beyond the factory's (without a factory, beyond the class defaults).
     pub kwargs: Value,
 }
@@ -287,12 +287,10 @@ impl Call {
 
     /// The authors' factory `name` (which fixes the class) with `args` on top of its own.
     pub fn factory(name: &'static str, args: &impl Serialize) -> Self {
-        let file = factory(name)
-            .expect("a preset's factory is in the table")
-            .file;
+        let factory = factory(name).expect("a preset's factory is in the table");
         Self {
-            file,
-            factory: Some(name),
+            file: factory.file,
+            factory: Some(factory),
             kwargs: kwargs(args),
         }
     }
@@ -301,10 +299,7 @@ impl Call {
     /// class defaults fill in the rest ([`resolve`]).
     pub fn arguments(&self) -> Value {
         match self.factory {
-            Some(name) => {
-                let factory = factory(name).expect("a preset's factory is in the table");
-                overlay(factory.kwargs(), &self.kwargs)
-            }
+            Some(factory) => overlay(factory.kwargs(), &self.kwargs),
             None => self.kwargs.clone(),
         }
     }
