@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 use crate::config::Precision;
 use crate::optim::{cast_params, collect_grads, AdamState, AdamW};
 use crate::soft_cross_entropy;
+use crate::workers::on_workers;
 
 /// Timing budget of one measurement.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
@@ -74,9 +75,7 @@ impl TrainStep {
         // Flex draws from one process-wide RNG (see `train::RNG_LOCK`): the draws here (the
         // weights, materialised now, and the batch) and in every step (drop path) hold the lock,
         // so that a run training beside a benchmark stays deterministic.
-        let _rng = crate::train::RNG_LOCK
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
+        let _rng = crate::train::rng_lock();
         let model = config.init(&device);
         crate::optim::params_by_path(&model);
         let [channels, side] = config.input();
@@ -114,8 +113,22 @@ impl TrainStep {
         Ok(self)
     }
 
-    /// One step: forward (in `precision`, f32 master weights), loss, backward, update.
+    /// One step: forward (in `precision`, f32 master weights), loss, backward, update, on
+    /// rayon's workers as training runs it.
     pub fn step(&mut self) {
+        let _rng = crate::train::rng_lock();
+        on_workers(|| self.step_holding_rng())
+    }
+
+    /// [`step`](Self::step) on the calling thread, to measure what running on the workers
+    /// gives (`examples/on_workers.rs`).
+    pub fn step_on_caller(&mut self) {
+        let _rng = crate::train::rng_lock();
+        self.step_holding_rng()
+    }
+
+    /// The step, with [`crate::train::RNG_LOCK`] held by the caller (drop path draws).
+    fn step_holding_rng(&mut self) {
         let hp = AdamW {
             betas: [0.9, 0.999],
             eps: 1e-8,
@@ -125,9 +138,6 @@ impl TrainStep {
             .model
             .take()
             .expect("the model is put back after each step");
-        let _rng = crate::train::RNG_LOCK
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
         let logits = match self.half {
             None => m.forward(self.images.clone()),
             Some(h) => cast_params(m.clone(), h)

@@ -18,6 +18,7 @@ use linvit_models::checkpoint::load_model;
 use linvit_models::Model;
 use serde::Serialize;
 
+use crate::workers::on_workers;
 use crate::{RunConfig, TrainError};
 
 /// Accuracy of one class.
@@ -130,7 +131,7 @@ pub(crate) fn evaluate_model(
         }
         let labels = batch.labels.clone();
         let tb = linvit_data::to_tensors(batch, &device);
-        let logits = model.forward(tb.images);
+        let logits = on_workers(|| model.forward(tb.images));
         let logp = burn::tensor::activation::log_softmax(logits, 1);
         let host: Vec<f32> = logp
             .into_data()
@@ -339,7 +340,7 @@ pub fn predict(
         let batch = load_batch(&dataset, &data, Split::Val, 0, b, idx)?;
         let n = batch.len();
         let tb = linvit_data::to_tensors(batch, &inner);
-        let probs: Tensor<2> = softmax(loaded.model.forward(tb.images), 1);
+        let probs: Tensor<2> = softmax(on_workers(|| loaded.model.forward(tb.images)), 1);
         let host: Vec<f32> = probs
             .into_data()
             .convert::<f32>()

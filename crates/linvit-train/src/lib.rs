@@ -32,6 +32,7 @@ pub mod optim;
 pub mod plot;
 pub mod train;
 mod trainer;
+pub mod workers;
 
 use std::path::PathBuf;
 

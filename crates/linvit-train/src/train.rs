@@ -8,7 +8,7 @@
 //! process-wide, so seeding and the draws that follow hold one lock ([`RNG_LOCK`]).
 
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Mutex, MutexGuard};
 
 use burn::module::Module;
 use burn::optim::{GradientsAccumulator, GradientsParams};
@@ -20,10 +20,17 @@ use linvit_models::{Model, ModelConfig};
 use crate::checkpoint::{self, TrainState};
 use crate::classify::Run;
 use crate::optim::{cast_params, AdamState};
+use crate::workers::on_workers;
 use crate::{ConfigError, RunConfig, TrainError};
 
 /// Held while the device RNG is seeded and drawn from (flex keeps one RNG per process).
 pub(crate) static RNG_LOCK: Mutex<()> = Mutex::new(());
+
+/// [`RNG_LOCK`], held until the guard drops (a panic elsewhere while holding it does not
+/// poison it for the rest of the process). Never taken inside [`on_workers`]: see there.
+pub(crate) fn rng_lock() -> MutexGuard<'static, ()> {
+    RNG_LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
 
 /// A model built by `init` on `ad` from `seed`, its parameters drawn now. Burn initialises
 /// parameters lazily, on first use; left lazy, they would be drawn wherever the model is first
@@ -31,7 +38,7 @@ pub(crate) static RNG_LOCK: Mutex<()> = Mutex::new(());
 /// `no_grad` copy, which shares them, they never track a gradient (the LM trained only its
 /// embedding that way).
 pub(crate) fn seeded_init<M: Module>(ad: &Device, seed: u64, init: impl FnOnce() -> M) -> M {
-    let _rng = RNG_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let _rng = rng_lock();
     ad.seed(seed);
     let model = init();
     crate::optim::params_by_path(&model);
@@ -345,14 +352,15 @@ fn pass(
     let targets = targets[rows.0 * k..rows.1 * k].to_vec();
     let targets = Tensor::<2>::from_data(TensorData::new(targets, [m, k]), device);
     let logits = {
-        let _rng = RNG_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+        // Taken here, outside rayon's pool (see `on_workers`).
+        let _rng = rng_lock();
         device.seed(seed);
-        match mode.half {
+        on_workers(|| match mode.half {
             None => replica.forward(images),
             Some(half) => cast_params(replica.clone(), half)
                 .forward(images.cast(half))
                 .cast(FloatDType::F32),
-        }
+        })
     };
     let mut loss = soft_cross_entropy(logits.clone(), targets);
     let weight = m as f64 / n as f64;
@@ -371,7 +379,7 @@ fn pass(
     }
     let grads = weighted_loss
         .is_finite()
-        .then(|| GradientsParams::from_grads(loss.backward(), &replica));
+        .then(|| on_workers(|| GradientsParams::from_grads(loss.backward(), &replica)));
     Pass {
         weighted_loss,
         logits,

@@ -21,6 +21,7 @@ use crate::checkpoint::{self, LossScale};
 use crate::optim::{
     accumulate, clip_global_norm, global_norm, lr_at, scale, AdamState, AdamW, Grads,
 };
+use crate::workers::on_workers;
 use crate::TrainError;
 
 /// What one kind of run trains, as the [`Trainer`] sees it.
@@ -283,14 +284,10 @@ impl<T: Task> Trainer<T> {
     /// clipped; then the task's own update.
     fn optimizer_step(&mut self, loss_scale: f64, epoch: usize) -> Result<(), TrainError> {
         let unscale = 1.0 / (self.n_pending as f64 * loss_scale);
-        let grads = scale(self.pending.take().unwrap_or_default(), unscale);
+        let (pending, clip) = (self.pending.take(), self.recipe.clip_grad);
         self.n_pending = 0;
-        let (grads, norm) = if self.recipe.clip_grad > 0.0 {
-            clip_global_norm(grads, self.recipe.clip_grad)
-        } else {
-            let norm = global_norm(&grads);
-            (grads, norm)
-        };
+        let (grads, norm) =
+            on_workers(|| clipped(scale(pending.unwrap_or_default(), unscale), clip));
         self.grad_norm = Some(norm);
         self.lr = self.recipe.schedule.at(self.at.step);
         // A half-precision overflow halves the loss scale and skips the step, as GradScaler
@@ -305,7 +302,8 @@ impl<T: Task> Trainer<T> {
                 .take()
                 .expect("the model is in place between steps");
             let (r, lr) = (&self.recipe, self.lr);
-            let model = (r.adam).step_scaled(model, grads, &mut self.adam, lr, &r.lr_scale);
+            let adam = &mut self.adam;
+            let model = on_workers(|| (r.adam).step_scaled(model, grads, adam, lr, &r.lr_scale));
             self.model = Some(model);
         } else if !overflow {
             self.skip_or_stop("gradient norm", norm, epoch)?;
@@ -373,6 +371,15 @@ impl<T: Task> Trainer<T> {
         self.last_checkpoint = Some(dir.clone());
         Ok(dir)
     }
+}
+
+/// `grads` clipped to the global norm `clip` (not clipped at 0), and their norm before.
+fn clipped(grads: Grads, clip: f64) -> (Grads, f64) {
+    if clip > 0.0 {
+        return clip_global_norm(grads, clip);
+    }
+    let norm = global_norm(&grads);
+    (grads, norm)
 }
 
 #[cfg(test)]

@@ -11,6 +11,7 @@ use linvit_train::bench::{time_ms, Budget, TrainStep};
 use linvit_train::charts::{draw_charts, Chart};
 use linvit_train::config::Precision;
 use linvit_train::optim::cast_params;
+use linvit_train::workers::on_workers;
 use serde::{Deserialize, Serialize};
 
 use super::harness::{
@@ -126,7 +127,7 @@ impl ModelBench {
             };
             let probe = MemoryProbe::start(device);
             let ms = time_ms(self.budget, || {
-                let out = model.forward(x.clone());
+                let out = on_workers(|| model.forward(x.clone()));
                 let _ = device.sync();
                 drop(out);
             });
