@@ -17,7 +17,7 @@ PAIRS=${3:-4}
 ROUNDS=${4:-2}
 PRESETS=${PRESETS:-agent_deit_t,agent_swin_t,agent_pvt_t,flatten_pvt_t,flatten_swin_t}
 # The allocator settings `linvit` itself makes at start-up (crates/linvit/src/main.rs).
-export LINVIT_TRAIN_STEP_PATH=auto MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=2147483647
+export LINVIT_TRAIN_STEP_PATH=auto MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=2147483647 MALLOC_ARENA_MAX=1
 TMP=$(mktemp)
 trap 'rm -f "$TMP"' EXIT
 step_ms() { # BIN SIDE PAIR: "pair side preset ms" lines

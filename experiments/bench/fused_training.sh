@@ -13,5 +13,5 @@ set -e
 cargo build -q -p linvit-train --example train_step
 E=${CARGO_TARGET_DIR:-target}/debug/examples/train_step
 # The allocator settings `linvit` itself makes at start-up (crates/linvit/src/main.rs).
-MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=2147483647 \
+MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=2147483647 MALLOC_ARENA_MAX=1 \
     "$E" flatten_pvt_t,flatten_swin_t,agent_pvt_t,agent_swin_t,agent_deit_t 8 "${1:-4}" "${2:-3}"

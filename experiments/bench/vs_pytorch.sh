@@ -42,7 +42,7 @@ ours() {
 }
 
 ours_recipes() {
-    LINVIT_TRAIN_STEP_PATH=auto MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=2147483647 \
+    LINVIT_TRAIN_STEP_PATH=auto MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=2147483647 MALLOC_ARENA_MAX=1 \
         "${CARGO_TARGET_DIR:-target}/debug/examples/train_step" "$PRESETS" 0 1 3 >"$TMP/ours.md"
     # Rows: | configs/NAME.toml (batch B) | auto | MS | | | IMG_S |
     sed -n 's/^| configs\/\([a-z_]*\)\.toml (batch [0-9]*) | auto | [0-9.]* | | | \([0-9.]*\) |$/\1 \2/p' \
