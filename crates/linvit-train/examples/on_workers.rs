@@ -34,15 +34,17 @@ fn main() {
         let (mut workers, mut caller) = (Vec::new(), Vec::new());
         for i in 0..steps.max(2) {
             let t = Instant::now();
-            match i % 2 {
-                0 => step.step(),
-                _ => step.step_on_caller(),
-            }
-            let ms = t.elapsed().as_secs_f64() * 1e3;
-            match i % 2 {
-                0 => workers.push(ms),
-                _ => caller.push(ms),
-            }
+            let times = match i % 2 {
+                0 => {
+                    step.step();
+                    &mut workers
+                }
+                _ => {
+                    step.step_on_caller();
+                    &mut caller
+                }
+            };
+            times.push(t.elapsed().as_secs_f64() * 1e3);
         }
         let mut ratios: Vec<f64> = workers.iter().zip(&caller).map(|(w, c)| w / c).collect();
         let pairs = ratios.len();

@@ -184,13 +184,9 @@ impl ModuleMapper for AdamStep<'_> {
             eps: self.hp.eps as f32,
             step_size: (lr / (1.0 - b1.powi(step))) as f32,
         };
-        let moments = match (
-            self.state.exp_avg.remove(&key),
-            self.state.exp_avg_sq.remove(&key),
-        ) {
-            (Some(m), Some(v)) => Some([m, v]),
-            _ => None,
-        };
+        let moments = (self.state.exp_avg.remove(&key))
+            .zip(self.state.exp_avg_sq.remove(&key))
+            .map(|(m, v)| [m, v]);
         let [p, m, v] = adamw(&update, p, grad, moments);
         self.state.exp_avg.insert(key.clone(), m);
         self.state.exp_avg_sq.insert(key, v);
