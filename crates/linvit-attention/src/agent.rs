@@ -25,8 +25,8 @@ use serde::{Deserialize, Serialize};
 use crate::explain;
 use crate::kernel;
 use crate::ops::{
-    self, adaptive_pool_matrix, bilinear_matrix, image_to_tokens, linear_matrix, merge_heads,
-    resample_axis, softmax, split_heads, tokens_to_image,
+    self, adaptive_pool_matrix, bilinear_matrix, linear_matrix, merge_heads, resample_axis,
+    softmax, split_heads,
 };
 use crate::proj::{self, MixerInput, Qkv};
 use crate::{MixerShape, Projection, TokenLayout};
@@ -291,7 +291,7 @@ impl AgentAttention {
             let up = bilinear_matrix(key_grid, grid, &grid_v.device());
             grid_v = resample_axis(grid_v, up, 1);
         }
-        let local = image_to_tokens(ops::conv2d(dwc, tokens_to_image(grid_v, grid)));
+        let local = ops::conv2d_tokens(dwc, grid_v, grid);
         if prefix == 0 {
             out + local
         } else {

@@ -15,7 +15,7 @@ use burn_dispatch::backends::autodiff::ops::{unary, Backward, NodeGuard, Ops, Op
 use burn_dispatch::backends::autodiff::NodeId;
 use burn_dispatch::backends::flex::FlexTensor;
 use burn_dispatch::backends::{Autodiff, Flex};
-use linvit_kernels::depthwise::Depthwise;
+use linvit_kernels::depthwise::{Depthwise, DepthwiseTokens};
 use linvit_kernels::focus::Focus;
 use linvit_kernels::norm::{layer_norm_backward, RowNorm};
 use linvit_kernels::rows::{add_columns, widen_columns};
@@ -239,6 +239,70 @@ pub(crate) fn depthwise_conv(
     let out = flex(out, [n, c, h, w].into());
     let parents = [xt.node(), wt.node(), bt.node()];
     record(DepthwiseConv, parents, (input, kernel, shape), out)
+}
+
+/// A depthwise convolution with same padding and stride 1 between token tensors as one node:
+/// `x` `[B, H * W, C]` on `grid` through [`DepthwiseTokens`] forward and backward, from the
+/// saved input and weight, where Burn's ops transpose the tokens to an image and back around
+/// the conv, and the gradient the same way. `weight` `[kernels, 1, k, k]`, `bias` `[kernels]`,
+/// channel `c` of `x` through kernel `c % kernels` (see [`DepthwiseTokens`]); the caller
+/// (`ops::depthwise_tokens`) has checked that the conv is such a convolution. `None` where the
+/// gate is closed for any of them or the sizes do not fit together.
+pub(crate) fn depthwise_tokens(
+    x: &Tensor<3>,
+    grid: [usize; 2],
+    weight: &Tensor<4>,
+    bias: &Tensor<1>,
+) -> Option<Tensor<3>> {
+    #[derive(Debug)]
+    struct DepthwiseTokensNode;
+
+    impl Backward<Flex, 3> for DepthwiseTokensNode {
+        type State = (FlexTensor, FlexTensor, DepthwiseTokens);
+
+        fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
+            let (x, weight, conv) = ops.state;
+            let grad = contiguous(grads.consume::<Flex>(&ops.node));
+            let g = conv.backward(values(&x), values(&weight), values(&grad));
+            let [x_node, weight_node, bias_node] = ops.parents.map(|p| p.map(|n| n.id));
+            give(grads, x_node, g.input, x.layout().shape().clone());
+            give(
+                grads,
+                weight_node,
+                g.weight,
+                weight.layout().shape().clone(),
+            );
+            give(grads, bias_node, g.bias, [conv.kernels].into());
+        }
+    }
+
+    let conv = tokens_conv(x, grid, weight)?;
+    let (xt, wt, bt) = (tracked(x)?, tracked(weight)?, tracked(bias)?);
+    let input = laid_out(&xt);
+    let kernel = laid_out(&wt);
+    let out = conv.forward(values(&input), values(&kernel), values(&laid_out(&bt)));
+    let out = flex(out, x.dims().into());
+    let parents = [xt.node(), wt.node(), bt.node()];
+    record(DepthwiseTokensNode, parents, (input, kernel, conv), out)
+}
+
+/// The shape of a depthwise conv with `weight` `[kernels, 1, k, k]` on tokens `x`
+/// `[B, H * W, C]` of `grid`, `None` where the sizes do not fit together.
+pub(crate) fn tokens_conv(
+    x: &Tensor<3>,
+    [height, width]: [usize; 2],
+    weight: &Tensor<4>,
+) -> Option<DepthwiseTokens> {
+    let ([images, tokens, channels], [kernels, _, kernel, _]) = (x.dims(), weight.dims());
+    let fits = kernels > 0 && channels.is_multiple_of(kernels) && tokens == height * width;
+    fits.then_some(DepthwiseTokens {
+        images,
+        height,
+        width,
+        channels,
+        kernels,
+        kernel,
+    })
 }
 
 /// LayerNorm over the last dim as one node: [`RowNorm::forward_keeping_stats`], saving each row's mean

@@ -12,7 +12,7 @@ use burn::tensor::activation::relu;
 use burn::tensor::{Device, Distribution, Tensor, TensorData};
 
 use crate::kernel::{kernel_input, optional, optional_kernel_input, optional_slice, NormInput};
-use crate::ops::{self, gelu, image_to_tokens, tokens_to_image};
+use crate::ops::{self, gelu};
 use crate::LayerNorm;
 
 /// PVTv2's `DWConv` wrapper; the field name gives upstream's `mlp.dwconv.dwconv` keys.
@@ -58,7 +58,7 @@ impl Mlp {
             x = relu(x);
         }
         if let Some(dw) = &self.dwconv {
-            x = image_to_tokens(ops::conv2d(&dw.dwconv, tokens_to_image(x, grid)));
+            x = ops::conv2d_tokens(&dw.dwconv, x, grid);
         }
         ops::linear(&self.fc2, gelu(x))
     }

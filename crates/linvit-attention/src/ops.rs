@@ -184,6 +184,37 @@ pub fn conv2d(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
         .unwrap_or_else(|| conv.forward(x))
 }
 
+/// `image_to_tokens(conv2d(conv, tokens_to_image(x, grid)))`: a conv between tokens
+/// `[B, H*W, C]` of `grid`, through [`depthwise_tokens`] where it applies.
+pub fn conv2d_tokens(conv: &Conv2d, x: Tensor<3>, grid: [usize; 2]) -> Tensor<3> {
+    depthwise_tokens(conv, &x, grid)
+        .unwrap_or_else(|| image_to_tokens(conv2d(conv, tokens_to_image(x, grid))))
+}
+
+/// A depthwise conv with same padding and stride 1 (agent attention's DWC, CSwin's LePE,
+/// PVTv2's MLP conv, FLatten's conv shared by the heads) on tokens `[B, H*W, C]` of `grid` as
+/// they are, on flex in f32: channel `c` through kernel `c % kernels`
+/// ([`linvit_kernels::depthwise::DepthwiseTokens`]), in training as one node
+/// (`fused::depthwise_tokens`). Burn's ops transpose the tokens to an image and back around
+/// the conv, and the gradient the same way, each a copy on one thread. `None` elsewhere.
+pub fn depthwise_tokens(conv: &Conv2d, x: &Tensor<3>, grid: [usize; 2]) -> Option<Tensor<3>> {
+    let (Some(_), Some(bias)) = (same_size_kernel(conv), &conv.bias) else {
+        return None;
+    };
+    let (weight, bias) = (conv.weight.val(), bias.val());
+    let shape = crate::fused::tokens_conv(x, grid, &weight)?;
+    let inference = || {
+        let [x_in, w_in, b_in] = [
+            kernel_input(x)?,
+            kernel_input(&weight)?,
+            kernel_input(&bias)?,
+        ];
+        let y = shape.forward(x_in.as_slice()?, w_in.as_slice()?, b_in.as_slice()?);
+        Some(Tensor::from_data(TensorData::new(y, x.dims()), &x.device()))
+    };
+    inference().or_else(|| crate::fused::depthwise_tokens(x, grid, &weight, &bias))
+}
+
 /// The kernel size of a conv the fused kernels can run (odd, square, stride 1, same padding,
 /// depthwise), `None` for any other.
 pub(crate) fn same_size_kernel(conv: &Conv2d) -> Option<usize> {

@@ -9,8 +9,7 @@ use burn::nn::{Linear, LinearConfig, PaddingConfig2d};
 use burn::tensor::{Device, Tensor};
 
 use crate::ops::{
-    adaptive_pool_matrix, image_to_tokens, resample_axis, tokens_to_image, tokens_to_windows,
-    windows_to_tokens,
+    adaptive_pool_matrix, resample_axis, tokens_to_image, tokens_to_windows, windows_to_tokens,
 };
 use crate::{MixerShape, Projection, TokenLayout};
 
@@ -140,7 +139,7 @@ pub(crate) fn forward_windows<M: Projected>(
     let [q, k, v] = [q, k, v].map(|t| tokens_to_windows(t, grid, window));
     let lepe = mixer
         .lepe()
-        .map(|get_v| image_to_tokens(ops::conv2d(get_v, tokens_to_image(v.clone(), window))));
+        .map(|get_v| ops::conv2d_tokens(get_v, v.clone(), window));
     let qkv = Qkv {
         q,
         k,

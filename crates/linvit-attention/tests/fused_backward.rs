@@ -215,6 +215,35 @@ fn depthwise_conv_node_matches_burns_conv_in_value_and_every_gradient() {
     }
 }
 
+/// The depthwise conv between tokens (`ops::conv2d_tokens`, node `fused::depthwise_tokens`)
+/// against Burn's transposes and conv: agent attention's 3x3 on an odd 5 x 3 grid of 7
+/// channels, a 5x5 on 4 x 6 (CSwin's LePE on a stripe), a 3x3 on one token.
+#[test]
+fn depthwise_tokens_node_matches_burns_ops_in_value_and_every_gradient() {
+    use linvit_attention::ops::conv2d_tokens;
+
+    let ad = Device::flex().autodiff();
+    for (kernel, [b, h, w, c]) in [(3, [2, 5, 3, 7]), (5, [3, 4, 6, 16]), (3, [2, 1, 1, 5])] {
+        let p = kernel / 2;
+        let conv = Conv2dConfig::new([c, c], [kernel, kernel])
+            .with_groups(c)
+            .with_padding(PaddingConfig2d::Explicit(p, p, p, p))
+            .init(&ad);
+        let bias = conv.bias.as_ref().expect("a bias");
+        let dims = [b, h * w, c];
+        compare_paths(
+            &format!("depthwise tokens {kernel}x{kernel} on {dims:?}, grid {h} x {w}"),
+            &CONV_CHECKS,
+            lcg(dims.iter().product(), 3),
+            dims,
+            |x| conv2d_tokens(&conv, x, [h, w]),
+            |g| vec![grad_of(&conv.weight, g), grad_of(bias, g)],
+        );
+        let f = || conv2d_tokens(&conv, tracked_input(dims), [h, w]);
+        assert_fused_ran("depthwise tokens", 1, f);
+    }
+}
+
 #[test]
 fn layer_norm_node_matches_burns_layer_norm_in_value_and_every_gradient() {
     let ad = Device::flex().autodiff();

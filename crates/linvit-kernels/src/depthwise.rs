@@ -154,6 +154,216 @@ impl Depthwise {
     }
 }
 
+/// The same convolution on tokens, channels last: `x` is `[images, H * W, C]`, the layout
+/// attention's values are in, weight `[kernels, k, k]` and bias `[kernels]`; channel `c` uses
+/// kernel `c % kernels`, as plane `p` does in [`Depthwise`] (FLatten's conv, shared by the
+/// heads, on merged-head tokens `[B, N, heads * d]` has `d` kernels). A conv
+/// between two token tensors then needs no transposes to planes and back: in training each was
+/// a copy on one thread, and so was its gradient's (with the add after the conv, ~3% of
+/// agent_deit_t's step). A tap is a multiply-add over a run of whole pixels of an image row,
+/// `C` contiguous channels each, which vectorises over the channels; each output sums the bias
+/// and then its taps in kernel-row order, as [`Depthwise`] does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DepthwiseTokens {
+    pub images: usize,
+    pub height: usize,
+    pub width: usize,
+    /// Channels `C`, a multiple of `kernels`.
+    pub channels: usize,
+    /// Distinct kernels.
+    pub kernels: usize,
+    /// Odd kernel side `k` (padding `k / 2`).
+    pub kernel: usize,
+}
+
+impl DepthwiseTokens {
+    fn check(&self, x: &[f32], weight: &[f32]) {
+        let k = self.kernel;
+        assert!(k % 2 == 1, "depthwise conv: even kernel {k}");
+        assert!(self.kernels > 0 && self.channels.is_multiple_of(self.kernels));
+        assert_eq!(
+            x.len(),
+            self.images * self.height * self.row(),
+            "depthwise conv: input size"
+        );
+        assert_eq!(
+            weight.len(),
+            self.kernels * k * k,
+            "depthwise conv: weight size"
+        );
+    }
+
+    /// The elements of one image row, `W` pixels of `C`.
+    fn row(&self) -> usize {
+        self.width * self.channels
+    }
+
+    /// `weight` `[kernels, k, k]` as `[k * k, C]` (a tap's weights for every channel
+    /// contiguous), each kernel turned by 180 degrees where `flip`.
+    fn tap_major(&self, weight: &[f32], flip: bool) -> Vec<f32> {
+        let taps = self.kernel * self.kernel;
+        let mut out = vec![0f32; taps * self.channels];
+        for (t, row) in out.chunks_exact_mut(self.channels).enumerate() {
+            let t = if flip { taps - 1 - t } else { t };
+            for (c, v) in row.iter_mut().enumerate() {
+                *v = weight[c % self.kernels * taps + t];
+            }
+        }
+        out
+    }
+
+    /// Per-channel values `[C]` (or `[k * k, C]`) summed per kernel into `[kernels]` (or
+    /// `[kernels, k, k]`), channels in order.
+    fn per_kernel(&self, values: &[f32], taps: usize) -> Vec<f32> {
+        let mut out = vec![0f32; self.kernels * taps];
+        for (t, row) in values.chunks_exact(self.channels).enumerate() {
+            for (c, v) in row.iter().enumerate() {
+                out[c % self.kernels * taps + t] += v;
+            }
+        }
+        out
+    }
+
+    /// The convolution of `x` `[images, H * W, C]` with `weight` `[kernels, k, k]` plus `bias`
+    /// `[kernels]`.
+    pub fn forward(&self, x: &[f32], weight: &[f32], bias: &[f32]) -> Vec<f32> {
+        self.check(x, weight);
+        assert_eq!(bias.len(), self.kernels, "depthwise conv: bias size");
+        let start: Vec<f32> = (0..self.channels).map(|c| bias[c % self.kernels]).collect();
+        self.correlate(x, &self.tap_major(weight, false), &start)
+    }
+
+    /// The gradients of `sum(forward(x) * grad)` with respect to the input, the weight and
+    /// the bias.
+    pub fn backward(&self, x: &[f32], weight: &[f32], grad: &[f32]) -> DepthwiseGrads {
+        self.check(x, weight);
+        assert_eq!(grad.len(), x.len(), "depthwise conv: gradient size");
+        // The input's gradient is the correlation of the output's gradient with the kernel
+        // turned by 180 degrees.
+        let zero = vec![0f32; self.channels];
+        let input = self.correlate(grad, &self.tap_major(weight, true), &zero);
+        // The weight's, `[k * k, C]` per block of image rows, the blocks summed in order (the
+        // same bits on any number of threads).
+        let taps = self.kernel * self.kernel;
+        let rows: Vec<usize> = (0..self.images * self.height).collect();
+        let shares: Vec<Vec<f32>> = rows
+            .par_chunks(crate::rows_per_task(self.row()))
+            .map(|rows| {
+                let mut share = vec![0f32; taps * self.channels];
+                for &r in rows {
+                    weight_row(&mut share, x, grad, *self, r);
+                }
+                share
+            })
+            .collect();
+        let tap_major = crate::sum_in_order(shares.iter().map(Vec::as_slice), taps * self.channels);
+        let bias = crate::linear::column_sums(grad, self.channels);
+        DepthwiseGrads {
+            input,
+            weight: self.per_kernel(&tap_major, taps),
+            bias: self.per_kernel(&bias, 1),
+        }
+    }
+
+    /// `start` (per channel) plus the correlation of `x` with `taps` `[k * k, C]`, an image row
+    /// per task.
+    fn correlate(&self, x: &[f32], taps: &[f32], start: &[f32]) -> Vec<f32> {
+        let row = self.row();
+        let mut out = Vec::with_capacity(x.len());
+        out.spare_capacity_mut()
+            .par_chunks_mut(row)
+            .enumerate()
+            .for_each_init(
+                || vec![0f32; row],
+                |sums, (r, out)| {
+                    for pixel in sums.chunks_exact_mut(self.channels) {
+                        pixel.copy_from_slice(start);
+                    }
+                    row_taps(sums, x, taps, *self, r);
+                    out.write_copy_of_slice(sums);
+                },
+            );
+        // SAFETY: the rows cover all `x.len()` elements, and each task wrote its whole row.
+        unsafe { out.set_len(x.len()) };
+        out
+    }
+
+    /// For output column `x` of an image row, tap column `j` reads input column
+    /// `x + j - k / 2`: the output columns where that is inside the image, and the first input
+    /// column they read.
+    fn columns(&self, j: usize) -> Option<(std::ops::Range<usize>, usize)> {
+        let r = self.kernel / 2;
+        let first = r.saturating_sub(j);
+        let end = (self.width + r).saturating_sub(j).min(self.width);
+        (first < end).then(|| (first..end, first + j - r))
+    }
+
+    /// The input row tap row `i` of output row `r` (of all images' rows) reads, where it is
+    /// inside the image: `x`'s elements of it.
+    fn source_row<'a>(&self, x: &'a [f32], r: usize, i: usize) -> Option<&'a [f32]> {
+        let (image, y, half) = (r / self.height, r % self.height, self.kernel / 2);
+        let y = (y + i).checked_sub(half).filter(|&y| y < self.height)?;
+        Some(&x[(image * self.height + y) * self.row()..][..self.row()])
+    }
+}
+
+multiversion! {
+    /// `sums` (output row `r` of all images' rows, `W` pixels of `C`) plus each tap's weights
+    /// times the pixels it reads, taps in kernel-row order.
+    fn row_taps(sums: &mut [f32], x: &[f32], taps: &[f32], conv: DepthwiseTokens, r: usize) {
+        let (k, c) = (conv.kernel, conv.channels);
+        for i in 0..k {
+            let Some(src) = conv.source_row(x, r, i) else {
+                continue;
+            };
+            for j in 0..k {
+                let Some((cols, from)) = conv.columns(j) else {
+                    continue;
+                };
+                let t = &taps[(i * k + j) * c..][..c];
+                let src = &src[from * c..][..cols.len() * c];
+                for (o, s) in sums[cols.start * c..cols.end * c]
+                    .chunks_exact_mut(c)
+                    .zip(src.chunks_exact(c))
+                {
+                    for ((o, s), t) in o.iter_mut().zip(s).zip(t) {
+                        *o += t * s;
+                    }
+                }
+            }
+        }
+    }
+}
+
+multiversion! {
+    /// Output row `r`'s share of the weight gradient, added to `share` `[k * k, C]`: tap
+    /// `(i, j)` of channel `c` gets the sum over the row of `grad` times the pixel it read.
+    fn weight_row(share: &mut [f32], x: &[f32], grad: &[f32], conv: DepthwiseTokens, r: usize) {
+        let (k, c, row) = (conv.kernel, conv.channels, conv.row());
+        let grad = &grad[r * row..][..row];
+        for i in 0..k {
+            let Some(src) = conv.source_row(x, r, i) else {
+                continue;
+            };
+            for j in 0..k {
+                let Some((cols, from)) = conv.columns(j) else {
+                    continue;
+                };
+                let acc = &mut share[(i * k + j) * c..][..c];
+                let src = &src[from * c..][..cols.len() * c];
+                for (g, s) in grad[cols.start * c..cols.end * c]
+                    .chunks_exact(c)
+                    .zip(src.chunks_exact(c))
+                {
+                    for ((a, g), s) in acc.iter_mut().zip(g).zip(s) {
+                        *a += g * s;
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// The layout the tap loops run in, so that every tap is one multiply-add over one contiguous
 /// span, long enough to vectorise even on 7x7 and 14x14 planes (a loop per tap and image row,
 /// as before, spent most of its time on the rows' remainders: 9-26 GF/s).
@@ -296,6 +506,104 @@ mod tests {
             }
         }
         out
+    }
+
+    /// `[images, H * W, C]` tokens as `[images * C, H, W]` planes, and back.
+    fn planes(t: &DepthwiseTokens, x: &[f32], to_planes: bool) -> Vec<f32> {
+        let (hw, c) = (t.height * t.width, t.channels);
+        let mut out = vec![0f32; x.len()];
+        for b in 0..t.images {
+            for p in 0..hw {
+                for ch in 0..c {
+                    let (tok, plane) = ((b * hw + p) * c + ch, (b * c + ch) * hw + p);
+                    match to_planes {
+                        true => out[plane] = x[tok],
+                        false => out[tok] = x[plane],
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// The tokens kernel against the planar one (checked against the definition below), on
+    /// the same values transposed: output and every gradient. Odd sizes: 3 channels, rows
+    /// narrower than the kernel, a 1x1 image, kernels 3, 5 and 7; 4 kernels shared by 3 heads
+    /// (12 channels) and 16 by 2.
+    #[test]
+    fn tokens_match_planes() {
+        for (images, height, width, channels, kernels, kernel) in [
+            (2, 5, 7, 3, 3, 3),
+            (3, 4, 2, 16, 16, 5),
+            (1, 1, 1, 5, 5, 3),
+            (2, 9, 6, 19, 19, 7),
+            (2, 5, 4, 12, 4, 5),
+            (1, 3, 7, 32, 16, 3),
+        ] {
+            let t = DepthwiseTokens {
+                images,
+                height,
+                width,
+                channels,
+                kernels,
+                kernel,
+            };
+            let d = Depthwise {
+                planes: images * channels,
+                channels: kernels,
+                height,
+                width,
+                kernel,
+            };
+            let label = format!("{t:?}");
+            let x = wave(images * height * width * channels, 0.37);
+            let weight = wave(kernels * kernel * kernel, 1.3);
+            let bias = wave(kernels, 0.9);
+            let g = wave(x.len(), 0.71);
+            let wide = |v: &[f32]| v.iter().map(|&v| v as f64).collect::<Vec<_>>();
+            let out = d.forward(&planes(&t, &x, true), &weight, &bias);
+            let ours = t.forward(&x, &weight, &bias);
+            assert!(
+                max_err(&ours, &wide(&planes(&t, &out, false))) < 1e-6,
+                "{label}"
+            );
+            let want = d.backward(&planes(&t, &x, true), &weight, &planes(&t, &g, true));
+            let got = t.backward(&x, &weight, &g);
+            let input = planes(&t, &want.input, false);
+            assert!(max_err(&got.input, &wide(&input)) < 1e-6, "{label}: input");
+            // The weight's gradient straight from its definition in f64. Each tap sums all of
+            // an image's pixels (108 at 9x6), in order here and per plane in the planar kernel:
+            // 1.4e-6 and 0.8e-6 of the largest at 7x7, hence the looser bound here and
+            // for the bias's.
+            let (r, hw) = (kernel as isize / 2, height * width);
+            let mut weight_grad = vec![0f64; weight.len()];
+            for (e, w) in weight_grad.iter_mut().enumerate() {
+                let (kc, i, j) = (e / (kernel * kernel), e / kernel % kernel, e % kernel);
+                for (b, ch) in
+                    (0..images).flat_map(|b| (kc..channels).step_by(kernels).map(move |c| (b, c)))
+                {
+                    for p in 0..hw {
+                        let sy = (p / width) as isize + i as isize - r;
+                        let sx = (p % width) as isize + j as isize - r;
+                        if (0..height as isize).contains(&sy) && (0..width as isize).contains(&sx) {
+                            let src = b * hw + sy as usize * width + sx as usize;
+                            *w += g[(b * hw + p) * channels + ch] as f64
+                                * x[src * channels + ch] as f64;
+                        }
+                    }
+                }
+            }
+            assert!(max_err(&got.weight, &weight_grad) < 4e-6, "{label}: weight");
+            assert!(
+                max_err(&want.weight, &weight_grad) < 4e-6,
+                "{label}: planar weight"
+            );
+            let mut bias_grad = vec![0f64; kernels];
+            for (e, g) in g.iter().enumerate() {
+                bias_grad[e % channels % kernels] += *g as f64;
+            }
+            assert!(max_err(&got.bias, &bias_grad) < 4e-6, "{label}: bias");
+        }
     }
 
     fn max_err(a: &[f32], b: &[f64]) -> f64 {
