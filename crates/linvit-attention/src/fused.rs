@@ -7,6 +7,8 @@
 //! autodiff, [`Path::Auto`]. Everywhere else (other backends, half precision, `Path::Ops`) the
 //! callers run Burn's ops, which stay the reference the tests compare these nodes with.
 
+use std::marker::PhantomData;
+
 use burn::tensor::{BackendPrimitive, Float, Shape, Tensor};
 use burn_dispatch::backends::autodiff::checkpoint::base::Checkpointer;
 use burn_dispatch::backends::autodiff::checkpoint::strategy::NoCheckpointing;
@@ -15,7 +17,7 @@ use burn_dispatch::backends::autodiff::ops::{unary, Backward, NodeGuard, Ops, Op
 use burn_dispatch::backends::autodiff::NodeId;
 use burn_dispatch::backends::flex::FlexTensor;
 use burn_dispatch::backends::{Autodiff, Flex};
-use linvit_kernels::depthwise::{Depthwise, DepthwiseTokens};
+use linvit_kernels::depthwise::{Depthwise, DepthwiseGrads, DepthwiseTokens};
 use linvit_kernels::focus::Focus;
 use linvit_kernels::norm::{layer_norm_backward, RowNorm};
 use linvit_kernels::rows::{add_columns, widen_columns};
@@ -197,28 +199,6 @@ pub(crate) fn depthwise_conv(
     weight: &Tensor<4>,
     bias: &Tensor<1>,
 ) -> Option<Tensor<4>> {
-    #[derive(Debug)]
-    struct DepthwiseConv;
-
-    impl Backward<Flex, 3> for DepthwiseConv {
-        type State = (FlexTensor, FlexTensor, Depthwise);
-
-        fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
-            let (x, weight, shape) = ops.state;
-            let grad = contiguous(grads.consume::<Flex>(&ops.node));
-            let g = shape.backward(values(&x), values(&weight), values(&grad));
-            let [x_node, weight_node, bias_node] = ops.parents.map(|p| p.map(|n| n.id));
-            give(grads, x_node, g.input, x.layout().shape().clone());
-            give(
-                grads,
-                weight_node,
-                g.weight,
-                weight.layout().shape().clone(),
-            );
-            give(grads, bias_node, g.bias, [shape.channels].into());
-        }
-    }
-
     let [n, c, h, w] = x.dims();
     let [channels, _, k, _] = weight.dims();
     if channels != c {
@@ -238,7 +218,55 @@ pub(crate) fn depthwise_conv(
     let out = shape.forward(values(&input), values(&kernel), values(&bias));
     let out = flex(out, [n, c, h, w].into());
     let parents = [xt.node(), wt.node(), bt.node()];
-    record(DepthwiseConv, parents, (input, kernel, shape), out)
+    record(
+        DepthwiseNode(PhantomData),
+        parents,
+        (input, kernel, shape),
+        out,
+    )
+}
+
+/// The shape of a depthwise conv in either layout ([`Depthwise`], [`DepthwiseTokens`]), which
+/// computes its gradients from the saved input and weight.
+trait DepthwiseShape: Clone + Copy + Send + std::fmt::Debug + 'static {
+    fn gradients(&self, x: &[f32], weight: &[f32], grad: &[f32]) -> DepthwiseGrads;
+}
+
+impl DepthwiseShape for Depthwise {
+    fn gradients(&self, x: &[f32], weight: &[f32], grad: &[f32]) -> DepthwiseGrads {
+        self.backward(x, weight, grad)
+    }
+}
+
+impl DepthwiseShape for DepthwiseTokens {
+    fn gradients(&self, x: &[f32], weight: &[f32], grad: &[f32]) -> DepthwiseGrads {
+        self.backward(x, weight, grad)
+    }
+}
+
+/// The backward of a depthwise conv node over its input, weight and bias; the state is the
+/// saved input and weight and the conv's shape.
+#[derive(Debug)]
+struct DepthwiseNode<S>(PhantomData<S>);
+
+impl<S: DepthwiseShape> Backward<Flex, 3> for DepthwiseNode<S> {
+    type State = (FlexTensor, FlexTensor, S);
+
+    fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let (x, weight, shape) = ops.state;
+        let grad = contiguous(grads.consume::<Flex>(&ops.node));
+        let g = shape.gradients(values(&x), values(&weight), values(&grad));
+        let [x_node, weight_node, bias_node] = ops.parents.map(|p| p.map(|n| n.id));
+        give(grads, x_node, g.input, x.layout().shape().clone());
+        give(
+            grads,
+            weight_node,
+            g.weight,
+            weight.layout().shape().clone(),
+        );
+        let kernels = g.bias.len();
+        give(grads, bias_node, g.bias, [kernels].into());
+    }
 }
 
 /// A depthwise convolution with same padding and stride 1 between token tensors as one node:
@@ -254,28 +282,6 @@ pub(crate) fn depthwise_tokens(
     weight: &Tensor<4>,
     bias: &Tensor<1>,
 ) -> Option<Tensor<3>> {
-    #[derive(Debug)]
-    struct DepthwiseTokensNode;
-
-    impl Backward<Flex, 3> for DepthwiseTokensNode {
-        type State = (FlexTensor, FlexTensor, DepthwiseTokens);
-
-        fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
-            let (x, weight, conv) = ops.state;
-            let grad = contiguous(grads.consume::<Flex>(&ops.node));
-            let g = conv.backward(values(&x), values(&weight), values(&grad));
-            let [x_node, weight_node, bias_node] = ops.parents.map(|p| p.map(|n| n.id));
-            give(grads, x_node, g.input, x.layout().shape().clone());
-            give(
-                grads,
-                weight_node,
-                g.weight,
-                weight.layout().shape().clone(),
-            );
-            give(grads, bias_node, g.bias, [conv.kernels].into());
-        }
-    }
-
     let conv = tokens_conv(x, grid, weight)?;
     let (xt, wt, bt) = (tracked(x)?, tracked(weight)?, tracked(bias)?);
     let input = laid_out(&xt);
@@ -283,7 +289,12 @@ pub(crate) fn depthwise_tokens(
     let out = conv.forward(values(&input), values(&kernel), values(&laid_out(&bt)));
     let out = flex(out, x.dims().into());
     let parents = [xt.node(), wt.node(), bt.node()];
-    record(DepthwiseTokensNode, parents, (input, kernel, conv), out)
+    record(
+        DepthwiseNode(PhantomData),
+        parents,
+        (input, kernel, conv),
+        out,
+    )
 }
 
 /// The shape of a depthwise conv with `weight` `[kernels, 1, k, k]` on tokens `x`

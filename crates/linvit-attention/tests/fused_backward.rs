@@ -190,18 +190,22 @@ fn grad_of<const D: usize>(p: &Param<Tensor<D>>, grads: &Gradients) -> Vec<f32> 
     host(p.grad(grads).expect("the parameter has a gradient"))
 }
 
+/// A depthwise conv of `c` channels with a `kernel x kernel` kernel and same padding.
+fn depthwise(c: usize, kernel: usize, device: &Device) -> burn::nn::conv::Conv2d {
+    let p = kernel / 2;
+    Conv2dConfig::new([c, c], [kernel, kernel])
+        .with_groups(c)
+        .with_padding(PaddingConfig2d::Explicit(p, p, p, p))
+        .init(device)
+}
+
 #[test]
 fn depthwise_conv_node_matches_burns_conv_in_value_and_every_gradient() {
     let ad = Device::flex().autodiff();
     // FLatten's 5x5 on an odd 7 x 9 grid, agent attention's 3x3 on 5 x 3, and the head-shared
     // form: 6 images of 3 channels (`[B * heads, d, H, W]`) against 3 kernels.
     for (kernel, dims) in [(5, [2, 4, 7, 9]), (3, [3, 5, 5, 3]), (5, [6, 3, 4, 11])] {
-        let c = dims[1];
-        let p = kernel / 2;
-        let conv = Conv2dConfig::new([c, c], [kernel, kernel])
-            .with_groups(c)
-            .with_padding(PaddingConfig2d::Explicit(p, p, p, p))
-            .init(&ad);
+        let conv = depthwise(dims[1], kernel, &ad);
         let bias = conv.bias.as_ref().expect("a bias");
         compare_paths(
             &format!("depthwise {kernel}x{kernel} on {dims:?}"),
@@ -224,11 +228,7 @@ fn depthwise_tokens_node_matches_burns_ops_in_value_and_every_gradient() {
 
     let ad = Device::flex().autodiff();
     for (kernel, [b, h, w, c]) in [(3, [2, 5, 3, 7]), (5, [3, 4, 6, 16]), (3, [2, 1, 1, 5])] {
-        let p = kernel / 2;
-        let conv = Conv2dConfig::new([c, c], [kernel, kernel])
-            .with_groups(c)
-            .with_padding(PaddingConfig2d::Explicit(p, p, p, p))
-            .init(&ad);
+        let conv = depthwise(c, kernel, &ad);
         let bias = conv.bias.as_ref().expect("a bias");
         let dims = [b, h * w, c];
         compare_paths(

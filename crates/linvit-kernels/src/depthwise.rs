@@ -12,6 +12,7 @@
 //! of `d` channels.
 
 use std::mem::MaybeUninit;
+use std::ops::Range;
 
 use rayon::prelude::*;
 
@@ -288,10 +289,30 @@ impl DepthwiseTokens {
         out
     }
 
+    /// The taps of output row `r` (of all images' rows) that read inside the image, in
+    /// kernel-row order: each tap's index `i * k + j`, the output columns it reaches, and the
+    /// pixels of `x` those read, as one run.
+    fn row_reads<'a>(
+        &self,
+        x: &'a [f32],
+        r: usize,
+    ) -> impl Iterator<Item = (usize, Range<usize>, &'a [f32])> + 'a {
+        let (conv, k, c) = (*self, self.kernel, self.channels);
+        (0..k)
+            .filter_map(move |i| Some((i, conv.source_row(x, r, i)?)))
+            .flat_map(move |(i, src)| {
+                (0..k).filter_map(move |j| {
+                    let (cols, from) = conv.columns(j)?;
+                    let run = &src[from * c..][..cols.len() * c];
+                    Some((i * k + j, cols, run))
+                })
+            })
+    }
+
     /// For output column `x` of an image row, tap column `j` reads input column
     /// `x + j - k / 2`: the output columns where that is inside the image, and the first input
     /// column they read.
-    fn columns(&self, j: usize) -> Option<(std::ops::Range<usize>, usize)> {
+    fn columns(&self, j: usize) -> Option<(Range<usize>, usize)> {
         let r = self.kernel / 2;
         let first = r.saturating_sub(j);
         let end = (self.width + r).saturating_sub(j).min(self.width);
@@ -311,24 +332,15 @@ multiversion! {
     /// `sums` (output row `r` of all images' rows, `W` pixels of `C`) plus each tap's weights
     /// times the pixels it reads, taps in kernel-row order.
     fn row_taps(sums: &mut [f32], x: &[f32], taps: &[f32], conv: DepthwiseTokens, r: usize) {
-        let (k, c) = (conv.kernel, conv.channels);
-        for i in 0..k {
-            let Some(src) = conv.source_row(x, r, i) else {
-                continue;
-            };
-            for j in 0..k {
-                let Some((cols, from)) = conv.columns(j) else {
-                    continue;
-                };
-                let t = &taps[(i * k + j) * c..][..c];
-                let src = &src[from * c..][..cols.len() * c];
-                for (o, s) in sums[cols.start * c..cols.end * c]
-                    .chunks_exact_mut(c)
-                    .zip(src.chunks_exact(c))
-                {
-                    for ((o, s), t) in o.iter_mut().zip(s).zip(t) {
-                        *o += t * s;
-                    }
+        let c = conv.channels;
+        for (tap, cols, src) in conv.row_reads(x, r) {
+            let t = &taps[tap * c..][..c];
+            for (o, s) in sums[cols.start * c..cols.end * c]
+                .chunks_exact_mut(c)
+                .zip(src.chunks_exact(c))
+            {
+                for ((o, s), t) in o.iter_mut().zip(s).zip(t) {
+                    *o += t * s;
                 }
             }
         }
@@ -339,25 +351,16 @@ multiversion! {
     /// Output row `r`'s share of the weight gradient, added to `share` `[k * k, C]`: tap
     /// `(i, j)` of channel `c` gets the sum over the row of `grad` times the pixel it read.
     fn weight_row(share: &mut [f32], x: &[f32], grad: &[f32], conv: DepthwiseTokens, r: usize) {
-        let (k, c, row) = (conv.kernel, conv.channels, conv.row());
+        let (c, row) = (conv.channels, conv.row());
         let grad = &grad[r * row..][..row];
-        for i in 0..k {
-            let Some(src) = conv.source_row(x, r, i) else {
-                continue;
-            };
-            for j in 0..k {
-                let Some((cols, from)) = conv.columns(j) else {
-                    continue;
-                };
-                let acc = &mut share[(i * k + j) * c..][..c];
-                let src = &src[from * c..][..cols.len() * c];
-                for (g, s) in grad[cols.start * c..cols.end * c]
-                    .chunks_exact(c)
-                    .zip(src.chunks_exact(c))
-                {
-                    for ((a, g), s) in acc.iter_mut().zip(g).zip(s) {
-                        *a += g * s;
-                    }
+        for (tap, cols, src) in conv.row_reads(x, r) {
+            let acc = &mut share[tap * c..][..c];
+            for (g, s) in grad[cols.start * c..cols.end * c]
+                .chunks_exact(c)
+                .zip(src.chunks_exact(c))
+            {
+                for ((a, g), s) in acc.iter_mut().zip(g).zip(s) {
+                    *a += g * s;
                 }
             }
         }
