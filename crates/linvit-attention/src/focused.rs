@@ -191,10 +191,12 @@ pub fn linear_attend_prescaled(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>) -> Tens
 /// The depthwise conv over the head dim shared by all heads, on `v [B, h, N, d]` laid out as
 /// `[B*h, d, H, W]`; returns merged-head tokens `[B, N, h*d]`. On flex in f32 it runs on the
 /// merged-head tokens as they are (`ops::depthwise_tokens`, channel `c` through kernel
-/// `c % d`).
+/// `c % d`; the heads are merged only where a fused kernel or node may run).
 pub fn head_shared_dwc(dwc: &Conv2d, v: Tensor<4>, [h, w]: [usize; 2]) -> Tensor<3> {
-    if let Some(local) = ops::depthwise_tokens(dwc, &merge_heads(v.clone()), [h, w]) {
-        return local;
+    if kernel::kernel_applies(&v) || crate::fused::applies(&v) {
+        if let Some(local) = ops::depthwise_tokens(dwc, &merge_heads(v.clone()), [h, w]) {
+            return local;
+        }
     }
     let [b, heads, n, d] = v.dims();
     // One copy into the conv's [B*h, d, H, W] layout.

@@ -228,7 +228,7 @@ pub(crate) fn depthwise_conv(
 
 /// The shape of a depthwise conv in either layout ([`Depthwise`], [`DepthwiseTokens`]), which
 /// computes its gradients from the saved input and weight.
-trait DepthwiseShape: Clone + Copy + Send + std::fmt::Debug + 'static {
+trait DepthwiseShape: Clone + Send + std::fmt::Debug + 'static {
     fn gradients(&self, x: &[f32], weight: &[f32], grad: &[f32]) -> DepthwiseGrads;
 }
 
@@ -270,19 +270,18 @@ impl<S: DepthwiseShape> Backward<Flex, 3> for DepthwiseNode<S> {
 }
 
 /// A depthwise convolution with same padding and stride 1 between token tensors as one node:
-/// `x` `[B, H * W, C]` on `grid` through [`DepthwiseTokens`] forward and backward, from the
-/// saved input and weight, where Burn's ops transpose the tokens to an image and back around
-/// the conv, and the gradient the same way. `weight` `[kernels, 1, k, k]`, `bias` `[kernels]`,
-/// channel `c` of `x` through kernel `c % kernels` (see [`DepthwiseTokens`]); the caller
-/// (`ops::depthwise_tokens`) has checked that the conv is such a convolution. `None` where the
-/// gate is closed for any of them or the sizes do not fit together.
+/// `x` `[B, H * W, C]` through [`DepthwiseTokens`] `conv` forward and backward, from the saved
+/// input and weight, where Burn's ops transpose the tokens to an image and back around the
+/// conv, and the gradient the same way. `weight` `[kernels, 1, k, k]`, `bias` `[kernels]`,
+/// channel `c` of `x` through kernel `c % kernels`; the caller (`ops::depthwise_tokens`) has
+/// checked that the conv is such a convolution and that `conv` is its shape on `x`. `None`
+/// where the gate is closed for any of them.
 pub(crate) fn depthwise_tokens(
     x: &Tensor<3>,
-    grid: [usize; 2],
+    conv: DepthwiseTokens,
     weight: &Tensor<4>,
     bias: &Tensor<1>,
 ) -> Option<Tensor<3>> {
-    let conv = tokens_conv(x, grid, weight)?;
     let (xt, wt, bt) = (tracked(x)?, tracked(weight)?, tracked(bias)?);
     let input = laid_out(&xt);
     let kernel = laid_out(&wt);
@@ -295,25 +294,6 @@ pub(crate) fn depthwise_tokens(
         (input, kernel, conv),
         out,
     )
-}
-
-/// The shape of a depthwise conv with `weight` `[kernels, 1, k, k]` on tokens `x`
-/// `[B, H * W, C]` of `grid`, `None` where the sizes do not fit together.
-pub(crate) fn tokens_conv(
-    x: &Tensor<3>,
-    [height, width]: [usize; 2],
-    weight: &Tensor<4>,
-) -> Option<DepthwiseTokens> {
-    let ([images, tokens, channels], [kernels, _, kernel, _]) = (x.dims(), weight.dims());
-    let fits = kernels > 0 && channels.is_multiple_of(kernels) && tokens == height * width;
-    fits.then_some(DepthwiseTokens {
-        images,
-        height,
-        width,
-        channels,
-        kernels,
-        kernel,
-    })
 }
 
 /// LayerNorm over the last dim as one node: [`RowNorm::forward_keeping_stats`], saving each row's mean

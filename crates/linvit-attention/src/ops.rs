@@ -14,6 +14,7 @@ use std::sync::{Mutex, OnceLock};
 use burn::nn::conv::Conv2d;
 use burn::nn::{Linear, PaddingConfig2d};
 use burn::tensor::{Device, Tensor, TensorData};
+use linvit_kernels::depthwise::DepthwiseTokens;
 use linvit_kernels::linear::BlockInput;
 
 use crate::kernel::{
@@ -202,7 +203,7 @@ pub fn depthwise_tokens(conv: &Conv2d, x: &Tensor<3>, grid: [usize; 2]) -> Optio
         return None;
     };
     let (weight, bias) = (conv.weight.val(), bias.val());
-    let shape = crate::fused::tokens_conv(x, grid, &weight)?;
+    let shape = tokens_conv(x, grid, &weight)?;
     let inference = || {
         let [x_in, w_in, b_in] = [
             kernel_input(x)?,
@@ -212,7 +213,26 @@ pub fn depthwise_tokens(conv: &Conv2d, x: &Tensor<3>, grid: [usize; 2]) -> Optio
         let y = shape.forward(x_in.as_slice()?, w_in.as_slice()?, b_in.as_slice()?);
         Some(Tensor::from_data(TensorData::new(y, x.dims()), &x.device()))
     };
-    inference().or_else(|| crate::fused::depthwise_tokens(x, grid, &weight, &bias))
+    inference().or_else(|| crate::fused::depthwise_tokens(x, shape, &weight, &bias))
+}
+
+/// The shape of a depthwise conv with `weight` `[kernels, 1, k, k]` on tokens `x`
+/// `[B, H * W, C]` of `grid`, `None` where the sizes do not fit together.
+fn tokens_conv(
+    x: &Tensor<3>,
+    [height, width]: [usize; 2],
+    weight: &Tensor<4>,
+) -> Option<DepthwiseTokens> {
+    let ([images, tokens, channels], [kernels, _, kernel, _]) = (x.dims(), weight.dims());
+    let fits = kernels > 0 && channels.is_multiple_of(kernels) && tokens == height * width;
+    fits.then_some(DepthwiseTokens {
+        images,
+        height,
+        width,
+        channels,
+        kernels,
+        kernel,
+    })
 }
 
 /// The kernel size of a conv the fused kernels can run (odd, square, stride 1, same padding,

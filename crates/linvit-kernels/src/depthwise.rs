@@ -245,13 +245,13 @@ impl DepthwiseTokens {
         let input = self.correlate(grad, &self.tap_major(weight, true), &zero);
         // The weight's, `[k * k, C]` per block of image rows, the blocks summed in order (the
         // same bits on any number of threads).
-        let taps = self.kernel * self.kernel;
-        let rows: Vec<usize> = (0..self.images * self.height).collect();
-        let shares: Vec<Vec<f32>> = rows
-            .par_chunks(crate::rows_per_task(self.row()))
-            .map(|rows| {
+        let (taps, rows) = (self.kernel * self.kernel, self.images * self.height);
+        let per_task = crate::rows_per_task(self.row());
+        let shares: Vec<Vec<f32>> = (0..rows.div_ceil(per_task))
+            .into_par_iter()
+            .map(|task| {
                 let mut share = vec![0f32; taps * self.channels];
-                for &r in rows {
+                for r in task * per_task..rows.min((task + 1) * per_task) {
                     weight_row(&mut share, x, grad, *self, r);
                 }
                 share
