@@ -29,12 +29,45 @@ pub(crate) fn kernel_input<const D: usize>(t: &Tensor<D>) -> Option<FlexTensor> 
 
 /// `t` as it is where it is a contiguous run of its buffer (a `narrow` of a projection's output
 /// may be), copied otherwise: what a kernel reads with `as_slice`.
+///
+/// Evenly spaced f32 rows (a `narrow` of the last dim, such as agent attention's values cut
+/// from the `kv` projection) are copied on all cores. Why not flex's `to_contiguous` for them:
+/// it copies on the calling thread while the other cores wait.
 pub(crate) fn contiguous(t: FlexTensor) -> FlexTensor {
     if t.is_contiguous() {
-        t
-    } else {
-        t.to_contiguous()
+        return t;
     }
+    match evenly_spaced_rows(&t) {
+        Some((offset, stride, rows)) => {
+            let shape = t.layout().shape().clone();
+            let width = shape[shape.num_dims() - 1];
+            let values = Rows::new(t.storage::<f32>(), offset, stride, width, rows).to_dense();
+            FlexTensor::from_data(burn::tensor::TensorData::new(values, shape))
+        }
+        None => t.to_contiguous(),
+    }
+}
+
+/// `(offset, stride, count)` of the last-dim rows of an f32 view whose rows are contiguous and
+/// evenly spaced in its buffer (`count` rows, `stride` apart, from `offset`); `None` otherwise.
+fn evenly_spaced_rows(t: &FlexTensor) -> Option<(usize, usize, usize)> {
+    let layout = t.layout();
+    let (dims, strides) = (layout.shape(), layout.strides());
+    let last = dims.num_dims().checked_sub(1)?;
+    let stride = *strides.get(last.checked_sub(1)?)?;
+    let rows_evenly_spaced =
+        (0..last - 1).all(|i| strides[i] == dims[i + 1] as isize * strides[i + 1]);
+    let usable = t.dtype() == burn::tensor::DType::F32
+        && strides[last] == 1
+        && stride >= dims[last] as isize
+        && rows_evenly_spaced;
+    usable.then(|| {
+        (
+            layout.start_offset(),
+            stride as usize,
+            dims.num_elements() / dims[last].max(1),
+        )
+    })
 }
 
 /// Whether a fused CPU kernel may take `t` (see [`kernel_input`]), checked without copying it.
@@ -154,4 +187,44 @@ pub(crate) fn optional_kernel_input<const D: usize>(
 /// none.
 pub(crate) fn optional_slice(t: &Option<FlexTensor>) -> Option<Option<&[f32]>> {
     optional(t.as_ref(), FlexTensor::as_slice)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::tensor::TensorData;
+
+    /// Views copied to contiguous hold Burn's values: rows cut from wider rows (3 and 4 dims,
+    /// copied on all cores) and views whose rows are not evenly spaced or not contiguous
+    /// (copied by flex).
+    #[test]
+    fn views_made_contiguous_hold_burns_values() {
+        let device = Device::flex();
+        let values = |n: usize| (0..n).map(|i| i as f32 * 0.5 - 7.0).collect::<Vec<_>>();
+        let x3 =
+            Tensor::<3>::from_data(TensorData::new(values(2 * 3000 * 9), [2, 3000, 9]), &device);
+        let x4 = Tensor::<4>::from_data(
+            TensorData::new(values(2 * 3 * 5 * 8), [2, 3, 5, 8]),
+            &device,
+        );
+        check(x3.clone().narrow(2, 3, 5), true);
+        check(x3.clone().narrow(1, 10, 200), false);
+        check(x3.swap_dims(1, 2), false);
+        check(x4.clone().narrow(3, 6, 2), true);
+        check(x4.narrow(2, 1, 3), false);
+    }
+
+    fn check<const D: usize>(view: Tensor<D>, rows: bool) {
+        let t = view.clone().try_into_primitive::<Flex>().expect("on flex");
+        let dims = view.dims();
+        assert!(!t.is_contiguous(), "{dims:?}");
+        assert_eq!(evenly_spaced_rows(&t).is_some(), rows, "{dims:?}");
+        let got = contiguous(t);
+        let want = view.into_data().try_to_vec::<f32>().unwrap();
+        assert_eq!(
+            got.as_slice::<f32>().expect("contiguous"),
+            want.as_slice(),
+            "{dims:?}"
+        );
+    }
 }

@@ -141,7 +141,7 @@ impl AgentAttention<'_> {
         if let Some(dwc) = &self.dwc {
             assert!(dwc.grid[0] * dwc.grid[1] == n.grid && n.n_k == n.n_q);
         }
-        let mut out = vec![0f32; q.rows() * n.c];
+        let mut out = crate::zeros(q.rows() * n.c);
         out.par_chunks_mut(n.n_q * n.c)
             .enumerate()
             .for_each(|(b, out)| {
@@ -176,8 +176,8 @@ impl AgentAttention<'_> {
         let n = self.sizes(batch, &q, &k, &v);
         let lens = n.state(self.heads);
         let [mut agents, mut gather, mut agent_v, mut broadcast] =
-            lens.map(|len| vec![0f32; batch * len]);
-        let mut out = vec![0f32; q.rows() * n.c];
+            lens.map(|len| crate::zeros(batch * len));
+        let mut out = crate::zeros(q.rows() * n.c);
         out.par_chunks_mut(n.n_q * n.c)
             .zip(agents.par_chunks_mut(lens[0]))
             .zip(gather.par_chunks_mut(lens[1]))
@@ -275,9 +275,9 @@ impl AgentAttention<'_> {
         let lens = n.state(self.heads);
         assert!(grad.len() == q.rows() * c && saved.agents.len() == batch * lens[0]);
         let bias_lens = [lens[1], lens[3]];
-        let mut dq = vec![0f32; q.rows() * c];
-        let mut dk = vec![0f32; k.rows() * c];
-        let mut dv = vec![0f32; k.rows() * c];
+        let mut dq = crate::zeros(q.rows() * c);
+        let mut dk = crate::zeros(k.rows() * c);
+        let mut dv = crate::zeros(k.rows() * c);
         let mut d_agent_bias = vec![0f32; batch * bias_lens[0]];
         let mut d_query_bias = vec![0f32; batch * bias_lens[1]];
         dq.par_chunks_mut(n_q * c)

@@ -46,7 +46,7 @@ impl Focus<'_> {
     pub fn forward(&self, x: &[f32]) -> Vec<f32> {
         let c = self.width();
         assert!(c > 0 && x.len().is_multiple_of(c) && self.power >= 1);
-        let mut out = vec![0f32; x.len()];
+        let mut out = crate::zeros(x.len());
         out.par_chunks_mut(crate::rows_per_task(c) * c)
             .zip(x.par_chunks(crate::rows_per_task(c) * c))
             .for_each(|(out, x)| {
@@ -61,7 +61,7 @@ impl Focus<'_> {
     pub fn backward(&self, x: &[f32], grad: &[f32]) -> FocusGrads {
         let c = self.width();
         assert!(c > 0 && x.len().is_multiple_of(c) && grad.len() == x.len());
-        let mut input = vec![0f32; x.len()];
+        let mut input = crate::zeros(x.len());
         let partials: Vec<Vec<f32>> = input
             .par_chunks_mut(crate::rows_per_task(c) * c)
             .zip(

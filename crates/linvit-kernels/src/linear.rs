@@ -9,7 +9,7 @@ use std::mem::MaybeUninit;
 
 use rayon::prelude::*;
 
-use crate::matmul::{new_product, product_on, Operand, Parallelism};
+use crate::matmul::{new_product_all_threads, product_on, Operand, Parallelism};
 use crate::norm::RowNorm;
 use crate::simd::multiversion;
 
@@ -87,11 +87,8 @@ pub fn linear_backward(
     assert!(width > 0 && x.len().is_multiple_of(width) && weight.len() == width * out);
     let rows = x.len() / width;
     assert_eq!(grad.len(), rows * out, "linear_backward: gradient size");
-    // `lhs rhs` for `[m, n, k]` on all cores, into a new buffer (zero for an empty product).
-    let product = |lhs: Operand, rhs: Operand, mnk: [usize; 3]| {
-        let threads = Parallelism::Rayon(rayon::current_num_threads().max(1));
-        new_product(threads, lhs, rhs, mnk)
-    };
+    // Each product on all cores, into a new buffer (zero for an empty product).
+    let product = new_product_all_threads;
     // [rows, in] = [rows, out] x [out, in].
     let input = want_input.then(|| product(Operand(grad, [out, 1]), weight_t, [rows, width, out]));
     // x^T's element (i, r) is x[r * width + i]; grad^T's (j, r) is grad[r * out + j].

@@ -56,8 +56,8 @@ pub fn forward_keeping(
     let [d, n_q, n_k] = sizes(batch, heads, &q, &k, &v);
     let c = q.width();
     let s = (n_k as f32).powf(-0.5);
-    let mut out = vec![0f32; q.rows() * c];
-    let mut kv = vec![0f32; batch * heads * d * (d + 1)];
+    let mut out = crate::zeros(q.rows() * c);
+    let mut kv = crate::zeros(batch * heads * d * (d + 1));
     let mut inv_den = vec![0f32; batch * heads * n_q];
     out.par_chunks_mut(n_q * c)
         .zip(kv.par_chunks_mut(heads * d * (d + 1)))
@@ -118,7 +118,7 @@ pub fn backward(
     assert!(out.len() == q.rows() * c && grad.len() == out.len());
     assert!(saved.kv.len() == batch * heads * d * (d + 1));
     let s = (n_k as f32).powf(-0.5);
-    let [mut dq, mut dk, mut dv] = [q.rows(), k.rows(), k.rows()].map(|r| vec![0f32; r * c]);
+    let [mut dq, mut dk, mut dv] = [q.rows(), k.rows(), k.rows()].map(|r| crate::zeros(r * c));
     dq.par_chunks_mut(n_q * c)
         .zip(dk.par_chunks_mut(n_k * c))
         .zip(dv.par_chunks_mut(n_k * c))

@@ -114,7 +114,7 @@ pub fn layer_norm_backward(
     let width = gamma.len();
     assert!(x.len() == grad.len() && x.len() == mean.len() * width && mean.len() == rstd.len());
     let block = crate::rows_per_task(width);
-    let mut input = vec![0f32; x.len()];
+    let mut input = crate::zeros(x.len());
     let partials: Vec<(Vec<f32>, Vec<f32>)> = input
         .par_chunks_mut(block * width)
         .zip(

@@ -1,6 +1,9 @@
 //! Token rows read in place from a larger buffer.
 
 use crate::matmul::Operand;
+use crate::rows_per_task;
+use rayon::prelude::*;
+use std::mem::MaybeUninit;
 
 /// A `[rows, width]` matrix inside a larger buffer, row `r` at `data[offset + r * stride..]`:
 /// the queries, keys and values of a fused `qkv` projection are three such views of one
@@ -63,6 +66,29 @@ impl<'a> Rows<'a> {
         &self.data[self.offset + r * self.stride + col..]
     }
 
+    /// The rows packed back to back (`[rows, width]`), copied on all cores.
+    pub fn to_dense(&self) -> Vec<f32> {
+        let (width, rows) = (self.width, self.rows);
+        let mut out = Vec::with_capacity(rows * width);
+        if width == 0 || rows == 0 {
+            return out;
+        }
+        let task = rows_per_task(width);
+        out.spare_capacity_mut()[..rows * width]
+            .par_chunks_mut(task * width)
+            .enumerate()
+            .for_each(|(t, chunk)| {
+                for (i, dst) in chunk.chunks_exact_mut(width).enumerate() {
+                    for (d, s) in dst.iter_mut().zip(self.row(t * task + i)) {
+                        d.write(*s);
+                    }
+                }
+            });
+        // SAFETY: the tasks cover all `rows * width` elements, each written above.
+        unsafe { out.set_len(rows * width) };
+        out
+    }
+
     /// The block at row `r`, column `col` as a product operand.
     pub(crate) fn operand(&self, r: usize, col: usize) -> Operand<'a> {
         Operand(self.from(r, col), [self.stride, 1])
@@ -82,11 +108,16 @@ impl<'a> Rows<'a> {
 pub fn add_columns(sum: &mut [f32], width: usize, start: usize, grad: &[f32]) {
     assert!(width > 0 && sum.len().is_multiple_of(width));
     let len = view_width(sum.len() / width, width, start, grad.len());
-    for (row, g) in sum.chunks_exact_mut(width).zip(grad.chunks_exact(len)) {
-        for (s, g) in row[start..start + len].iter_mut().zip(g) {
-            *s += g;
-        }
-    }
+    let task = rows_per_task(width);
+    sum.par_chunks_mut(task * width)
+        .zip(grad.par_chunks(task * len))
+        .for_each(|(sum, grad)| {
+            for (row, g) in sum.chunks_exact_mut(width).zip(grad.chunks_exact(len)) {
+                for (s, g) in row[start..start + len].iter_mut().zip(g) {
+                    *s += g;
+                }
+            }
+        });
 }
 
 /// `grad` (`[rows, len]`) as columns `start..start + len` of a new `[rows, width]` matrix that
@@ -96,12 +127,24 @@ pub fn add_columns(sum: &mut [f32], width: usize, start: usize, grad: &[f32]) {
 /// Where the columns do not fit in `width` (a caller bug).
 pub fn widen_columns(width: usize, start: usize, grad: &[f32], rows: usize) -> Vec<f32> {
     let len = view_width(rows, width, start, grad.len());
+    let task = rows_per_task(width);
     let mut out = Vec::with_capacity(rows * width);
-    for g in grad.chunks_exact(len) {
-        out.resize(out.len() + start, 0.0);
-        out.extend_from_slice(g);
-        out.resize(out.len() + width - start - len, 0.0);
-    }
+    out.spare_capacity_mut()[..rows * width]
+        .par_chunks_mut(task * width)
+        .zip(grad.par_chunks(task * len))
+        .for_each(|(out, grad)| {
+            for (row, g) in out.chunks_exact_mut(width).zip(grad.chunks_exact(len)) {
+                let (before, rest) = row.split_at_mut(start);
+                let (view, after) = rest.split_at_mut(len);
+                before.fill(MaybeUninit::new(0.0));
+                for (o, g) in view.iter_mut().zip(g) {
+                    o.write(*g);
+                }
+                after.fill(MaybeUninit::new(0.0));
+            }
+        });
+    // SAFETY: the tasks cover all `rows` rows, and every element of each row was written above.
+    unsafe { out.set_len(rows * width) };
     out
 }
 
@@ -138,6 +181,29 @@ mod tests {
         let mut whole = vec![1.0; 4];
         add_columns(&mut whole, 2, 0, &[1.0, 2.0, 3.0, 4.0]);
         assert_eq!(whole, [2.0, 3.0, 4.0, 5.0]);
+    }
+
+    /// Rows spread over several tasks (the last one short) land where the element-by-element
+    /// definition puts them.
+    #[test]
+    fn column_gradients_over_many_tasks_land_in_their_columns() {
+        let (width, start, len) = (96, 40, 33);
+        let rows = 3 * rows_per_task(width) + 5;
+        let grad: Vec<f32> = (0..rows * len).map(|i| (i % 997) as f32).collect();
+        let base: Vec<f32> = (0..rows * width).map(|i| (i % 13) as f32 * 0.5).collect();
+        let in_view = |i: usize| (start..start + len).contains(&(i % width));
+        let at = |i: usize| grad[i / width * len + i % width - start];
+        let widened = widen_columns(width, start, &grad, rows);
+        let want: Vec<f32> = (0..rows * width)
+            .map(|i| if in_view(i) { at(i) } else { 0.0 })
+            .collect();
+        assert_eq!(widened, want);
+        let mut sum = base.clone();
+        add_columns(&mut sum, width, start, &grad);
+        let want: Vec<f32> = (0..rows * width)
+            .map(|i| if in_view(i) { base[i] + at(i) } else { base[i] })
+            .collect();
+        assert_eq!(sum, want);
     }
 
     #[test]

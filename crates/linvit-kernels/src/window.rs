@@ -65,7 +65,7 @@ impl WindowAttention<'_> {
     pub fn forward(&self, tokens: usize, q: Rows, k: Rows, v: Rows) -> Vec<f32> {
         let n = tokens;
         self.sizes(n, &q, &k, &v);
-        let mut out = vec![0f32; q.rows() * q.width()];
+        let mut out = crate::zeros(q.rows() * q.width());
         out.par_chunks_mut(n * q.width())
             .enumerate()
             .for_each(|(w, out)| {
@@ -90,8 +90,8 @@ impl WindowAttention<'_> {
         let (n, c, heads) = (tokens, q.width(), self.heads);
         self.sizes(n, &q, &k, &v);
         let windows = q.rows() / n;
-        let mut out = vec![0f32; q.rows() * c];
-        let mut probs = vec![0f32; windows * heads * n * n];
+        let mut out = crate::zeros(q.rows() * c);
+        let mut probs = crate::zeros(windows * heads * n * n);
         out.par_chunks_mut(n * c)
             .zip(probs.par_chunks_mut(heads * n * n))
             .enumerate()
@@ -160,7 +160,7 @@ impl WindowAttention<'_> {
         let (d, _) = self.sizes(n, &q, &k, &v);
         let windows = q.rows() / n;
         assert!(probs.len() == windows * heads * n * n && grad.len() == q.rows() * c);
-        let [mut dq, mut dk, mut dv] = [0; 3].map(|_| vec![0f32; q.rows() * c]);
+        let [mut dq, mut dk, mut dv] = [0; 3].map(|_| crate::zeros(q.rows() * c));
         // Each window's scores' gradient, per head: the bias's gradient before the sum.
         let mut d_scores = vec![0f32; windows * heads * n * n];
         dq.par_chunks_mut(n * c)
