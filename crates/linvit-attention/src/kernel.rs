@@ -50,24 +50,29 @@ pub(crate) fn contiguous(t: FlexTensor) -> FlexTensor {
 
 /// `(offset, stride, count)` of the last-dim rows of an f32 view whose rows are contiguous and
 /// evenly spaced in its buffer (`count` rows, `stride` apart, from `offset`); `None` otherwise.
+/// Dims of size 1 are passed over, whatever their stride.
 fn evenly_spaced_rows(t: &FlexTensor) -> Option<(usize, usize, usize)> {
     let layout = t.layout();
     let (dims, strides) = (layout.shape(), layout.strides());
     let last = dims.num_dims().checked_sub(1)?;
-    let stride = *strides.get(last.checked_sub(1)?)?;
-    let rows_evenly_spaced =
-        (0..last - 1).all(|i| strides[i] == dims[i + 1] as isize * strides[i + 1]);
-    let usable = t.dtype() == burn::tensor::DType::F32
-        && strides[last] == 1
-        && stride >= dims[last] as isize
-        && rows_evenly_spaced;
-    usable.then(|| {
-        (
-            layout.start_offset(),
-            stride as usize,
-            dims.num_elements() / dims[last].max(1),
-        )
-    })
+    let width = dims[last];
+    if t.dtype() != burn::tensor::DType::F32 || strides[last] != 1 {
+        return None;
+    }
+    // From the innermost leading dim out: the first one that moves sets the rows' stride, and
+    // each one after must step over all the rows inside it.
+    let (mut stride, mut inside) = (None, 1);
+    for i in (0..last).rev().filter(|&i| dims[i] > 1) {
+        match stride {
+            None => stride = Some(strides[i]),
+            Some(s) if strides[i] != inside as isize * s => return None,
+            Some(_) => {}
+        }
+        inside *= dims[i];
+    }
+    let stride = stride.unwrap_or(width as isize);
+    let rows = (0..last).map(|i| dims[i]).product();
+    (stride >= width as isize).then(|| (layout.start_offset(), stride as usize, rows))
 }
 
 /// Whether a fused CPU kernel may take `t` (see [`kernel_input`]), checked without copying it.
@@ -105,23 +110,19 @@ impl KernelRows {
     /// The rows of `t` (`[B, N, C]`) in place where they are evenly spaced and contiguous,
     /// copied to contiguous rows otherwise.
     pub(crate) fn new(t: FlexTensor) -> Self {
-        let [b, n, c] = t.layout().shape().dims::<3>();
-        let strides = t.layout().strides();
-        let evenly_spaced = strides[2] == 1
-            && strides[1] >= c as isize
-            && (b == 1 || strides[0] == n as isize * strides[1]);
-        if evenly_spaced {
-            let (offset, stride) = (t.layout().start_offset(), strides[1] as usize);
-            KernelRows {
+        match evenly_spaced_rows(&t) {
+            Some((offset, stride, _)) => KernelRows {
                 tensor: t,
                 offset,
                 stride,
-            }
-        } else {
-            KernelRows {
-                tensor: t.to_contiguous(),
-                offset: 0,
-                stride: c,
+            },
+            None => {
+                let c = t.layout().shape()[2];
+                KernelRows {
+                    tensor: t.to_contiguous(),
+                    offset: 0,
+                    stride: c,
+                }
             }
         }
     }
@@ -194,8 +195,8 @@ mod tests {
     use super::*;
     use burn::tensor::TensorData;
 
-    /// Views copied to contiguous hold Burn's values: rows cut from wider rows (3 and 4 dims,
-    /// copied on all cores) and views whose rows are not evenly spaced or not contiguous
+    /// Views copied to contiguous hold Burn's values: rows cut from wider rows (3 and 4 dims, one
+    /// beside a dim of size 1; copied on all cores) and views whose rows are not evenly spaced or not contiguous
     /// (copied by flex).
     #[test]
     fn views_made_contiguous_hold_burns_values() {
@@ -209,6 +210,7 @@ mod tests {
         );
         check(x3.clone().narrow(2, 3, 5), true);
         check(x3.clone().narrow(1, 10, 200), false);
+        check(x3.clone().narrow(1, 5, 1), true);
         check(x3.swap_dims(1, 2), false);
         check(x4.clone().narrow(3, 6, 2), true);
         check(x4.narrow(2, 1, 3), false);

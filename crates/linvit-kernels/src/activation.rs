@@ -10,21 +10,16 @@ use std::mem::MaybeUninit;
 use rayon::prelude::*;
 
 use crate::simd::multiversion;
-use crate::CHUNK;
+use crate::{new_buffer, CHUNK};
 
 /// `gelu(x)` element-wise, into a new buffer.
 pub fn gelu(x: &[f32]) -> Vec<f32> {
-    let mut out = Vec::with_capacity(x.len());
-    // Written straight into the new buffer's spare capacity: zeroing it first cost as much as
-    // a third of the GELU itself (MLP activations are the largest tensors of a forward).
-    out.spare_capacity_mut()
-        .par_chunks_mut(CHUNK)
-        .zip(x.par_chunks(CHUNK))
-        .for_each(|(out, x)| gelu_chunk(out, x));
-    // SAFETY: the chunks above cover all `x.len()` elements of the spare capacity, and
-    // `gelu_chunk` writes every element of its chunk.
-    unsafe { out.set_len(x.len()) };
-    out
+    // Not zeroed first (see `new_buffer`): that cost as much as a third of the GELU itself
+    // (MLP activations are the largest tensors of a forward).
+    let write =
+        |i: usize, out: &mut [MaybeUninit<f32>]| gelu_chunk(out, &x[i * CHUNK..][..out.len()]);
+    // SAFETY: `gelu_chunk` writes every element of its chunk.
+    unsafe { new_buffer(x.len(), CHUNK, write) }
 }
 
 fn gelu_chunk(out: &mut [MaybeUninit<f32>], x: &[f32]) {
@@ -80,14 +75,15 @@ pub fn gelu_backward(x: &[f32], grad: &[f32]) -> Vec<f32> {
         grad.len(),
         "gelu_backward: input and gradient differ in length"
     );
-    let mut out = Vec::with_capacity(x.len());
-    out.spare_capacity_mut()
-        .par_chunks_mut(CHUNK)
-        .zip(x.par_chunks(CHUNK).zip(grad.par_chunks(CHUNK)))
-        .for_each(|(out, (x, grad))| gelu_backward_chunk(out, x, grad));
-    // SAFETY: the chunks cover all `x.len()` elements, and every element of each is written.
-    unsafe { out.set_len(x.len()) };
-    out
+    let write = |i: usize, out: &mut [MaybeUninit<f32>]| {
+        let (x, grad) = (
+            &x[i * CHUNK..][..out.len()],
+            &grad[i * CHUNK..][..out.len()],
+        );
+        gelu_backward_chunk(out, x, grad)
+    };
+    // SAFETY: `gelu_backward_chunk` writes every element of its chunk.
+    unsafe { new_buffer(x.len(), CHUNK, write) }
 }
 
 fn gelu_backward_chunk(out: &mut [MaybeUninit<f32>], x: &[f32], grad: &[f32]) {

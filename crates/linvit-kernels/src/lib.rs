@@ -33,6 +33,7 @@ pub mod window;
 
 use rayon::prelude::*;
 pub use rows::Rows;
+use std::mem::MaybeUninit;
 
 /// Elements per task of the parallel kernels: 16K (64 KiB), so a task's data stays in L2 and
 /// there are many tasks to share out.
@@ -49,11 +50,27 @@ pub(crate) fn zeros(len: usize) -> Vec<f32> {
     if len < 4 * CHUNK {
         return vec![0f32; len];
     }
+    // SAFETY: `fill` writes every element of each chunk.
+    unsafe { new_buffer(len, CHUNK, |_, chunk| chunk.fill(MaybeUninit::new(0.0))) }
+}
+
+/// A new buffer of `len` elements written by `write` on rayon's threads, straight into its
+/// spare capacity (zeroing it first would be one more pass over it): `write` gets each chunk of
+/// `chunk` elements (the last one may be shorter) with the chunk's index.
+///
+/// # Safety
+/// `write` must write every element of each chunk it gets.
+pub(crate) unsafe fn new_buffer(
+    len: usize,
+    chunk: usize,
+    write: impl Fn(usize, &mut [MaybeUninit<f32>]) + Send + Sync,
+) -> Vec<f32> {
     let mut out = Vec::with_capacity(len);
-    out.spare_capacity_mut()
-        .par_chunks_mut(CHUNK)
-        .for_each(|chunk| chunk.fill(std::mem::MaybeUninit::new(0.0)));
-    // SAFETY: the chunks cover the `len` elements of capacity, each one written above.
+    out.spare_capacity_mut()[..len]
+        .par_chunks_mut(chunk.max(1))
+        .enumerate()
+        .for_each(|(i, chunk)| write(i, chunk));
+    // SAFETY: the chunks cover all `len` elements, and the caller's `write` wrote each of them.
     unsafe { out.set_len(len) };
     out
 }

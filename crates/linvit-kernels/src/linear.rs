@@ -87,20 +87,19 @@ pub fn linear_backward(
     assert!(width > 0 && x.len().is_multiple_of(width) && weight.len() == width * out);
     let rows = x.len() / width;
     assert_eq!(grad.len(), rows * out, "linear_backward: gradient size");
-    // Each product on all cores, into a new buffer (zero for an empty product).
-    let product = new_product_all_threads;
     // [rows, in] = [rows, out] x [out, in].
-    let input = want_input.then(|| product(Operand(grad, [out, 1]), weight_t, [rows, width, out]));
+    let input = want_input
+        .then(|| new_product_all_threads(Operand(grad, [out, 1]), weight_t, [rows, width, out]));
     // x^T's element (i, r) is x[r * width + i]; grad^T's (j, r) is grad[r * out + j].
     let weight = want_weight.then(|| match layout {
         // [out, in] = [out, rows] x [rows, in].
-        WeightLayout::OutIn => product(
+        WeightLayout::OutIn => new_product_all_threads(
             Operand(grad, [1, out]),
             Operand(x, [width, 1]),
             [out, width, rows],
         ),
         // [in, out] = [in, rows] x [rows, out].
-        WeightLayout::InOut => product(
+        WeightLayout::InOut => new_product_all_threads(
             Operand(x, [1, width]),
             Operand(grad, [out, 1]),
             [width, out, rows],

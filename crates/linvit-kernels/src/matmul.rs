@@ -128,8 +128,8 @@ pub(crate) fn new_product_all_threads(
     rhs: Operand,
     [m, n, k]: [usize; 3],
 ) -> Vec<f32> {
-    let Some((along_rows, edges)) = blocks([m, n, k], rayon::current_num_threads()) else {
-        let threads = rayon::current_num_threads().max(1);
+    let threads = rayon::current_num_threads().max(1);
+    let Some((along_rows, edges)) = blocks([m, n, k], threads) else {
         return new_product(Parallelism::Rayon(threads), lhs, rhs, [m, n, k]);
     };
     let mut dst = Vec::<f32>::with_capacity(m * n);

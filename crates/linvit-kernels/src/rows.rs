@@ -1,7 +1,7 @@
 //! Token rows read in place from a larger buffer.
 
 use crate::matmul::Operand;
-use crate::rows_per_task;
+use crate::{new_buffer, rows_per_task};
 use rayon::prelude::*;
 use std::mem::MaybeUninit;
 
@@ -68,25 +68,14 @@ impl<'a> Rows<'a> {
 
     /// The rows packed back to back (`[rows, width]`), copied on all cores.
     pub fn to_dense(&self) -> Vec<f32> {
-        let (width, rows) = (self.width, self.rows);
-        let mut out = Vec::with_capacity(rows * width);
-        if width == 0 || rows == 0 {
-            return out;
-        }
-        let task = rows_per_task(width);
-        out.spare_capacity_mut()[..rows * width]
-            .par_chunks_mut(task * width)
-            .enumerate()
-            .for_each(|(t, chunk)| {
-                for (i, dst) in chunk.chunks_exact_mut(width).enumerate() {
-                    for (d, s) in dst.iter_mut().zip(self.row(t * task + i)) {
-                        d.write(*s);
-                    }
-                }
-            });
-        // SAFETY: the tasks cover all `rows * width` elements, each written above.
-        unsafe { out.set_len(rows * width) };
-        out
+        let (width, task) = (self.width, rows_per_task(self.width));
+        let write = |t: usize, chunk: &mut [MaybeUninit<f32>]| {
+            for (i, dst) in chunk.chunks_exact_mut(width.max(1)).enumerate() {
+                dst.write_copy_of_slice(self.row(t * task + i));
+            }
+        };
+        // SAFETY: each chunk holds whole rows, and each row is written from its source row.
+        unsafe { new_buffer(self.rows * width, task * width, write) }
     }
 
     /// The block at row `r`, column `col` as a product operand.
@@ -128,24 +117,19 @@ pub fn add_columns(sum: &mut [f32], width: usize, start: usize, grad: &[f32]) {
 pub fn widen_columns(width: usize, start: usize, grad: &[f32], rows: usize) -> Vec<f32> {
     let len = view_width(rows, width, start, grad.len());
     let task = rows_per_task(width);
-    let mut out = Vec::with_capacity(rows * width);
-    out.spare_capacity_mut()[..rows * width]
-        .par_chunks_mut(task * width)
-        .zip(grad.par_chunks(task * len))
-        .for_each(|(out, grad)| {
-            for (row, g) in out.chunks_exact_mut(width).zip(grad.chunks_exact(len)) {
-                let (before, rest) = row.split_at_mut(start);
-                let (view, after) = rest.split_at_mut(len);
-                before.fill(MaybeUninit::new(0.0));
-                for (o, g) in view.iter_mut().zip(g) {
-                    o.write(*g);
-                }
-                after.fill(MaybeUninit::new(0.0));
-            }
-        });
-    // SAFETY: the tasks cover all `rows` rows, and every element of each row was written above.
-    unsafe { out.set_len(rows * width) };
-    out
+    let write = |t: usize, out: &mut [MaybeUninit<f32>]| {
+        let grad = grad[t * task * len..].chunks_exact(len);
+        for (row, g) in out.chunks_exact_mut(width).zip(grad) {
+            let (before, rest) = row.split_at_mut(start);
+            let (view, after) = rest.split_at_mut(len);
+            before.fill(MaybeUninit::new(0.0));
+            view.write_copy_of_slice(g);
+            after.fill(MaybeUninit::new(0.0));
+        }
+    };
+    // SAFETY: each chunk holds whole rows (the gradient has a row of `len` for each), and every
+    // element of each row is written: zeros before and after the view, the gradient in it.
+    unsafe { new_buffer(rows * width, task * width, write) }
 }
 
 /// The width of a view of `count` elements at column `start` of `rows` rows `width` wide;
