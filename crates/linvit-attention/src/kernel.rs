@@ -195,9 +195,9 @@ mod tests {
     use super::*;
     use burn::tensor::TensorData;
 
-    /// Views copied to contiguous hold Burn's values: rows cut from wider rows (3 and 4 dims, one
-    /// beside a dim of size 1; copied on all cores) and views whose rows are not evenly spaced or not contiguous
-    /// (copied by flex).
+    /// Views copied to contiguous hold Burn's values: rows cut from wider rows (3 and 4 dims,
+    /// one beside a dim of size 1; copied on all cores) and views whose rows are not evenly
+    /// spaced or not contiguous (copied by flex).
     #[test]
     fn views_made_contiguous_hold_burns_values() {
         let device = Device::flex();
